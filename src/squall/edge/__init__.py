@@ -1,0 +1,1 @@
+"""The HTTP edge: AWS-compatible request authentication, routing and wire formats."""

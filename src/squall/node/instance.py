@@ -1,0 +1,299 @@
+"""The node's handle on one running instance: frames over its socket, its log pipe, its limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from squall.model import InvokeOutcome, InvokeRequest
+from squall.node.cgroups import instance_stats
+from squall.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
+
+__all__ = ["InitFailed", "Instance", "InstanceDied", "exit_reason"]
+
+
+class InstanceDied(Exception):
+    pass
+
+
+@dataclass
+class InitFailed(Exception):
+    document: dict[str, Any]
+    logs: str
+    init_ms: float
+
+
+def exit_reason(status: int | None, oom: bool) -> tuple[str, str]:
+    """(errorType, message tail) for an instance that died, the way Lambda words it."""
+    if status is None:
+        return "Runtime.ExitError", "Runtime exited without providing a reason"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        names = {
+            signal.SIGKILL: "killed", signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "aborted",
+            signal.SIGBUS: "bus error", signal.SIGTERM: "terminated", signal.SIGFPE: "floating point exception",
+            signal.SIGILL: "illegal instruction",
+        }  # fmt: skip
+        msg = f"Runtime exited with error: signal: {names.get(signal.Signals(sig), str(sig))}"
+        return ("Runtime.OutOfMemory" if oom else "Runtime.ExitError"), msg
+    return "Runtime.ExitError", f"Runtime exited with error: exit status {os.waitstatus_to_exitcode(status)}"
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.frames: deque[Frame] = deque()
+        self.waiter: asyncio.Future[Frame] | None = None
+        self.lost = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.frames.extend(self.decoder.feed(data))
+        except ProtocolError:
+            self.connection_lost(None)
+            if self.transport:
+                self.transport.abort()
+            return
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is None or w.done():
+            return
+        if self.frames:
+            w.set_result(self.frames.popleft())
+        elif self.lost:
+            w.set_exception(InstanceDied())
+
+    def next_frame(self) -> asyncio.Future[Frame]:
+        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self.waiter = fut
+        self._wake()
+        return fut
+
+    def send(self, data: bytes) -> None:
+        if self.transport is None or self.lost:
+            raise InstanceDied()
+        self.transport.write(data)
+
+
+class Instance:
+    """One sandboxed instance, seen from the node.  Serves one invocation at a time."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        pid: int,
+        slot: int,
+        function: str,
+        version: str,
+        memory_mb: int,
+        timeout_s: float,
+        init_type: str,
+        conn: _Conn,
+        log_fd: int,
+        memory_cgroup: Path | None,
+        exited: asyncio.Future[int],
+    ) -> None:
+        self.id = instance_id
+        self.pid = pid
+        self.slot = slot
+        self.function = function
+        self.version = version
+        self.memory_mb = memory_mb
+        self.timeout_s = timeout_s
+        self.init_type = init_type
+        self.conn = conn
+        self.log_fd = log_fd
+        self.memory_cgroup = memory_cgroup
+        self.exited = exited
+        self.init_ms: float | None = None
+        self.invocations = 0
+        self.alive = True
+        self.last_used = time.monotonic()
+        self._log = bytearray()
+        self._init_logs = ""
+        self._oom_base = instance_stats(memory_cgroup).oom_kills if memory_cgroup else 0
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(log_fd, False)
+        self._loop.add_reader(log_fd, self._drain_logs)
+
+    # -- logs -------------------------------------------------------------------------------------------------
+    def _drain_logs(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.log_fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(self.log_fd)
+                return
+            if len(self._log) < 1 << 20:
+                self._log += chunk
+
+    def _take_logs(self) -> str:
+        self._drain_logs()
+        text = self._log.decode(errors="replace")
+        self._log.clear()
+        return text
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def wait_ready(self, timeout_s: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            frame = await asyncio.wait_for(self.conn.next_frame(), timeout_s)
+        except TimeoutError:
+            self.kill()
+            raise InitFailed(
+                {"errorType": "Runtime.InitTimeout", "errorMessage": f"Init timed out after {timeout_s:.2f} seconds",
+                 "requestId": "", "stackTrace": []},
+                self._take_logs(), timeout_s * 1000,
+            )  # fmt: skip
+        except InstanceDied:
+            status = await self._exit_status()
+            etype, msg = exit_reason(status, self._oom_happened())
+            raise InitFailed(
+                {"errorType": etype, "errorMessage": msg, "requestId": "", "stackTrace": []},
+                self._take_logs(), (time.perf_counter() - t0) * 1000,
+            )  # fmt: skip
+        if frame.kind == Kind.READY:
+            self.init_ms = float(frame.header.get("init_ms", 0.0))
+            self._init_logs = self._take_logs()
+            return
+        self.kill()
+        try:
+            doc = json.loads(frame.body)
+        except ValueError:
+            doc = {"errorType": "Runtime.Unknown", "errorMessage": frame.body.decode(errors="replace")}
+        raise InitFailed(doc, self._take_logs(), (time.perf_counter() - t0) * 1000)
+
+    def kill(self) -> None:
+        if self.alive:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.alive:
+            with contextlib.suppress(InstanceDied):
+                self.conn.send(encode(Kind.SHUTDOWN))
+            self.kill()
+        await self._exit_status()
+        self.close()
+
+    def close(self) -> None:
+        self.alive = False
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.log_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.log_fd)
+        if self.conn.transport is not None:
+            self.conn.transport.close()
+
+    async def _exit_status(self, timeout_s: float = 5.0) -> int | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exited), timeout_s)
+        except TimeoutError:
+            return None
+
+    def _oom_happened(self) -> bool:
+        return bool(self.memory_cgroup) and instance_stats(self.memory_cgroup).oom_kills > self._oom_base  # type: ignore[arg-type]
+
+    def max_memory_mb(self) -> int:
+        if self.memory_cgroup is None:
+            return 0
+        return math.ceil(instance_stats(self.memory_cgroup).max_memory_bytes / (1024 * 1024))
+
+    # -- invocation ----------------------------------------------------------------------------------------
+    async def invoke(self, req: InvokeRequest) -> InvokeOutcome:
+        cold = self.invocations == 0
+        self.invocations += 1
+        deadline_ms = int((time.time() + self.timeout_s) * 1000)
+        header = {
+            "request_id": req.request_id, "deadline_ms": deadline_ms, "invoked_arn": req.invoked_arn,
+            "trace_id": req.trace_id, "client_context": req.client_context, "identity": req.identity,
+            "traceparent": req.traceparent,
+        }  # fmt: skip
+        t0 = time.perf_counter()
+        error_type: str | None = None
+        status_word = ""
+        fut = self.conn.next_frame()
+        try:
+            self.conn.send(encode(Kind.INVOKE, header, req.payload))
+            frame = await asyncio.wait_for(fut, self.timeout_s)
+            duration_ms = float(frame.header.get("duration_ms", (time.perf_counter() - t0) * 1000))
+            body = frame.body
+            if not frame.header.get("ok", False):
+                error_type = str(frame.header.get("error_type") or "Unhandled")
+        except TimeoutError:
+            duration_ms = self.timeout_s * 1000
+            self.kill()
+            await self._exit_status()
+            self.alive = False
+            error_type = "Sandbox.Timedout"
+            status_word = "timeout"
+            msg = f"RequestId: {req.request_id} Error: Task timed out after {self.timeout_s:.2f} seconds"
+            body = json.dumps({"errorType": error_type, "errorMessage": msg}).encode()
+            self._log += f"{_iso_now()} {req.request_id} Task timed out after {self.timeout_s:.2f} seconds\n".encode()
+        except InstanceDied:
+            duration_ms = (time.perf_counter() - t0) * 1000
+            status = await self._exit_status()
+            self.alive = False
+            error_type, tail = exit_reason(status, self._oom_happened())
+            status_word = "error"
+            body = json.dumps(
+                {"errorType": error_type, "errorMessage": f"RequestId: {req.request_id} Error: {tail}"}
+            ).encode()
+            self._log += f"{tail}\n".encode()
+        self.last_used = time.monotonic()
+        billed = max(1, math.ceil(duration_ms))
+        max_mem = self.max_memory_mb()
+        init_ms = self.init_ms if cold else None
+        text = self._take_logs()
+        report = (
+            f"REPORT RequestId: {req.request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
+            f"Memory Size: {self.memory_mb} MB\tMax Memory Used: {max_mem} MB\t"
+        )
+        if init_ms is not None:
+            report += f"Init Duration: {init_ms:.2f} ms\t"
+        if status_word:
+            report += f"Status: {status_word}\tError Type: {error_type}\t"
+        logs = (
+            (self._init_logs if cold else "")
+            + f"START RequestId: {req.request_id} Version: {self.version}\n"
+            + text
+            + ("" if not text or text.endswith("\n") else "\n")
+            + f"END RequestId: {req.request_id}\n"
+            + report
+            + "\n"
+        )
+        return InvokeOutcome(
+            request_id=req.request_id, payload=body, error_type=error_type, duration_ms=duration_ms,
+            billed_ms=billed, init_ms=init_ms, max_memory_mb=max_mem, memory_mb=self.memory_mb, logs=logs,
+            cold=cold, instance_id=self.id,
+        )  # fmt: skip
+
+
+def _iso_now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"

@@ -1,0 +1,221 @@
+"""Entering the sandbox.  Runs inside zygote and instance processes (root only inside their user namespace).
+
+Per function zygote (once):  user namespace mapped to the function's host uid range, mount namespace with the host
+root read-only, the code bound read-only at /var/task, the data directory and any directory the instance uids
+cannot traverse masked by an empty tmpfs (the Python installation is re-exposed inside it).
+
+Per instance (every cold start): PID, mount, UTS and IPC namespaces (PID 1 of its own PID namespace: killing it
+kills everything it started), cgroups (memory, CPU share, pids), a private size-limited tmpfs at /tmp, its own
+/proc, a distinct unprivileged uid, rlimits, no_new_privs and a seccomp filter.  Network mode ``none`` adds an
+empty network namespace (loopback only) taken from the zygote's pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import stat
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from squall.node import syscalls
+
+__all__ = [
+    "build_seccomp_filter",
+    "enter_function_sandbox",
+    "enter_instance_sandbox",
+    "make_netns",
+    "masks_for",
+]
+
+#: syscalls an instance never needs; they fail with EPERM (defence in depth behind the uid and namespaces)
+DENIED_SYSCALLS = (
+    "mount", "umount2", "pivot_root", "chroot", "swapon", "swapoff", "reboot", "kexec_load", "kexec_file_load",
+    "init_module", "finit_module", "delete_module", "ptrace", "process_vm_readv", "process_vm_writev", "bpf",
+    "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "unshare", "setns",
+    "open_by_handle_at", "name_to_handle_at", "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    "syslog", "quotactl", "iopl", "ioperm", "uselib", "mount_setattr", "open_tree", "move_mount", "fsopen",
+    "fsconfig", "fsmount", "fspick", "kcmp", "vhangup", "lookup_dcookie",
+)  # fmt: skip
+
+
+def _untraversable_ancestor(path: Path) -> Path | None:
+    """The first directory on the way to ``path`` that 'other' users cannot traverse, if any."""
+    cur = Path("/")
+    for part in path.parts[1:]:
+        cur = cur / part
+        try:
+            st = cur.stat()
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
+            return cur
+    return None
+
+
+def needed_paths() -> list[Path]:
+    """Directories instances must be able to read: the Python installation(s) and Squall's own package."""
+    import squall
+
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(squall.__file__).resolve().parent.parent}
+    return sorted(p.resolve() for p in paths)
+
+
+def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
+    """Directories to hide behind an empty tmpfs: the data dir, and untraversable ancestors of what is needed."""
+    masks = {data_dir.resolve()}
+    for p in needed:
+        anc = _untraversable_ancestor(p)
+        if anc is not None:
+            masks.add(anc)
+    # a mask inside another mask is redundant
+    return sorted(m for m in masks if not any(m != o and o in m.parents for o in masks))
+
+
+def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[str]:
+    """Called by the function zygote, as root of its fresh user+mount namespace.  Returns warnings."""
+    warnings: list[str] = []
+    syscalls.make_private("/")
+    needed = [p for p in needed_paths() if p.exists()]
+    masks = masks_for(Path(data_dir), needed)
+    code_fd = syscalls.open_tree_clone(code_dir)
+    reexpose = [(p, syscalls.open_tree_clone(str(p))) for p in needed if any(m in p.parents or m == p for m in masks)]
+    for m in masks:
+        if m.exists():
+            syscalls.mount("tmpfs", str(m), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=64k,mode=755")
+    for p, fd in reexpose:
+        os.makedirs(p, exist_ok=True)
+        syscalls.move_tree(fd, str(p))
+        os.close(fd)
+    syscalls.move_tree(code_fd, "/var/task")
+    os.close(code_fd)
+    try:
+        syscalls.set_readonly("/", True, recursive=True)
+    except OSError as e:
+        warnings.append(f"host filesystem could not be made read-only in the sandbox ({e}); relying on permissions")
+        with contextlib.suppress(OSError):
+            syscalls.mount(None, "/var/task", None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+    if cgroups:
+        for c in ("memory", "cpu", "pids"):
+            try:
+                syscalls.set_readonly(f"/sys/fs/cgroup/{c}", False, recursive=False)
+            except OSError as e:
+                warnings.append(f"cgroup {c} not writable in the sandbox: {e}")
+    os.chdir("/var/task")
+    return warnings
+
+
+def build_seccomp_filter() -> Any:
+    """A libseccomp filter (default allow, the syscalls above denied, no new user namespaces), or None."""
+    try:
+        import pyseccomp as sc
+
+        f = sc.SyscallFilter(defaction=sc.ALLOW)
+        for name in DENIED_SYSCALLS:
+            with contextlib.suppress(Exception):
+                f.add_rule(sc.ERRNO(errno.EPERM), name)
+        # clone3 hides its flags in a struct a filter cannot read: make glibc fall back to clone, whose flags we
+        # can check, and refuse new user namespaces (the way container runtimes do)
+        with contextlib.suppress(Exception):
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        f.add_rule(
+            sc.ERRNO(errno.EPERM),
+            "clone",
+            sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER),
+        )
+        return f
+    except Exception:
+        return None
+
+
+def cgroup_instance_dirs(cgroups: dict[str, str], slot: int) -> dict[str, str]:
+    return {c: os.path.join(d, f"i{slot}") for c, d in cgroups.items()}
+
+
+def prepare_instance_cgroups(dirs: dict[str, str], memory_mb: int, cpu_shares: int, pids_max: int) -> None:
+    """Called by the function zygote before forking: create (or reuse) the instance's cgroups and set limits."""
+    for d in dirs.values():
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+    if "memory" in dirs:
+        m = dirs["memory"]
+        limit = str(memory_mb * 1024 * 1024)
+        with open(os.path.join(m, "memory.limit_in_bytes"), "w") as f:
+            f.write(limit)
+        with contextlib.suppress(OSError), open(os.path.join(m, "memory.max_usage_in_bytes"), "w") as f:
+            f.write("0")
+        with contextlib.suppress(OSError), open(os.path.join(m, "memory.swappiness"), "w") as f:
+            f.write("0")
+    if "cpu" in dirs:
+        with open(os.path.join(dirs["cpu"], "cpu.shares"), "w") as f:
+            f.write(str(cpu_shares))
+    if "pids" in dirs:
+        with open(os.path.join(dirs["pids"], "pids.max"), "w") as f:
+            f.write(str(pids_max))
+
+
+def enter_instance_sandbox(
+    *,
+    cgroup_dirs: dict[str, str],
+    tmp_mb: int,
+    uid: int,
+    hostname: str,
+    pids_max: int,
+    nofile_max: int,
+    seccomp_filter: Any,
+    mounts: bool,
+    drop_privileges: bool,
+) -> None:
+    """Called by the instance (PID 1 of its namespaces) before any user code runs."""
+    for d in cgroup_dirs.values():
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write("0")
+    if mounts:
+        syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmp_mb}m,mode=1777")
+        syscalls.mount(
+            "proc", "/proc", "proc", syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+        )
+        if cgroup_dirs:
+            syscalls.set_readonly("/sys/fs/cgroup", True, recursive=True)
+        with contextlib.suppress(OSError):
+            syscalls.sethostname(hostname)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_max, nofile_max))
+    if drop_privileges:
+        resource.setrlimit(resource.RLIMIT_NPROC, (pids_max, pids_max))
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    syscalls.set_no_new_privs()
+    if seccomp_filter is not None:
+        seccomp_filter.load()
+
+
+def make_netns() -> int:
+    """A new, empty network namespace with loopback up; returns an fd that keeps it alive.  Costs a fork."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(w2)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.bring_loopback_up()
+            os.write(w, b"1")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"1":
+            raise OSError("network namespace helper failed")
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w2)
+        os.close(r)
+        os.waitpid(pid, 0)
