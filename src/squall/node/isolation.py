@@ -196,26 +196,26 @@ def enter_instance_sandbox(
 
 def make_netns() -> int:
     """A new, empty network namespace with loopback up; returns an fd that keeps it alive.  Costs a fork."""
-    r, w = os.pipe()
-    r2, w2 = os.pipe()
+    import socket
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(r)
-            os.close(w2)
+            parent.close()
             syscalls.unshare(syscalls.CLONE_NEWNET)
             syscalls.bring_loopback_up()
-            os.write(w, b"1")
-            os.read(r2, 1)
+            fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+            socket.send_fds(child, [b"1"], [fd])
         finally:
             os._exit(0)
-    os.close(w)
-    os.close(r2)
+    child.close()
     try:
-        if os.read(r, 1) != b"1":
+        msg, fds, _, _ = socket.recv_fds(parent, 16, 1)
+        if msg != b"1" or not fds:
             raise OSError("network namespace helper failed")
-        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        os.set_inheritable(fds[0], False)
+        return fds[0]
     finally:
-        os.close(w2)
-        os.close(r)
+        parent.close()
         os.waitpid(pid, 0)
