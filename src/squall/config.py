@@ -46,3 +46,48 @@ class NodeConfig:
     region: str = "us-east-1"
     #: the account id used in ARNs
     account_id: str = "000000000000"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Knobs of ``squall up``.  Each may be set by a flag or by the SQUALL_* environment variable named here."""
+
+    #: SQUALL_DATA_DIR: SQLite database, code, keys
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: SQUALL_HOST
+    host: str = field(default_factory=lambda: os.environ.get("SQUALL_HOST", "127.0.0.1"))
+    #: SQUALL_PORT: the one HTTP port (Lambda API, S3, SQS, function URLs, /ui, /metrics)
+    port: int = field(default_factory=lambda: _env_int("SQUALL_PORT", 9070))
+    #: SQUALL_KEEP_ALIVE_S: idle seconds before an instance is stopped (scale to zero)
+    keep_alive_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_S", 300.0))
+    #: SQUALL_ZYGOTE_KEEP_ALIVE_S: idle seconds before a function's zygote is stopped
+    zygote_keep_alive_s: float = field(default_factory=lambda: _env_float("SQUALL_ZYGOTE_KEEP_ALIVE_S", 600.0))
+    #: SQUALL_ACCOUNT_CONCURRENCY: account-wide concurrent executions
+    account_concurrency: int = field(default_factory=lambda: _env_int("SQUALL_ACCOUNT_CONCURRENCY", 1000))
+    #: SQUALL_THROTTLE_WAIT_S: how long a sync caller waits for capacity before 429
+    throttle_wait_s: float = field(default_factory=lambda: _env_float("SQUALL_THROTTLE_WAIT_S", 1.0))
+    #: SQUALL_MEMORY_BUDGET_MB: memory instances may use on this node (0 = 80% of RAM)
+    memory_budget_mb: int = field(default_factory=lambda: _env_int("SQUALL_MEMORY_BUDGET_MB", 0))
+    #: SQUALL_ASYNC_RETRY_BASE_S: delay before the first async retry (Lambda: 60 s, then 120 s)
+    async_retry_base_s: float = field(default_factory=lambda: _env_float("SQUALL_ASYNC_RETRY_BASE_S", 60.0))
+    #: SQUALL_PRICES: path of a JSON/YAML price table (default: Lambda's x86 us-east-1 prices)
+    prices_path: str = field(default_factory=lambda: os.environ.get("SQUALL_PRICES", ""))
+    #: SQUALL_LOG_RETENTION_DAYS: records and logs older than this are pruned
+    log_retention_days: float = field(default_factory=lambda: _env_float("SQUALL_LOG_RETENTION_DAYS", 7.0))
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+
+    @property
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"

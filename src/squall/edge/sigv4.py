@@ -304,9 +304,9 @@ def parse_scope(headers: Mapping[str, str], query_string: str | bytes) -> Scope 
             if algorithm != ALGORITHM or "Credential" not in fields:
                 return None
             return _split_credential(fields["Credential"])
-    for key, value in _query_pairs(query_string):
-        if key == b"X-Amz-Credential":
-            return _split_credential(_unquote(value).decode("utf-8", "replace"))
+    for raw_key, raw_value in _query_pairs(query_string):
+        if raw_key == b"X-Amz-Credential":
+            return _split_credential(_unquote(raw_value).decode("utf-8", "replace"))
     return None
 
 
@@ -558,9 +558,8 @@ def canonical_query(pairs: Iterable[_Pair]) -> str:
     return "&".join(f"{k}={v}" for k, v in encoded)
 
 
-def _canonical_headers(
-    headers: Mapping[str, list[str]], signed: Iterable[str], error_service: str
-) -> tuple[str, list[str]]:
+def _canonical_headers(headers: Mapping[str, list[str]], signed: Iterable[str]) -> tuple[str, list[str]]:
+    """The header block of the canonical request and the signed headers the request does not carry."""
     lines: list[str] = []
     missing: list[str] = []
     for name in signed:
@@ -572,28 +571,46 @@ def _canonical_headers(
     return "\n".join(lines) + "\n", missing
 
 
-def canonical_request(
+def _canonical_request(
     method: str,
     path: str | bytes,
     query_pairs: Iterable[_Pair],
-    headers: Mapping[str, list[str]],
+    header_block: str,
     signed_headers: Iterable[str],
     payload_hash: str,
     service: str,
 ) -> str:
-    """The canonical request, as botocore builds it.  ``headers`` maps lower-case names to their values."""
-    signed = list(signed_headers)
-    header_block, _ = _canonical_headers(headers, signed, service)
     return "\n".join(
         [
             method.upper(),
             canonical_path(path, service),
             canonical_query(query_pairs),
             header_block,
-            ";".join(signed),
+            ";".join(signed_headers),
             payload_hash,
         ]
     )
+
+
+def _without_signature(pairs: Iterable[_Pair]) -> list[_Pair]:
+    return [p for p in pairs if _unquote(p[0]) != b"X-Amz-Signature"]
+
+
+def canonical_request(
+    method: str,
+    path: str | bytes,
+    query_string: str | bytes,
+    headers: Mapping[str, str],
+    signed_headers: Iterable[str],
+    payload_hash: str,
+    service: str,
+) -> str:
+    """The canonical request as botocore builds it (``X-Amz-Signature`` is left out of the query).  For
+    debugging clients and for tests; ``verify_request`` is what checks requests."""
+    signed = [n.lower() for n in signed_headers]
+    header_block, _ = _canonical_headers(_lower_headers(headers), signed)
+    pairs = _without_signature(_query_pairs(query_string))
+    return _canonical_request(method, path, pairs, header_block, signed, payload_hash, service)
 
 
 def string_to_sign(amz_date: str, credential_scope: str, canonical: str) -> str:
@@ -717,25 +734,26 @@ def verify_request(
         raise _unknown_key(scope)
     if auth.presigned:
         _check_presigned_time(auth, now, max_skew_s)
-        pairs = [p for p in pairs if _unquote(p[0]) != b"X-Amz-Signature"]
+        pairs = _without_signature(pairs)
     else:
         _check_header_time(auth, now, max_skew_s)
     payload, check = _payload_hash(auth, lowered, body)
-    header_block, missing = _canonical_headers(lowered, auth.signed_headers, scope.service)
+    header_block, missing = _canonical_headers(lowered, auth.signed_headers)
     if missing:
         raise SignatureMismatch(
             f"{_SIGNATURE_HINT} The signed header(s) {', '.join(missing)} are missing from the request; a "
             "proxy in between may have removed them.",
             service=scope.service,
         )
-    canonical = canonical_request(method, path, pairs, lowered, auth.signed_headers, payload, scope.service)
+    canonical = _canonical_request(method, path, pairs, header_block, auth.signed_headers, payload, scope.service)
     credential_scope = f"{scope.date}/{scope.region}/{scope.service}/aws4_request"
     sts = string_to_sign(auth.amz_date, credential_scope, canonical)
     key = signing_key(secret, scope.date, scope.region, scope.service)
     expected = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, auth.signature):
         raise _signature_mismatch(auth, canonical, sts)
-    _check_body(payload, check, body, scope.service)
+    if _first(lowered, "x-amz-content-sha256") is not None:
+        _check_body(payload, check, body, scope.service)
     return AuthContext(
         access_key_id=scope.access_key_id,
         region=scope.region,
@@ -831,6 +849,12 @@ def decode_aws_chunked(body: bytes, *, decoded_length: int | None = None) -> byt
     return _joined(chunks, decoded_length)
 
 
+def _same_hex(expected: str, provided: str | None) -> bool:
+    if provided is None or not _HEX_RE.fullmatch(provided):
+        return False
+    return hmac.compare_digest(expected, provided.lower())
+
+
 def _chunk_mismatch(index: int) -> SignatureMismatch:
     return SignatureMismatch(
         f"{_SIGNATURE_HINT} The signature of aws-chunked chunk #{index} is wrong or missing: the body was "
@@ -859,7 +883,7 @@ def verify_aws_chunked(body: bytes, ctx: AuthContext, *, decoded_length: int | N
             ]
         )
         expected = hmac.new(ctx.signing_key, sts.encode(), hashlib.sha256).hexdigest()
-        if chunk.signature is None or not hmac.compare_digest(expected, chunk.signature.lower()):
+        if not _same_hex(expected, chunk.signature):
             raise _chunk_mismatch(index)
         previous = expected
     if ctx.payload_hash == STREAMING_PAYLOAD_TRAILER:
@@ -880,7 +904,7 @@ def _verify_trailer(trailers: list[tuple[str, str]], ctx: AuthContext, previous:
         ]
     )
     expected = hmac.new(ctx.signing_key, sts.encode(), hashlib.sha256).hexdigest()
-    if len(provided) != 1 or not hmac.compare_digest(expected, provided[0].lower()):
+    if len(provided) != 1 or not _same_hex(expected, provided[0]):
         raise SignatureMismatch(
             f"{_SIGNATURE_HINT} The x-amz-trailer-signature of the aws-chunked body is wrong or missing.",
             service="s3",

@@ -90,6 +90,14 @@ class EventQueueMixin(SqliteBase):
             )
         return [_event((*r[:11], until)) for r in rows]
 
+    def release_leases(self) -> int:
+        """Make every leased event due again at once.  Called by a single node at start: whoever held the leases
+        (a server that was killed) is gone, so there is no need to wait for the leases to expire."""
+        with self._tx(durable=False) as conn:
+            return conn.execute(
+                "UPDATE event_queue SET leased_until = NULL, due_at = next_attempt_at WHERE leased_until IS NOT NULL"
+            ).rowcount
+
     def ack(self, event_id: str) -> bool:
         """The event is done (succeeded, or failed for good and its destination was handled): delete it."""
         with self._tx(durable=False) as conn:

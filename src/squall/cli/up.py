@@ -1,0 +1,110 @@
+"""``squall up``: start everything in one command (embedded default: SQLite in the data dir, no other services)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import os
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.panel import Panel
+
+from squall.config import ServerConfig
+from squall.server import Squall
+
+__all__ = ["add_parser", "run"]
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("up", help="start Squall (Lambda API and everything else on one port)")
+    p.add_argument("--data-dir", type=Path, help="where state lives (env SQUALL_DATA_DIR; default ~/.squall)")
+    p.add_argument("--port", type=int, help="HTTP port (env SQUALL_PORT; default 9070)")
+    p.add_argument("--host", help="address to bind (env SQUALL_HOST; default 127.0.0.1)")
+    p.add_argument("--demo", action="store_true", help="deploy the 'hello' demo function and invoke it once")
+    p.set_defaults(func=run)
+
+
+def _demo_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.write(DEMO_DIR / "app.py", "app.py")
+    return buf.getvalue()
+
+
+async def _deploy_demo(squall: Squall, console: Console) -> None:
+    from squall.errors import ResourceNotFound
+
+    svc = squall.functions
+    try:
+        await svc.get_function_configuration("hello")
+    except ResourceNotFound:
+        await svc.create_function(
+            {"FunctionName": "hello", "Runtime": "python3.11", "Handler": "app.handler", "Role": "arn:aws:iam::000000000000:role/squall",
+             "Code": {"ZipFile": _demo_zip()}, "MemorySize": 128, "Timeout": 3}
+        )  # fmt: skip
+    result = await squall.invoker.invoke("hello", None, b'{"name": "Squall"}')
+    console.print(f"[bold green]demo[/] function [bold]hello[/] deployed and invoked: {result.payload.decode()}")
+
+
+def _banner(squall: Squall, console: Console) -> None:
+    c = squall.config
+    cred = squall.credentials
+    url = c.public_url
+    console.print(
+        Panel.fit(
+            f"[bold]Squall[/] is up at [cyan]{url}[/]  (data: {c.data_dir})\n\n"
+            f"Point boto3 / the AWS CLI at it:\n"
+            f"  export AWS_ENDPOINT_URL={url}\n"
+            f"  export AWS_ACCESS_KEY_ID={cred.access_key_id}\n"
+            f"  export AWS_SECRET_ACCESS_KEY={cred.secret_access_key}\n"
+            f"  export AWS_DEFAULT_REGION={c.region}\n\n"
+            f"Deploy:  squall deploy ./my-function --handler app.handler\n"
+            f"Invoke:  squall invoke hello --payload '{{\"name\": \"you\"}}'\n"
+            f"Logs:    squall logs hello --follow",
+            title="squall up",
+        )
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    cfg = ServerConfig()
+    if args.data_dir:
+        cfg = replace(cfg, data_dir=args.data_dir)
+    if args.port:
+        cfg = replace(cfg, port=args.port)
+    if args.host:
+        cfg = replace(cfg, host=args.host)
+    if os.geteuid() != 0:
+        console.print("[yellow]not running as root: instances are not sandboxed (see the log for what is missing)[/]")
+    squall = Squall(cfg)
+    app = squall.asgi()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False)
+    )
+
+    async def main() -> None:
+        serve = asyncio.create_task(server.serve())
+        while not server.started and not serve.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            _banner(squall, console)
+            if args.demo:
+                try:
+                    await _deploy_demo(squall, console)
+                except Exception as e:
+                    console.print(f"[red]demo failed:[/] {e}")
+        await serve
+
+    asyncio.run(main())
+    return 0

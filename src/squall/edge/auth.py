@@ -1,0 +1,118 @@
+"""SigV4 authentication for the whole HTTP port, as raw ASGI middleware (no per-request framework overhead).
+
+Every request except the explicitly public paths must be signed with a key from the key ring.  The body is read
+once here (bounded), checked against the signature, and replayed to the app; routes find it in
+``scope["squall.body"]`` and the caller in ``scope["squall.auth"]``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from squall.edge import aws_errors
+from squall.edge.sigv4 import SigV4Error, parse_scope, verify_request
+from squall.errors import RequestTooLarge
+
+__all__ = ["SigV4Middleware", "service_for_path"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY_BYTES = 80 * 1024 * 1024
+
+
+def service_for_path(path: str) -> str:
+    """Which AWS service a request is for, when the signature cannot say (unsigned requests)."""
+    if path.startswith(("/2015-03-31/", "/2017-", "/2019-", "/2016-", "/2018-", "/2020-", "/2021-")):
+        return "lambda"
+    return "lambda"
+
+
+async def send_error(send: Send, service: str, error: Any, request_id: str, head: bool = False) -> None:
+    status, headers, body = aws_errors.render(service, error, request_id)
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"x-amzn-requestid", request_id.encode()))
+    if head:
+        body = b""
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SigV4Middleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        lookup_secret: Callable[[str], str | None],
+        public_prefixes: tuple[str, ...] = (),
+        is_public: Callable[[Scope], bool] | None = None,
+    ) -> None:
+        self.app = app
+        self.lookup_secret = lookup_secret
+        self.public_prefixes = public_prefixes
+        self.is_public = is_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(self.public_prefixes) or (self.is_public is not None and self.is_public(scope)):
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            name = k.decode("latin-1").lower()
+            value = v.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        scope_info = parse_scope(headers, scope.get("query_string", b""))
+        service = scope_info.service if scope_info else service_for_path(path)
+        request_id = str(uuid.uuid4())
+        scope["squall.request_id"] = request_id
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                err = RequestTooLarge(f"Request must be smaller than {MAX_BODY_BYTES} bytes")
+                await send_error(send, service, err, request_id)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            ctx = verify_request(
+                scope["method"],
+                scope.get("raw_path") or path.encode(),
+                scope.get("query_string", b""),
+                headers,
+                body,
+                self.lookup_secret,
+                time.time(),
+            )
+        except SigV4Error as e:
+            await send_error(send, service, e, request_id, head=scope["method"] == "HEAD")
+            return
+        scope["squall.auth"] = ctx
+        scope["squall.body"] = body
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

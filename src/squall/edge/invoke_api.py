@@ -1,0 +1,95 @@
+"""Lambda's Invoke operation: ``POST /2015-03-31/functions/{FunctionName}/invocations``.
+
+Headers in: X-Amz-Invocation-Type (RequestResponse | Event | DryRun), X-Amz-Log-Type (None | Tail),
+X-Amz-Client-Context (base64 JSON); query: Qualifier.  Headers out: X-Amz-Function-Error, X-Amz-Log-Result (base64 of
+the last 4 KB of the log), X-Amz-Executed-Version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from squall.edge import aws_errors
+from squall.errors import InvalidParameterValue, InvalidRequestContent, SquallError
+from squall.invoker import Invoker
+
+__all__ = ["invoke_routes", "split_function_name"]
+
+
+def split_function_name(raw: str, qualifier: str | None) -> tuple[str, str | None]:
+    """Name, partial ARN (ACCOUNT:function:NAME) or full ARN, with an optional ``:qualifier``."""
+    value = unquote(raw)
+    parts = value.split(":")
+    if value.startswith("arn:"):
+        if len(parts) < 7 or parts[5] != "function":
+            raise InvalidParameterValue(f"1 validation error detected: Value '{value}' at 'functionName' is not a function ARN")
+        name, q = parts[6], (parts[7] if len(parts) > 7 else None)
+    elif len(parts) >= 3 and parts[1] == "function":
+        name, q = parts[2], (parts[3] if len(parts) > 3 else None)
+    elif len(parts) == 2:
+        name, q = parts[0], parts[1]
+    else:
+        name, q = value, None
+    if q and qualifier and q != qualifier:
+        raise InvalidParameterValue("The derived qualifier from the function name does not match the specified qualifier.")
+    return name, (qualifier or q)
+
+
+def _client_context(header: str | None) -> dict[str, Any] | None:
+    if not header:
+        return None
+    try:
+        doc = json.loads(base64.b64decode(header, validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
+    if not isinstance(doc, dict):
+        raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
+    if len(header) > 3583:
+        raise InvalidParameterValue("Client context must be smaller than 3583 bytes.")
+    return doc
+
+
+def invoke_routes(invoker: Invoker) -> list[Route]:
+    async def invoke(request: Request) -> Response:
+        request_id = request.scope.get("squall.request_id", "")
+        try:
+            itype = request.headers.get("x-amz-invocation-type", "RequestResponse")
+            if itype not in ("RequestResponse", "Event", "DryRun"):
+                raise InvalidParameterValue(
+                    f"1 validation error detected: Value '{itype}' at 'invocationType' failed to satisfy constraint: "
+                    "Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+                )
+            log_type = request.headers.get("x-amz-log-type", "None")
+            name, qualifier = split_function_name(request.path_params["function"], request.query_params.get("Qualifier"))
+            body = request.scope.get("squall.body")
+            if body is None:
+                body = await request.body()
+            result = await invoker.invoke(
+                name,
+                qualifier,
+                body,
+                invocation_type=itype,  # type: ignore[arg-type]
+                client_context=_client_context(request.headers.get("x-amz-client-context")),
+                trace_id=request.headers.get("x-amzn-trace-id", ""),
+                traceparent=request.headers.get("traceparent", ""),
+                request_id=request_id or None,
+            )
+        except SquallError as e:
+            status, headers, payload = aws_errors.render("lambda", e, request_id)
+            return Response(payload, status, headers={**headers, "x-amzn-RequestId": request_id})
+        headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": result.executed_version}
+        if result.function_error:
+            headers["X-Amz-Function-Error"] = result.function_error
+        if log_type == "Tail" and itype == "RequestResponse":
+            headers["X-Amz-Log-Result"] = result.log_tail_b64()
+        return Response(result.payload, result.status, headers=headers, media_type="application/json")
+
+    return [Route("/2015-03-31/functions/{function:path}/invocations", invoke, methods=["POST"])]

@@ -1,0 +1,283 @@
+"""The one path every invocation takes: resolve the function, pick an instance, run, record.
+
+Sync (RequestResponse): resolve -> pool.acquire (warm, cold, or wait then 429) -> instance.invoke -> record.
+Async (Event): the event is stored durably (fsync) before the caller gets 202; ``AsyncDispatcher`` delivers it with
+Lambda's retry policy and sends the outcome to the configured destinations.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from squall.errors import InvalidRequestContent, RequestTooLarge, SquallError
+from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, function_arn
+from squall.node.instance import InitFailed
+from squall.pool import InstancePool
+from squall.scheduler import pick_version
+from squall.store.invocations import RecordWriter
+from squall.store.metadata import SqliteMetadataStore
+from squall.store.records import InvocationRecord, StoredFunction
+
+__all__ = ["ASYNC_PAYLOAD_MAX", "SYNC_PAYLOAD_MAX", "InvocationResult", "Invoker", "spec_from_stored"]
+
+log = logging.getLogger("squall.invoker")
+
+#: Lambda's payload limits: 6 MB for synchronous invocations (request and response), 1 MB for asynchronous ones
+SYNC_PAYLOAD_MAX = 6 * 1024 * 1024
+ASYNC_PAYLOAD_MAX = 1024 * 1024
+LOG_TAIL_BYTES = 4096
+
+InvocationType = Literal["RequestResponse", "Event", "DryRun"]
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    status: int
+    payload: bytes
+    function_error: str | None
+    executed_version: str
+    request_id: str
+    logs: str = ""
+    outcome: InvokeOutcome | None = None
+
+    def log_tail_b64(self) -> str:
+        tail = self.logs.encode()[-LOG_TAIL_BYTES:]
+        return base64.b64encode(tail).decode()
+
+
+def spec_from_stored(
+    sf: StoredFunction, region: str, account: str, extra_env: dict[str, str] | None = None
+) -> FunctionSpec:
+    c = sf.config
+    env = dict((c.get("Environment") or {}).get("Variables") or {})
+    if extra_env:
+        env = {**extra_env, **env}
+    return FunctionSpec(
+        name=sf.name,
+        code_dir=Path(sf.code_path),
+        handler=str(c.get("Handler", "")),
+        version=sf.version,
+        memory_mb=int(c.get("MemorySize", 128)),
+        timeout_s=float(c.get("Timeout", 3)),
+        environment=env,
+        network="none" if sf.squall.get("network") == "none" else "host",
+        tmp_mb=int((c.get("EphemeralStorage") or {}).get("Size", 512)),
+        snapshot=bool(sf.squall.get("snapshot")) and sf.version != "$LATEST",
+        region=region,
+        account_id=account,
+        code_sha256=f"{c.get('CodeSha256', '')}:{c.get('RevisionId', '')}",
+    )
+
+
+def validate_json_payload(payload: bytes) -> None:
+    if not payload:
+        return
+    try:
+        json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidRequestContent(f"Could not parse request body into json: Could not parse payload into json: {e}")
+
+
+class Invoker:
+    def __init__(
+        self,
+        store: SqliteMetadataStore,
+        pool: InstancePool,
+        records: RecordWriter,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "000000000000",
+        function_env: Callable[[str], dict[str, str]] | None = None,
+        on_invoked: list[Callable[[str, InvokeOutcome | None, str], None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.records = records
+        self.region = region
+        self.account_id = account_id
+        self.function_env = function_env or (lambda name: {})
+        self.on_invoked = on_invoked or []
+        self._specs: dict[tuple[str, str], tuple[FunctionSpec, dict[str, float] | None, str]] = {}
+        self.wake_async: Callable[[], None] = lambda: None
+
+    # -- resolution ------------------------------------------------------------------------------------------
+    def resolve(self, name: str, qualifier: str | None) -> FunctionSpec:
+        """The FunctionSpec of the version that should run (alias weights applied)."""
+        q = qualifier or "$LATEST"
+        cached = self._specs.get((name, q))
+        if cached is None:
+            sf = self.store.get_function(name, q)
+            routing: dict[str, float] | None = None
+            if q != "$LATEST" and not q.isdigit():
+                alias = self.store.get_alias(name, q)
+                weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+                routing = {str(k): float(v) for k, v in weights.items()} or None
+            spec = spec_from_stored(sf, self.region, self.account_id, self.function_env(name))
+            cached = (spec, routing, sf.version)
+            self._specs[(name, q)] = cached
+        spec, routing, primary = cached
+        if routing:
+            version = pick_version(routing, primary, random.random())
+            if version != primary:
+                return self.resolve(name, version)
+        return spec
+
+    async def function_changed(self, name: str, qualifier: str = "$LATEST") -> None:
+        """Control-plane hook: forget cached specs and drop idle instances of the function."""
+        for key in [k for k in self._specs if k[0] == name]:
+            del self._specs[key]
+        await self.pool.drop(name)
+
+    # -- invocation ------------------------------------------------------------------------------------------
+    async def invoke(
+        self,
+        name: str,
+        qualifier: str | None,
+        payload: bytes,
+        *,
+        invocation_type: InvocationType = "RequestResponse",
+        client_context: dict[str, Any] | None = None,
+        trigger: str = "lambda-api",
+        trace_id: str = "",
+        traceparent: str = "",
+        request_id: str | None = None,
+    ) -> InvocationResult:
+        request_id = request_id or str(uuid.uuid4())
+        if invocation_type == "Event":
+            if len(payload) > ASYNC_PAYLOAD_MAX:
+                raise RequestTooLarge(
+                    f"Request must be smaller than {ASYNC_PAYLOAD_MAX} bytes for the InvokeAsync operation"
+                )
+        elif len(payload) > SYNC_PAYLOAD_MAX:
+            raise RequestTooLarge(f"Request must be smaller than {SYNC_PAYLOAD_MAX} bytes for the Invoke operation")
+        validate_json_payload(payload)
+        spec = self.resolve(name, qualifier)
+        if invocation_type == "DryRun":
+            return InvocationResult(204, b"", None, spec.version, request_id)
+        if invocation_type == "Event":
+            self.store.enqueue(
+                {
+                    "function": name, "qualifier": qualifier or "$LATEST", "payload": payload,
+                    "request_id": request_id, "source": trigger,
+                    "extra": {"trace_id": trace_id, "traceparent": traceparent},
+                }
+            )  # fmt: skip
+            self.wake_async()
+            return InvocationResult(202, b"", None, spec.version, request_id)
+        return await self.run(spec, payload, request_id, trigger, client_context, trace_id, traceparent, wait_s=None)
+
+    async def run(
+        self,
+        spec: FunctionSpec,
+        payload: bytes,
+        request_id: str,
+        trigger: str,
+        client_context: dict[str, Any] | None = None,
+        trace_id: str = "",
+        traceparent: str = "",
+        wait_s: float | None = None,
+    ) -> InvocationResult:
+        """Run one invocation of ``spec`` now (waiting up to ``wait_s`` for capacity) and record it."""
+        start = time.time()
+        try:
+            inst = await self.pool.acquire(spec, wait_s)
+        except InitFailed as e:
+            return self._init_failed(spec, request_id, trigger, start, e)
+        except SquallError as e:
+            if e.code == "TooManyRequestsException":
+                self._record(spec, request_id, trigger, start, None, "throttled", e.code)
+            raise
+        req = InvokeRequest(
+            payload=payload,
+            request_id=request_id,
+            invoked_arn=function_arn(
+                self.region, self.account_id, spec.name, None if spec.version == "$LATEST" else spec.version
+            ),
+            trace_id=trace_id or _new_trace_id(),
+            client_context=client_context,
+            traceparent=traceparent,
+        )
+        try:
+            outcome = await inst.invoke(req)
+        finally:
+            await self.pool.release(inst)
+        body = outcome.payload
+        error_type = outcome.error_type
+        if error_type is None and len(body) > SYNC_PAYLOAD_MAX:
+            error_type = "Function.ResponseSizeTooLarge"
+            body = json.dumps(
+                {
+                    "errorMessage": f"Response payload size exceeded maximum allowed payload size ({SYNC_PAYLOAD_MAX} bytes).",
+                    "errorType": error_type,
+                }
+            ).encode()
+        status = "ok" if error_type is None else ("timeout" if error_type == "Sandbox.Timedout" else "error")
+        self._record(
+            spec, request_id, trigger, start, outcome, status, error_type, inst.init_type == "provisioned-concurrency"
+        )
+        return InvocationResult(
+            200, body, None if error_type is None else "Unhandled", spec.version, request_id, outcome.logs, outcome
+        )
+
+    def _init_failed(
+        self, spec: FunctionSpec, request_id: str, trigger: str, start: float, e: InitFailed
+    ) -> InvocationResult:
+        doc = dict(e.document)
+        doc["requestId"] = request_id
+        report = (
+            f"START RequestId: {request_id} Version: {spec.version}\n{e.logs}"
+            f"END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {e.init_ms:.2f} ms\t"
+            f"Billed Duration: {max(1, int(e.init_ms + 0.999))} ms\tMemory Size: {spec.memory_mb} MB\t"
+            f"Max Memory Used: 0 MB\tStatus: error\tError Type: {doc.get('errorType')}\t\n"
+        )
+        self.records.add(
+            InvocationRecord(
+                request_id, spec.name, spec.version, trigger, start, e.init_ms, max(1, int(e.init_ms + 0.999)),
+                e.init_ms, spec.memory_mb, 0, "error", str(doc.get("errorType")), True, False,
+            )
+        )  # fmt: skip
+        self.records.add_log(request_id, spec.name, start, report)
+        for cb in self.on_invoked:
+            cb(spec.name, None, "error")
+        return InvocationResult(200, json.dumps(doc).encode(), "Unhandled", spec.version, request_id, report)
+
+    def _record(
+        self,
+        spec: FunctionSpec,
+        request_id: str,
+        trigger: str,
+        start: float,
+        outcome: InvokeOutcome | None,
+        status: str,
+        error_type: str | None,
+        provisioned: bool = False,
+    ) -> None:
+        if outcome is None:
+            rec = InvocationRecord(
+                request_id, spec.name, spec.version, trigger, start, 0.0, 0, None, spec.memory_mb, 0, status, error_type
+            )
+        else:
+            rec = InvocationRecord(
+                request_id, spec.name, spec.version, trigger, start, outcome.duration_ms, outcome.billed_ms,
+                outcome.init_ms, outcome.memory_mb, outcome.max_memory_mb, status, error_type, outcome.cold, provisioned,
+            )  # fmt: skip
+            self.records.add_log(request_id, spec.name, start, outcome.logs)
+        self.records.add(rec)
+        for cb in self.on_invoked:
+            cb(spec.name, outcome, status)
+
+
+def _new_trace_id() -> str:
+    return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"
+
+
+AsyncHook = Callable[[], Awaitable[None]]

@@ -1,0 +1,265 @@
+"""The shell around the pure scheduler: applies its decisions to the node's real zygotes and instances.
+
+One ``InstancePool`` per node.  It keeps a ``SchedulerState`` in step with reality, asks ``scheduler.acquire`` where
+each request runs, and starts, evicts, reaps and provisions instances accordingly.
+
+Memory accounting: the node budget is compared with what instances really use (the peak seen in each function's
+cgroups, at least ``memory_estimate_min_mb``), not with their configured size; the configured size is the hard
+limit each instance's cgroup enforces.  Counting configured sizes would cap a 24 GiB node at ~150 instances of
+128 MB while they use a few MB each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from squall import scheduler
+from squall.errors import SquallError
+from squall.model import FunctionSpec
+from squall.node.instance import Instance
+from squall.node.node import LoadedFunction, Node
+from squall.scheduler import Evict, SchedulerState, Start, UseIdle, Wait
+
+__all__ = ["InstancePool", "PoolConfig"]
+
+log = logging.getLogger("squall.pool")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    #: idle time after which an instance is stopped (scale to zero), seconds
+    keep_alive_s: float = 300.0
+    #: idle time after which a function's zygote is stopped, seconds
+    zygote_keep_alive_s: float = 600.0
+    #: how long a sync caller waits for capacity before 429, seconds
+    throttle_wait_s: float = 1.0
+    #: account-wide concurrency limit
+    account_concurrency: int = scheduler.ACCOUNT_CONCURRENCY_DEFAULT
+    #: node memory budget for instances, MB (0 = 80% of RAM)
+    memory_budget_mb: int = 0
+    #: memory assumed for an instance before any has been measured, MB
+    memory_estimate_min_mb: int = 16
+    #: how often the reaper looks, seconds
+    reap_interval_s: float = 1.0
+
+
+class InstancePool:
+    def __init__(
+        self, node: Node, config: PoolConfig | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.node = node
+        self.config = config or PoolConfig()
+        self.clock = clock
+        budget = self.config.memory_budget_mb or scheduler.node_memory_budget_mb()
+        self.state = SchedulerState(account_limit=self.config.account_concurrency, memory_budget_mb=budget)
+        self.instances: dict[str, Instance] = {}
+        self.loaded: dict[str, LoadedFunction] = {}
+        self._loading: dict[str, asyncio.Future[LoadedFunction]] = {}
+        self._zygote_used: dict[str, float] = {}
+        self._estimate_mb: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        self.provision_targets: dict[tuple[str, str], tuple[FunctionSpec, int]] = {}
+        self.cold_starts = 0
+
+    # -- bookkeeping ------------------------------------------------------------------------------------------
+    def _estimate(self, spec: FunctionSpec) -> int:
+        return min(spec.memory_mb, max(self.config.memory_estimate_min_mb, self._estimate_mb.get(spec.name, 0)))
+
+    def _set(self, inst_id: str, **changes: object) -> None:
+        view = self.state.get(inst_id)
+        if view is not None:
+            self.state = self.state.upsert(replace(view, **changes))  # type: ignore[arg-type]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def set_reserved(self, function: str, reserved: int | None) -> None:
+        self.state = self.state.with_reserved(function, reserved)
+
+    def concurrency(self, function: str | None = None) -> int:
+        if function is None:
+            return sum(1 for i in self.state.instances if i.state in ("starting", "busy"))
+        return scheduler.concurrency(self.state, function)
+
+    def warm(self, function: str | None = None) -> int:
+        return sum(1 for i in self.state.instances if i.state == "idle" and function in (None, i.function))
+
+    # -- zygotes ------------------------------------------------------------------------------------------------
+    async def function(self, spec: FunctionSpec) -> LoadedFunction:
+        key = spec.key
+        self._zygote_used[key] = self.clock()
+        fn = self.loaded.get(key)
+        if fn is not None and not fn.link.closed.is_set():
+            return fn
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[LoadedFunction] = asyncio.get_running_loop().create_future()
+        self._loading[key] = fut
+        try:
+            fn = await self.node.load(spec)
+            self.loaded[key] = fn
+            fut.set_result(fn)
+            return fn
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self._loading.pop(key, None)
+
+    # -- acquire/release ----------------------------------------------------------------------------------
+    async def acquire(self, spec: FunctionSpec, wait_s: float | None = None, init_type: str | None = None) -> Instance:
+        """An instance for one request: warm if possible, else a cold start; waits up to ``wait_s`` for capacity,
+        then raises TooManyRequestsException."""
+        wait_s = self.config.throttle_wait_s if wait_s is None else wait_s
+        deadline = self.clock() + wait_s
+        while True:
+            decision = scheduler.acquire(self.state, spec.name, spec.version, self._estimate(spec), self.clock())
+            if isinstance(decision, UseIdle):
+                inst = self.instances.get(decision.instance_id)
+                if inst is None or not inst.alive:
+                    self.state = self.state.without([decision.instance_id])
+                    continue
+                self._set(inst.id, state="busy")
+                return inst
+            if isinstance(decision, Evict):
+                for victim in decision.instance_ids:
+                    await self._stop(victim)
+                continue
+            if isinstance(decision, Start):
+                return await self._start(spec, init_type)
+            assert isinstance(decision, Wait)
+            left = deadline - self.clock()
+            if left <= 0:
+                raise scheduler.throttle_error(decision)
+            async with self._changed:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
+
+    async def _start(self, spec: FunctionSpec, init_type: str | None, provisioned: bool = False) -> Instance:
+        placeholder = f"starting-{id(object())}-{self.clock()}"
+        now = self.clock()
+        view = scheduler.InstanceView(
+            placeholder, spec.name, spec.version, "starting", self._estimate(spec), now, provisioned, now
+        )
+        self.state = self.state.upsert(view)
+        try:
+            fn = await self.function(spec)
+            inst = await self.node.start_instance(fn, init_type)
+        except BaseException:
+            self.state = self.state.without([placeholder])
+            await self._notify()
+            raise
+        self.cold_starts += 1
+        self.state = self.state.without([placeholder]).upsert(
+            replace(view, id=inst.id, state="starting" if provisioned else "busy")
+        )
+        self.instances[inst.id] = inst
+        return inst
+
+    async def release(self, inst: Instance) -> None:
+        """The request is done: the instance goes back to idle (or away, if it died)."""
+        if not inst.alive:
+            self.state = self.state.without([inst.id])
+            self.instances.pop(inst.id, None)
+        else:
+            self._set(inst.id, state="idle", last_used=self.clock())
+            used = inst.max_memory_mb()
+            if used > self._estimate_mb.get(inst.function, 0):
+                self._estimate_mb[inst.function] = used
+        await self._notify()
+
+    async def _stop(self, inst_id: str) -> None:
+        self._set(inst_id, state="stopping")
+        inst = self.instances.pop(inst_id, None)
+        if inst is not None:
+            await self.node.stop_instance(inst)
+        self.state = self.state.without([inst_id])
+        await self._notify()
+
+    # -- lifecycle management -----------------------------------------------------------------------------
+    async def reap_once(self) -> list[str]:
+        gone = scheduler.reap(self.state, self.clock(), self.config.keep_alive_s)
+        for inst_id in gone:
+            await self._stop(inst_id)
+        live = {(i.function, i.version) for i in self.state.instances}
+        live_keys = {k for k, fn in self.loaded.items() if (fn.spec.name, fn.spec.version) in live}
+        live_keys |= {spec.key for spec, n in self.provision_targets.values() if n > 0}
+        for key in scheduler.reap_zygotes(self._zygote_used, self.clock(), self.config.zygote_keep_alive_s, live_keys):
+            fn = self.loaded.pop(key, None)
+            self._zygote_used.pop(key, None)
+            if fn is not None:
+                await self.node.unload(fn)
+        return gone
+
+    async def reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reap_interval_s)
+            try:
+                await self.reap_once()
+                await self.provision_once()
+            except Exception:
+                log.exception("reaper")
+
+    async def drop(self, function: str, version: str | None = None) -> None:
+        """Code or configuration changed: stop idle instances and zygotes of that function (busy ones finish)."""
+        for view in list(self.state.instances):
+            if view.function == function and version in (None, view.version) and view.state == "idle":
+                await self._stop(view.id)
+        for key, fn in list(self.loaded.items()):
+            if fn.spec.name == function and version in (None, fn.spec.version):
+                self.loaded.pop(key, None)
+                self._zygote_used.pop(key, None)
+                busy = [i for i in fn.instances.values() if i.alive]
+                if not busy:
+                    await self.node.unload(fn)
+
+    def set_provisioned(self, spec: FunctionSpec, count: int) -> None:
+        key = (spec.name, spec.version)
+        if count <= 0:
+            self.provision_targets.pop(key, None)
+        else:
+            self.provision_targets[key] = (spec, count)
+
+    def provisioned_ready(self, function: str, version: str) -> int:
+        return sum(
+            1
+            for i in self.state.instances
+            if i.provisioned and i.function == function and i.version == version and i.state in ("idle", "busy")
+        )
+
+    async def provision_once(self) -> None:
+        targets = {k: n for k, (_spec, n) in self.provision_targets.items()}
+        plan = scheduler.provision(self.state, targets, self.clock())
+        for inst_id in plan.stop:
+            await self._stop(inst_id)
+        for inst_id in plan.demote:
+            self._set(inst_id, provisioned=False)
+        for key, n in plan.start.items():
+            spec = self.provision_targets[key][0]
+            for _ in range(n):
+                try:
+                    inst = await self._start(spec, "provisioned-concurrency", provisioned=True)
+                except SquallError as e:
+                    log.warning("provisioned concurrency for %s:%s: %s", key[0], key[1], e)
+                    break
+                except Exception as e:  # init failure
+                    log.warning("provisioned concurrency for %s:%s: init failed: %s", key[0], key[1], e)
+                    break
+                self._set(inst.id, state="idle", last_used=self.clock())
+        if plan.start or plan.stop:
+            await self._notify()
+
+    async def close(self) -> None:
+        for inst_id in list(self.instances):
+            await self._stop(inst_id)
+        for fn in list(self.loaded.values()):
+            await self.node.unload(fn)
+        self.loaded.clear()

@@ -1,0 +1,162 @@
+"""Composition root: builds every part of Squall and runs them under one event loop.
+
+    stores (SQLite metadata, code, keys) -> node (zygotes, sandboxes) -> pool (scheduler shell) -> invoker
+    -> async dispatcher, reaper, record flusher -> edge (one HTTP port: Lambda API, ...; SigV4 in front)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from squall.config import NodeConfig, ServerConfig
+from squall.control import FunctionService
+from squall.edge.auth import SigV4Middleware
+from squall.edge.invoke_api import invoke_routes
+from squall.edge.lambda_api import lambda_routes
+from squall.invoker import Invoker
+from squall.node.node import Node
+from squall.pool import InstancePool, PoolConfig
+from squall.store.code import CodeStore
+from squall.store.credentials import Credentials, KeyRing, load_or_create
+from squall.store.invocations import RecordWriter
+from squall.store.metadata import SqliteMetadataStore
+from squall.triggers.async_queue import AsyncDispatcher
+
+__all__ = ["Squall"]
+
+log = logging.getLogger("squall")
+
+
+@dataclass
+class Squall:
+    """One running Squall server.  ``await start()``, serve ``asgi``, ``await stop()``."""
+
+    config: ServerConfig
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        c.data_dir.mkdir(parents=True, exist_ok=True)
+        self.credentials: Credentials = load_or_create(c.data_dir)
+        self.keyring = KeyRing(c.data_dir)
+        self.store = SqliteMetadataStore(c.data_dir / "squall.db", region=c.region, account_id=c.account_id)
+        self.code = CodeStore(c.data_dir / "code")
+        self.node = Node(NodeConfig(data_dir=c.data_dir, region=c.region, account_id=c.account_id))
+        self.pool = InstancePool(
+            self.node,
+            PoolConfig(
+                keep_alive_s=c.keep_alive_s,
+                zygote_keep_alive_s=c.zygote_keep_alive_s,
+                throttle_wait_s=c.throttle_wait_s,
+                account_concurrency=c.account_concurrency,
+                memory_budget_mb=c.memory_budget_mb,
+            ),
+        )
+        self.records = RecordWriter(self.store)
+        self.invoker = Invoker(
+            self.store, self.pool, self.records, region=c.region, account_id=c.account_id, function_env=self.function_env
+        )
+        self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s)
+        self.functions = FunctionService(
+            self.store,
+            self.code,
+            region=c.region,
+            account_id=c.account_id,
+            public_url=c.public_url,
+            on_change=[self.invoker.function_changed],
+        )
+        self.started_at = 0.0
+
+    def function_env(self, name: str) -> dict[str, str]:
+        """What every function finds in its environment so boto3 inside it talks to this Squall."""
+        key = self.keyring.issue_scoped(name)
+        url = self.config.public_url
+        return {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ENDPOINT_URL_S3": url,
+            "AWS_ENDPOINT_URL_SQS": url,
+            "AWS_ENDPOINT_URL_LAMBDA": url,
+            "AWS_ACCESS_KEY_ID": key.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.started_at = time.time()
+        await self.node.start()
+        released = self.store.release_leases()
+        if released:
+            log.info("recovered %d async events in flight when the server last stopped", released)
+        for name, reserved in self._reservations():
+            self.pool.set_reserved(name, reserved)
+        self.tasks = [
+            asyncio.create_task(self.dispatcher.run_forever(), name="async-dispatcher"),
+            asyncio.create_task(self.pool.reap_forever(), name="reaper"),
+            asyncio.create_task(self._flush_forever(), name="record-flusher"),
+        ]
+
+    def _reservations(self) -> list[tuple[str, int]]:
+        out = []
+        marker = None
+        while True:
+            page, marker = self.store.list_functions(marker, 50)
+            for f in page:
+                r = self.store.get_function_concurrency(f.name)
+                if r is not None:
+                    out.append((f.name, r))
+            if not marker:
+                return out
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if self.records.pending():
+                try:
+                    await asyncio.to_thread(self.records.flush)
+                except Exception:
+                    log.exception("writing invocation records")
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.dispatcher.drain(), 10)
+        await self.pool.close()
+        await self.node.close()
+        await asyncio.to_thread(self.records.flush)
+        self.store.close()
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+    def asgi(self) -> Any:
+        async def health(_: Request) -> Response:
+            return JSONResponse({"status": "ok", "uptime_s": time.time() - self.started_at})
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        routes = [
+            Route("/_squall/health", health),
+            *invoke_routes(self.invoker),
+            *lambda_routes(self.functions),
+        ]
+        app = Starlette(routes=routes, lifespan=lifespan)
+        return SigV4Middleware(app, self.keyring.secret_for, public_prefixes=("/_squall/health",))

@@ -1,0 +1,218 @@
+"""Delivery of asynchronous invocations (InvocationType=Event, storage events, ...).
+
+Events are already durable in the store's queue when the caller got its 202.  The dispatcher leases due events,
+runs each through the invoker, and on a function error schedules a retry with Lambda's policy (2 retries by
+default, 0-2 configurable, maximum event age); when the function is throttled the event simply waits with backoff.
+On final success or failure the outcome goes to the configured destination (another function, or a queue through a
+``QueueSink``) as Lambda's invocation record.  An event is acked only after all that: a server killed at any point
+re-delivers it after its lease expires (at-least-once, as Lambda).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from squall import scheduler
+from squall.errors import ResourceNotFound, SquallError
+from squall.invoker import InvocationResult, Invoker
+from squall.store.records import QueuedEvent
+
+__all__ = ["AsyncDispatcher", "QueueSink", "invocation_record"]
+
+log = logging.getLogger("squall.async")
+
+
+class QueueSink(Protocol):
+    def send_to_queue_arn(self, arn: str, body: str) -> None: ...
+
+
+def invocation_record(
+    ev: QueuedEvent, function_arn: str, condition: str, result: InvocationResult | None, attempts: int
+) -> dict[str, Any]:
+    """Lambda's destination payload for an asynchronous invocation."""
+    try:
+        request_payload: Any = json.loads(ev.payload) if ev.payload else {}
+    except ValueError:
+        request_payload = ev.payload.decode(errors="replace")
+    rec: dict[str, Any] = {
+        "version": "1.0",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+        "requestContext": {
+            "requestId": ev.request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": request_payload,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+    }
+    if result is not None:
+        rec["responseContext"]["executedVersion"] = result.executed_version
+        if result.function_error:
+            rec["responseContext"]["functionError"] = result.function_error
+        try:
+            rec["responsePayload"] = json.loads(result.payload) if result.payload else None
+        except ValueError:
+            rec["responsePayload"] = result.payload.decode(errors="replace")
+    return rec
+
+
+class AsyncDispatcher:
+    def __init__(
+        self,
+        invoker: Invoker,
+        *,
+        retry_base_delay_s: float = 60.0,
+        max_in_flight: int = 256,
+        poll_interval_s: float = 0.5,
+        queue_sink: QueueSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.invoker = invoker
+        self.store = invoker.store
+        self.retry_base_delay_s = retry_base_delay_s
+        self.max_in_flight = max_in_flight
+        self.poll_interval_s = poll_interval_s
+        self.queue_sink = queue_sink
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._throttles: dict[str, int] = {}
+        invoker.wake_async = self._wake.set
+        self.delivered = 0
+        self.failed = 0
+
+    def _event_config(self, function: str, qualifier: str) -> dict[str, Any]:
+        with contextlib.suppress(SquallError):
+            cfg = self.store.get_event_invoke_config(function, qualifier)
+            if cfg is None and qualifier != "$LATEST":
+                cfg = self.store.get_event_invoke_config(function, "$LATEST")
+            return cfg or {}
+        return {}
+
+    async def run_forever(self) -> None:
+        while True:
+            free = self.max_in_flight - len(self._in_flight)
+            events = []
+            if free > 0:
+                try:
+                    events = await asyncio.to_thread(self.store.lease, self.clock(), free, 960.0)
+                except Exception:
+                    log.exception("leasing async events")
+            for ev in events:
+                task = asyncio.create_task(self._deliver(ev))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            if events and len(events) == free:
+                await asyncio.sleep(0)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def drain(self) -> None:
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _deliver(self, ev: QueuedEvent) -> None:
+        try:
+            await self._deliver_inner(ev)
+        except Exception:
+            log.exception("delivering event %s", ev.id)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.retry, ev.id, self.clock() + 5.0, ev.attempt, "platform error")
+
+    async def _deliver_inner(self, ev: QueuedEvent) -> None:
+        cfg = self._event_config(ev.function, ev.qualifier)
+        max_retries = int(cfg.get("MaximumRetryAttempts", 2))
+        max_age = float(cfg.get("MaximumEventAgeInSeconds", 21600))
+        destinations = cfg.get("DestinationConfig") or {}
+        now = self.clock()
+        try:
+            spec = self.invoker.resolve(ev.function, ev.qualifier)
+        except ResourceNotFound:
+            log.warning("dropping event %s: function %s:%s no longer exists", ev.id, ev.function, ev.qualifier)
+            await asyncio.to_thread(self.store.ack, ev.id)
+            return
+        fn_arn = f"arn:aws:lambda:{self.invoker.region}:{self.invoker.account_id}:function:{ev.function}:{spec.version}"
+        if now - ev.enqueued_at > max_age:
+            await self._finish(ev, fn_arn, "EventAgeExceeded", None, ev.attempt, destinations)
+            return
+        extra = ev.extra or {}
+        try:
+            result = await self.invoker.run(
+                spec, ev.payload, ev.request_id, ev.source,
+                trace_id=str(extra.get("trace_id", "")), traceparent=str(extra.get("traceparent", "")), wait_s=0.0,
+            )  # fmt: skip
+        except SquallError as e:
+            if e.code != "TooManyRequestsException":
+                raise
+            n = self._throttles.get(ev.id, 0) + 1
+            self._throttles[ev.id] = n
+            at = scheduler.next_throttled_attempt(n, ev.enqueued_at, self.clock(), max_event_age_s=max_age)
+            if at is None:
+                self._throttles.pop(ev.id, None)
+                await self._finish(ev, fn_arn, "EventAgeExceeded", None, ev.attempt, destinations)
+            else:
+                await asyncio.to_thread(self.store.retry, ev.id, at, ev.attempt, "throttled")
+            return
+        self._throttles.pop(ev.id, None)
+        attempt = ev.attempt + 1
+        if result.function_error is None:
+            await self._finish(ev, fn_arn, "Success", result, attempt, destinations)
+            return
+        at = scheduler.next_attempt(
+            attempt, ev.enqueued_at, self.clock(),
+            max_retries=max_retries, max_event_age_s=max_age, base_delay_s=self.retry_base_delay_s,
+        )  # fmt: skip
+        if at is None:
+            condition = "RetriesExhausted" if attempt > max_retries else "EventAgeExceeded"
+            await self._finish(ev, fn_arn, condition, result, attempt, destinations)
+        else:
+            await asyncio.to_thread(self.store.retry, ev.id, at, attempt, result.payload[:500].decode(errors="replace"))
+
+    async def _finish(
+        self,
+        ev: QueuedEvent,
+        fn_arn: str,
+        condition: str,
+        result: InvocationResult | None,
+        attempts: int,
+        destinations: dict[str, Any],
+    ) -> None:
+        ok = condition == "Success"
+        dest = (destinations.get("OnSuccess" if ok else "OnFailure") or {}).get("Destination")
+        if ok:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            log.warning("async event %s for %s failed for good: %s", ev.request_id, ev.function, condition)
+        if dest:
+            body = json.dumps(invocation_record(ev, fn_arn, condition, result, attempts))
+            await self._send(dest, body, ev)
+        await asyncio.to_thread(self.store.ack, ev.id)
+
+    async def _send(self, dest: str, body: str, ev: QueuedEvent) -> None:
+        parts = dest.split(":")
+        if len(parts) >= 7 and parts[2] == "lambda":
+            name = parts[6]
+            qualifier = parts[7] if len(parts) > 7 else None
+            await asyncio.to_thread(
+                self.store.enqueue,
+                {"function": name, "qualifier": qualifier or "$LATEST", "payload": body.encode(),
+                 "request_id": f"{ev.request_id}-destination", "source": "destination"},
+            )  # fmt: skip
+            self._wake.set()
+        elif len(parts) >= 6 and parts[2] == "sqs":
+            if self.queue_sink is None:
+                log.error("destination %s: queues are not available; invocation record: %s", dest, body)
+                return
+            self.queue_sink.send_to_queue_arn(dest, body)
+        else:
+            log.error("destination %s is neither a function nor a queue ARN; invocation record: %s", dest, body)
