@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from squall.invoker import Invoker
 from squall.node.node import Node
 from squall.pool import InstancePool, PoolConfig
 from squall.store.code import CodeStore
-from squall.store.credentials import Credentials, KeyRing, load_or_create
+from squall.store.credentials import Credentials, KeyRing
 from squall.store.invocations import RecordWriter
 from squall.store.metadata import SqliteMetadataStore
 from squall.triggers.async_queue import AsyncDispatcher
@@ -48,8 +49,8 @@ class Squall:
     def __post_init__(self) -> None:
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
-        self.credentials: Credentials = load_or_create(c.data_dir)
-        self.keyring = KeyRing(c.data_dir)
+        self.keyring = KeyRing.open(c.data_dir, os.environ)
+        self.credentials: Credentials = self.keyring.admin
         self.store = SqliteMetadataStore(c.data_dir / "squall.db", region=c.region, account_id=c.account_id)
         self.code = CodeStore(c.data_dir / "code")
         self.node = Node(NodeConfig(data_dir=c.data_dir, region=c.region, account_id=c.account_id))

@@ -631,3 +631,31 @@ def _from_awsrequest(request: AWSRequest) -> Captured:
     headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()}
     headers.setdefault("Host", url.netloc)  # added on the wire by urllib3
     return Captured(request.method, url.path, url.query, headers, _body_bytes(request.body))
+
+
+def test_non_s3_presigned_url_hashes_the_body() -> None:
+    request = AWSRequest(method="GET", url="http://localhost:8080/2015-03-31/functions/fn%3Alive?MaxItems=5")
+    botocore.auth.SigV4QueryAuth(Credentials(KEY_ID, SECRET), "lambda", "us-east-1", expires=300).add_auth(request)
+    ctx = presigned(request.url).verify(now=NOW + 299)
+    assert (ctx.service, ctx.presigned, ctx.payload_hash) == ("lambda", True, sigv4.EMPTY_SHA256)
+    with pytest.raises(PresignedUrlExpired) as info:
+        presigned(request.url).verify(now=NOW + 301)
+    assert info.value.code == "InvalidSignatureException"
+
+
+def test_starlette_style_repeated_headers_are_joined() -> None:
+    class MultiHeaders(dict[str, str]):
+        """Like starlette.datastructures.Headers: items() yields every (name, value), repeats included."""
+
+        def __init__(self, pairs: list[tuple[str, str]]) -> None:
+            super().__init__(pairs)
+            self._pairs = pairs
+
+        def items(self) -> Any:
+            return list(self._pairs)
+
+    request = AWSRequest(method="GET", url="http://localhost:8080/2015-03-31/functions", headers={"X-A": "1,2"})
+    _sign(request, "lambda")
+    req = _from_awsrequest(request)
+    pairs = [(k, v) for k, v in req.headers.items() if k != "X-A"] + [("x-a", "1"), ("x-a", " 2 ")]
+    req.verify(headers=MultiHeaders(pairs))

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs the whole suite (lint, types, tests).  README's second command; .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3.11}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+.venv/bin/mypy
+# pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
