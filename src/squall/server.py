@@ -59,6 +59,7 @@ class Squall:
             PoolConfig(
                 keep_alive_s=c.keep_alive_s,
                 zygote_keep_alive_s=c.zygote_keep_alive_s,
+                reap_interval_s=c.reap_interval_s,
                 throttle_wait_s=c.throttle_wait_s,
                 account_concurrency=c.account_concurrency,
                 memory_budget_mb=c.memory_budget_mb,

@@ -1,0 +1,117 @@
+"""End-to-end invoke through the Lambda Invoke API vs the in-process ceiling (same client, same run).
+
+Prints JSON lines:
+  warm_invoke_p50_ms      sequential signed Invoke requests to a warm function (ceiling: same handler in-process
+                          behind plain Starlette + uvicorn); "delta_ms" is Squall minus ceiling (target <= +0.5 ms)
+  throughput_c32_rps      requests/s at concurrency 32; "ratio" = Squall / ceiling (target >= 0.6)
+  cold_invoke_p50_ms      function deployed, zygote warm, no instance: first Invoke (target <= 10 ms)
+
+    python bench/invoke_http.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, median, pct, quick  # noqa: E402
+from _http import Conn, Signer  # noqa: E402
+from _server import KEY_ID, SECRET, Server, deploy, free_port, wait_http  # noqa: E402
+
+CODE = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
+PATH = "/2015-03-31/functions/bench/invocations"
+
+
+async def sequential(port: int, n: int) -> list[float]:
+    signer = Signer(KEY_ID, SECRET)
+    conn = Conn("127.0.0.1", port)
+    body = b'{"n": 1}'
+    out = []
+    for _ in range(n):
+        h = signer.headers("POST", f"127.0.0.1:{port}", PATH, body)
+        t0 = time.perf_counter()
+        status, _ = await conn.request("POST", PATH, body, h)
+        out.append((time.perf_counter() - t0) * 1000)
+        assert status == 200, status
+    conn.close()
+    return out
+
+
+async def throughput(port: int, concurrency: int, seconds: float) -> float:
+    signer = Signer(KEY_ID, SECRET)
+    body = b'{"n": 1}'
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        conn = Conn("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            h = signer.headers("POST", f"127.0.0.1:{port}", PATH, body)
+            status, _ = await conn.request("POST", PATH, body, h)
+            assert status == 200, status
+            done += 1
+        conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    n_seq = 300 if quick() else 2000
+    secs = 3.0 if quick() else 10.0
+    repeats = 1 if quick() else 3
+    squall = Server()
+    port = free_port()
+    ceiling = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_ceiling.py")), str(port)])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", 30) if False else time.sleep(1.5)
+        client = squall.lambda_client()
+        deploy(client, "bench", CODE)
+        asyncio.run(sequential(squall.port, 50))  # warm up both
+        asyncio.run(sequential(port, 50))
+        s_p50, c_p50, s_rps, c_rps = [], [], [], []
+        for _ in range(repeats):
+            s = asyncio.run(sequential(squall.port, n_seq))
+            c = asyncio.run(sequential(port, n_seq))
+            s_p50.append(pct(s, 50))
+            c_p50.append(pct(c, 50))
+            s_rps.append(asyncio.run(throughput(squall.port, 32, secs)))
+            c_rps.append(asyncio.run(throughput(port, 32, secs)))
+        emit(
+            "warm_invoke_p50_ms", median(s_p50), "ms",
+            delta_ms=round(median(s_p50) - median(c_p50), 4), repeats=repeats, n=n_seq,
+            baseline={"ceiling_p50_ms": round(median(c_p50), 4)},
+        )  # fmt: skip
+        emit(
+            "throughput_c32_rps", median(s_rps), "req/s",
+            ratio=round(median(s_rps) / median(c_rps), 3), repeats=repeats, seconds=secs,
+            baseline={"ceiling_rps": round(median(c_rps), 1)},
+        )  # fmt: skip
+    finally:
+        squall.stop()
+        ceiling.terminate()
+        ceiling.wait()
+
+    # cold: a server that reaps idle instances quickly, so every invoke finds the zygote but no instance
+    cold_server = Server(SQUALL_KEEP_ALIVE_S="0", SQUALL_REAP_INTERVAL_S="0.05")
+    try:
+        client = cold_server.lambda_client()
+        deploy(client, "bench", CODE)
+        asyncio.run(sequential(cold_server.port, 1))  # load the zygote
+        colds = []
+        for _ in range(15 if quick() else 60):
+            time.sleep(0.25)  # the reaper stops the idle instance
+            colds.append(asyncio.run(sequential(cold_server.port, 1))[0])
+        emit("cold_invoke_p50_ms", pct(colds, 50), "ms", p99=round(pct(colds, 99), 3), n=len(colds))
+    finally:
+        cold_server.stop()
+
+
+if __name__ == "__main__":
+    main()
