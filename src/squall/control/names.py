@@ -78,9 +78,7 @@ def parse_function_name(
     """Split a FunctionName (name, partial ARN or full ARN, optionally with ``:qualifier``) and merge it with
     the separate ``Qualifier`` parameter.  ``create``: CreateFunction's stricter rules (no qualifier)."""
     if not isinstance(value, str) or not value:
-        raise validation_error(
-            "Value null at 'functionName' failed to satisfy constraint: Member must not be null"
-        )
+        raise validation_error("Value null at 'functionName' failed to satisfy constraint: Member must not be null")
     problems = []
     match = _NAME_RE.match(value)
     if match is not None and len(match["name"]) > MAX_NAME:
@@ -121,7 +119,9 @@ def parse_function_name(
         )
     arn_qualifier = match["qualifier"]
     if qualifier and arn_qualifier and qualifier != arn_qualifier:
-        raise InvalidParameterValue("The derived qualifier from the function name does not match the specified qualifier.")
+        raise InvalidParameterValue(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
     return FunctionRef(match["name"], qualifier or arn_qualifier or None)
 
 

@@ -31,7 +31,7 @@ LIST_HIDDEN = (
 
 def format_date(ts: float) -> str:
     """Lambda's LastModified: ``2024-01-01T00:00:00.000+0000``."""
-    millis = int(round(ts * 1000))
+    millis = round(ts * 1000)
     seconds, ms = divmod(millis, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}+0000"
 

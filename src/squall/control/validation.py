@@ -245,7 +245,9 @@ def check_architectures(value: Any) -> list[str]:
     arch = value[0]
     if arch not in ("x86_64", "arm64"):
         raise _constraint(
-            value, "architectures", "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]"
+            value,
+            "architectures",
+            "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
         )
     if arch != HOST_ARCHITECTURE:
         raise UnsupportedFeature(

@@ -54,6 +54,7 @@ class _Conn(asyncio.Protocol):
         self.frames: deque[Frame] = deque()
         self.waiter: asyncio.Future[Frame] | None = None
         self.lost = False
+        self.protocol_error = False
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +64,7 @@ class _Conn(asyncio.Protocol):
         try:
             self.frames.extend(self.decoder.feed(data))
         except ProtocolError:
+            self.protocol_error = True
             self.connection_lost(None)
             if self.transport:
                 self.transport.abort()
@@ -112,6 +114,7 @@ class Instance:
         log_fd: int,
         memory_cgroup: Path | None,
         exited: asyncio.Future[int],
+        log_max_bytes: int = 256 * 1024,
     ) -> None:
         self.id = instance_id
         self.pid = pid
@@ -125,6 +128,7 @@ class Instance:
         self.log_fd = log_fd
         self.memory_cgroup = memory_cgroup
         self.exited = exited
+        self.log_max_bytes = log_max_bytes
         self.init_ms: float | None = None
         self.invocations = 0
         self.alive = True
@@ -149,8 +153,11 @@ class Instance:
                 with contextlib.suppress(Exception):
                     self._loop.remove_reader(self.log_fd)
                 return
-            if len(self._log) < 1 << 20:
-                self._log += chunk
+            room = self.log_max_bytes - len(self._log)
+            if room > 0:
+                self._log += chunk[:room]
+                if len(chunk) > room:
+                    self._log += f"\n[squall: log truncated: more than {self.log_max_bytes} bytes]\n".encode()
 
     def _take_logs(self) -> str:
         self._drain_logs()
@@ -241,6 +248,10 @@ class Instance:
         try:
             self.conn.send(encode(Kind.INVOKE, header, req.payload))
             frame = await asyncio.wait_for(fut, self.timeout_s)
+            if frame.kind != Kind.RESULT or frame.header.get("request_id") != req.request_id:
+                # a forged or out-of-order frame: the instance cannot be trusted any more
+                self.conn.protocol_error = True
+                raise InstanceDied()
             duration_ms = float(frame.header.get("duration_ms", (time.perf_counter() - t0) * 1000))
             body = frame.body
             if not frame.header.get("ok", False):
@@ -257,9 +268,16 @@ class Instance:
             self._log += f"{_iso_now()} {req.request_id} Task timed out after {self.timeout_s:.2f} seconds\n".encode()
         except InstanceDied:
             duration_ms = (time.perf_counter() - t0) * 1000
+            if not self.exited.done():
+                self.kill()  # the connection broke or the runtime broke the protocol: make sure it is gone
             status = await self._exit_status()
             self.alive = False
             error_type, tail = exit_reason(status, self._oom_happened())
+            if self.conn.protocol_error:
+                error_type, tail = (
+                    "Runtime.InvalidResponse",
+                    "Runtime broke the protocol (malformed or unexpected frame)",
+                )
             status_word = "error"
             body = json.dumps(
                 {"errorType": error_type, "errorMessage": f"RequestId: {req.request_id} Error: {tail}"}

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,6 +101,29 @@ class LoadedFunction:
         return self.free_slots.pop() if self.free_slots else next(self.next_slot)
 
 
+#: the only variables of the node's environment the zygotes inherit.  Everything else (keys, tokens) stays out:
+#: a process's initial environment block remains readable in its memory (/proc/self/environ) even after
+#: os.environ.clear(), and every instance is a fork of the base zygote.
+_ZYGOTE_ENV_KEEP = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
+
+
+def _zygote_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in _ZYGOTE_ENV_KEEP if k in os.environ}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _raise_nofile() -> None:
+    """Each instance holds two fds in the node (socket, log pipe): lift the soft limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 class Node:
     """One machine's zygotes and instances."""
 
@@ -112,11 +137,13 @@ class Node:
         self._free_fn_slots: list[int] = []
         self._probe_cache: dict[str, list[str]] = {}
         self.functions: dict[str, LoadedFunction] = {}
+        self._staged: set[Path] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         for why in self.caps.missing():
             log.warning("sandbox degraded: %s", why)
+        _raise_nofile()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.caps.namespaces:
             with contextlib.suppress(OSError):
@@ -126,7 +153,7 @@ class Node:
         self._base_proc = subprocess.Popen(
             [sys.executable, "-m", "squall.node.zygote", str(child.fileno())],
             pass_fds=[child.fileno()],
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            env=_zygote_env(),
         )
         child.close()
         self._base = ZygoteLink(parent)
@@ -143,6 +170,9 @@ class Node:
             with contextlib.suppress(Exception):
                 self._base_proc.kill()
             await asyncio.to_thread(self._base_proc.wait)
+        for staged in self._staged:
+            shutil.rmtree(staged, ignore_errors=True)
+        self._staged.clear()
 
     # -- functions ----------------------------------------------------------------------------------------
     def _sandbox_for(self, slot: int, memory_mb: int) -> dict[str, Any]:
@@ -169,6 +199,7 @@ class Node:
         """Start the function's zygote: probe its imports (cached by code digest) and pre-import them."""
         if self._base is None:
             raise SandboxUnavailable("node not started")
+        spec = self._stage(spec)
         cached = preload if preload is not None else self._probe_cache.get(spec.key) if spec.code_sha256 else None
         fn = await self._start_zygote(spec, cached, spec.snapshot)
         rep = fn.report
@@ -191,6 +222,27 @@ class Node:
             log.warning("function %s: %s", spec.name, w)
         self.functions[spec.key] = fn
         return fn
+
+    def _stage(self, spec: FunctionSpec) -> FunctionSpec:
+        """Code must live under the data directory, which every sandbox masks: otherwise its host path stays
+        readable by other functions.  Code from elsewhere is copied in (the platform's code store is already
+        there)."""
+        data = self.config.data_dir.resolve()
+        src = spec.code_dir.resolve()
+        if src == data or data in src.parents:
+            return spec
+        staged = data / "staged" / f"{spec.name}-{uuid.uuid4().hex[:12]}"
+        shutil.copytree(src, staged, symlinks=True)
+        for root, _dirs, files in os.walk(staged):
+            os.chmod(root, 0o755)
+            for f in files:
+                p = os.path.join(root, f)
+                if not os.path.islink(p):
+                    os.chmod(p, os.stat(p).st_mode | 0o444)
+        for d in (staged.parent, staged.parent.parent):
+            os.chmod(d, 0o755)
+        self._staged.add(staged)
+        return dataclasses.replace(spec, code_dir=staged)
 
     async def _start_zygote(
         self, spec: FunctionSpec, preload: list[str] | None, snapshot: bool, probe: bool = True
@@ -281,7 +333,7 @@ class Node:
         inst = Instance(
             instance_id=uuid.uuid4().hex[:12], pid=pid, slot=slot, function=fn.spec.name, version=fn.spec.version,
             memory_mb=fn.spec.memory_mb, timeout_s=fn.spec.timeout_s, init_type=itype, conn=conn, log_fd=log_r,
-            memory_cgroup=mem_dir, exited=exited,
+            memory_cgroup=mem_dir, exited=exited, log_max_bytes=self.config.log_max_bytes_per_invocation,
         )  # fmt: skip
         fn.instances[pid] = inst
         exited.add_done_callback(lambda _f: self._forget(fn, inst))

@@ -1,0 +1,62 @@
+"""Scale to zero: memory used by instances before, during and after a burst, once the keep-alive has passed.
+
+Prints JSON lines:
+  instances_memory_mb_idle      memory charged to Squall's cgroups before any invocation (the idle baseline)
+  instances_memory_mb_peak      with N warm instances
+  instances_memory_mb_after     after the keep-alive (SQUALL_KEEP_ALIVE_S=2) and zygote keep-alive passed
+  "returned_to_baseline": after <= idle + 5 MB
+
+    python bench/scale_to_zero.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, quick  # noqa: E402
+from burst import burst  # noqa: E402
+from _server import Server, deploy  # noqa: E402
+
+CODE = "import time\ndef handler(event, context):\n    time.sleep(0.5)\n    return {'ok': True}\n"
+
+
+def cgroup_mb() -> float:
+    try:
+        return int(Path("/sys/fs/cgroup/memory/squall/memory.usage_in_bytes").read_text()) / 1024 / 1024
+    except OSError:
+        return float("nan")
+
+
+def main() -> None:
+    n = 50 if quick() else 200
+    server = Server(SQUALL_KEEP_ALIVE_S="2", SQUALL_ZYGOTE_KEEP_ALIVE_S="3", SQUALL_REAP_INTERVAL_S="0.5")
+    try:
+        client = server.lambda_client()
+        deploy(client, "sleepy", CODE, Timeout=10)
+        time.sleep(1)
+        idle = cgroup_mb()
+        import burst as b
+
+        b.PATH = "/2015-03-31/functions/sleepy/invocations"
+        _, ok, _ = asyncio.run(burst(server.port, n))
+        peak = cgroup_mb()
+        deadline = time.monotonic() + 30
+        after = peak
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            after = cgroup_mb()
+            if after <= idle + 5:
+                break
+        emit("instances_memory_mb_idle", idle, "MB")
+        emit("instances_memory_mb_peak", peak, "MB", instances=n, ok=ok)
+        emit("instances_memory_mb_after", after, "MB", returned_to_baseline=after <= idle + 5, keep_alive_s=2)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

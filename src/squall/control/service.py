@@ -1,0 +1,31 @@
+"""``FunctionService``: the Lambda control plane (everything in Lambda's API except Invoke)."""
+
+from __future__ import annotations
+
+from squall.control.concurrency import ConcurrencyMixin
+from squall.control.functions import FunctionsMixin
+from squall.control.invoke_configs import InvokeConfigsMixin
+from squall.control.versions import VersionsMixin
+
+__all__ = ["FunctionService"]
+
+
+class FunctionService(FunctionsMixin, VersionsMixin, ConcurrencyMixin, InvokeConfigsMixin):
+    """Lambda's control-plane operations with Lambda's validation and messages.
+
+    ``FunctionService(store, code_store, *, region, account_id, clock, on_change=None, public_url="")``.
+
+    Every operation is a coroutine taking the request as Lambda's JSON shape (a mapping with Lambda's member
+    names; ``ZipFile`` as base64 text or bytes) and returning Lambda's response shape.  Errors are
+    ``squall.errors.SquallError`` subclasses whose ``.code`` is Lambda's exception name.
+
+    Runtimes: ``python3.8`` .. ``python3.13`` are accepted and reported back as given, but every function runs on
+    Squall's own interpreter, Python 3.11, whatever its Runtime says.
+
+    ``on_change`` callbacks (sync or async) get ``(function name, qualifier)`` after each committed change that
+    makes running instances or routing stale: ``"$LATEST"`` after code, configuration or squall-tag changes; the
+    version number after PublishVersion or a version's deletion; the alias name after alias changes; the
+    qualifier after provisioned concurrency changes; every qualifier (``$LATEST``, versions, aliases) when a
+    function is deleted.  Reserved concurrency and event invoke configs are only stored (read them from the
+    store).  A failing callback is logged and does not fail the request.
+    """
