@@ -152,8 +152,6 @@ def make_node(tmp_path_factory: pytest.TempPathFactory, **config: Any) -> Iterat
         shutil.rmtree(base, ignore_errors=True)
 
 
-
-
 def eventually(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``predicate`` (bounded) until it holds; fail the test if it never does."""
     import time

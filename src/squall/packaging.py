@@ -278,36 +278,31 @@ def _dependencies(requirements: Path, key: str, cache_dir: Path, say: Callable[[
 
 def _collect(root: Path, exclude: Path | None) -> dict[str, Path]:
     """Every file under ``root`` that belongs in a package, by its path in the zip.  Follows symlinks (the zip
-    holds their contents), skipping cycles, broken links, SKIP_DIRS, SKIP_SUFFIXES and ``exclude``."""
+    holds their contents), skipping symlink cycles, broken links, SKIP_DIRS, SKIP_SUFFIXES and ``exclude``."""
     out: dict[str, Path] = {}
     excluded = exclude.resolve() if exclude is not None and exclude.exists() else None
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        keep = []
-        for d in dirnames:
-            if d in SKIP_DIRS:
-                continue
-            if excluded is not None and Path(dirpath, d).resolve() == excluded:
-                continue
-            keep.append(d)
-        dirnames[:] = sorted(keep)
-        for name in filenames:
-            if name.endswith(SKIP_SUFFIXES):
-                continue
-            path = Path(dirpath, name)
-            if not path.is_file():  # broken symlink, socket, fifo
-                continue
-            rel = path.relative_to(root).as_posix()
-            try:
-                rel.encode("utf-8")
-            except UnicodeEncodeError:
-                raise BuildError(f"File name {path!s} is not valid UTF-8; rename it.")
-            out[rel] = path
+
+    def walk(directory: Path, rel: str, ancestors: frozenset[str]) -> None:
+        try:
+            children = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise BuildError(f"Could not read directory {directory}: {exc.strerror or exc}")
+        for child in children:
+            path = Path(child.path)
+            arcname = f"{rel}{child.name}"
+            if child.is_dir():  # follows symlinks
+                real = os.path.realpath(path)
+                if child.name in SKIP_DIRS or real in ancestors or (excluded is not None and Path(real) == excluded):
+                    continue
+                walk(path, arcname + "/", ancestors | {real})
+            elif child.is_file() and not child.name.endswith(SKIP_SUFFIXES):  # broken links, fifos: skipped
+                try:
+                    arcname.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BuildError(f"File name {path!s} is not valid UTF-8; rename it.")
+                out[arcname] = path
+
+    walk(root, "", frozenset({os.path.realpath(root)}))
     return out
 
 

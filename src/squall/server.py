@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from squall.clock import SystemClock
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
 from squall.edge.auth import SigV4Middleware
@@ -76,6 +77,7 @@ class Squall:
             region=c.region,
             account_id=c.account_id,
             public_url=c.public_url,
+            clock=SystemClock(),
             on_change=[self.invoker.function_changed],
         )
         self.started_at = 0.0

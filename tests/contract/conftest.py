@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from squall.protocol import Frame, FrameDecoder, Kind, encode
-
 from sandbox_helpers import write_tree
+from squall.protocol import Frame, FrameDecoder, Kind, encode
 
 
 class RuntimePeer:

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+
 from sandbox_helpers import SECRET_ENV, SECRET_VALUE, NodeRunner, body
 
 INTROSPECT = """
@@ -132,7 +133,9 @@ def test_trace_id_is_per_invocation(node: NodeRunner, introspect: Any) -> None:
 
 def test_memory_size_env(node: NodeRunner) -> None:
     fn = node.load(
-        {"app.py": "import os\ndef handler(e, c):\n    return [c.memory_limit_in_mb, os.environ['AWS_LAMBDA_FUNCTION_MEMORY_SIZE']]\n"},
+        {
+            "app.py": "import os\ndef handler(e, c):\n    return [c.memory_limit_in_mb, os.environ['AWS_LAMBDA_FUNCTION_MEMORY_SIZE']]\n"
+        },
         memory_mb=256,
         version="7",
     )
@@ -302,7 +305,7 @@ def test_log_lines_between_start_and_end(log_outcomes: list[Any]) -> None:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", ts)
         assert req == rid
         assert msg == f"logging-line {i}"
-        assert f"[WARNING]\t" in text and f"\t{rid}\twarning-line" in text
+        assert "[WARNING]\t" in text and f"\t{rid}\twarning-line" in text
         # the last line is the REPORT, right after END
         lines = out.logs.splitlines()
         assert lines[-2] == f"END RequestId: {rid}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from sandbox_helpers import NodeRunner, body, eventually
 
 FAKEDEP = {
@@ -193,7 +194,9 @@ def test_snapshot_init_failure_falls_back(node: NodeRunner) -> None:
 
 @pytest.mark.parametrize("init_type", ["provisioned-concurrency", "on-demand"])
 def test_init_type_env(node: NodeRunner, init_type: str) -> None:
-    fn = node.load({"app.py": "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n"})
+    fn = node.load(
+        {"app.py": "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n"}
+    )
     inst = node.start(fn, init_type=init_type)
     try:
         assert inst.init_type == init_type
@@ -208,6 +211,7 @@ def test_unload_kills_instances_and_zygote(node: NodeRunner) -> None:
     assert body(node.invoke(inst)) == 1
     node.unload(fn)
     assert not inst.alive
+
     def gone(pid: int) -> bool:
         try:
             with open(f"/proc/{pid}/stat") as f:

@@ -31,7 +31,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         try:
             return func(args)
         except ImportError as e:
-            raise CliError(f"missing dependency: {e.name or e} (install squall with its test extras or pip install boto3)") from None
+            raise CliError(
+                f"missing dependency: {e.name or e} (install squall with its test extras or pip install boto3)"
+            ) from None
         except Exception as e:
             module = type(e).__module__ or ""
             if module.startswith(("botocore", "boto3")):
@@ -58,7 +60,7 @@ def _wrap_all(parser: argparse.ArgumentParser) -> None:
                 _wrap_all(child)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add deploy, invoke, logs, functions, invocations and usage to ``squall``'s subcommands."""
     for noun in _NOUNS:
         before = set(sub.choices)

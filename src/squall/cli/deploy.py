@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from squall.cli.client import ROLE_ARN, CliError, Client, add_connection_args, make_client
+from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, make_client
 from squall.project import PROJECT_FILE, FunctionDef, load_project
 
 __all__ = ["DeployResult", "add_parser", "plan", "run"]
@@ -41,7 +41,7 @@ LIVE_ALIAS = "live"
 _HANDLER_GUESSES = (("app.py", "app.handler"), ("lambda_function.py", "lambda_function.lambda_handler"))
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("deploy", help="build and deploy a function directory or a squall.yaml project")
     p.add_argument("path", type=Path, help="a function's code directory, a squall.yaml file, or a directory with one")
     p.add_argument("--name", help="function name (default: the directory name); with squall.yaml: deploy only this one")
@@ -199,7 +199,9 @@ def _apply_network(client: Client, fn: FunctionDef, arn: str, tags: dict[str, st
     result.notes.append(f"network: {fn.network}")
 
 
-def _apply_reserved(client: Client, fn: FunctionDef, declarative: bool, current: int | None, result: DeployResult) -> None:
+def _apply_reserved(
+    client: Client, fn: FunctionDef, declarative: bool, current: int | None, result: DeployResult
+) -> None:
     lam = client.lambda_
     with client.errors():
         if fn.reserved_concurrency is not None and fn.reserved_concurrency != current:

@@ -14,7 +14,7 @@ from squall.cli.client import Client, add_connection_args, make_client
 __all__ = ["add_parser", "run_ls", "run_rm", "run_show"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("functions", help="list, show or delete functions")
     nouns = p.add_subparsers(dest="action", required=True, metavar="{ls,show,rm}")
     ls = nouns.add_parser("ls", help="list functions")
@@ -138,7 +138,10 @@ def run_show(args: argparse.Namespace) -> int:
             vt.add_column(col, overflow="fold")
         for v in published:
             vt.add_row(
-                v.get("Version", "?"), _short_time(v.get("LastModified")), v.get("CodeSha256", "-"), v.get("Description") or ""
+                v.get("Version", "?"),
+                _short_time(v.get("LastModified")),
+                v.get("CodeSha256", "-"),
+                v.get("Description") or "",
             )
         console.print(vt)
     else:

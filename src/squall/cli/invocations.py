@@ -18,7 +18,7 @@ __all__ = ["add_parser", "run_ls", "run_show"]
 _STATUS_STYLE = {"ok": "green", "error": "red", "timeout": "red", "throttled": "yellow"}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("invocations", help="recent invocations: duration, billed time, memory, errors")
     nouns = p.add_subparsers(dest="action", required=True, metavar="{ls,show}")
     ls = nouns.add_parser("ls", help="list recent invocations, newest first")
@@ -87,7 +87,9 @@ def run_show(args: argparse.Namespace) -> int:
     client = make_client(args)
     doc = client.api_get(f"invocations/{args.request_id}")
     r: dict[str, Any] = doc["record"]
-    table = Table(show_header=False, box=None, padding=(0, 2), title=f"invocation {r.get('request_id')}", title_justify="left")
+    table = Table(
+        show_header=False, box=None, padding=(0, 2), title=f"invocation {r.get('request_id')}", title_justify="left"
+    )
     table.add_column("key", style="dim")
     table.add_column("value")
     init = r.get("init_ms")

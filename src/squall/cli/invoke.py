@@ -19,14 +19,16 @@ from squall.cli.client import CliError, add_connection_args, make_client
 __all__ = ["add_parser", "read_payload", "run"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("invoke", help="invoke a function and print its response")
     p.add_argument("name", help="function name (or NAME:QUALIFIER)")
     p.add_argument("stdin", nargs="?", choices=["-"], help="'-': read the payload from standard input")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--payload", help="the event, as JSON (default {})")
     src.add_argument("--payload-file", type=Path, help="read the event from this JSON file")
-    p.add_argument("--async", dest="is_async", action="store_true", help="invoke asynchronously (Event); print the request id")
+    p.add_argument(
+        "--async", dest="is_async", action="store_true", help="invoke asynchronously (Event); print the request id"
+    )
     p.add_argument("--qualifier", help="version or alias to invoke")
     p.add_argument("--log", action="store_true", help="also show the invocation's log (last 4 KB)")
     add_connection_args(p)
@@ -95,7 +97,15 @@ def _print_function_error(err: Console, name: str, kind: str, body: bytes) -> No
         return
     etype = doc.get("errorType") or kind
     message = doc.get("errorMessage") or ""
-    err.print(Text.assemble(("squall: function ", "red"), (name, "bold red"), (" failed: ", "red"), (f"{etype}", "bold red"), f": {message}"))
+    err.print(
+        Text.assemble(
+            ("squall: function ", "red"),
+            (name, "bold red"),
+            (" failed: ", "red"),
+            (f"{etype}", "bold red"),
+            f": {message}",
+        )
+    )
     trace = doc.get("stackTrace")
     if isinstance(trace, list) and trace:
         err.print(Text("stack trace (in the function's code):", "dim"))

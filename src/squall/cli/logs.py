@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from squall.cli.client import CliError, Client, add_connection_args, make_client, parse_when, show_time
+from squall.cli.client import Client, CliError, add_connection_args, make_client, parse_when, show_time
 
 __all__ = ["add_parser", "print_lines", "run"]
 
@@ -19,7 +19,7 @@ POLL_INTERVAL_S = 0.5
 PAGE = 500
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("logs", help="show a function's logs")
     p.add_argument("name", help="function name")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")

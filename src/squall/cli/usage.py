@@ -16,7 +16,7 @@ from squall.metering import usd
 __all__ = ["add_parser", "break_even_line", "run"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("usage", help="requests, GB-seconds and cost per function, with a break-even estimate")
     p.add_argument("--since", default="24h", help="start of the window: a duration ago (24h, 7d) or an ISO time")
     p.add_argument("--until", default="now", help="end of the window: 'now', a duration ago, or an ISO time")
@@ -29,7 +29,7 @@ def _count(n: float) -> str:
 
 
 def break_even_line(f: dict[str, Any]) -> str:
-    """"an always-on 512 MB server costs $X/month; break-even at N requests/month; at this rate ..."."""
+    """ "an always-on 512 MB server costs $X/month; break-even at N requests/month; at this rate ..."."""
     be = f.get("break_even")
     if not be:
         return f"{f['function']}: no invocations in this window"

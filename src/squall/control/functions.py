@@ -113,7 +113,6 @@ class FunctionsMixin(ServiceBase):
             "EphemeralStorage": {"Size": tmp_mb},
             "SnapStart": {"ApplyOn": apply_on, "OptimizationStatus": "Off"},
             "LoggingConfig": logging_config,
-            "RuntimeVersionConfig": {"RuntimeVersionArn": f"arn:aws:lambda:{self.region}::runtime:squall-python3.11"},
         }
         if env is not None:
             config["Environment"] = {"Variables": env}
