@@ -4,6 +4,7 @@ write functions to disk, load them, start instances and invoke them from plain (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -144,12 +145,26 @@ def make_node(tmp_path_factory: pytest.TempPathFactory, **config: Any) -> Iterat
     data_dir.mkdir()
     code_root = data_dir / "code"  # the platform keeps code under its data dir
     code_root.mkdir()
-    runner = NodeRunner(data_dir, code_root, **config)
+    # a cgroup directory of its own: a node's start-up kills whatever runs in the cgroups of its name (left over by
+    # a crashed node), so nodes sharing a name on one machine would kill each other's instances
+    cgroup_name = config.pop("cgroup_name", f"squall-test-{uuid.uuid4().hex[:8]}")
+    runner = NodeRunner(data_dir, code_root, cgroup_name=cgroup_name, **config)
     try:
         yield runner
     finally:
         runner.close()
         shutil.rmtree(base, ignore_errors=True)
+        for controller in ("memory", "cpu", "pids"):
+            remove_cgroup_tree(Path(f"/sys/fs/cgroup/{controller}/{cgroup_name}"))
+
+
+def remove_cgroup_tree(root: Path) -> None:
+    """rmdir a (process-free) cgroup hierarchy bottom-up; best effort."""
+    if not root.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -len(Path(t[0]).parts)):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
 
 
 def eventually(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:

@@ -171,7 +171,7 @@ class InstancePool:
             self.instances.pop(inst.id, None)
         else:
             self._set(inst.id, state="idle", last_used=self.clock())
-            used = inst.max_memory_mb()
+            used = inst.last_max_memory_mb
             if used > self._estimate_mb.get(inst.function, 0):
                 self._estimate_mb[inst.function] = used
         await self._notify()

@@ -1,7 +1,7 @@
 """Composition root: builds every part of Squall and runs them under one event loop.
 
-    stores (SQLite metadata, code, keys) -> node (zygotes, sandboxes) -> pool (scheduler shell) -> invoker
-    -> async dispatcher, reaper, record flusher -> edge (one HTTP port: Lambda API, ...; SigV4 in front)
+stores (SQLite metadata, code, keys) -> node (zygotes, sandboxes) -> pool (scheduler shell) -> invoker
+-> async dispatcher, reaper, record flusher -> edge (one HTTP port: Lambda API, ...; SigV4 in front)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from squall.clock import SystemClock
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
 from squall.edge.auth import SigV4Middleware
-from squall.edge.invoke_api import invoke_routes
+from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
 from squall.invoker import Invoker
 from squall.node.node import Node
@@ -68,7 +68,12 @@ class Squall:
         )
         self.records = RecordWriter(self.store)
         self.invoker = Invoker(
-            self.store, self.pool, self.records, region=c.region, account_id=c.account_id, function_env=self.function_env
+            self.store,
+            self.pool,
+            self.records,
+            region=c.region,
+            account_id=c.account_id,
+            function_env=self.function_env,
         )
         self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s)
         self.functions = FunctionService(
@@ -163,4 +168,12 @@ class Squall:
             *lambda_routes(self.functions),
         ]
         app = Starlette(routes=routes, lifespan=lifespan)
-        return SigV4Middleware(app, self.keyring.secret_for, public_prefixes=("/_squall/health",))
+        invoke = InvokeEndpoint(self.invoker)
+
+        async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and invoke.is_invoke(scope):
+                await invoke(scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        return SigV4Middleware(dispatch, self.keyring.secret_for, public_prefixes=("/_squall/health",))

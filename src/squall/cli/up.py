@@ -68,7 +68,7 @@ def _banner(squall: Squall, console: Console) -> None:
             f"  export AWS_SECRET_ACCESS_KEY={cred.secret_access_key}\n"
             f"  export AWS_DEFAULT_REGION={c.region}\n\n"
             f"Deploy:  squall deploy ./my-function --handler app.handler\n"
-            f"Invoke:  squall invoke hello --payload '{{\"name\": \"you\"}}'\n"
+            f'Invoke:  squall invoke hello --payload \'{{"name": "you"}}\'\n'
             f"Logs:    squall logs hello --follow",
             title="squall up",
         )
@@ -77,7 +77,9 @@ def _banner(squall: Squall, console: Console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
     cfg = ServerConfig()
     if args.data_dir:
         cfg = replace(cfg, data_dir=args.data_dir)
@@ -106,5 +108,10 @@ def run(args: argparse.Namespace) -> int:
                     console.print(f"[red]demo failed:[/] {e}")
         await serve
 
-    asyncio.run(main())
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # uvicorn[standard] brings uvloop; plain asyncio works, only slower
+        asyncio.run(main())
     return 0

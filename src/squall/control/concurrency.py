@@ -16,7 +16,7 @@ from squall.control.errors import ProvisionedConcurrencyConfigNotFound
 from squall.control.names import LATEST, FunctionRef, is_version, validation_error
 from squall.control.shapes import check_max_items
 from squall.control.validation import get_int
-from squall.errors import InvalidParameterValue, ResourceConflict
+from squall.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from squall.scheduler import SchedulerState, validate_reserved_concurrency
 from squall.store.code import MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES
 from squall.store.records import QualifiedConfig
@@ -203,7 +203,7 @@ class ConcurrencyMixin(ServiceBase):
         for name in functions:
             try:
                 total_code += sum(int(v.config.get("CodeSize", 0)) for v in await self.all_versions(name))
-            except Exception:
+            except ResourceNotFound:
                 continue  # deleted meanwhile
         reserved = await self.io(self.store.total_reserved_concurrency)
         return {

@@ -37,7 +37,7 @@ from squall.control.validation import (
     get_str,
     squall_extras_from_tags,
 )
-from squall.errors import InvalidParameterValue
+from squall.errors import InvalidParameterValue, ResourceNotFound
 from squall.store.functions import RevisionMismatch
 from squall.store.records import StoredFunction
 
@@ -188,7 +188,7 @@ class FunctionsMixin(ServiceBase):
             try:
                 rest, _ = await self.io(self.store.list_versions, name, version, limit + 1)
                 items += rest
-            except Exception:
+            except ResourceNotFound:
                 pass  # the function went away since the last page: carry on with the next one
             name_marker = name
         while len(items) <= limit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,7 +31,9 @@ def split_function_name(raw: str, qualifier: str | None) -> tuple[str, str | Non
     parts = value.split(":")
     if value.startswith("arn:"):
         if len(parts) < 7 or parts[5] != "function":
-            raise InvalidParameterValue(f"1 validation error detected: Value '{value}' at 'functionName' is not a function ARN")
+            raise InvalidParameterValue(
+                f"1 validation error detected: Value '{value}' at 'functionName' is not a function ARN"
+            )
         name, q = parts[6], (parts[7] if len(parts) > 7 else None)
     elif len(parts) >= 3 and parts[1] == "function":
         name, q = parts[2], (parts[3] if len(parts) > 3 else None)
@@ -39,7 +42,9 @@ def split_function_name(raw: str, qualifier: str | None) -> tuple[str, str | Non
     else:
         name, q = value, None
     if q and qualifier and q != qualifier:
-        raise InvalidParameterValue("The derived qualifier from the function name does not match the specified qualifier.")
+        raise InvalidParameterValue(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
     return name, (qualifier or q)
 
 
@@ -57,29 +62,51 @@ def _client_context(header: str | None) -> dict[str, Any] | None:
     return doc
 
 
-def invoke_routes(invoker: Invoker) -> list[Route]:
-    async def invoke(request: Request) -> Response:
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>.+)/invocations$")
+
+
+class InvokeEndpoint:
+    """The Invoke operation as a bare ASGI app: the hottest path in Squall skips the generic router and
+    middleware stack (``is_invoke(scope)`` lets the top-level dispatcher send requests straight here)."""
+
+    def __init__(self, invoker: Invoker) -> None:
+        self.invoker = invoker
+
+    @staticmethod
+    def is_invoke(scope: Any) -> bool:
+        return scope["method"] == "POST" and _INVOKE_PATH.match(scope["path"]) is not None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
         request_id = request.scope.get("squall.request_id", "")
+        headers_in = request.headers
         try:
-            itype = request.headers.get("x-amz-invocation-type", "RequestResponse")
+            itype = headers_in.get("x-amz-invocation-type", "RequestResponse")
             if itype not in ("RequestResponse", "Event", "DryRun"):
                 raise InvalidParameterValue(
                     f"1 validation error detected: Value '{itype}' at 'invocationType' failed to satisfy constraint: "
                     "Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
                 )
-            log_type = request.headers.get("x-amz-log-type", "None")
-            name, qualifier = split_function_name(request.path_params["function"], request.query_params.get("Qualifier"))
+            log_type = headers_in.get("x-amz-log-type", "None")
+            m = _INVOKE_PATH.match(request.scope["path"])
+            raw_name = m.group("function") if m else ""
+            qualifier = request.query_params.get("Qualifier") if request.scope.get("query_string") else None
+            name, qualifier = split_function_name(raw_name, qualifier)
             body = request.scope.get("squall.body")
             if body is None:
                 body = await request.body()
-            result = await invoker.invoke(
+            result = await self.invoker.invoke(
                 name,
                 qualifier,
                 body,
                 invocation_type=itype,  # type: ignore[arg-type]
-                client_context=_client_context(request.headers.get("x-amz-client-context")),
-                trace_id=request.headers.get("x-amzn-trace-id", ""),
-                traceparent=request.headers.get("traceparent", ""),
+                client_context=_client_context(headers_in.get("x-amz-client-context")),
+                trace_id=headers_in.get("x-amzn-trace-id", ""),
+                traceparent=headers_in.get("traceparent", ""),
                 request_id=request_id or None,
             )
         except SquallError as e:
@@ -92,4 +119,7 @@ def invoke_routes(invoker: Invoker) -> list[Route]:
             headers["X-Amz-Log-Result"] = result.log_tail_b64()
         return Response(result.payload, result.status, headers=headers, media_type="application/json")
 
-    return [Route("/2015-03-31/functions/{function:path}/invocations", invoke, methods=["POST"])]
+
+def invoke_routes(invoker: Invoker) -> list[Route]:
+    endpoint = InvokeEndpoint(invoker)
+    return [Route("/2015-03-31/functions/{function:path}/invocations", endpoint.handle, methods=["POST"])]

@@ -131,6 +131,8 @@ class Instance:
         self.log_max_bytes = log_max_bytes
         self.init_ms: float | None = None
         self.invocations = 0
+        self._peak_fd = -1
+        self.last_max_memory_mb = 0
         self.alive = True
         self.last_used = time.monotonic()
         self._log = bytearray()
@@ -214,6 +216,10 @@ class Instance:
             self._loop.remove_reader(self.log_fd)
         with contextlib.suppress(OSError):
             os.close(self.log_fd)
+        if self._peak_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._peak_fd)
+            self._peak_fd = -1
         if self.conn.transport is not None:
             self.conn.transport.close()
 
@@ -227,9 +233,16 @@ class Instance:
         return bool(self.memory_cgroup) and instance_stats(self.memory_cgroup).oom_kills > self._oom_base  # type: ignore[arg-type]
 
     def max_memory_mb(self) -> int:
+        """Peak memory of this instance from its cgroup (one pread on a kept fd: this is on every invocation)."""
         if self.memory_cgroup is None:
             return 0
-        return math.ceil(instance_stats(self.memory_cgroup).max_memory_bytes / (1024 * 1024))
+        try:
+            if self._peak_fd < 0:
+                self._peak_fd = os.open(self.memory_cgroup / "memory.max_usage_in_bytes", os.O_RDONLY | os.O_CLOEXEC)
+            self.last_max_memory_mb = math.ceil(int(os.pread(self._peak_fd, 32, 0)) / (1024 * 1024))
+        except (OSError, ValueError):
+            pass
+        return self.last_max_memory_mb
 
     # -- invocation ----------------------------------------------------------------------------------------
     async def invoke(self, req: InvokeRequest) -> InvokeOutcome:

@@ -146,8 +146,7 @@ class MalformedXML(S3Error):
 
     def __init__(self, message: str = "", details: Mapping[str, str] | None = None) -> None:
         super().__init__(
-            message
-            or "The XML you provided was not well-formed or did not validate against our published schema.",
+            message or "The XML you provided was not well-formed or did not validate against our published schema.",
             details,
         )
 

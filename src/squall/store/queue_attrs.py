@@ -170,8 +170,8 @@ def validate_queue_attributes(attributes: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def check_body(body: Any, max_size: int) -> str:
-    """The message body, checked for presence, characters and size."""
+def check_body(body: Any) -> str:
+    """The message body, checked for presence and characters (size is checked with the attributes)."""
     if not isinstance(body, str) or body == "":
         raise MissingParameter("The request must contain the parameter MessageBody.")
     if _BAD_CHARS.search(body):
@@ -214,9 +214,7 @@ def normalize_message_attributes(attributes: Mapping[str, Any] | None) -> dict[s
                 "supported type prefixes: Binary, Number, String."
             )
         if value.get("StringListValues") or value.get("BinaryListValues"):
-            raise InvalidParameterValue(
-                f"Message (user) attribute '{name}' uses list values, which are not supported."
-            )
+            raise InvalidParameterValue(f"Message (user) attribute '{name}' uses list values, which are not supported.")
         if match.group(1) == "Binary":
             data = value.get("BinaryValue")
             if not isinstance(data, bytes | bytearray) or not data:
