@@ -222,6 +222,7 @@ class InstancePool:
                     await self.node.unload(fn)
 
     def set_provisioned(self, spec: FunctionSpec, count: int) -> None:
+        """Keep ``count`` instances of this version initialised (0 removes the target)."""
         key = (spec.name, spec.version)
         if count <= 0:
             self.provision_targets.pop(key, None)
@@ -258,8 +259,6 @@ class InstancePool:
             await self._notify()
 
     async def close(self) -> None:
-        for inst_id in list(self.instances):
-            await self._stop(inst_id)
-        for fn in list(self.loaded.values()):
-            await self.node.unload(fn)
+        await asyncio.gather(*(self._stop(i) for i in list(self.instances)), return_exceptions=True)
+        await asyncio.gather(*(self.node.unload(fn) for fn in self.loaded.values()), return_exceptions=True)
         self.loaded.clear()

@@ -26,7 +26,11 @@ from squall.control import FunctionService
 from squall.edge.auth import SigV4Middleware
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
-from squall.invoker import Invoker
+from squall.edge.squall_api import squall_api_routes
+from squall.errors import ResourceNotFound
+from squall.invoker import Invoker, spec_from_stored
+from squall.metering import PriceTable
+from squall.model import FunctionSpec
 from squall.node.node import Node
 from squall.pool import InstancePool, PoolConfig
 from squall.store.code import CodeStore
@@ -38,6 +42,16 @@ from squall.triggers.async_queue import AsyncDispatcher
 __all__ = ["Squall"]
 
 log = logging.getLogger("squall")
+
+
+def load_prices(path: str) -> PriceTable:
+    """The price table: Lambda's x86 us-east-1 prices, or a JSON/YAML file (SQUALL_PRICES) overriding them."""
+    if not path:
+        return PriceTable()
+    import yaml
+
+    with open(path) as f:
+        return PriceTable.from_dict(yaml.safe_load(f) or {})
 
 
 @dataclass
@@ -83,9 +97,11 @@ class Squall:
             account_id=c.account_id,
             public_url=c.public_url,
             clock=SystemClock(),
-            on_change=[self.invoker.function_changed],
+            on_change=[self.on_change],
         )
         self.started_at = 0.0
+        self.prices = load_prices(c.prices_path)
+        self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
 
     def function_env(self, name: str) -> dict[str, str]:
         """What every function finds in its environment so boto3 inside it talks to this Squall."""
@@ -100,6 +116,64 @@ class Squall:
             "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
         }
 
+    # -- control-plane changes ----------------------------------------------------------------------------
+    async def on_change(self, name: str, qualifier: str) -> None:
+        """A function's code, configuration, versions, aliases or concurrency changed."""
+        await self.invoker.function_changed(name, qualifier)
+        try:
+            reserved = self.store.get_function_concurrency(name)
+        except ResourceNotFound:
+            reserved = None
+        self.pool.set_reserved(name, reserved)
+        self._sync_provisioned(name)
+
+    def _sync_provisioned(self, name: str) -> None:
+        """Make the pool's provisioned targets for ``name`` match the stored provisioned-concurrency configs."""
+        for key in [k for k in self._provisioned if k[0] == name]:
+            spec_key = self._provisioned.pop(key)
+            self.pool.set_provisioned(spec_key, 0)
+        try:
+            configs, _ = self.store.list_provisioned_concurrency(name, None, 1000)
+        except ResourceNotFound:
+            return
+        for qc in configs:
+            try:
+                sf = self.store.get_function(name, qc.qualifier)
+            except ResourceNotFound:
+                continue
+            spec = spec_from_stored(sf, self.config.region, self.config.account_id, self.function_env(name))
+            wanted = int(qc.config.get("RequestedProvisionedConcurrentExecutions", 0))
+            self.pool.set_provisioned(spec, wanted)
+            self._provisioned[(name, qc.qualifier)] = spec
+
+    async def _provision_status_forever(self) -> None:
+        """Report provisioned concurrency back to the API: IN_PROGRESS until the instances are initialised."""
+        while True:
+            await asyncio.sleep(0.5)
+            for (name, qualifier), spec in list(self._provisioned.items()):
+                try:
+                    cfg = self.store.get_provisioned_concurrency(name, qualifier)
+                    if cfg is None:
+                        continue
+                    ready = min(
+                        self.pool.provisioned_ready(name, spec.version),
+                        int(cfg.get("RequestedProvisionedConcurrentExecutions", 0)),
+                    )
+                    status = (
+                        "READY"
+                        if ready >= int(cfg.get("RequestedProvisionedConcurrentExecutions", 0))
+                        else "IN_PROGRESS"
+                    )
+                    if cfg.get("AllocatedProvisionedConcurrentExecutions") != ready or cfg.get("Status") != status:
+                        patch = {
+                            "AllocatedProvisionedConcurrentExecutions": ready,
+                            "AvailableProvisionedConcurrentExecutions": ready,
+                            "Status": status,
+                        }
+                        await asyncio.to_thread(self.store.update_provisioned_concurrency, name, qualifier, patch)
+                except Exception:
+                    log.exception("provisioned concurrency status for %s:%s", name, qualifier)
+
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.started_at = time.time()
@@ -109,11 +183,23 @@ class Squall:
             log.info("recovered %d async events in flight when the server last stopped", released)
         for name, reserved in self._reservations():
             self.pool.set_reserved(name, reserved)
+        for name in self._function_names():
+            self._sync_provisioned(name)
         self.tasks = [
             asyncio.create_task(self.dispatcher.run_forever(), name="async-dispatcher"),
             asyncio.create_task(self.pool.reap_forever(), name="reaper"),
             asyncio.create_task(self._flush_forever(), name="record-flusher"),
+            asyncio.create_task(self._provision_status_forever(), name="provisioned-status"),
         ]
+
+    def _function_names(self) -> list[str]:
+        names: list[str] = []
+        marker = None
+        while True:
+            page, marker = self.store.list_functions(marker, 50)
+            names += [f.name for f in page]
+            if not marker:
+                return names
 
     def _reservations(self) -> list[tuple[str, int]]:
         out = []
@@ -166,6 +252,7 @@ class Squall:
             Route("/_squall/health", health),
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
+            *squall_api_routes(self.store, self.prices),
         ]
         app = Starlette(routes=routes, lifespan=lifespan)
         invoke = InvokeEndpoint(self.invoker)

@@ -49,6 +49,7 @@ DEFAULT_PORT = 9070
 REGION = "us-east-1"
 SERVICE = "lambda"
 ROLE_ARN = "arn:aws:iam::000000000000:role/squall"
+_AUTH_CODES = frozenset({"UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch"})
 
 
 class CliError(SquallError):
@@ -129,6 +130,18 @@ def load_credentials(data_dir: Path, env: Mapping[str, str] | None = None) -> tu
     )
 
 
+def _first_paragraph(message: str) -> str:
+    """A server message on one line: its first paragraph (SigV4 errors append the canonical request)."""
+    head = message.strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in head.splitlines() if line.strip())
+
+
+def _with_hint(code: str, message: str) -> str:
+    if code in _AUTH_CODES:
+        return f"{message} (check the credentials: SQUALL_ACCESS_KEY_ID/SQUALL_SECRET_ACCESS_KEY or --data-dir)"
+    return message
+
+
 def _no_server(endpoint: str) -> CliError:
     return CliError(f"no Squall server at {endpoint}: start one with `squall up`")
 
@@ -159,9 +172,7 @@ def aws_errors(endpoint: str) -> Iterator[None]:
     except ClientError as e:
         err = e.response.get("Error", {})
         code = err.get("Code") or "Error"
-        message = err.get("Message") or str(e)
-        if code in ("UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch"):
-            message += " (check the credentials: SQUALL_ACCESS_KEY_ID or --data-dir)"
+        message = _with_hint(code, _first_paragraph(err.get("Message") or str(e)))
         raise CliError(f"{code}: {message}") from None
     except BotoCoreError as e:
         raise CliError(str(e)) from None
@@ -228,6 +239,7 @@ class Client:
                 message = body.get("Message") or body.get("message") or response.text
             except ValueError:
                 message = response.text.strip() or response.reason_phrase
+            message = _with_hint(code, _first_paragraph(str(message)))
             if response.status_code == 404 and code.startswith("HTTP"):
                 message = f"{url} not found (is the server at {self.endpoint} a Squall server of this version?)"
             raise CliError(f"{code}: {message}")

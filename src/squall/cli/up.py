@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import os
+import signal
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ __all__ = ["add_parser", "run"]
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("up", help="start Squall (Lambda API and everything else on one port)")
     p.add_argument("--data-dir", type=Path, help="where state lives (env SQUALL_DATA_DIR; default ~/.squall)")
     p.add_argument("--port", type=int, help="HTTP port (env SQUALL_PORT; default 9070)")
@@ -94,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False)
     )
+
+    # uvicorn handles SIGINT/SIGTERM (graceful shutdown: lifespan stops instances and flushes records), then
+    # re-raises the signal for whoever handled it before; with these no-op handlers that ends in a clean exit 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
 
     async def main() -> None:
         serve = asyncio.create_task(server.serve())

@@ -59,6 +59,7 @@ class ConcurrencyMixin(ServiceBase):
                     f"concurrency [{provisioned}]."
                 )
             await self.io(self.store.put_function_concurrency, name, reserved)
+        await self.notify(name, "$LATEST")
         return {"ReservedConcurrentExecutions": reserved}
 
     async def get_function_concurrency(self, function_name: str) -> dict[str, Any]:
@@ -70,6 +71,7 @@ class ConcurrencyMixin(ServiceBase):
         name = self.latest_ref(function_name)
         async with self._account_lock:
             await self.io(self.store.delete_function_concurrency, name)
+        await self.notify(name, "$LATEST")
 
     # -- provisioned concurrency --
 

@@ -2,11 +2,12 @@
 
 import os
 import time
+from typing import Any
 
 STARTED = time.time()
 
 
-def handler(event, context):
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     name = (event or {}).get("name", "world")
     print(f"saying hello to {name}")
     return {

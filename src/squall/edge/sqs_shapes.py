@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from squall.edge.aws_errors import error_code
 from squall.errors import InvalidParameterValue, SquallError
 from squall.store.queue_attrs import SYSTEM_ATTRIBUTE_NAMES
-from squall.store.queue_md5 import md5_of_attributes
 from squall.store.queue_errors import (
     BatchEntryIdsNotDistinct,
     EmptyBatchRequest,
@@ -28,6 +27,7 @@ from squall.store.queue_errors import (
     SqsError,
     TooManyEntriesInBatchRequest,
 )
+from squall.store.queue_md5 import md5_of_attributes
 from squall.store.queue_records import QueueMessage, SendEntry, SentMessage
 
 __all__ = [
@@ -199,7 +199,10 @@ def message_json(message: QueueMessage, system_names: list[str], attribute_names
         wire: dict[str, Any] = {}
         for name, value in chosen.items():
             if "BinaryValue" in value:
-                wire[name] = {"DataType": value["DataType"], "BinaryValue": base64.b64encode(value["BinaryValue"]).decode()}
+                wire[name] = {
+                    "DataType": value["DataType"],
+                    "BinaryValue": base64.b64encode(value["BinaryValue"]).decode(),
+                }
             else:
                 wire[name] = {"DataType": value["DataType"], "StringValue": value["StringValue"]}
         out["MessageAttributes"] = wire
@@ -213,7 +216,9 @@ def batch_entries(params: Mapping[str, Any], required: tuple[str, ...]) -> list[
     if not isinstance(entries, list) or not entries:
         raise EmptyBatchRequest()
     if len(entries) > 10:
-        raise TooManyEntriesInBatchRequest(f"Maximum number of entries per request are 10. You have sent {len(entries)}.")
+        raise TooManyEntriesInBatchRequest(
+            f"Maximum number of entries per request are 10. You have sent {len(entries)}."
+        )
     seen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict):

@@ -136,6 +136,7 @@ class Instance:
         self.alive = True
         self.last_used = time.monotonic()
         self._log = bytearray()
+        self._log_truncated = False
         self._init_logs = ""
         self._oom_base = instance_stats(memory_cgroup).oom_kills if memory_cgroup else 0
         self._loop = asyncio.get_running_loop()
@@ -158,13 +159,15 @@ class Instance:
             room = self.log_max_bytes - len(self._log)
             if room > 0:
                 self._log += chunk[:room]
-                if len(chunk) > room:
-                    self._log += f"\n[squall: log truncated: more than {self.log_max_bytes} bytes]\n".encode()
+            if len(chunk) > room and not self._log_truncated:
+                self._log_truncated = True
+                self._log += f"\n[squall: log truncated: more than {self.log_max_bytes} bytes]\n".encode()
 
     def _take_logs(self) -> str:
         self._drain_logs()
         text = self._log.decode(errors="replace")
         self._log.clear()
+        self._log_truncated = False
         return text
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ class Instance:
             with contextlib.suppress(InstanceDied):
                 self.conn.send(encode(Kind.SHUTDOWN))
             self.kill()
-        await self._exit_status()
+        await self._exit_status(2.0)
         self.close()
 
     def close(self) -> None:

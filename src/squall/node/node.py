@@ -113,6 +113,14 @@ def _zygote_env() -> dict[str, str]:
     return env
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _raise_nofile() -> None:
     """Each instance holds two fds in the node (socket, log pipe): lift the soft limit to the hard one."""
     import resource
@@ -162,8 +170,7 @@ class Node:
             raise SandboxUnavailable("the base zygote did not start; see the server log")
 
     async def close(self) -> None:
-        for fn in list(self.functions.values()):
-            await self.unload(fn)
+        await asyncio.gather(*(self.unload(fn) for fn in list(self.functions.values())), return_exceptions=True)
         if self._base is not None:
             self._base.close()
         if self._base_proc is not None:
@@ -290,13 +297,17 @@ class Node:
         self._free_fn_slots.append(slot)
 
     async def unload(self, fn: LoadedFunction) -> None:
-        for inst in list(fn.instances.values()):
-            await self.stop_instance(inst)
+        await asyncio.gather(*(self.stop_instance(i) for i in list(fn.instances.values())), return_exceptions=True)
         fn.link.send({"op": "exit"})
         fn.link.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(fn.pid, 9)
         self.functions.pop(fn.spec.key, None)
+        # the zygote must have left its cgroups before they can be removed: wait (bounded) for it to be gone
+        for _ in range(200):
+            if not _alive(fn.pid):
+                break
+            await asyncio.sleep(0.005)
         self._release_slot(fn.slot)
 
     # -- instances ----------------------------------------------------------------------------------------

@@ -144,8 +144,13 @@ class FunctionZygote:
                     )
                 child = os.fork()
                 if child == 0:
-                    os.close(w)
-                    self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs)
+                    try:
+                        os.close(w)
+                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs)
+                    except SystemExit as e:
+                        os._exit(e.code if isinstance(e.code, int) else 1)
+                    except BaseException:
+                        os._exit(1)
                 os.write(w, struct.pack("i", child))
             finally:
                 os._exit(0)
@@ -234,7 +239,8 @@ class FunctionZygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         while True:
             timeout = 0.0 if self.spec.get("network") == "none" and len(self.netns_pool) < 2 else None
-            ready, _, _ = select.select([self.ctrl, sig_r], [], [], timeout)
+            ctrl_fd = self.ctrl.fileno()
+            ready, _, _ = select.select([ctrl_fd, sig_r], [], [], timeout)
             if not ready:
                 self.refill()
                 continue
@@ -244,7 +250,7 @@ class FunctionZygote:
                 for pid, status in _reap_all():
                     if self.instances.pop(pid, None) is not None:
                         send_msg(self.ctrl, {"op": "exited", "pid": pid, "status": status})
-            if self.ctrl in ready:
+            if ctrl_fd in ready:
                 got = recv_msg(self.ctrl)
                 if got is None:
                     self.handle({"op": "exit"}, [])

@@ -49,7 +49,7 @@ def resolve_handler(module: ModuleType, handler: str) -> Callable[..., Any]:
         raise InitError("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")
     if not callable(func):
         raise InitError("Runtime.HandlerNotFound", f"Handler '{fname}' on module '{modname}' is not callable")
-    return func  # type: ignore[no-any-return]
+    return func  # type: ignore[no-any-return,unused-ignore]
 
 
 def load_handler(handler: str) -> Callable[..., Any]:

@@ -29,7 +29,7 @@ def _json_default(o: Any) -> Any:
 
 def run_before_snapshot_hooks() -> None:
     """SnapStart's before-snapshot hooks, in reverse order of registration."""
-    import snapshot_restore_py  # type: ignore[import-not-found]
+    import snapshot_restore_py  # type: ignore[import-not-found,unused-ignore]
 
     hooks = snapshot_restore_py.get_before_snapshot()
     while hooks:
@@ -87,6 +87,10 @@ def _invoke(
             if loop is None:
                 loop = asyncio.new_event_loop()
             result = loop.run_until_complete(result)
+    except SystemExit as exc:  # the handler asked the runtime to exit: Lambda reports "exit status N"
+        logs.flush()
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        os._exit(code)
     except Exception as exc:
         doc = exception_document(exc, request_id)
         logs.flush()

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidPartOrder",
     "InvalidRange",
     "InvalidRequest",
+    "InvalidURI",
     "KeyTooLong",
     "MalformedXML",
     "MethodNotAllowed",
@@ -157,6 +158,10 @@ class InvalidArgument(S3Error):
 
 class InvalidRequest(S3Error):
     code = "InvalidRequest"
+
+
+class InvalidURI(S3Error):
+    code = "InvalidURI"
 
 
 class BadDigest(S3Error):
