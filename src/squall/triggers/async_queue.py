@@ -196,6 +196,9 @@ class AsyncDispatcher:
         if dest:
             body = json.dumps(invocation_record(ev, fn_arn, condition, result, attempts))
             await self._send(dest, body, ev)
+        # the record of the delivery is on disk before the event leaves the queue, so a crash in between leaves
+        # a re-delivery (at-least-once), never an event that ran without a trace
+        await asyncio.to_thread(self.invoker.records.flush)
         await asyncio.to_thread(self.store.ack, ev.id)
 
     async def _send(self, dest: str, body: str, ev: QueuedEvent) -> None:
