@@ -235,6 +235,27 @@ class Squall:
         await asyncio.to_thread(self.records.flush)
         self.store.close()
 
+    def pool_summary(self) -> dict[str, Any]:
+        """What is running now: instances by state, loaded zygotes, concurrency, memory."""
+        return {
+            "instances": [
+                {
+                    "id": i.id,
+                    "function": i.function,
+                    "version": i.version,
+                    "state": i.state,
+                    "memory_mb": i.memory_mb,
+                    "provisioned": i.provisioned,
+                }
+                for i in self.pool.state.instances
+            ],  # fmt: skip
+            "zygotes": [{"function": f.spec.name, "version": f.spec.version} for f in self.pool.loaded.values()],
+            "concurrency": self.pool.concurrency(),
+            "cold_starts": self.pool.cold_starts,
+            "node_memory_bytes": self.node.cgroups.node_memory_in_use(),
+            "async_queue_depth": self.store.depth(),
+        }
+
     # -- HTTP ---------------------------------------------------------------------------------------------
     def asgi(self) -> Any:
         async def health(_: Request) -> Response:
@@ -248,8 +269,12 @@ class Squall:
             finally:
                 await self.stop()
 
+        async def pool_state(_: Request) -> Response:
+            return JSONResponse(self.pool_summary())
+
         routes = [
             Route("/_squall/health", health),
+            Route("/_squall/api/pool", pool_state),
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
             *squall_api_routes(self.store, self.prices),
