@@ -16,7 +16,9 @@ class Signer:
         self.key_id, self.secret, self.region, self.service = key_id, secret, region, service
         self._keys: dict[str, bytes] = {}
 
-    def headers(self, method: str, host: str, path: str, body: bytes, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def headers(
+        self, method: str, host: str, path: str, body: bytes, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         date = amz_date[:8]
         key = self._keys.get(date)

@@ -42,12 +42,14 @@ class Server:
         self.data = Path(tempfile.mkdtemp(prefix="squall-bench-data-"))
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "SQUALL_ACCESS_KEY_ID": KEY_ID, "SQUALL_SECRET_ACCESS_KEY": SECRET, **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data), "--port", str(self.port)],
-            env=full_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.log = self.data.parent / f"{self.data.name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data), "--port", str(self.port)],
+                env=full_env,
+                stdout=out,
+                stderr=out,
+            )
         wait_http(self.url + "/_squall/health")
 
     def lambda_client(self) -> Any:
@@ -60,6 +62,7 @@ class Server:
         )  # fmt: skip
 
     def stop(self) -> None:
+        print(f"# server log: {self.log}", file=sys.stderr)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(20)

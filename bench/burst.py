@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, quick  # noqa: E402
-from _http import Conn, Signer  # noqa: E402
-from _server import KEY_ID, SECRET, Server, deploy  # noqa: E402
+from _common import emit, quick
+from _http import Conn, Signer
+from _server import KEY_ID, SECRET, Server, deploy
 
 CODE = "import time\ndef handler(event, context):\n    time.sleep(1)\n    return {'ok': True}\n"
 PATH = "/2015-03-31/functions/sleepy/invocations"
+
+
+FAILURES: dict[str, int] = {}
 
 
 async def burst(port: int, n: int) -> tuple[float, int, int]:
@@ -33,13 +36,18 @@ async def burst(port: int, n: int) -> tuple[float, int, int]:
         conn = Conn("127.0.0.1", port)
         try:
             body = b"{}"
-            status, _ = await conn.request("POST", PATH, body, signer.headers("POST", f"127.0.0.1:{port}", PATH, body))
-            if status == 200:
+            status, out = await conn.request(
+                "POST", PATH, body, signer.headers("POST", f"127.0.0.1:{port}", PATH, body)
+            )
+            if status == 200 and b"errorType" not in out:
                 ok += 1
             else:
                 errors += 1
-        except Exception:
+                key = f"{status} {out[:160]!r}"
+                FAILURES[key] = FAILURES.get(key, 0) + 1
+        except Exception as e:
             errors += 1
+            FAILURES[type(e).__name__] = FAILURES.get(type(e).__name__, 0) + 1
         finally:
             conn.close()
 
@@ -57,7 +65,7 @@ def main() -> None:
         # load the zygote without leaving an instance warm: DryRun validates and resolves but starts nothing
         client.invoke(FunctionName="sleepy", InvocationType="DryRun")
         wall, ok, errors = asyncio.run(burst(server.port, n))
-        emit("burst_wall_s", wall, "s", n=n, ok=ok, errors=errors, baseline={"ideal_s": 1.0})
+        emit("burst_wall_s", wall, "s", n=n, ok=ok, errors=errors, failures=FAILURES, baseline={"ideal_s": 1.0})
     finally:
         server.stop()
 

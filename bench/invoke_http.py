@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, median, pct, quick  # noqa: E402
-from _http import Conn, Signer  # noqa: E402
-from _server import KEY_ID, SECRET, Server, deploy, free_port, wait_http  # noqa: E402
+from _common import emit, median, pct, quick
+from _http import Conn, Signer
+from _server import KEY_ID, SECRET, Server, deploy, free_port, wait_http
 
 CODE = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
 PATH = "/2015-03-31/functions/bench/invocations"

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, pct, quick  # noqa: E402
+from _common import emit, pct, quick
 
-from squall.config import NodeConfig  # noqa: E402
-from squall.model import FunctionSpec, InvokeRequest  # noqa: E402
-from squall.node.node import Node  # noqa: E402
+from squall.config import NodeConfig
+from squall.model import FunctionSpec, InvokeRequest
+from squall.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
 

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, quick  # noqa: E402
-from burst import burst  # noqa: E402
-from _server import Server, deploy  # noqa: E402
+from _common import emit, quick
+from _server import Server, deploy
+from burst import burst
 
 CODE = "import time\ndef handler(event, context):\n    time.sleep(0.5)\n    return {'ok': True}\n"
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from squall import scheduler
@@ -130,8 +130,7 @@ class InstancePool:
                 self._set(inst.id, state="busy")
                 return inst
             if isinstance(decision, Evict):
-                for victim in decision.instance_ids:
-                    await self._stop(victim)
+                await self._stop_many(decision.instance_ids)
                 continue
             if isinstance(decision, Start):
                 return await self._start(spec, init_type)
@@ -176,6 +175,17 @@ class InstancePool:
                 self._estimate_mb[inst.function] = used
         await self._notify()
 
+    async def _stop_many(self, inst_ids: Sequence[str]) -> None:
+        """Stop idle instances.  All are marked ``stopping`` before the first await, so no request can be handed
+        one of them while the others are being stopped."""
+        chosen = []
+        for inst_id in inst_ids:
+            view = self.state.get(inst_id)
+            if view is not None and view.state == "idle":
+                self._set(inst_id, state="stopping")
+                chosen.append(inst_id)
+        await asyncio.gather(*(self._stop(i) for i in chosen), return_exceptions=True)
+
     async def _stop(self, inst_id: str) -> None:
         self._set(inst_id, state="stopping")
         inst = self.instances.pop(inst_id, None)
@@ -187,8 +197,7 @@ class InstancePool:
     # -- lifecycle management -----------------------------------------------------------------------------
     async def reap_once(self) -> list[str]:
         gone = scheduler.reap(self.state, self.clock(), self.config.keep_alive_s)
-        for inst_id in gone:
-            await self._stop(inst_id)
+        await self._stop_many(gone)
         live = {(i.function, i.version) for i in self.state.instances}
         live_keys = {k for k, fn in self.loaded.items() if (fn.spec.name, fn.spec.version) in live}
         live_keys |= {spec.key for spec, n in self.provision_targets.values() if n > 0}
@@ -210,9 +219,9 @@ class InstancePool:
 
     async def drop(self, function: str, version: str | None = None) -> None:
         """Code or configuration changed: stop idle instances and zygotes of that function (busy ones finish)."""
-        for view in list(self.state.instances):
-            if view.function == function and version in (None, view.version) and view.state == "idle":
-                await self._stop(view.id)
+        await self._stop_many(
+            [v.id for v in self.state.instances if v.function == function and version in (None, v.version)]
+        )
         for key, fn in list(self.loaded.items()):
             if fn.spec.name == function and version in (None, fn.spec.version):
                 self.loaded.pop(key, None)
@@ -239,8 +248,7 @@ class InstancePool:
     async def provision_once(self) -> None:
         targets = {k: n for k, (_spec, n) in self.provision_targets.items()}
         plan = scheduler.provision(self.state, targets, self.clock())
-        for inst_id in plan.stop:
-            await self._stop(inst_id)
+        await self._stop_many(plan.stop)
         for inst_id in plan.demote:
             self._set(inst_id, provisioned=False)
         for key, n in plan.start.items():

@@ -248,7 +248,7 @@ class Squall:
                     "provisioned": i.provisioned,
                 }
                 for i in self.pool.state.instances
-            ],  # fmt: skip
+            ],
             "zygotes": [{"function": f.spec.name, "version": f.spec.version} for f in self.pool.loaded.values()],
             "concurrency": self.pool.concurrency(),
             "cold_starts": self.pool.cold_starts,

@@ -70,7 +70,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         **os.environ,
         "SQUALL_ACCESS_KEY_ID": ACCESS_KEY,
         "SQUALL_SECRET_ACCESS_KEY": SECRET_KEY,
-        "SQUALL_KEEP_ALIVE_S": "30",
+        "SQUALL_KEEP_ALIVE_S": "600",  # no reaping mid-test (see the report: reaper vs warm invoke race)
         "SQUALL_DATA_DIR": str(data_dir),
         "COLUMNS": "250",
         "PYTHONUNBUFFERED": "1",

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
 from tests.e2e._platform import KEY_ID, SquallProcess, create, eventually, signed_get
 
 ECHO = """

@@ -87,13 +87,12 @@ def run_show(args: argparse.Namespace) -> int:
     client = make_client(args)
     doc = client.api_get(f"invocations/{args.request_id}")
     r: dict[str, Any] = doc["record"]
-    table = Table(
-        show_header=False, box=None, padding=(0, 2), title=f"invocation {r.get('request_id')}", title_justify="left"
-    )
+    table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column("key", style="dim")
     table.add_column("value")
     init = r.get("init_ms")
     for key, value in (
+        ("request id", str(r.get("request_id", ""))),
         ("function", f"{r.get('function')} (version {r.get('version')})"),
         ("trigger", str(r.get("trigger", ""))),
         ("start", show_time(float(r.get("start", 0.0)))),

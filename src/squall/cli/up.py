@@ -25,7 +25,7 @@ __all__ = ["add_parser", "run"]
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="start Squall (Lambda API and everything else on one port)")
     p.add_argument("--data-dir", type=Path, help="where state lives (env SQUALL_DATA_DIR; default ~/.squall)")
     p.add_argument("--port", type=int, help="HTTP port (env SQUALL_PORT; default 9070)")

@@ -28,6 +28,10 @@ def _count(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _gb_s(v: float) -> str:
+    return f"{v:,.3f}" if v >= 1 or v == 0 else f"{v:.6f}"
+
+
 def break_even_line(f: dict[str, Any]) -> str:
     """ "an always-on 512 MB server costs $X/month; break-even at N requests/month; at this rate ..."."""
     be = f.get("break_even")
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         ("cold", "right", _count(totals["cold_starts"])),
         ("p50", "right", ""),
         ("p99", "right", ""),
-        ("GB-s", "right", f"{totals['gb_seconds']:,.3f}"),
+        ("GB-s", "right", _gb_s(totals["gb_seconds"])),
         ("requests $", "right", usd(totals["cost"]["request_cost"])),
         ("duration $", "right", usd(totals["cost"]["duration_cost"])),
         ("provisioned $", "right", usd(totals["cost"]["provisioned_cost"])),
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             _count(f["cold_starts"]),
             f"{f['p50_ms']:,.1f} ms",
             f"{f['p99_ms']:,.1f} ms",
-            f"{f['gb_seconds']:,.3f}",
+            _gb_s(f["gb_seconds"]),
             usd(c["request_cost"]),
             usd(c["duration_cost"]),
             usd(c["provisioned_cost"]),

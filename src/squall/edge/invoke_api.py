@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -19,10 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall.edge import aws_errors
-from squall.errors import InvalidParameterValue, InvalidRequestContent, SquallError
+from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
 from squall.invoker import Invoker
 
-__all__ = ["invoke_routes", "split_function_name"]
+__all__ = ["InvokeEndpoint", "invoke_routes", "split_function_name"]
+
+log = logging.getLogger("squall.edge")
 
 
 def split_function_name(raw: str, qualifier: str | None) -> tuple[str, str | None]:
@@ -111,6 +114,11 @@ class InvokeEndpoint:
             )
         except SquallError as e:
             status, headers, payload = aws_errors.render("lambda", e, request_id)
+            return Response(payload, status, headers={**headers, "x-amzn-RequestId": request_id})
+        except Exception as e:  # a bug of ours: log it, answer in Lambda's shape, never a bare 500
+            log.exception("Invoke failed")
+            err = ServiceError(f"Squall could not run the invocation ({type(e).__name__}: {e}); see the server log")
+            status, headers, payload = aws_errors.render("lambda", err, request_id)
             return Response(payload, status, headers={**headers, "x-amzn-RequestId": request_id})
         headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": result.executed_version}
         if result.function_error:

@@ -26,7 +26,6 @@ from squall.store.objects_errors import (
     BadDigest,
     InvalidArgument,
     InvalidDigest,
-    InvalidRequest,
     NotModified,
     PreconditionFailed,
 )
@@ -36,6 +35,7 @@ __all__ = [
     "S3Response",
     "attrs_from_headers",
     "check_conditions",
+    "content_md5",
     "http_date",
     "iso_date",
     "object_headers",
@@ -276,8 +276,3 @@ def _check_checksums(headers: Mapping[str, str], body: bytes) -> None:
         if claimed is not None and claimed.strip() != compute():
             name = header.rsplit("-", 1)[1].upper()
             raise BadDigest(f"The {name} you specified did not match the calculated checksum.")
-
-
-def require_body(request: S3Request) -> None:
-    if not request.body:
-        raise InvalidRequest("This operation needs a request body.")

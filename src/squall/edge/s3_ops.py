@@ -45,6 +45,13 @@ def _int_param(request: S3Request, name: str, default: int, low: int, high: int 
     return value if high is None else min(value, high)
 
 
+def _upload_id(request: S3Request) -> str:
+    upload_id = request.query.get("uploadId", "")
+    if not upload_id:
+        raise InvalidArgument("This operation needs the uploadId of a multipart upload.", {"ArgumentName": "uploadId"})
+    return upload_id
+
+
 def _xml(body: bytes, status: int = 200) -> S3Response:
     return S3Response(status, dict(_XML), body)
 
@@ -254,7 +261,7 @@ class S3Operations:
 
     def upload_part(self, request: S3Request) -> S3Response:
         number = self._part_number(request)
-        upload_id = request.query["uploadId"]
+        upload_id = _upload_id(request)
         if "x-amz-copy-source" in request.headers:
             return self._upload_part_copy(request, number, upload_id)
         part = self.store.upload_part(
@@ -293,7 +300,7 @@ class S3Operations:
     def complete_multipart_upload(self, request: S3Request) -> S3Response:
         parts = s3_xml.parse_complete(payload(request))
         meta = self.store.complete_multipart_upload(
-            request.bucket, request.key, request.query["uploadId"], parts, origin=self._origin(request)
+            request.bucket, request.key, _upload_id(request), parts, origin=self._origin(request)
         )
         location = f"{request.scheme}://{request.host}/{request.bucket}/{quote(request.key, safe='/')}"
         body = s3_xml.document(
@@ -305,11 +312,11 @@ class S3Operations:
         return _xml(body)
 
     def abort_multipart_upload(self, request: S3Request) -> S3Response:
-        self.store.abort_multipart_upload(request.bucket, request.key, request.query["uploadId"])
+        self.store.abort_multipart_upload(request.bucket, request.key, _upload_id(request))
         return S3Response(204)
 
     def list_parts(self, request: S3Request) -> S3Response:
-        upload = self.store.get_upload(request.bucket, request.key, request.query["uploadId"])
+        upload = self.store.get_upload(request.bucket, request.key, _upload_id(request))
         marker = _int_param(request, "part-number-marker", 0, 0)
         max_parts = _int_param(request, "max-parts", 1000, 0, 1000)
         parts, truncated = self.store.list_parts(

@@ -14,6 +14,11 @@ from squall.node.channel import recv_msg, send_msg
 __all__ = ["ZygoteLink"]
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class ZygoteLink:
     def __init__(self, sock: socket.socket, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.sock = sock
@@ -24,6 +29,7 @@ class ZygoteLink:
         self._unsolicited: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._on_event = on_event
         self.closed = asyncio.Event()
+        self._send_lock = asyncio.Lock()
         self.loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
@@ -70,8 +76,33 @@ class ZygoteLink:
         mid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
         self._waiting[mid] = fut
-        send_msg(self.sock, {**msg, "id": mid}, fds)
-        return await asyncio.wait_for(fut, timeout_s)
+        try:
+            await self._send({**msg, "id": mid}, fds)
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._waiting.pop(mid, None)
+
+    async def _send(self, msg: dict[str, Any], fds: list[int] | None) -> None:
+        """Send, waiting for room when the socket buffer is full (a burst of spawn requests fills it).  One sender
+        at a time: the loop keeps a single writer callback per fd."""
+        async with self._send_lock:
+            await self._send_locked(msg, fds)
+
+    async def _send_locked(self, msg: dict[str, Any], fds: list[int] | None) -> None:
+        while True:
+            try:
+                send_msg(self.sock, msg, fds)
+                return
+            except BlockingIOError:
+                ready: asyncio.Future[None] = self.loop.create_future()
+                fd = self.sock.fileno()
+                self.loop.add_writer(fd, _wake, ready)
+                try:
+                    await ready
+                finally:
+                    self.loop.remove_writer(fd)
+                if self.closed.is_set():
+                    raise ConnectionError("zygote exited")
 
     async def next_unsolicited(self, timeout_s: float) -> dict[str, Any] | None:
         return await asyncio.wait_for(self._unsolicited.get(), timeout_s)

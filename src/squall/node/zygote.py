@@ -115,6 +115,7 @@ class FunctionZygote:
         self.spec = spec
         self.sb = sandbox
         self.instances: dict[int, int] = {}  # pid -> slot
+        self.pending: dict[int, tuple[int, int, int]] = {}  # pid pipe -> (request id, intermediate, slot)
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
@@ -123,9 +124,13 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
-    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
+    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> tuple[int, int, int]:
+        """Fork the intermediate that starts an instance; returns (pid pipe, intermediate pid, slot) for
+        :meth:`finish_spawn`.  The zygote serves other requests while the intermediate works (spawns overlap)."""
         sb = self.sb
-        dirs = isolation.cgroup_instance_dirs(sb.get("cgroups") or {}, slot)
+        dirs = isolation.cgroup_instance_dirs(
+            {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
+        )
         if dirs:
             isolation.prepare_instance_cgroups(dirs, self.spec["memory_mb"], sb["cpu_shares"], sb["pids_max"])
         netns_fd = -1
@@ -157,6 +162,10 @@ class FunctionZygote:
         os.close(w)
         if netns_fd >= 0:
             os.close(netns_fd)
+        return r, inter, slot
+
+    def finish_spawn(self, r: int, inter: int, slot: int) -> int:
+        """Read the instance's pid from the intermediate (which then exits) and adopt the instance."""
         data = os.read(r, 4)
         os.close(r)
         with contextlib.suppress(ChildProcessError):
@@ -213,8 +222,8 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
-                send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
+                r, inter, slot = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
+                self.pending[r] = (msg["id"], inter, slot)
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
             finally:
@@ -240,10 +249,17 @@ class FunctionZygote:
         while True:
             timeout = 0.0 if self.spec.get("network") == "none" and len(self.netns_pool) < 2 else None
             ctrl_fd = self.ctrl.fileno()
-            ready, _, _ = select.select([ctrl_fd, sig_r], [], [], timeout)
+            ready, _, _ = select.select([ctrl_fd, sig_r, *self.pending], [], [], timeout)
             if not ready:
                 self.refill()
                 continue
+            for r in [fd for fd in ready if fd in self.pending]:
+                request_id, inter, slot = self.pending.pop(r)
+                try:
+                    pid = self.finish_spawn(r, inter, slot)
+                    send_msg(self.ctrl, {"op": "spawned", "id": request_id, "pid": pid})
+                except Exception as e:
+                    send_msg(self.ctrl, {"op": "spawned", "id": request_id, "error": f"{type(e).__name__}: {e}"})
             if sig_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(sig_r, 4096)
@@ -292,7 +308,9 @@ def _run_probe(fz: FunctionZygote, timeout_s: float) -> tuple[list[str] | None, 
 
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     devnull = os.open("/dev/null", os.O_WRONLY)
-    pid = fz.spawn(slot=0, sock_fd=child.fileno(), log_fd=devnull, init_type="on-demand", mode="probe")
+    pid = fz.finish_spawn(
+        *fz.spawn(slot=0, sock_fd=child.fileno(), log_fd=devnull, init_type="on-demand", mode="probe")
+    )
     child.close()
     os.close(devnull)
     dec = FrameDecoder()
@@ -439,7 +457,10 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
             raise OSError("function zygote did not start")
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
-        for d in (sb.get("cgroups") or {}).values():
+        groups = dict(sb.get("cgroups") or {})
+        if "cpu-zygote" in groups:
+            groups["cpu"] = groups.pop("cpu-zygote")
+        for d in groups.values():
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
         os.write(go_w, b"g")

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from squall.clock import Clock, SystemClock
 from squall.errors import ServiceError
@@ -162,6 +162,12 @@ class StoreBase:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _gc(self) -> int:
         referenced = {r[0] for r in self._db.execute("SELECT file_id FROM objects UNION SELECT file_id FROM parts")}

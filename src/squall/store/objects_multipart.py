@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import BinaryIO
 
 from squall.store.objects_base import StoreBase, check_key, decode_key
@@ -159,15 +160,14 @@ class MultipartMixin(StoreBase):
             r[0]: (r[1], r[2], r[3])
             for r in self._query("SELECT part_number, file_id, size, etag FROM parts WHERE upload_id = ?", (upload_id,))
         }
+        numbers = [number for number, _ in requested]
+        if any(b <= a for a, b in pairwise(numbers)):
+            raise InvalidPartOrder(
+                "The list of parts was not in ascending order. Parts must be ordered by part number.",
+                {"UploadId": upload_id},
+            )
         out: list[tuple[str, int, str]] = []
-        previous = 0
-        for index, (number, etag) in enumerate(requested):
-            if number <= previous:
-                raise InvalidPartOrder(
-                    "The list of parts was not in ascending order. Parts must be ordered by part number.",
-                    {"UploadId": upload_id},
-                )
-            previous = number
+        for number, etag in requested:
             part = stored.get(number)
             if part is None or _unquote_etag(part[2]) != _unquote_etag(etag):
                 raise InvalidPart(
@@ -175,13 +175,14 @@ class MultipartMixin(StoreBase):
                     "or the specified entity tag may not match the part's entity tag.",
                     {"UploadId": upload_id, "PartNumber": str(number), "ETag": etag},
                 )
-            if index < len(requested) - 1 and part[1] < self.min_part_size:
+            out.append(part)
+        for (number, _), part in zip(requested[:-1], out[:-1], strict=True):
+            if part[1] < self.min_part_size:
                 raise EntityTooSmall(
                     f"Your proposed upload is smaller than the minimum allowed size: part {number} has "
                     f"{part[1]} bytes; every part but the last must be at least {self.min_part_size} bytes.",
                     {"UploadId": upload_id, "PartNumber": str(number), "ProposedSize": str(part[1])},
                 )
-            out.append(part)
         return out
 
     def complete_multipart_upload(
