@@ -173,11 +173,6 @@ def test_failures_do_not_poison_other_instances(node: NodeRunner, crashy: Any) -
         node.stop(survivor)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sys.exit(N) in a handler is reported as 'exit status 0': SystemExit escapes serve() and the "
-    "zygote's intermediate `finally: os._exit(0)` replaces the exit code",
-)
 def test_sys_exit_code_is_reported(node: NodeRunner) -> None:
     fn = node.load({"app.py": "import sys\ndef handler(e, c):\n    sys.exit(7)\n"})
     inst = node.start(fn)

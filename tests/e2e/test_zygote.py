@@ -225,11 +225,6 @@ def test_unload_kills_instances_and_zygote(node: NodeRunner) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Node.unload leaves /sys/fs/cgroup/*/<name>/fn-<slot> behind: remove_function rmdirs right after "
-    "SIGKILLing the zygote, before it has left the cgroup (EBUSY, suppressed)",
-)
 def test_unload_removes_function_cgroups(node: NodeRunner) -> None:
     fn = node.load({"app.py": "def handler(e, c):\n    return 1\n"})
     if not fn.cgroups:
