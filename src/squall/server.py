@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ from squall.control import FunctionService
 from squall.edge.auth import SigV4Middleware
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
+from squall.edge.s3_api import s3_app
+from squall.edge.sqs_api import is_sqs_request, sqs_app
 from squall.edge.squall_api import squall_api_routes
 from squall.errors import ResourceNotFound
 from squall.invoker import Invoker, spec_from_stored
@@ -37,11 +40,19 @@ from squall.store.code import CodeStore
 from squall.store.credentials import Credentials, KeyRing
 from squall.store.invocations import RecordWriter
 from squall.store.metadata import SqliteMetadataStore
+from squall.store.objects import ObjectStore
+from squall.store.queue_wait import QueueWaiter
+from squall.store.queues import QueueStore
 from squall.triggers.async_queue import AsyncDispatcher
+from squall.triggers.plugin import Plugin
+from squall.triggers.storage_events import StorageEvents
 
-__all__ = ["Squall"]
+__all__ = ["PLUGINS", "Squall"]
 
 log = logging.getLogger("squall")
+
+#: event sources that plug into the server (see squall.triggers.plugin)
+PLUGINS: list[Callable[[Squall], Plugin]] = []
 
 
 def load_prices(path: str) -> PriceTable:
@@ -89,7 +100,11 @@ class Squall:
             account_id=c.account_id,
             function_env=self.function_env,
         )
-        self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s)
+        self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id)
+        self.storage_events = StorageEvents(self.store, self.queues, c.region, wake=self._wake_async_threadsafe)
+        self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events)
+        self.storage_events.objects = self.objects
+        self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s, queue_sink=self.queues)
         self.functions = FunctionService(
             self.store,
             self.code,
@@ -100,6 +115,8 @@ class Squall:
             on_change=[self.on_change],
         )
         self.started_at = 0.0
+        self.plugins: list[Plugin] = [install(self) for install in PLUGINS]
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.prices = load_prices(c.prices_path)
         self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
 
@@ -116,10 +133,31 @@ class Squall:
             "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
         }
 
+    def _wake_async_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.invoker.wake_async)
+
+    def _function_exists(self, arn: str) -> bool:
+        parts = arn.split(":")
+        try:
+            self.store.get_function(parts[6], parts[7] if len(parts) > 7 else None)
+            return True
+        except (ResourceNotFound, IndexError):
+            return False
+
+    def _queue_exists(self, arn: str) -> bool:
+        return self.queues.queue_exists(arn.split(":")[-1])
+
     # -- control-plane changes ----------------------------------------------------------------------------
     async def on_change(self, name: str, qualifier: str) -> None:
         """A function's code, configuration, versions, aliases or concurrency changed."""
         await self.invoker.function_changed(name, qualifier)
+        for p in self.plugins:
+            if p.on_change is not None:
+                result = p.on_change(name, qualifier)
+                if inspect.isawaitable(result):
+                    await result
         try:
             reserved = self.store.get_function_concurrency(name)
         except ResourceNotFound:
@@ -177,6 +215,8 @@ class Squall:
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.started_at = time.time()
+        self._loop = asyncio.get_running_loop()
+        self.queue_waiter = QueueWaiter(self.queues)
         await self.node.start()
         released = self.store.release_leases()
         if released:
@@ -186,6 +226,7 @@ class Squall:
         for name in self._function_names():
             self._sync_provisioned(name)
         self.tasks = [
+            *(asyncio.create_task(t(), name=f"{p.name}") for p in self.plugins for t in p.tasks),
             asyncio.create_task(self.dispatcher.run_forever(), name="async-dispatcher"),
             asyncio.create_task(self.pool.reap_forever(), name="reaper"),
             asyncio.create_task(self._flush_forever(), name="record-flusher"),
@@ -228,12 +269,22 @@ class Squall:
         for t in self.tasks:
             with contextlib.suppress(BaseException):
                 await t
+        for p in self.plugins:
+            if p.close is not None:
+                with contextlib.suppress(Exception):
+                    result = p.close()
+                    if inspect.isawaitable(result):
+                        await result
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.dispatcher.drain(), 10)
         await self.pool.close()
         await self.node.close()
         await asyncio.to_thread(self.records.flush)
         self.store.close()
+        with contextlib.suppress(Exception):
+            self.objects.close()
+        with contextlib.suppress(Exception):
+            self.queues.close()
 
     def pool_summary(self) -> dict[str, Any]:
         """What is running now: instances by state, loaded zygotes, concurrency, memory."""
@@ -278,14 +329,55 @@ class Squall:
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
             *squall_api_routes(self.store, self.prices),
+            *(r for p in self.plugins for r in p.routes),
         ]
         app = Starlette(routes=routes, lifespan=lifespan)
         invoke = InvokeEndpoint(self.invoker)
+        s3 = s3_app(
+            self.objects, region=self.config.region, function_exists=self._function_exists,
+            queue_exists=self._queue_exists,
+        )  # fmt: skip
+        sqs_apps: list[Any] = []
 
         async def dispatch(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and invoke.is_invoke(scope):
+            """One port, routed by the service the request was signed for (S3 paths look like anything)."""
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            auth = scope.get("squall.auth")
+            service = auth.service if auth is not None else ""
+            if service == "s3":
+                await s3(scope, receive, send)
+            elif service == "sqs" or is_sqs_request(scope):
+                if not sqs_apps:  # built lazily: the waiter needs the running loop
+                    sqs_apps.append(
+                        sqs_app(
+                            self.queues,
+                            public_url=self.config.public_url,
+                            region=self.config.region,
+                            account_id=self.config.account_id,
+                            waiter=self.queue_waiter,
+                        )
+                    )
+                await sqs_apps[0](scope, receive, send)
+            elif invoke.is_invoke(scope):
                 await invoke(scope, receive, send)
             else:
                 await app(scope, receive, send)
 
-        return SigV4Middleware(dispatch, self.keyring.secret_for, public_prefixes=("/_squall/health",))
+        public = [(p.accepts, p.public_app) for p in self.plugins if p.accepts is not None and p.public_app]
+
+        def is_public(scope: Any) -> bool:
+            return any(accepts(scope) for accepts, _ in public)
+
+        async def outer(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and "squall.auth" not in scope:
+                for accepts, handler in public:
+                    if accepts(scope):
+                        await handler(scope, receive, send)
+                        return
+            await dispatch(scope, receive, send)
+
+        return SigV4Middleware(
+            outer, self.keyring.secret_for, public_prefixes=("/_squall/health",), is_public=is_public
+        )

@@ -29,7 +29,7 @@ log = logging.getLogger("squall.async")
 
 
 class QueueSink(Protocol):
-    def send_to_queue_arn(self, arn: str, body: str) -> None: ...
+    def send_to_queue_arn(self, arn: str, body: str) -> Any: ...
 
 
 def invocation_record(

@@ -1,0 +1,33 @@
+"""The seam through which event sources plug into the server.
+
+Each trigger module exposes ``install(squall) -> Plugin``: the routes it serves on the main port (signed, like the
+Lambda API), background tasks the server runs and cancels, an optional handler for *unsigned* requests it accepts
+(function URLs with auth NONE, HTTP routes), and a hook called after every control-plane change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.routing import BaseRoute
+
+__all__ = ["Plugin"]
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+@dataclass
+class Plugin:
+    name: str
+    routes: list[BaseRoute] = field(default_factory=list)
+    #: started with the server, cancelled at shutdown
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    #: ``accepts(scope)`` is True for unsigned requests this plugin serves itself via ``public_app``
+    accepts: Callable[[Any], bool] | None = None
+    public_app: ASGIApp | None = None
+    #: called with (function name, qualifier) after every control-plane change
+    on_change: Callable[[str, str], Awaitable[None] | None] | None = None
+    #: called at shutdown, after tasks are cancelled
+    close: Callable[[], Awaitable[None] | None] | None = None

@@ -1,0 +1,61 @@
+"""Storage events: an object written to or deleted from the object store becomes an S3 event notification.
+
+Called by the object store after the write is durable and before the S3 API answers (``ObjectStore.on_event``,
+in a worker thread).  Lambda targets are inserted into the durable async queue in one fsync'd batch, so an upload
+the client saw succeed always produces its event, even if the server is killed right after answering; delivery then
+follows the async retry policy.  SQS targets get the event as a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from squall.store.metadata import SqliteMetadataStore
+from squall.store.objects import ObjectStore
+from squall.store.objects_events import ObjectEvent, event_payload
+from squall.store.queues import QueueStore
+from squall.store.records import NewEvent
+
+__all__ = ["StorageEvents"]
+
+log = logging.getLogger("squall.storage_events")
+
+
+class StorageEvents:
+    def __init__(
+        self, meta: SqliteMetadataStore, queues: QueueStore, region: str, wake: Callable[[], None] = lambda: None
+    ) -> None:
+        self.meta = meta
+        self.queues = queues
+        self.region = region
+        self.wake = wake
+        self.objects: ObjectStore | None = None  # set once the object store exists (it takes this as on_event)
+        self.emitted = 0
+
+    def __call__(self, event: ObjectEvent) -> None:
+        if self.objects is None:
+            return
+        batch: list[NewEvent] = []
+        for target in self.objects.notification_targets(event):
+            body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
+            if target.kind == "lambda":
+                parts = target.arn.split(":")
+                name = parts[6]
+                qualifier = parts[7] if len(parts) > 7 else "$LATEST"
+                batch.append(
+                    {
+                        "function": name, "qualifier": qualifier, "payload": body.encode(),
+                        "request_id": f"{event.origin.request_id or 's3'}-{event.sequencer}-{len(batch)}",
+                        "source": "s3",
+                    }
+                )  # fmt: skip
+            elif target.kind == "sqs":
+                self.queues.send_to_queue_arn(target.arn, body)
+            else:
+                log.warning("storage event for %s: unsupported target %s", event.bucket, target.arn)
+        if batch:
+            self.meta.enqueue_many(batch)
+            self.emitted += len(batch)
+            self.wake()
