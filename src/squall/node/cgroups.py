@@ -25,7 +25,7 @@ from pathlib import Path
 
 from squall.node import syscalls
 
-__all__ = ["CONTROLLERS", "CgroupLayout", "instance_stats"]
+__all__ = ["CONTROLLERS", "CgroupLayout", "instance_stats", "oom_kills"]
 
 log = logging.getLogger("squall.node")
 
@@ -40,6 +40,22 @@ _FAVOR_MOUNT = Path("/run/squall/cgroup-favordynmods")
 class InstanceStats:
     max_memory_bytes: int
     oom_kills: int
+
+
+def oom_kills(memory_dir: Path) -> int:
+    """How many times the OOM killer fired in this cgroup (cumulative; compare with a baseline)."""
+    try:
+        fd = os.open(os.path.join(memory_dir, "memory.oom_control"), os.O_RDONLY)
+        try:
+            text = os.read(fd, 256).decode()
+        finally:
+            os.close(fd)
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
 
 
 def instance_stats(memory_dir: Path) -> InstanceStats:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.model import InvokeOutcome, InvokeRequest
-from squall.node.cgroups import instance_stats
+from squall.node.cgroups import oom_kills
 from squall.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
 
 __all__ = ["InitFailed", "Instance", "InstanceDied", "exit_reason"]
@@ -138,7 +138,7 @@ class Instance:
         self._log = bytearray()
         self._log_truncated = False
         self._init_logs = ""
-        self._oom_base = instance_stats(memory_cgroup).oom_kills if memory_cgroup else 0
+        self._oom_base = oom_kills(memory_cgroup) if memory_cgroup else 0
         self._loop = asyncio.get_running_loop()
         os.set_blocking(log_fd, False)
         self._loop.add_reader(log_fd, self._drain_logs)
@@ -233,7 +233,7 @@ class Instance:
             return None
 
     def _oom_happened(self) -> bool:
-        return bool(self.memory_cgroup) and instance_stats(self.memory_cgroup).oom_kills > self._oom_base  # type: ignore[arg-type]
+        return self.memory_cgroup is not None and oom_kills(self.memory_cgroup) > self._oom_base
 
     def max_memory_mb(self) -> int:
         """Peak memory of this instance from its cgroup (one pread on a kept fd: this is on every invocation)."""
