@@ -44,6 +44,7 @@ from squall.store.objects import ObjectStore
 from squall.store.queue_wait import QueueWaiter
 from squall.store.queues import QueueStore
 from squall.triggers.async_queue import AsyncDispatcher
+from squall.triggers import schedule_runner
 from squall.triggers.plugin import Plugin
 from squall.triggers.storage_events import StorageEvents
 
@@ -52,7 +53,7 @@ __all__ = ["PLUGINS", "Squall"]
 log = logging.getLogger("squall")
 
 #: event sources that plug into the server (see squall.triggers.plugin)
-PLUGINS: list[Callable[[Squall], Plugin]] = []
+PLUGINS: list[Callable[[Squall], Plugin]] = [schedule_runner.install]
 
 
 def load_prices(path: str) -> PriceTable:

@@ -59,6 +59,7 @@ from squall.store.queue_errors import (
 )
 from squall.store.queue_md5 import md5_of_attributes, md5_of_body
 from squall.store.queue_records import QueueInfo, QueueMessage, SendEntry, SentMessage
+from squall.store.sqlite_conn import open_sqlite
 
 __all__ = ["QueueStore", "parse_queue_arn"]
 
@@ -150,12 +151,7 @@ class QueueStore:
         self._clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout = 5000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn = open_sqlite(self.path)
         self._migrate()
 
     # -- lifecycle ------------------------------------------------------------------------------------------

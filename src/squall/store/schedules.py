@@ -100,7 +100,9 @@ class ScheduleStore:
         """Make ``rules`` the function's schedules.  A rule kept with the same expression keeps its
         ``created_at`` and ``last_fire``; new or changed rules start at ``now``."""
         with self._tx() as db:
-            old = {r[1]: _row(r) for r in db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE function = ?", (function,))}
+            old = {
+                r[1]: _row(r) for r in db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE function = ?", (function,))
+            }
             db.execute("DELETE FROM schedules WHERE function = ?", (function,))
             out = []
             for rule in rules:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from squall.clock import Clock, SystemClock
 from squall.errors import InvalidParameterValue, ResourceNotFound, ServiceError
 from squall.model import function_arn
+from squall.store.sqlite_conn import open_sqlite
 
 __all__ = ["MIGRATIONS", "SqliteBase", "dumps", "is_version_number", "loads", "paginate"]
 
@@ -160,12 +161,7 @@ class SqliteBase:
         self.account_id = account_id
         self._clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout = 5000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn = open_sqlite(self.path)
         self._migrate()
 
     # -- lifecycle --
