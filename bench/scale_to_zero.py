@@ -18,17 +18,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, quick
-from _server import Server, deploy
+from _server import KEY_ID, SECRET, Server, deploy
 from burst import burst
 
 CODE = "import time\ndef handler(event, context):\n    time.sleep(0.5)\n    return {'ok': True}\n"
 
 
-def cgroup_mb() -> float:
-    try:
-        return int(Path("/sys/fs/cgroup/memory/squall/memory.usage_in_bytes").read_text()) / 1024 / 1024
-    except OSError:
-        return float("nan")
+def cgroup_mb(server: Server) -> float:
+    """Memory charged to the server's cgroups (instances and zygotes), from its pool API."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.e2e._platform import signed_get
+
+    _, pool = signed_get(server.url, "/_squall/api/pool", KEY_ID, SECRET)
+    return float(pool["node_memory_bytes"]) / 1024 / 1024
 
 
 def main() -> None:
@@ -38,17 +40,17 @@ def main() -> None:
         client = server.lambda_client()
         deploy(client, "sleepy", CODE, Timeout=10)
         time.sleep(1)
-        idle = cgroup_mb()
+        idle = cgroup_mb(server)
         import burst as b
 
         b.PATH = "/2015-03-31/functions/sleepy/invocations"
         _, ok, _ = asyncio.run(burst(server.port, n))
-        peak = cgroup_mb()
+        peak = cgroup_mb(server)
         deadline = time.monotonic() + 30
         after = peak
         while time.monotonic() < deadline:
             time.sleep(1)
-            after = cgroup_mb()
+            after = cgroup_mb(server)
             if after <= idle + 5:
                 break
         emit("instances_memory_mb_idle", idle, "MB")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
@@ -43,8 +44,8 @@ from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
 from squall.store.queue_wait import QueueWaiter
 from squall.store.queues import QueueStore
+from squall.triggers import event_source_mappings, schedule_runner
 from squall.triggers.async_queue import AsyncDispatcher
-from squall.triggers import schedule_runner
 from squall.triggers.plugin import Plugin
 from squall.triggers.storage_events import StorageEvents
 
@@ -53,7 +54,7 @@ __all__ = ["PLUGINS", "Squall"]
 log = logging.getLogger("squall")
 
 #: event sources that plug into the server (see squall.triggers.plugin)
-PLUGINS: list[Callable[[Squall], Plugin]] = [schedule_runner.install]
+PLUGINS: list[Callable[[Squall], Plugin]] = [schedule_runner.install, event_source_mappings.install]
 
 
 def load_prices(path: str) -> PriceTable:
@@ -80,7 +81,12 @@ class Squall:
         self.credentials: Credentials = self.keyring.admin
         self.store = SqliteMetadataStore(c.data_dir / "squall.db", region=c.region, account_id=c.account_id)
         self.code = CodeStore(c.data_dir / "code")
-        self.node = Node(NodeConfig(data_dir=c.data_dir, region=c.region, account_id=c.account_id))
+        # the cgroup name is derived from the data dir: at start a node kills what is left in its cgroups (a
+        # crashed predecessor's instances), which must never hit another server running on the same machine
+        digest = hashlib.sha1(str(c.data_dir.resolve()).encode()).hexdigest()[:10]
+        self.node = Node(
+            NodeConfig(data_dir=c.data_dir, region=c.region, account_id=c.account_id, cgroup_name=f"squall-{digest}")
+        )
         self.pool = InstancePool(
             self.node,
             PoolConfig(
