@@ -74,6 +74,8 @@ class ServerConfig:
     zygote_keep_alive_s: float = field(default_factory=lambda: _env_float("SQUALL_ZYGOTE_KEEP_ALIVE_S", 600.0))
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))
+    #: SQUALL_MAX_CONCURRENT_STARTS: instances initialising at once (0 = 4 per CPU); more requests queue for a slot
+    max_concurrent_starts: int = field(default_factory=lambda: _env_int("SQUALL_MAX_CONCURRENT_STARTS", 0))
     #: SQUALL_ACCOUNT_CONCURRENCY: account-wide concurrent executions
     account_concurrency: int = field(default_factory=lambda: _env_int("SQUALL_ACCOUNT_CONCURRENCY", 1000))
     #: SQUALL_THROTTLE_WAIT_S: how long a sync caller waits for capacity before 429

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +47,9 @@ class PoolConfig:
     memory_estimate_min_mb: int = 16
     #: how often the reaper looks, seconds
     reap_interval_s: float = 1.0
+    #: instances initialising at once on this node (more queue for a slot): a storm of simultaneous cold starts
+    #: on a small machine otherwise starves every init past its timeout (0 = 4 per CPU)
+    max_concurrent_starts: int = 0
 
 
 class InstancePool:
@@ -65,6 +69,7 @@ class InstancePool:
         self._changed = asyncio.Condition()
         self.provision_targets: dict[tuple[str, str], tuple[FunctionSpec, int]] = {}
         self.cold_starts = 0
+        self._starts = asyncio.Semaphore(self.config.max_concurrent_starts or 4 * (os.cpu_count() or 1))
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def _estimate(self, spec: FunctionSpec) -> int:
@@ -151,7 +156,8 @@ class InstancePool:
         self.state = self.state.upsert(view)
         try:
             fn = await self.function(spec)
-            inst = await self.node.start_instance(fn, init_type)
+            async with self._starts:
+                inst = await self.node.start_instance(fn, init_type)
         except BaseException:
             self.state = self.state.without([placeholder])
             await self._notify()

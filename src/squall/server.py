@@ -44,7 +44,7 @@ from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
 from squall.store.queue_wait import QueueWaiter
 from squall.store.queues import QueueStore
-from squall.triggers import event_source_mappings, schedule_runner
+from squall.triggers import event_source_mappings, function_urls, schedule_runner
 from squall.triggers.async_queue import AsyncDispatcher
 from squall.triggers.plugin import Plugin
 from squall.triggers.storage_events import StorageEvents
@@ -54,7 +54,11 @@ __all__ = ["PLUGINS", "Squall"]
 log = logging.getLogger("squall")
 
 #: event sources that plug into the server (see squall.triggers.plugin)
-PLUGINS: list[Callable[[Squall], Plugin]] = [schedule_runner.install, event_source_mappings.install]
+PLUGINS: list[Callable[[Squall], Plugin]] = [
+    schedule_runner.install,
+    event_source_mappings.install,
+    function_urls.install,
+]
 
 
 def load_prices(path: str) -> PriceTable:
@@ -93,6 +97,7 @@ class Squall:
                 keep_alive_s=c.keep_alive_s,
                 zygote_keep_alive_s=c.zygote_keep_alive_s,
                 reap_interval_s=c.reap_interval_s,
+                max_concurrent_starts=c.max_concurrent_starts,
                 throttle_wait_s=c.throttle_wait_s,
                 account_concurrency=c.account_concurrency,
                 memory_budget_mb=c.memory_budget_mb,

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.e2e._platform import SquallProcess, eventually, signed_get
 
 from squall.errors import SquallError
 from squall.packaging import build_package
-from tests.e2e._platform import SquallProcess, eventually, signed_get
 
 Image = pytest.importorskip("PIL.Image", reason="the test makes its JPEGs with Pillow (pip install Pillow)")
 

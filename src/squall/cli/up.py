@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -54,6 +55,55 @@ async def _deploy_demo(squall: Squall, console: Console) -> None:
         )  # fmt: skip
     result = await squall.invoker.invoke("hello", None, b'{"name": "Squall"}')
     console.print(f"[bold green]demo[/] function [bold]hello[/] deployed and invoked: {result.payload.decode()}")
+    await _deploy_thumbnails_demo(squall, console)
+
+
+async def _deploy_thumbnails_demo(squall: Squall, console: Console) -> None:
+    """The showcase: examples/thumbnails (Pillow vendored by pip) wired to uploads under s3://photos/originals/."""
+    import squall as squall_pkg
+    from squall.errors import ResourceNotFound, SquallError
+    from squall.packaging import build_package
+    from squall.store.objects_errors import BucketAlreadyOwnedByYou
+
+    example = Path(squall_pkg.__file__).resolve().parents[2] / "examples" / "thumbnails"
+    if not (example / "app.py").is_file():
+        console.print("[yellow]demo[/] thumbnails skipped: examples/thumbnails not found (needs a source checkout)")
+        return
+    svc = squall.functions
+    try:
+        config = await svc.get_function_configuration("thumbnails")
+    except ResourceNotFound:
+        console.print("[dim]demo: building thumbnails (vendoring Pillow with pip)...[/]")
+        try:
+            data, _ = await asyncio.to_thread(
+                build_package, example, example / "requirements.txt", squall.config.data_dir / "build-cache"
+            )
+        except SquallError as e:
+            first = (e.message.strip().splitlines() or ["unknown error"])[0]
+            console.print(f"[yellow]demo[/] thumbnails skipped: could not build the package: {first}")
+            return
+        config = await svc.create_function(
+            {"FunctionName": "thumbnails", "Runtime": "python3.11", "Handler": "app.handler",
+             "Role": "arn:aws:iam::000000000000:role/squall", "Code": {"ZipFile": data}, "MemorySize": 512,
+             "Timeout": 30}
+        )  # fmt: skip
+    arn = str(config["FunctionArn"]).split(":$LATEST")[0]
+    with contextlib.suppress(BucketAlreadyOwnedByYou):
+        await asyncio.to_thread(squall.objects.create_bucket, "photos", squall.config.region)
+    notification = {
+        "LambdaFunctionConfigurations": [
+            {"Id": "thumbnails", "LambdaFunctionArn": arn, "Events": ["s3:ObjectCreated:*"],
+             "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "originals/"}]}}}
+        ]
+    }  # fmt: skip
+    await asyncio.to_thread(squall.objects.put_bucket_notification, "photos", notification)
+    url = squall.config.public_url
+    console.print(
+        f"[bold green]demo[/] function [bold]thumbnails[/] deployed: upload a JPEG under s3://photos/originals/ and"
+        f" a 300x300 thumbnail appears under thumbnails/\n"
+        f"  aws s3 cp photo.jpg s3://photos/originals/photo.jpg --endpoint-url {url}\n"
+        f"  aws s3 ls s3://photos/thumbnails/ --endpoint-url {url}"
+    )
 
 
 def _banner(squall: Squall, console: Console) -> None:

@@ -96,7 +96,7 @@ def _probe_dependencies(handler: str) -> list[str]:
     import_handler_module(handler)
     modname, _ = split_handler(handler)
     own = modname.split(".")[0]
-    tops = sorted({m.split(".")[0] for m in set(sys.modules) - before} - {own})
+    tops = sorted({m.split(".")[0] for m in set(sys.modules) - before if not m.startswith("__")} - {own})
     task = Path("/var/task")
     vendored = {p.name.split("-")[0].lower() for p in task.glob("*.dist-info")} if task.exists() else set()
     deps = []

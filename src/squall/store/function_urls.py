@@ -121,7 +121,7 @@ class FunctionUrlStore:
             ).rowcount
         return n > 0
 
-    def list(self, function: str | None = None) -> list[UrlConfig]:
+    def list_configs(self, function: str | None = None) -> list[UrlConfig]:
         with self._lock:
             if function is None:
                 rows = self._conn.execute(f"SELECT {_COLUMNS} FROM url_configs ORDER BY url_id").fetchall()

@@ -1,0 +1,212 @@
+"""The showcase under load: JPEG uploads to s3://photos/originals/ at a fixed rate, each turned into a thumbnail by
+examples/thumbnails (Pillow vendored from PyPI) through S3 event notifications -> durable async queue -> Lambda.
+
+Prints JSON lines:
+  thumbnails_upload_rate          uploads/s achieved (target: --rate), with the upload p50/p99 in ms
+  thumbnails_latency_p50_ms       upload start -> thumbnail written (its LastModified, ms resolution)
+  thumbnails_latency_p99_ms
+  thumbnails_drain_s              last upload -> last thumbnail
+  thumbnails_instances            instances started (pool cold_starts; "cold_records" = records with cold=true)
+  thumbnails_exactly_once         1 when every upload produced exactly one thumbnail and exactly one invocation that
+                                  ran (all "ok"; "throttled" attempts never ran and are retried), else 0
+
+    python bench/thumbnails.py [--quick] [--rate N] [--seconds S]
+      default 167 uploads/s for 60 s; --quick: 50/s for 10 s; --concurrency: reserved concurrency of the
+      function (default 2 x CPUs; the async queue absorbs the backlog, as on Lambda)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, pct, quick
+from _server import KEY_ID, SECRET, Server
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "thumbnails"
+BUCKET = "photos"
+
+
+def signed_get(base_url: str, path: str) -> Any:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="GET", url=base_url + path)
+    SigV4Auth(Credentials(KEY_ID, SECRET), "lambda", "us-east-1").add_auth(req)
+    r = urllib.request.Request(base_url + path, headers=dict(req.headers.items()))
+    with urllib.request.urlopen(r, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def s3_client(url: str, pool: int) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}, max_pool_connections=pool,
+                      read_timeout=60),
+    )  # fmt: skip
+
+
+def photos() -> list[bytes]:
+    from PIL import Image
+
+    out = []
+    for i, (w, h) in enumerate([(640, 480), (480, 640), (800, 450), (512, 512), (1024, 300), (320, 240)]):
+        buf = io.BytesIO()
+        img = Image.new("RGB", (w, h), (40 * i % 256, 90, 200 - 30 * i))
+        img.paste((250, 250, 250), (w // 4, h // 4, w // 2, h // 2))
+        img.save(buf, "JPEG", quality=85)
+        out.append(buf.getvalue())
+    return out
+
+
+def deploy(server: Server, concurrency: int) -> None:
+    from squall.packaging import build_package
+
+    cache = Path(tempfile.gettempdir()) / "squall-bench-build-cache"
+    package, info = build_package(EXAMPLE, EXAMPLE / "requirements.txt", cache)
+    print(f"# package: {info.size / 1e6:.1f} MB, pip ran: {info.pip_ran}", file=sys.stderr)
+    lam = server.lambda_client()
+    fn = lam.create_function(
+        FunctionName="thumbnails", Runtime="python3.11", Role="arn:aws:iam::000000000000:role/x",
+        Handler="app.handler", Code={"ZipFile": package}, MemorySize=512, Timeout=30,
+    )  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName="thumbnails")
+    if concurrency > 0:  # cap instances: a burst of concurrent cold starts (boto3 + Pillow imports) starves the CPU
+        lam.put_function_concurrency(FunctionName="thumbnails", ReservedConcurrentExecutions=concurrency)
+    s3 = s3_client(server.url, 4)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "LambdaFunctionConfigurations": [
+                {"LambdaFunctionArn": fn["FunctionArn"], "Events": ["s3:ObjectCreated:*"],
+                 "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "originals/"}]}}}
+            ]
+        },
+    )  # fmt: skip
+
+
+def upload(server: Server, rate: float, seconds: float, workers: int) -> tuple[dict[str, float], list[float], float]:
+    """Open-loop uploads at ``rate``/s; returns (thumbnail key -> upload start epoch, upload latencies ms, rate)."""
+    s3 = s3_client(server.url, workers)
+    images = photos()
+    n = int(rate * seconds)
+    started: dict[str, float] = {}
+    upload_ms: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def put(i: int) -> None:
+        key = f"{i:06d}.jpg"
+        t_wall, t0 = time.time(), time.perf_counter()
+        try:
+            s3.put_object(Bucket=BUCKET, Key=f"originals/{key}", Body=images[i % len(images)], ContentType="image/jpeg")
+        except Exception as e:
+            with lock:
+                errors.append(repr(e))
+            return
+        with lock:
+            started[f"thumbnails/{key}"] = t_wall
+            upload_ms.append((time.perf_counter() - t0) * 1000)
+
+    t_start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for i in range(n):
+            delay = t_start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(put, i)
+    elapsed = time.perf_counter() - t_start
+    if errors:
+        print(f"# {len(errors)} uploads failed, e.g. {errors[0]}", file=sys.stderr)
+    return started, upload_ms, len(started) / elapsed
+
+
+def wait_thumbnails(server: Server, want: int, timeout_s: float) -> dict[str, float]:
+    """Poll ListObjectsV2 on thumbnails/ until ``want`` exist (bounded); key -> LastModified epoch."""
+    s3 = s3_client(server.url, 2)
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="thumbnails/"):
+            for obj in page.get("Contents", []):
+                seen[obj["Key"]] = obj["LastModified"].timestamp()
+        if len(seen) >= want:
+            break
+        time.sleep(0.5)
+    return seen
+
+
+def invocation_records(server: Server) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = signed_get(server.url, f"/_squall/api/invocations?function=thumbnails&limit=1000{cursor}")
+        out += page["invocations"]
+        if not page.get("next_cursor"):
+            return out
+        cursor = f"&cursor={page['next_cursor']}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rate", type=float, default=50.0 if quick() else 167.0)
+    ap.add_argument("--seconds", type=float, default=10.0 if quick() else 60.0)
+    ap.add_argument("--workers", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1), help="reserved concurrency, 0: none")
+    args = ap.parse_args()
+
+    server = Server()
+    try:
+        deploy(server, args.concurrency)
+        started, upload_ms, achieved = upload(server, args.rate, args.seconds, args.workers)
+        t_uploaded = time.time()
+        thumbs = wait_thumbnails(server, len(started), timeout_s=max(120.0, args.seconds * 6))
+        time.sleep(0.5)  # let the record flusher (every 0.1 s) write the last invocation records
+        latencies = [(thumbs[k] - t0) * 1000 for k, t0 in started.items() if k in thumbs]
+        records = invocation_records(server)
+        pool = signed_get(server.url, "/_squall/api/pool")
+
+        emit("thumbnails_upload_rate", achieved, "uploads/s", target=args.rate, concurrency=args.concurrency, uploads=len(started),
+             upload_p50_ms=round(pct(upload_ms, 50), 2), upload_p99_ms=round(pct(upload_ms, 99), 2))  # fmt: skip
+        emit("thumbnails_latency_p50_ms", pct(latencies, 50), "ms", n=len(latencies))
+        emit("thumbnails_latency_p99_ms", pct(latencies, 99), "ms", max_ms=round(max(latencies, default=0), 1))
+        drain = (max(thumbs.values()) - t_uploaded) if thumbs else float("nan")
+        emit("thumbnails_drain_s", max(drain, 0.0), "s")
+        cold = sum(1 for r in records if r.get("cold"))
+        emit("thumbnails_instances", pool.get("cold_starts", cold), "instances", cold_records=cold,
+             async_queue_depth=pool.get("async_queue_depth"))  # fmt: skip
+        ok = [r for r in records if r.get("status") == "ok"]
+        missing = sorted(set(started) - set(thumbs))
+        throttled = sum(1 for r in records if r.get("status") == "throttled")  # refused before running: retried
+        exactly_once = (
+            len(thumbs) == len(started) and not missing and len(records) - throttled == len(ok) == len(started)
+        )
+        emit("thumbnails_exactly_once", 1.0 if exactly_once else 0.0, "bool", uploads=len(started),
+             thumbnails=len(thumbs), invocations=len(records), ok=len(ok), throttled=throttled, missing=missing[:5],
+             statuses=sorted({r.get("status") for r in records}))  # fmt: skip
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
