@@ -238,10 +238,12 @@ def test_deploy_project_with_two_functions(squall: Run, tmp_path: Path) -> None:
         "    code: ./beta\n"
         "    events:\n"
         "      - schedule: {expression: rate(5 minutes)}\n"
+        "      - http: {method: GET, path: /beta}\n"
     )
     result = _ok(squall("deploy", str(tmp_path)))
     assert "alpha" in result.stdout and "beta" in result.stdout
-    assert "not active" in result.stderr  # the trigger is not silently ignored
+    # the triggers are applied, and the summary says which
+    assert "rate(5 minutes)" in result.stdout and "GET /beta" in result.stdout
     assert '"color": "blue"' in _ok(squall("invoke", "alpha")).stdout
     assert '"fn": "beta"' in _ok(squall("invoke", "beta")).stdout
     listing = _ok(squall("functions", "ls")).stdout

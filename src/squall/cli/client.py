@@ -209,6 +209,41 @@ class Client:
             ),
         )
 
+    def boto(self, service: str) -> Any:
+        """A boto3 client for ``service`` ("s3" path-style, "sqs", ...) pointed at the server."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}),
+        )
+
+    def api_put(self, path: str, body: Mapping[str, Any], timeout_s: float = 30.0) -> Any:
+        """PUT JSON to ``/_squall/api/<path>``, signed like ``api_get``; the decoded JSON answer."""
+        import json
+
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        url = f"{self.endpoint}/_squall/api/{path.lstrip('/')}"
+        data = json.dumps(body).encode()
+        request = AWSRequest(method="PUT", url=url, data=data, headers={"Content-Type": "application/json"})
+        SigV4Auth(Credentials(self.access_key_id, self.secret_access_key), SERVICE, REGION).add_auth(request)
+        try:
+            response = httpx.put(url, content=data, headers=dict(request.headers.items()), timeout=timeout_s)
+        except httpx.ConnectError:
+            raise _no_server(self.endpoint) from None
+        if response.status_code >= 400:
+            code = response.headers.get("x-amzn-ErrorType", f"HTTP {response.status_code}")
+            raise CliError(f"{code}: {response.text.strip()[:300]}")
+        return response.json() if response.content else None
+
     def errors(self) -> contextlib.AbstractContextManager[None]:
         """``with client.errors(): client.lambda_.get_function(...)``: botocore errors as one line."""
         return aws_errors(self.endpoint)

@@ -12,7 +12,7 @@ PATH is a function's code directory (one function: name from the directory, hand
 4. provisioned concurrency when declared: PublishVersion, alias ``live`` -> that version,
    PutProvisionedConcurrencyConfig on ``live``.
 
-Triggers under ``events:`` are validated but not active yet: deploy says so for every function that has them.
+Triggers under ``events:`` are applied by ``squall.cli.triggers`` (routes, schedules, bucket notifications, queues).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, make_client
+from squall.cli.triggers import apply_triggers
 from squall.project import PROJECT_FILE, FunctionDef, load_project
 
 __all__ = ["DeployResult", "add_parser", "plan", "run"]
@@ -284,9 +285,8 @@ def deploy_one(
     if fn.provisioned_concurrency is not None:
         say(f"{fn.name}: publishing a version for provisioned concurrency")
     _apply_provisioned(client, fn, result)
-    if fn.events:
-        kinds = ", ".join(sorted({e.type for e in fn.events}))
-        result.notes.append(f"{len(fn.events)} trigger(s) ({kinds}) not active yet")
+    if fn.events or declarative:
+        result.notes.extend(apply_triggers(client, fn, arn, declarative, say))
     return result
 
 
@@ -321,12 +321,4 @@ def run(args: argparse.Namespace) -> int:
             err.print(Text.assemble(("✓ ", "green"), (fn.name, "bold"), f" {result.action}"), highlight=False)
             results.append(result)
     out.print(_summary(results))
-    with_events = [fn for fn in functions if fn.events]
-    for fn in with_events:
-        kinds = ", ".join(f"{e.type}" for e in fn.events)
-        err.print(
-            f"[yellow]note:[/] {fn.name}: its triggers ({kinds}) are validated but not active yet in this version "
-            "of Squall; invoke the function directly meanwhile",
-            highlight=False,
-        )
     return 0

@@ -8,12 +8,11 @@ serialised by a lock; callers run these methods in worker threads.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 from squall.errors import ResourceNotFound
+from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["MappingStore"]
 
@@ -33,20 +32,13 @@ def _not_found() -> ResourceNotFound:
     return ResourceNotFound("The resource you requested does not exist.")
 
 
-class MappingStore:
+class MappingStore(SqliteDb):
     """CRUD of mapping configurations, in creation order."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+        self._open_db(path)
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
     def put(self, function_name: str, config: dict[str, Any]) -> None:
         """Insert or replace the mapping ``config["UUID"]`` (keeps its position in the listing)."""

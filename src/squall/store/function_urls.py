@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["FunctionUrlStore", "UrlConfig"]
 
@@ -59,26 +59,12 @@ def _row(r: tuple[Any, ...]) -> UrlConfig:
 _COLUMNS = "url_id, function, qualifier, auth_type, cors, invoke_mode, created, modified"
 
 
-class FunctionUrlStore:
+class FunctionUrlStore(SqliteDb):
     """Thread-safe (one connection behind a lock); every write is its own transaction."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._open_db(path, durable_by_default=False)
         self._conn.executescript(_SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
 
     # -- URL configs -------------------------------------------------------------------------------------------
     def get(self, function: str, qualifier: str) -> UrlConfig | None:
@@ -158,7 +144,3 @@ class FunctionUrlStore:
             n = c.execute("DELETE FROM url_configs WHERE function = ?", (function,)).rowcount
             n += c.execute("DELETE FROM routes WHERE function = ?", (function,)).rowcount
         return int(n)
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()

@@ -8,13 +8,12 @@ is the most recent tick the runner fired, written durably *before* the tick's ev
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["ScheduleRule", "ScheduleStore"]
 
@@ -74,27 +73,12 @@ def _row(r: tuple[Any, ...]) -> ScheduleRule:
     )
 
 
-class ScheduleStore:
+class ScheduleStore(SqliteDb):
     """Schedules in their own SQLite file; thread-safe (one connection behind a lock)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._open_db(path, durable_by_default=True)
         self._conn.executescript(_SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
 
     def replace(self, function: str, rules: Sequence[ScheduleRule], now: float) -> list[ScheduleRule]:
         """Make ``rules`` the function's schedules.  A rule kept with the same expression keeps its
@@ -142,7 +126,3 @@ class ScheduleStore:
                 "UPDATE schedules SET last_fire = ? WHERE function = ? AND name = ?", (last_fire, function, name)
             )
             return cur.rowcount > 0
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
