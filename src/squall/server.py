@@ -25,7 +25,8 @@ from starlette.routing import Route
 from squall.clock import SystemClock
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
-from squall.edge.auth import SigV4Middleware
+from squall.control.errors import AccessDenied
+from squall.edge.auth import SigV4Middleware, send_error
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
 from squall.edge.s3_api import s3_app
@@ -374,6 +375,13 @@ class Squall:
                 await sqs_apps[0](scope, receive, send)
             elif invoke.is_invoke(scope):
                 await invoke(scope, receive, send)
+            elif auth is not None and self.keyring.scope_of(auth.access_key_id) is not None:
+                # a function's own key: data plane only (S3, SQS, Invoke), never management of functions
+                err = AccessDenied(
+                    f"The credentials of function {self.keyring.scope_of(auth.access_key_id)} may call S3, SQS and "
+                    "Invoke only; use the admin key (squall up prints it) to manage functions"
+                )
+                await send_error(send, "lambda", err, scope.get("squall.request_id", ""))
             else:
                 await app(scope, receive, send)
 

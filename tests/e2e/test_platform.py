@@ -228,3 +228,26 @@ def test_restart_recovers_state(tmp_path: Path) -> None:
         assert out["event"] == {"again": True}
     finally:
         assert proc.stop() == 0
+
+
+INSIDE = """
+import boto3
+def handler(event, context):
+    out = {}
+    try:
+        boto3.client("lambda").list_functions()
+        out["lambda"] = "allowed"
+    except Exception as e:
+        out["lambda"] = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="from-inside")
+    s3.put_object(Bucket="from-inside", Key="k", Body=b"written by a function")
+    out["s3"] = s3.get_object(Bucket="from-inside", Key="k")["Body"].read().decode()
+    return out
+"""
+
+
+def test_functions_call_squall_with_their_own_scoped_key(lam: Any) -> None:
+    create(lam, "inside", INSIDE, Timeout=30)
+    _, out = invoke(lam, "inside", {})
+    assert out == {"lambda": "AccessDeniedException", "s3": "written by a function"}

@@ -65,6 +65,10 @@ def needed_paths() -> list[Path]:
     return sorted(p.resolve() for p in paths)
 
 
+def _under_tmp() -> list[str]:
+    return sorted({str(p) for p in needed_paths() if Path("/tmp") in p.parents})
+
+
 def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
     """Directories to hide behind an empty tmpfs: the data dir, and untraversable ancestors of what is needed."""
     masks = {data_dir.resolve()}
@@ -175,7 +179,14 @@ def enter_instance_sandbox(
         with open(os.path.join(d, "cgroup.procs"), "w") as f:
             f.write("0")
     if mounts:
+        # Squall itself (or its Python) may live under /tmp (a checkout there): keep those paths visible through
+        # the private /tmp by binding them back in from fds opened before it covers them
+        keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in _under_tmp() if os.path.isdir(p)]
         syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmp_mb}m,mode=1777")
+        for path, fd in keep:
+            os.makedirs(path, exist_ok=True)
+            syscalls.mount(f"/proc/self/fd/{fd}", path, None, syscalls.MS_BIND | syscalls.MS_REC)
+            os.close(fd)
         syscalls.mount(
             "proc", "/proc", "proc", syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
         )
