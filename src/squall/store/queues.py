@@ -29,10 +29,8 @@ import json
 import logging
 import secrets
 import sqlite3
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +57,7 @@ from squall.store.queue_errors import (
 )
 from squall.store.queue_md5 import md5_of_attributes, md5_of_body
 from squall.store.queue_records import QueueInfo, QueueMessage, SendEntry, SentMessage
-from squall.store.sqlite_conn import open_sqlite
+from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]
 
@@ -134,7 +132,7 @@ def _ms(seconds: float) -> str:
     return str(int(seconds * 1000))
 
 
-class QueueStore:
+class QueueStore(SqliteDb):
     """Queues and their messages.  ``region``/``account_id`` make the queue ARNs."""
 
     def __init__(
@@ -149,16 +147,11 @@ class QueueStore:
         self.region = region
         self.account_id = account_id
         self._clock: Clock = clock or SystemClock()
-        self._lock = threading.RLock()
         self._listeners: list[Listener] = []
-        self._conn = open_sqlite(self.path)
+        self._open_db(self.path, durable_by_default=False)
         self._migrate()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
     def _migrate(self) -> None:
         with self._lock:
@@ -172,24 +165,6 @@ class QueueStore:
                 self._conn.executescript(
                     f"BEGIN IMMEDIATE;\n{_SCHEMA[version]};\nPRAGMA user_version = {version + 1};\nCOMMIT;"
                 )
-
-    @contextmanager
-    def _tx(self, durable: bool) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn
-            if durable:
-                conn.execute("PRAGMA synchronous = FULL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                if durable:
-                    conn.execute("PRAGMA synchronous = NORMAL")
 
     def now(self) -> float:
         """The store's clock (visibility, delays and retention are measured on it)."""

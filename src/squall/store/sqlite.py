@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 from squall.clock import Clock, SystemClock
 from squall.errors import InvalidParameterValue, ResourceNotFound, ServiceError
 from squall.model import function_arn
-from squall.store.sqlite_conn import open_sqlite
+from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["MIGRATIONS", "SqliteBase", "dumps", "is_version_number", "loads", "paginate"]
 
@@ -145,7 +144,7 @@ def loads(text: str | None) -> Any:
     return json.loads(text) if text else {}
 
 
-class SqliteBase:
+class SqliteBase(SqliteDb):
     """Connection, lock, transactions and the lookups every part needs."""
 
     def __init__(
@@ -160,15 +159,10 @@ class SqliteBase:
         self.region = region
         self.account_id = account_id
         self._clock: Clock = clock or SystemClock()
-        self._lock = threading.RLock()
-        self._conn = open_sqlite(self.path)
+        self._open_db(self.path, durable_by_default=True)
         self._migrate()
 
     # -- lifecycle --
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
     def schema_version(self) -> int:
         with self._lock:
@@ -197,25 +191,6 @@ class SqliteBase:
                 )
 
     # -- transactions --
-
-    @contextmanager
-    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the lock; ``durable`` fsyncs the commit (synchronous=FULL)."""
-        with self._lock:
-            conn = self._conn
-            if durable:
-                conn.execute("PRAGMA synchronous = FULL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                if durable:
-                    conn.execute("PRAGMA synchronous = NORMAL")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
