@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -163,7 +164,7 @@ def invocation_records(server: Server) -> list[dict[str, Any]]:
         out += page["invocations"]
         if not page.get("next_cursor"):
             return out
-        cursor = f"&cursor={page['next_cursor']}"
+        cursor = "&cursor=" + urllib.parse.quote(page["next_cursor"], safe="")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def _delivered_ids(proc: SquallProcess) -> set[str]:
         ids |= {r["request_id"] for r in body["invocations"]}
         if not body.get("next_cursor"):
             break
-        cursor = f"&cursor={body['next_cursor']}"
+        cursor = "&cursor=" + urllib.parse.quote(body["next_cursor"], safe="")
     return ids
 
 
