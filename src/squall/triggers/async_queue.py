@@ -73,6 +73,7 @@ class AsyncDispatcher:
         poll_interval_s: float = 0.5,
         queue_sink: QueueSink | None = None,
         clock: Callable[[], float] = time.time,
+        capacity_wait_s: float = 5.0,
     ) -> None:
         self.invoker = invoker
         self.store = invoker.store
@@ -81,6 +82,9 @@ class AsyncDispatcher:
         self.poll_interval_s = poll_interval_s
         self.queue_sink = queue_sink
         self.clock = clock
+        #: how long an event waits for a free instance before it counts as throttled and backs off; capacity
+        #: usually frees within milliseconds, so waiting is far cheaper than a requeue with exponential backoff
+        self.capacity_wait_s = capacity_wait_s
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._throttles: dict[str, int] = {}
@@ -148,14 +152,17 @@ class AsyncDispatcher:
         try:
             result = await self.invoker.run(
                 spec, ev.payload, ev.request_id, ev.source,
-                trace_id=str(extra.get("trace_id", "")), traceparent=str(extra.get("traceparent", "")), wait_s=0.0,
+                trace_id=str(extra.get("trace_id", "")), traceparent=str(extra.get("traceparent", "")),
+                wait_s=self.capacity_wait_s,
             )  # fmt: skip
         except SquallError as e:
             if e.code != "TooManyRequestsException":
                 raise
             n = self._throttles.get(ev.id, 0) + 1
             self._throttles[ev.id] = n
-            at = scheduler.next_throttled_attempt(n, ev.enqueued_at, self.clock(), max_event_age_s=max_age)
+            at = scheduler.next_throttled_attempt(
+                n, ev.enqueued_at, self.clock(), max_event_age_s=max_age, base_delay_s=0.1, max_delay_s=30.0
+            )
             if at is None:
                 self._throttles.pop(ev.id, None)
                 await self._finish(ev, fn_arn, "EventAgeExceeded", None, ev.attempt, destinations)
