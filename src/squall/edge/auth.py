@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from squall.edge import aws_errors
 from squall.edge.sigv4 import SigV4Error, parse_scope, verify_request
 from squall.errors import RequestTooLarge
 
-__all__ = ["SigV4Middleware", "service_for_path"]
+__all__ = ["SigV4Middleware", "service_for_unsigned"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,11 +27,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY_BYTES = 80 * 1024 * 1024
 
 
-def service_for_path(path: str) -> str:
-    """Which AWS service a request is for, when the signature cannot say (unsigned requests)."""
-    if path.startswith(("/2015-03-31/", "/2017-", "/2019-", "/2016-", "/2018-", "/2020-", "/2021-")):
-        return "lambda"
-    return "lambda"
+def service_for_unsigned(headers: Mapping[str, str]) -> str:
+    """Which AWS service an unsigned request is for, so its error has that service's shape: SQS's JSON protocol
+    names itself in X-Amz-Target; S3 paths look like anything, so everything else answers as Lambda."""
+    return "sqs" if headers.get("x-amz-target", "").startswith("AmazonSQS.") else "lambda"
 
 
 async def send_error(send: Send, service: str, error: Any, request_id: str, head: bool = False) -> None:
@@ -72,7 +71,7 @@ class SigV4Middleware:
             value = v.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         scope_info = parse_scope(headers, scope.get("query_string", b""))
-        service = scope_info.service if scope_info else service_for_path(path)
+        service = scope_info.service if scope_info else service_for_unsigned(headers)
         request_id = str(uuid.uuid4())
         scope["squall.request_id"] = request_id
         chunks: list[bytes] = []

@@ -19,36 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall.control.names import parse_function_name
 from squall.edge import aws_errors
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
 from squall.invoker import Invoker
 
-__all__ = ["InvokeEndpoint", "invoke_routes", "split_function_name"]
+__all__ = ["InvokeEndpoint", "invoke_routes"]
 
 log = logging.getLogger("squall.edge")
-
-
-def split_function_name(raw: str, qualifier: str | None) -> tuple[str, str | None]:
-    """Name, partial ARN (ACCOUNT:function:NAME) or full ARN, with an optional ``:qualifier``."""
-    value = unquote(raw)
-    parts = value.split(":")
-    if value.startswith("arn:"):
-        if len(parts) < 7 or parts[5] != "function":
-            raise InvalidParameterValue(
-                f"1 validation error detected: Value '{value}' at 'functionName' is not a function ARN"
-            )
-        name, q = parts[6], (parts[7] if len(parts) > 7 else None)
-    elif len(parts) >= 3 and parts[1] == "function":
-        name, q = parts[2], (parts[3] if len(parts) > 3 else None)
-    elif len(parts) == 2:
-        name, q = parts[0], parts[1]
-    else:
-        name, q = value, None
-    if q and qualifier and q != qualifier:
-        raise InvalidParameterValue(
-            "The derived qualifier from the function name does not match the specified qualifier."
-        )
-    return name, (qualifier or q)
 
 
 def _client_context(header: str | None) -> dict[str, Any] | None:
@@ -98,7 +76,10 @@ class InvokeEndpoint:
             m = _INVOKE_PATH.match(request.scope["path"])
             raw_name = m.group("function") if m else ""
             qualifier = request.query_params.get("Qualifier") if request.scope.get("query_string") else None
-            name, qualifier = split_function_name(raw_name, qualifier)
+            ref = parse_function_name(
+                unquote(raw_name), qualifier, region=self.invoker.region, account_id=self.invoker.account_id
+            )
+            name, qualifier = ref.name, ref.qualifier
             body = request.scope.get("squall.body")
             if body is None:
                 body = await request.body()
