@@ -570,12 +570,11 @@ class QueueStore(SqliteDb):
         )
 
     def next_visible_at(self, name: str) -> float | None:
-        """When the next hidden (delayed or in-flight) message of ``name`` becomes visible (clock seconds), or
-        None if there is none.  Long polling sleeps until then at most."""
+        """When the next message of ``name`` is (or was) visible, in clock seconds, or None if the queue is empty.
+        Long polling sleeps until then at most.  A time already past is returned too: a message that became
+        visible between a receive and this call must wake the poller at once, not after the whole wait."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT MIN(visible_at) FROM messages WHERE queue = ? AND visible_at > ?", (name, self._clock.now())
-            ).fetchone()
+            row = self._conn.execute("SELECT MIN(visible_at) FROM messages WHERE queue = ?", (name,)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     # -- acknowledging --------------------------------------------------------------------------------------
