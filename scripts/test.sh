@@ -2,8 +2,7 @@
 # Installs what the tests need and runs the whole suite (lint, types, tests).  README's second command; .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3.11}"
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. scripts/_prereqs.sh
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

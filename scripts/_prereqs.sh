@@ -1,0 +1,11 @@
+# Sourced by up.sh and test.sh: what a fresh machine with only Python 3.11 and apt may lack.
+PY="${PYTHON:-python3.11}"
+_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 1
+         [ -n "${_SQUALL_APT_UPDATED:-}" ] || { apt-get update -qq; _SQUALL_APT_UPDATED=1; }
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+# the seccomp filter loads libseccomp (without it instances run unfiltered, and the suite says so)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || _apt libseccomp2 || echo "note: libseccomp2 missing" >&2
+# Debian's Python needs its venv package for `python -m venv`
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; _apt "python3.11-venv" || _apt python3-venv; "$PY" -m venv .venv; }
+fi
