@@ -88,6 +88,8 @@ class ServerConfig:
     prices_path: str = field(default_factory=lambda: os.environ.get("SQUALL_PRICES", ""))
     #: SQUALL_LOG_RETENTION_DAYS: records and logs older than this are pruned
     log_retention_days: float = field(default_factory=lambda: _env_float("SQUALL_LOG_RETENTION_DAYS", 7.0))
+    #: SQUALL_PRUNE_INTERVAL_S: how often records and logs past the retention are deleted
+    prune_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_PRUNE_INTERVAL_S", 600.0))
     region: str = "us-east-1"
     account_id: str = "000000000000"
 

@@ -45,6 +45,7 @@ from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
 from squall.store.queue_wait import QueueWaiter
 from squall.store.queues import QueueStore
+from squall.store.retention import Retention
 from squall.triggers import event_source_mappings, function_urls, schedule_runner
 from squall.triggers.async_queue import AsyncDispatcher
 from squall.triggers.plugin import Plugin
@@ -132,6 +133,7 @@ class Squall:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.prices = load_prices(c.prices_path)
         self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
+        self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
 
     def function_env(self, name: str) -> dict[str, str]:
         """What every function finds in its environment so boto3 inside it talks to this Squall."""
@@ -244,6 +246,7 @@ class Squall:
             asyncio.create_task(self.pool.reap_forever(), name="reaper"),
             asyncio.create_task(self._flush_forever(), name="record-flusher"),
             asyncio.create_task(self._provision_status_forever(), name="provisioned-status"),
+            asyncio.create_task(self.retention.run_forever(), name="retention"),
         ]
 
     def _function_names(self) -> list[str]:

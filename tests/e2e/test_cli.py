@@ -274,6 +274,11 @@ def test_logs_show_start_end_report_and_prints(squall: Run, hello: str) -> None:
         assert needle in out
     grep = _ok(squall("logs", hello, "--grep", "LOGS-1")).stdout
     assert "marker: logs-1" in grep and "REPORT" not in grep
+    # a time window that ended before the invocation finds nothing of it
+    before = _ok(squall("logs", hello, "--since", "7d", "--until", "1h")).stdout
+    assert "marker: logs-1" not in before
+    bad = squall("logs", hello, "--follow", "--until", "now")
+    assert bad.returncode != 0 and "--until" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_logs_follow_prints_new_lines_until_interrupted(squall: Run, server: Server, hello: str) -> None:

@@ -1,5 +1,5 @@
 """``squall logs NAME``: a function's log lines (START/END/REPORT and what the function printed), optionally
-filtered by time, request id or text, and followed live with ``--follow`` (polls every ~0.5 s until Ctrl-C)."""
+filtered by time window, request id or text, and followed live with ``--follow`` (polls every ~0.5 s until Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("name", help="function name")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
     p.add_argument("--since", help="only lines from this long ago or later (e.g. 10m, 24h, 7d, or an ISO time)")
+    p.add_argument("--until", help="only lines before this time (same forms as --since)")
     p.add_argument("--request-id", help="only the lines of this invocation")
     p.add_argument("--grep", help="only lines containing this text (case-insensitive)")
     p.add_argument("--limit", type=int, default=200, help="at most this many log entries (default 200)")
@@ -78,11 +79,15 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.limit > 1000:
         raise CliError(f"invalid --limit {args.limit}: use 1..1000")
     since = parse_when(args.since, "--since") if args.since else None
+    until = parse_when(args.until, "--until") if args.until else None
+    if args.follow and until is not None:
+        raise CliError("--follow shows new lines as they come; it cannot be combined with --until")
     client = make_client(args)
     params: dict[str, Any] = {
         "function": args.name,
         "limit": args.limit,
         "since": since,
+        "until": until,
         "request_id": args.request_id,
         "q": args.grep,
     }
