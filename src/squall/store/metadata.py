@@ -30,6 +30,7 @@ from squall.store.records import (
     StoredFunction,
     UsageRow,
 )
+from squall.store.series import SeriesMixin
 
 __all__ = ["MetadataStore", "RecordWriter", "RevisionMismatch", "SqliteMetadataStore", "open_store"]
 
@@ -157,7 +158,7 @@ class MetadataStore(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteMetadataStore(FunctionsMixin, ConfigsMixin, EventQueueMixin, InvocationsMixin):
+class SqliteMetadataStore(FunctionsMixin, ConfigsMixin, EventQueueMixin, InvocationsMixin, SeriesMixin):
     """The embedded store: ``SqliteMetadataStore(data_dir / "metadata.db", region=..., account_id=...,
     clock=...)``.  Opening applies pending schema migrations."""
 
