@@ -58,6 +58,13 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Knobs of ``squall up``.  Each may be set by a flag or by the SQUALL_* environment variable named here."""
@@ -88,6 +95,22 @@ class ServerConfig:
     prices_path: str = field(default_factory=lambda: os.environ.get("SQUALL_PRICES", ""))
     #: SQUALL_LOG_RETENTION_DAYS: records and logs older than this are pruned
     log_retention_days: float = field(default_factory=lambda: _env_float("SQUALL_LOG_RETENTION_DAYS", 7.0))
+    #: SQUALL_METRICS: 0 switches /metrics and the invocation counters off
+    metrics: bool = field(default_factory=lambda: _env_bool("SQUALL_METRICS", True))
+    #: SQUALL_METRICS_PUBLIC: 1 lets /metrics be scraped without a SigV4 signature (Prometheus cannot sign)
+    metrics_public: bool = field(default_factory=lambda: _env_bool("SQUALL_METRICS_PUBLIC", False))
+    #: SQUALL_TRACING: 0 switches spans, the local trace store and OTLP export off
+    tracing: bool = field(default_factory=lambda: _env_bool("SQUALL_TRACING", True))
+    #: SQUALL_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT): OTLP/HTTP collector base URL; empty = no export
+    otlp_endpoint: str = field(
+        default_factory=lambda: (
+            os.environ.get("SQUALL_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        )
+    )
+    #: SQUALL_TRACE_SAMPLE: ratio of new traces recorded (callers' sampled flags are followed)
+    trace_sample: float = field(default_factory=lambda: _env_float("SQUALL_TRACE_SAMPLE", 1.0))
+    #: SQUALL_TRACE_BUFFER: traces kept in memory for /_squall/api/traces (oldest dropped first)
+    trace_buffer: int = field(default_factory=lambda: _env_int("SQUALL_TRACE_BUFFER", 2000))
     #: SQUALL_PRUNE_INTERVAL_S: how often records and logs past the retention are deleted
     prune_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_PRUNE_INTERVAL_S", 600.0))
     region: str = "us-east-1"

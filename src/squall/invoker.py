@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from squall.errors import InvalidRequestContent, RequestTooLarge, SquallError
 from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, function_arn
@@ -26,6 +26,10 @@ from squall.scheduler import pick_version
 from squall.store.invocations import RecordWriter
 from squall.store.metadata import SqliteMetadataStore
 from squall.store.records import InvocationRecord, StoredFunction
+
+if TYPE_CHECKING:
+    from squall.observability.metrics import Metrics
+    from squall.observability.tracing import Span, Tracer
 
 __all__ = ["ASYNC_PAYLOAD_MAX", "SYNC_PAYLOAD_MAX", "InvocationResult", "Invoker", "spec_from_stored"]
 
@@ -48,6 +52,8 @@ class InvocationResult:
     request_id: str
     logs: str = ""
     outcome: InvokeOutcome | None = None
+    #: the context of the invocation's entry span when the invoker made it (callers without their own span)
+    traceparent: str = ""
 
     def log_tail_b64(self) -> str:
         tail = self.logs.encode()[-LOG_TAIL_BYTES:]
@@ -108,6 +114,9 @@ class Invoker:
         self.on_invoked = on_invoked or []
         self._specs: dict[tuple[str, str], tuple[FunctionSpec, dict[str, float] | None, str]] = {}
         self.wake_async: Callable[[], None] = lambda: None
+        #: observability hooks (squall.observability.setup installs them; None = off)
+        self.metrics: Metrics | None = None
+        self.tracer: Tracer | None = None
 
     # -- resolution ------------------------------------------------------------------------------------------
     def resolve(self, name: str, qualifier: str | None) -> FunctionSpec:
@@ -150,7 +159,9 @@ class Invoker:
         trace_id: str = "",
         traceparent: str = "",
         request_id: str | None = None,
+        span: Span | None = None,
     ) -> InvocationResult:
+        """``span``: the caller's entry span (the Invoke endpoint's), parent of the invocation's spans."""
         request_id = request_id or str(uuid.uuid4())
         if invocation_type == "Event":
             if len(payload) > ASYNC_PAYLOAD_MAX:
@@ -168,12 +179,23 @@ class Invoker:
                 {
                     "function": name, "qualifier": qualifier or "$LATEST", "payload": payload,
                     "request_id": request_id, "source": trigger,
-                    "extra": {"trace_id": trace_id, "traceparent": traceparent},
+                    "extra": {"trace_id": trace_id, "traceparent": span.traceparent() if span else traceparent},
                 }
             )  # fmt: skip
             self.wake_async()
             return InvocationResult(202, b"", None, spec.version, request_id)
-        return await self.run(spec, payload, request_id, trigger, client_context, trace_id, traceparent, wait_s=None)
+        return await self.run(
+            spec,
+            payload,
+            request_id,
+            trigger,
+            client_context,
+            trace_id,
+            traceparent,
+            wait_s=None,
+            parent=span,
+            sync=True,
+        )
 
     async def run(
         self,
@@ -185,29 +207,60 @@ class Invoker:
         trace_id: str = "",
         traceparent: str = "",
         wait_s: float | None = None,
+        parent: Span | None = None,
+        sync: bool = False,
     ) -> InvocationResult:
-        """Run one invocation of ``spec`` now (waiting up to ``wait_s`` for capacity) and record it."""
+        """Run one invocation of ``spec`` now (waiting up to ``wait_s`` for capacity) and record it.
+
+        Traced (``self.tracer``): the spans are children of ``parent``, or of a new entry span continuing
+        ``traceparent``/``trace_id`` (a server span when ``sync``: a caller waits; else a consumer span: an event
+        is delivered); the function sees the context of its "instance" span."""
         start = time.time()
+        tracer = self.tracer
+        trace = (
+            None
+            if tracer is None
+            else tracer.invocation(spec.name, request_id, trigger, parent, traceparent, trace_id, sync)
+        )
         try:
             inst = await self.pool.acquire(spec, wait_s)
         except InitFailed as e:
+            if trace is not None:
+                err = str(e.document.get("errorType", "Runtime.InitError"))
+                trace.finish(spec.version, None, "error", err, init_ms=e.init_ms, cold=True)
             return self._init_failed(spec, request_id, trigger, start, e)
         except SquallError as e:
-            if e.code == "TooManyRequestsException":
+            throttled = e.code == "TooManyRequestsException"
+            if throttled:
                 self._record(spec, request_id, trigger, start, None, "throttled", e.code)
+            if trace is not None:
+                trace.finish(spec.version, None, "throttled" if throttled else "error", e.code)
             raise
+        except BaseException as e:
+            if trace is not None:
+                trace.finish(spec.version, None, "error", type(e).__name__)
+            raise
+        if trace is not None:
+            trace.acquired()
+            trace_id, traceparent = trace.instance_context()
+        else:
+            trace_id = trace_id or _new_trace_id()
         req = InvokeRequest(
             payload=payload,
             request_id=request_id,
             invoked_arn=function_arn(
                 self.region, self.account_id, spec.name, None if spec.version == "$LATEST" else spec.version
             ),
-            trace_id=trace_id or _new_trace_id(),
+            trace_id=trace_id,
             client_context=client_context,
             traceparent=traceparent,
         )
         try:
             outcome = await inst.invoke(req)
+        except BaseException as e:
+            if trace is not None:
+                trace.finish(spec.version, None, "error", type(e).__name__)
+            raise
         finally:
             await self.pool.release(inst)
         body = outcome.payload
@@ -224,9 +277,15 @@ class Invoker:
         self._record(
             spec, request_id, trigger, start, outcome, status, error_type, inst.init_type == "provisioned-concurrency"
         )
+        if trace is None:
+            return InvocationResult(
+                200, body, None if error_type is None else "Unhandled", spec.version, request_id, outcome.logs, outcome
+            )
+        trace.finish(spec.version, outcome, status, error_type)
         return InvocationResult(
-            200, body, None if error_type is None else "Unhandled", spec.version, request_id, outcome.logs, outcome
-        )
+            200, body, None if error_type is None else "Unhandled", spec.version, request_id, outcome.logs, outcome,
+            trace.parent.traceparent() if trace.owns_parent else "",
+        )  # fmt: skip
 
     def _init_failed(
         self, spec: FunctionSpec, request_id: str, trigger: str, start: float, e: InitFailed
@@ -246,6 +305,8 @@ class Invoker:
             )
         )  # fmt: skip
         self.records.add_log(request_id, spec.name, start, report)
+        if self.metrics is not None:
+            self.metrics.observe(spec.name, trigger, None, "error", init_ms=e.init_ms)
         for cb in self.on_invoked:
             cb(spec.name, None, "error")
         return InvocationResult(200, json.dumps(doc).encode(), "Unhandled", spec.version, request_id, report)
@@ -272,6 +333,8 @@ class Invoker:
             )  # fmt: skip
             self.records.add_log(request_id, spec.name, start, outcome.logs)
         self.records.add(rec)
+        if self.metrics is not None:
+            self.metrics.observe(spec.name, trigger, outcome, status)
         for cb in self.on_invoked:
             cb(spec.name, outcome, status)
 

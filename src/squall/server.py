@@ -27,6 +27,7 @@ from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
 from squall.control.errors import AccessDenied
 from squall.edge.auth import SigV4Middleware, send_error
+from squall.edge.dashboard_api import dashboard_api_routes
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
 from squall.edge.s3_api import s3_app
@@ -37,6 +38,7 @@ from squall.invoker import Invoker, spec_from_stored
 from squall.metering import PriceTable
 from squall.model import FunctionSpec
 from squall.node.node import Node
+from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
 from squall.store.code import CodeStore
 from squall.store.credentials import Credentials, KeyRing
@@ -50,6 +52,8 @@ from squall.triggers import event_source_mappings, function_urls, schedule_runne
 from squall.triggers.async_queue import AsyncDispatcher
 from squall.triggers.plugin import Plugin
 from squall.triggers.storage_events import StorageEvents
+from squall.ui.routes import ui_routes
+from squall.ui.sessions import SessionGate, Sessions
 
 __all__ = ["PLUGINS", "Squall"]
 
@@ -133,6 +137,10 @@ class Squall:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.prices = load_prices(c.prices_path)
         self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
+        #: dashboard sessions (the admin key, entered once on /ui/login)
+        self.sessions = Sessions(self.keyring.is_admin, self.keyring.secret_for)
+        #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces); hooks into the invoker
+        self.observability = observability.install(self)
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
 
     def function_env(self, name: str) -> dict[str, str]:
@@ -296,6 +304,7 @@ class Squall:
         await self.pool.close()
         await self.node.close()
         await asyncio.to_thread(self.records.flush)
+        await asyncio.to_thread(self.observability.close)
         self.store.close()
         with contextlib.suppress(Exception):
             self.objects.close()
@@ -345,6 +354,9 @@ class Squall:
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
             *squall_api_routes(self.store, self.prices),
+            *dashboard_api_routes(self),
+            *ui_routes(self.sessions, secure_cookie=self.config.public_url.startswith("https://")),
+            *self.observability.routes(),
             *(r for p in self.plugins for r in p.routes),
         ]
         app = Starlette(routes=routes, lifespan=lifespan)
@@ -353,6 +365,7 @@ class Squall:
             self.objects, region=self.config.region, function_exists=self._function_exists,
             queue_exists=self._queue_exists,
         )  # fmt: skip
+        s3 = self.observability.traced("S3", s3)  # spans for requests that carry a trace context
         sqs_apps: list[Any] = []
 
         async def dispatch(scope: Any, receive: Any, send: Any) -> None:
@@ -367,12 +380,15 @@ class Squall:
             elif service == "sqs" or is_sqs_request(scope):
                 if not sqs_apps:  # built lazily: the waiter needs the running loop
                     sqs_apps.append(
-                        sqs_app(
-                            self.queues,
-                            public_url=self.config.public_url,
-                            region=self.config.region,
-                            account_id=self.config.account_id,
-                            waiter=self.queue_waiter,
+                        self.observability.traced(
+                            "SQS",
+                            sqs_app(
+                                self.queues,
+                                public_url=self.config.public_url,
+                                region=self.config.region,
+                                account_id=self.config.account_id,
+                                waiter=self.queue_waiter,
+                            ),
                         )
                     )
                 await sqs_apps[0](scope, receive, send)
@@ -402,5 +418,9 @@ class Squall:
             await dispatch(scope, receive, send)
 
         return SigV4Middleware(
-            outer, self.keyring.secret_for, public_prefixes=("/_squall/health",), is_public=is_public
+            outer,
+            self.keyring.secret_for,
+            public_prefixes=("/_squall/health", "/ui/login", "/ui/static/", *self.observability.public_prefixes),
+            is_public=is_public,
+            session=SessionGate(self.sessions, self.config.region),
         )

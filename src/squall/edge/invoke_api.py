@@ -23,6 +23,7 @@ from squall.control.names import parse_function_name
 from squall.edge import aws_errors
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
 from squall.invoker import Invoker
+from squall.observability.tracing import KIND_SERVER, Span
 
 __all__ = ["InvokeEndpoint", "invoke_routes"]
 
@@ -65,6 +66,8 @@ class InvokeEndpoint:
     async def handle(self, request: Request) -> Response:
         request_id = request.scope.get("squall.request_id", "")
         headers_in = request.headers
+        tracer = self.invoker.tracer
+        span: Span | None = None
         try:
             itype = headers_in.get("x-amz-invocation-type", "RequestResponse")
             if itype not in ("RequestResponse", "Event", "DryRun"):
@@ -83,6 +86,15 @@ class InvokeEndpoint:
             body = request.scope.get("squall.body")
             if body is None:
                 body = await request.body()
+            if tracer is not None:  # the entry span: continues the caller's traceparent / X-Amzn-Trace-Id
+                span = tracer.entry_span(
+                    f"Invoke {name}",
+                    headers_in.get("traceparent", ""),
+                    headers_in.get("x-amzn-trace-id", ""),
+                    KIND_SERVER,
+                    {"faas.invocation_id": request_id, "faas.name": name, "faas.trigger": "other",
+                     "squall.trigger": "lambda-api", "squall.invocation_type": itype},
+                )  # fmt: skip
             result = await self.invoker.invoke(
                 name,
                 qualifier,
@@ -92,16 +104,29 @@ class InvokeEndpoint:
                 trace_id=headers_in.get("x-amzn-trace-id", ""),
                 traceparent=headers_in.get("traceparent", ""),
                 request_id=request_id or None,
+                span=span,
             )
         except SquallError as e:
             status, headers, payload = aws_errors.render("lambda", e, request_id)
-            return Response(payload, status, headers={**headers, "x-amzn-RequestId": request_id})
+            headers = {**headers, "x-amzn-RequestId": request_id}
+            if span is not None and tracer is not None:
+                span.attributes["error.type"] = e.code
+                tracer.end(span, error=True)
+                headers["traceparent"] = span.traceparent()
+            return Response(payload, status, headers=headers)
         except Exception as e:  # a bug of ours: log it, answer in Lambda's shape, never a bare 500
             log.exception("Invoke failed")
             err = ServiceError(f"Squall could not run the invocation ({type(e).__name__}: {e}); see the server log")
             status, headers, payload = aws_errors.render("lambda", err, request_id)
+            if span is not None and tracer is not None:
+                tracer.end(span, error=True)
             return Response(payload, status, headers={**headers, "x-amzn-RequestId": request_id})
         headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": result.executed_version}
+        if span is not None and tracer is not None:
+            if result.function_error:
+                span.attributes["error.type"] = result.function_error
+            tracer.end(span, error=result.function_error is not None)
+            headers["traceparent"] = span.traceparent()
         if result.function_error:
             headers["X-Amz-Function-Error"] = result.function_error
         if log_type == "Tail" and itype == "RequestResponse":

@@ -1,0 +1,1 @@
+"""Metrics (Prometheus, ``/metrics``) and traces (OpenTelemetry spans, OTLP export, a local trace store)."""

@@ -1,0 +1,202 @@
+"""Wiring of metrics and traces into one server: the hooks, the routes, the S3/SQS entry spans.
+
+Routes (behind SigV4 like everything else; ``SQUALL_METRICS_PUBLIC=1`` lets ``/metrics`` be scraped unsigned):
+
+* ``GET /metrics``: Prometheus text format (see ``squall.observability.metrics``)
+* ``GET /_squall/api/traces?request_id=RID`` -> ``{"traces": [TRACE]}``: the trace containing that invocation
+  (``[]`` if none is kept)
+* ``GET /_squall/api/traces?function=NAME&limit=N`` -> ``{"traces": [TRACE, ...]}``: newest first (``function``
+  optional, ``limit`` 1 to 1000, default 50)
+* ``GET /_squall/api/traces/{trace_id}`` -> TRACE, or 404 ``ResourceNotFoundException``
+
+TRACE = ``{"trace_id", "root", "start", "duration_ms", "spans": [{"trace_id", "span_id", "parent_span_id",
+"name", "start", "end", "duration_ms", "kind", "status", "attributes"}]}`` (see ``trace_store.trace_dict``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from squall.errors import ResourceNotFound, SquallError
+from squall.observability.metrics import Metrics, StateSnapshot
+from squall.observability.otlp import OtlpExport
+from squall.observability.trace_store import TraceStore
+from squall.observability.tracing import KIND_SERVER, Span, Tracer
+
+if TYPE_CHECKING:
+    from squall.server import Squall
+
+__all__ = ["Observability", "install"]
+
+log = logging.getLogger("squall.observability")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+METRICS_PATH = "/metrics"
+
+
+@dataclass
+class Observability:
+    metrics: Metrics | None = None
+    tracer: Tracer | None = None
+    traces: TraceStore | None = None
+    otlp: OtlpExport | None = None
+    metrics_public: bool = False
+
+    @property
+    def public_prefixes(self) -> tuple[str, ...]:
+        return (METRICS_PATH,) if self.metrics is not None and self.metrics_public else ()
+
+    def routes(self) -> list[Route]:
+        from squall.edge.squall_api import API_PREFIX, _error, _json, _Params
+
+        routes: list[Route] = []
+        metrics = self.metrics
+        if metrics is not None:
+
+            async def scrape(_: Request) -> Response:
+                from prometheus_client import CONTENT_TYPE_LATEST
+
+                return Response(metrics.exposition(), 200, media_type=CONTENT_TYPE_LATEST)
+
+            routes.append(Route(METRICS_PATH, scrape, methods=["GET"]))
+        store = self.traces
+
+        async def list_traces(request: Request) -> Response:
+            try:
+                p = _Params(request)
+                request_id = p.text("request_id")
+                function = p.text("function", 170)
+                limit = p.integer("limit", 50, 1, 1000)
+            except SquallError as e:
+                return _error(request, e)
+            if store is None:
+                return _json({"traces": [], "tracing": False})
+            if request_id is not None:
+                traces = store.by_request(request_id)
+                if function is not None:
+                    traces = [
+                        t for t in traces if any(s["attributes"].get("faas.name") == function for s in t["spans"])
+                    ]
+                return _json({"traces": traces[:limit]})
+            return _json({"traces": store.recent(function, limit)})
+
+        async def get_trace(request: Request) -> Response:
+            trace_id = str(request.path_params["trace_id"]).lower()
+            trace = store.get(trace_id) if store is not None else None
+            if trace is None:
+                return _error(request, ResourceNotFound(f"Trace not found: {trace_id}"))
+            return _json(trace)
+
+        routes += [
+            Route(f"{API_PREFIX}/traces", list_traces, methods=["GET"]),
+            Route(f"{API_PREFIX}/traces/{{trace_id}}", get_trace, methods=["GET"]),
+        ]
+        return routes
+
+    def traced(self, service: str, app: ASGIApp) -> ASGIApp:
+        """``app`` (the S3 or SQS API) with a server span for each request that carries a trace context
+        (``traceparent`` or ``X-Amzn-Trace-Id``, as boto3 inside a function sends): a function's S3 or SQS calls
+        continue its trace.  Requests without one pass straight through."""
+        tracer = self.tracer
+        if tracer is None:
+            return app
+
+        async def traced_app(scope: Scope, receive: Any, send: Any) -> None:
+            traceparent = amzn = ""
+            target = ""
+            for k, v in scope["headers"]:
+                if k == b"traceparent":
+                    traceparent = v.decode("latin-1")
+                elif k == b"x-amzn-trace-id":
+                    amzn = v.decode("latin-1")
+                elif k == b"x-amz-target":
+                    target = v.decode("latin-1")
+            if not traceparent and not amzn:
+                await app(scope, receive, send)
+                return
+            method, path = scope["method"], scope["path"]
+            attrs: dict[str, Any] = {"rpc.system": "aws-api", "rpc.service": service, "http.request.method": method}
+            if service == "S3":
+                bucket, _, key = path.lstrip("/").partition("/")
+                attrs["aws.s3.bucket"] = bucket
+                if key:
+                    attrs["aws.s3.key"] = key
+                op = method
+            else:
+                op = target.rpartition(".")[2] or method
+                attrs["url.path"] = path
+            attrs["rpc.method"] = op
+            request_id = scope.get("squall.request_id")
+            if request_id:
+                attrs["aws.request_id"] = request_id
+            span = tracer.entry_span(f"{service} {op}", traceparent, amzn, KIND_SERVER, attrs)
+            status = 500
+
+            async def send_traced(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    span.attributes["http.response.status_code"] = status
+                    headers = [*message.get("headers", []), (b"traceparent", span.traceparent().encode())]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            try:
+                await app(scope, receive, send_traced)
+            finally:
+                tracer.end(span, error=status >= 500)
+
+        return traced_app
+
+    def close(self) -> None:
+        if self.otlp is not None:
+            self.otlp.close()
+
+
+def _snapshot(squall: Squall) -> Callable[[], StateSnapshot]:
+    def snapshot() -> StateSnapshot:
+        try:
+            memory = int(squall.node.cgroups.node_memory_in_use())
+        except Exception:
+            memory = 0
+        return StateSnapshot(
+            instances=[(i.function, str(i.state)) for i in squall.pool.state.instances],
+            zygotes=len(squall.pool.loaded),
+            async_queue_depth=squall.store.depth(),
+            async_event_age_s=squall.store.oldest_age(time.time()),
+            async_succeeded=squall.dispatcher.delivered,
+            async_failed=squall.dispatcher.failed,
+            node_memory_bytes=memory,
+        )
+
+    return snapshot
+
+
+def install(squall: Squall) -> Observability:
+    """Build metrics and tracing for ``squall`` (per its config) and hook them into its invoker."""
+    c = squall.config
+    obs = Observability(metrics_public=c.metrics_public)
+    if c.metrics:
+        obs.metrics = Metrics(_snapshot(squall))
+        squall.invoker.metrics = obs.metrics
+    if c.tracing:
+        obs.traces = TraceStore(max_traces=c.trace_buffer)
+        sinks: list[Callable[[Span], None]] = [obs.traces.add]
+        if c.otlp_endpoint:
+            obs.otlp = OtlpExport(c.otlp_endpoint)
+            sinks.append(obs.otlp)
+            log.info("exporting traces over OTLP/HTTP to %s", obs.otlp.url)
+        obs.tracer = Tracer(c.trace_sample, sinks)
+        squall.invoker.tracer = obs.tracer
+    return obs
