@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from squall.edge import aws_errors
-from squall.edge.sigv4 import SigV4Error, parse_scope, verify_request
+from squall.edge.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
 from squall.errors import RequestTooLarge
 
 __all__ = ["SigV4Middleware", "service_for_unsigned"]
@@ -23,6 +23,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: the dashboard's session check (``squall.ui.sessions.SessionGate``): for an unsigned request, the caller it
+#: authenticates, an ASGI response to send instead (a redirect to the login page, a refusal), or None (use SigV4)
+SessionHook = Callable[[Scope, Mapping[str, str]], "AuthContext | ASGIApp | None"]
 
 MAX_BODY_BYTES = 80 * 1024 * 1024
 
@@ -51,8 +54,10 @@ class SigV4Middleware:
         lookup_secret: Callable[[str], str | None],
         public_prefixes: tuple[str, ...] = (),
         is_public: Callable[[Scope], bool] | None = None,
+        session: SessionHook | None = None,
     ) -> None:
         self.app = app
+        self.session = session
         self.lookup_secret = lookup_secret
         self.public_prefixes = public_prefixes
         self.is_public = is_public
@@ -74,6 +79,14 @@ class SigV4Middleware:
         service = scope_info.service if scope_info else service_for_unsigned(headers)
         request_id = str(uuid.uuid4())
         scope["squall.request_id"] = request_id
+        ctx: AuthContext | None = None
+        if self.session is not None and scope_info is None:
+            verdict = self.session(scope, headers)
+            if isinstance(verdict, AuthContext):
+                ctx = verdict
+            elif verdict is not None:
+                await verdict(scope, receive, send)
+                return
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -91,7 +104,7 @@ class SigV4Middleware:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            ctx = verify_request(
+            ctx = ctx or verify_request(
                 scope["method"],
                 scope.get("raw_path") or path.encode(),
                 scope.get("query_string", b""),

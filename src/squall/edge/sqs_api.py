@@ -42,6 +42,7 @@ from squall.edge.sqs_shapes import (
 )
 from squall.errors import InvalidParameterValue, ServiceError, SquallError
 from squall.store.queue_errors import BatchRequestTooLong, MissingParameter, QueueDoesNotExist, UnknownOperation
+from squall.store.queue_moves import list_move_tasks, start_move_task
 from squall.store.queue_records import SendEntry
 from squall.store.queue_wait import QueueWaiter
 from squall.store.queues import QueueStore
@@ -128,6 +129,8 @@ class SqsApp:
             "TagQueue": self._tag_queue,
             "UntagQueue": self._untag_queue,
             "ListQueueTags": self._list_queue_tags,
+            "StartMessageMoveTask": self._start_message_move_task,
+            "ListMessageMoveTasks": self._list_message_move_tasks,
         }
 
     # -- ASGI -----------------------------------------------------------------------------------------------
@@ -271,6 +274,19 @@ class SqsApp:
     def _list_queue_tags(self, call: _Call) -> dict[str, Any]:
         tags = self.store.tags(self._queue(call))
         return {"Tags": tags} if tags else {}
+
+    def _start_message_move_task(self, call: _Call) -> dict[str, Any]:
+        rate = optional_int(call.params, "MaxNumberOfMessagesPerSecond", 1, 500, "Must be between 1 and 500.")
+        destination = call.params.get("DestinationArn")
+        task = start_move_task(
+            self.store, required_str(call.params, "SourceArn"), str(destination) if destination else None, rate
+        )
+        return {"TaskHandle": task.task_handle}
+
+    def _list_message_move_tasks(self, call: _Call) -> dict[str, Any]:
+        limit = optional_int(call.params, "MaxResults", 1, 10, "Must be between 1 and 10.")
+        tasks = list_move_tasks(self.store, required_str(call.params, "SourceArn"), limit or 1)
+        return {"Results": [t.to_sqs() for t in tasks]}
 
     # -- messages -------------------------------------------------------------------------------------------
 

@@ -218,3 +218,44 @@ class SeriesMixin(SqliteBase):
                 inv[k] = int(requests or 0)
                 err[k] = int(errors or 0)
         return out
+
+    def async_events(self, now: float, limit: int = 50) -> dict[str, Any]:
+        """The async-invocation queue for the dashboard: depth per function, and the events that failed at least
+        once and wait for a retry (newest failure first), with their last error."""
+        with self._read() as conn:
+            by_fn = conn.execute(
+                "SELECT function, COUNT(*), SUM(leased_until IS NOT NULL AND leased_until > ?), SUM(attempt > 0), "
+                "MIN(enqueued_at) FROM event_queue GROUP BY function ORDER BY function",
+                (now,),
+            ).fetchall()
+            retrying = conn.execute(
+                "SELECT id, function, qualifier, request_id, source, enqueued_at, attempt, next_attempt_at, last_error "
+                "FROM event_queue WHERE attempt > 0 ORDER BY next_attempt_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return {
+            "by_function": [
+                {
+                    "function": f,
+                    "depth": int(d),
+                    "in_flight": int(leased or 0),
+                    "retrying": int(r or 0),
+                    "oldest_age_s": max(0.0, now - float(oldest)),
+                }
+                for f, d, leased, r, oldest in by_fn
+            ],
+            "retrying": [
+                {
+                    "id": i,
+                    "function": f,
+                    "qualifier": q,
+                    "request_id": rid,
+                    "source": src,
+                    "enqueued_at": enq,
+                    "attempt": att,
+                    "next_attempt_at": nxt,
+                    "last_error": err,
+                }
+                for i, f, q, rid, src, enq, att, nxt, err in retrying
+            ],
+        }
