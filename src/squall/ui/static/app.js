@@ -52,7 +52,7 @@ function fmtMs(ms) {
   if (ms == null) return "–";
   if (ms >= 60000) return (ms / 60000).toFixed(1) + " min";
   if (ms >= 1000) return (ms / 1000).toFixed(ms >= 10000 ? 1 : 2) + " s";
-  if (ms >= 100) return ms.toFixed(0) + " ms";
+  if (ms >= 100 || Number.isInteger(ms)) return ms.toFixed(0) + " ms";
   if (ms >= 10) return ms.toFixed(1) + " ms";
   return ms.toFixed(2) + " ms";
 }
@@ -140,8 +140,8 @@ function makeChart(el, series, opts = {}) {
       legend: { live: true },
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.12 : 1] } },
       axes: [
-        { stroke: axisStroke, grid, ticks: grid },
-        { stroke: axisStroke, grid, ticks: grid, size: 56, values: (u, vals) => vals.map(opts.fmt || fmtNum) },
+        { stroke: axisStroke, grid, ticks: grid, space: 70, values: (u, vals) => vals.map(fmtTick(vals)) },
+        { stroke: axisStroke, grid, ticks: grid, size: axisSize, values: (u, vals) => vals.map(opts.fmt || fmtNum) },
       ],
       series: [{}, ...series.map((s) => ({ spanGaps: false, width: 1.6, points: { show: false }, value: (u, v) => (v == null ? "–" : (opts.fmt || fmtNum)(v)), ...s }))],
     },
@@ -152,6 +152,18 @@ function makeChart(el, series, opts = {}) {
   ro.observe(el);
   u._ro = ro;
   return u;
+}
+function fmtTick(vals) {
+  const span = vals.length > 1 ? vals[vals.length - 1] - vals[0] : 0;
+  return (v) => {
+    const d = new Date(v * 1000);
+    const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+    return span > 2 * 86400 ? d.toLocaleDateString([], { month: "short", day: "numeric" }) + (d.getHours() || d.getMinutes() ? " " + hm : "") : hm;
+  };
+}
+function axisSize(u, values) {
+  if (!values || !values.length) return 48;
+  return Math.max(...values.map((v) => String(v).length)) * 7 + 18;
 }
 function bars() {
   return uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7, 40] }) : undefined;
@@ -174,7 +186,7 @@ function overviewPage() {
       <div class="card"><div class="label">Invocations</div><div class="value">${fmtNum(tot.inv)}<small>/ h</small></div></div>
       <div class="card ${tot.err ? "bad" : ""}"><div class="label">Errors</div><div class="value">${fmtNum(tot.err)}<small>${fmtPct(errRate)}</small></div></div>
       <div class="card"><div class="label">Cold starts</div><div class="value">${fmtNum(tot.cold)}<small>${fmtPct(tot.inv ? (tot.cold / tot.inv) * 100 : 0)}</small></div></div>
-      <div class="card"><div class="label">Cost (Lambda prices)</div><div class="value">${fmtUsd(tot.cost)}<small>/ h</small></div></div>
+      <div class="card" title="at AWS Lambda prices"><div class="label">Cost · 1h</div><div class="value">${fmtUsd(tot.cost)}</div></div>
       <div class="card"><div class="label">Running now</div><div class="value">${d.pool.instances ?? 0}<small>instances</small></div></div>
       <div class="card"><div class="label">Async queue</div><div class="value">${fmtNum(d.async_queue.depth)}<small>${d.async_queue.depth ? "oldest " + fmtDur(d.async_queue.oldest_age_s) : "events"}</small></div></div>`;
     document.getElementById("fn-count").textContent = fns.length ? `${fns.length} deployed` : "";
