@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_prereqs.sh
+# the dashboard's browser tests drive Debian's chromium through Playwright (never `playwright install`)
+[ -x /usr/bin/chromium ] || _apt chromium || echo "note: chromium missing: the dashboard browser tests will skip" >&2
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
