@@ -126,13 +126,13 @@ class SeriesMixin(SqliteBase):
                 "SELECT CAST((t - ?) / ? AS INTEGER) AS k, MAX(running), SUM(d) FROM c WHERE t >= ? AND t < ? GROUP BY k",
                 (*peak_args, *peak_args, since, step, since, until),
             ).fetchall()
-            # a bucket in which nothing started or ended has the level of the last event before it
-            before = conn.execute(
-                "WITH e AS (SELECT start AS t, 1 AS d FROM invocations WHERE "
-                f"{peak_where} UNION ALL SELECT start + duration_ms / 1000.0, -1 FROM invocations WHERE {peak_where}) "
-                "SELECT COALESCE(SUM(d), 0) FROM e WHERE t < ?",
-                (*peak_args, *peak_args, since),
-            ).fetchone()
+            # the level when the window opens: records that started before it and had not ended yet
+            before_args: list[Any] = [since - lookback, since, since]
+            before_where = "start >= ? AND start < ? AND start + duration_ms / 1000.0 >= ? AND status != 'throttled'"
+            if function is not None:
+                before_where += " AND function = ?"
+                before_args.append(function)
+            before = conn.execute(f"SELECT COUNT(*) FROM invocations WHERE {before_where}", before_args).fetchone()
         s = Series(since=since, until=until, step=step)
         s.t = [since + i * step for i in range(n)]
         s.invocations, s.errors, s.throttles, s.cold_starts = [0] * n, [0] * n, [0] * n, [0] * n
