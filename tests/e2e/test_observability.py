@@ -335,3 +335,19 @@ def test_spans_are_exported_over_otlp(squall: SquallProcess, lam: Any) -> None:
         return names if {"Invoke obs-echo", "invoker", "instance"} <= names else None
 
     eventually(exported, timeout_s=30, what="spans of the trace at the OTLP receiver")
+
+
+def test_function_urls_continue_and_return_the_trace(squall: SquallProcess, lam: Any) -> None:
+    trace_id = "8bf92f3577b34da6a3ce929d0e0e473a"
+    url = lam.create_function_url_config(FunctionName="obs-echo", AuthType="NONE")["FunctionUrl"]
+    req = urllib.request.Request(url + "path", headers={"traceparent": f"00-{trace_id}-{CALLER_SPAN}-01"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+        tp = resp.headers["traceparent"]
+        request_id = resp.headers["x-amzn-RequestId"]
+    assert tp.startswith(f"00-{trace_id}-")
+    trace = _trace_of(squall, request_id)
+    entry = next(s for s in trace["spans"] if s["name"] == "Invoke obs-echo")
+    assert entry["span_id"] == tp.split("-")[2] and entry["kind"] == "server"
+    assert entry["attributes"]["faas.trigger"] == "http"
+    assert {"invoker", "instance"} <= {s["name"] for s in trace["spans"]}

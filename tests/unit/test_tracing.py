@@ -13,8 +13,11 @@ from squall.observability.trace_store import TraceStore
 from squall.observability.tracing import (
     KIND_CONSUMER,
     KIND_SERVER,
+    Finished,
+    InvocationTrace,
     Span,
     Tracer,
+    expand,
     format_amzn_trace_id,
     format_traceparent,
     parse_amzn_trace_id,
@@ -29,8 +32,8 @@ def outcome(cold: bool = False, init_ms: float | None = None, error: str | None 
     return InvokeOutcome("rid", b"{}", error, 1.5, 2, init_ms, 10, 128, "", cold, "i-1")
 
 
-def collect() -> tuple[Tracer, list[Span]]:
-    got: list[Span] = []
+def collect() -> tuple[Tracer, list[Finished]]:
+    got: list[Finished] = []
     return Tracer(1.0, [got.append]), got
 
 
@@ -87,7 +90,7 @@ def test_entry_span_continues_either_header_traceparent_first() -> None:
 
 
 def test_sampling_ratio_and_callers_decision() -> None:
-    got: list[Span] = []
+    got: list[Finished] = []
     never = Tracer(0.0, [got.append])
     span = never.entry_span("Invoke f", "", "", KIND_SERVER, {})
     assert not span.sampled and span.traceparent().endswith("-00")
@@ -114,6 +117,19 @@ def tree(spans: list[Span]) -> dict[str, Span]:
     return by_name
 
 
+def test_lazy_spans_are_the_same_on_every_read() -> None:
+    tracer, got = collect()
+    trace = tracer.invocation("f", "rid", "lambda-api", None)
+    trace.acquired()
+    trace.finish("$LATEST", outcome(cold=True, init_ms=0.5), "ok", None)
+    [item, _entry] = got
+    assert isinstance(item, InvocationTrace)
+    first = [(s.name, s.span_id, s.parent_id, s.start_ns, s.end_ns) for s in item.spans()]
+    second = [(s.name, s.span_id, s.parent_id, s.start_ns, s.end_ns) for s in item.spans()]
+    assert first == second
+    assert len({s[1] for s in first}) == len(first) == 5
+
+
 def test_cold_invocation_spans_form_the_documented_tree() -> None:
     tracer, got = collect()
     edge = tracer.entry_span("Invoke f", format_traceparent(TID, SID, True), "", KIND_SERVER, {})
@@ -123,14 +139,14 @@ def test_cold_invocation_spans_form_the_documented_tree() -> None:
     amzn, tp = trace.instance_context()
     trace.finish("$LATEST", outcome(cold=True, init_ms=1.0), "ok", None)
     tracer.end(edge)
-    t = tree(got)
+    t = tree(expand(got))
     assert set(t) == {"invoker", "acquire instance", "cold start", "init", "instance", "Invoke f"}
     assert t["invoker"].parent_id == edge.span_id
     assert t["acquire instance"].parent_id == t["invoker"].span_id
     assert t["cold start"].parent_id == t["acquire instance"].span_id
     assert t["init"].parent_id == t["cold start"].span_id
     assert t["instance"].parent_id == t["invoker"].span_id
-    assert all(s.trace_id == TID for s in got)
+    assert all(s.trace_id == TID for s in expand(got))
     # what the function sees is the instance span's context, in both formats
     assert tp == format_traceparent(TID, t["instance"].span_id, True)
     assert amzn == format_amzn_trace_id(TID, t["instance"].span_id, True)
@@ -139,7 +155,7 @@ def test_cold_invocation_spans_form_the_documented_tree() -> None:
     assert 0 < init.end_ns - init.start_ns <= 1_000_000 + 1
     assert t["instance"].attributes["faas.invocation_id"] == "rid-1"
     assert t["instance"].attributes["faas.coldstart"] is True
-    assert not any(s.error for s in got)
+    assert not any(s.error for s in expand(got))
 
 
 def test_warm_error_and_throttle_and_own_entry_span() -> None:
@@ -147,7 +163,7 @@ def test_warm_error_and_throttle_and_own_entry_span() -> None:
     trace = tracer.invocation("f", "rid-2", "sqs", None, "", "")
     trace.acquired()
     trace.finish("3", outcome(error="Unhandled"), "error", "Unhandled")
-    t = tree(got)
+    t = tree(expand(got))
     assert set(t) == {"Invoke f", "invoker", "acquire instance", "instance"}
     entry = t["Invoke f"]
     assert entry.kind == KIND_CONSUMER and entry.parent_id is None
@@ -157,7 +173,7 @@ def test_warm_error_and_throttle_and_own_entry_span() -> None:
     got.clear()
     sync = tracer.invocation("f", "rid-3", "function-url", None, format_traceparent(TID, SID, True), "", sync=True)
     sync.finish("$LATEST", None, "throttled", "TooManyRequestsException")
-    t = tree(got)
+    t = tree(expand(got))
     assert set(t) == {"Invoke f", "invoker", "acquire instance"}
     assert t["Invoke f"].kind == KIND_SERVER and t["Invoke f"].parent_id == SID and t["Invoke f"].remote_parent
     assert t["acquire instance"].error
@@ -166,13 +182,13 @@ def test_warm_error_and_throttle_and_own_entry_span() -> None:
     got.clear()
     failed_init = tracer.invocation("f", "rid-4", "lambda-api", None)
     failed_init.finish("$LATEST", None, "error", "Runtime.ImportModuleError", init_ms=3.0, cold=True)
-    t = tree(got)
+    t = tree(expand(got))
     assert set(t) == {"Invoke f", "invoker", "acquire instance", "cold start", "init"}
     assert t["init"].error
 
 
 def test_unsampled_invocations_emit_nothing_but_propagate() -> None:
-    got: list[Span] = []
+    got: list[Finished] = []
     tracer = Tracer(0.0, [got.append])
     trace = tracer.invocation("f", "rid", "lambda-api", None)
     trace.acquired()
@@ -242,7 +258,7 @@ def test_spans_become_sdk_readable_spans() -> None:
     trace = tracer.invocation("f", "rid", "lambda-api", None, format_traceparent(TID, SID, True), "", sync=True)
     trace.acquired()
     trace.finish("$LATEST", outcome(error="Unhandled"), "error", "Unhandled")
-    readable = {s.name: s for s in to_readable(got, Resource.create({}), InstrumentationScope("squall"))}
+    readable = {s.name: s for s in to_readable(expand(got), Resource.create({}), InstrumentationScope("squall"))}
     entry, instance = readable["Invoke f"], readable["instance"]
     assert entry.context is not None and entry.parent is not None
     assert entry.context.trace_id == TID and entry.parent.span_id == SID and entry.parent.is_remote
@@ -280,7 +296,7 @@ def test_otlp_export_batches_off_the_hot_path_and_flushes_on_close() -> None:
     assert fake.shut
     names = [s.name for batch in fake.batches for s in batch]
     assert len(names) == 12 and names.count("instance") == 3
-    assert all(len(b) <= 4 for b in fake.batches)
+    assert len(fake.batches) == 2  # 6 items (3 invocations + their entry spans) in batches of 4, expanded there
     assert export.exported == 12 and export.failed == 0
 
 

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from squall.observability.tracing import KIND_CLIENT, KIND_CONSUMER, KIND_SERVER, Span
+from squall.observability.tracing import KIND_CLIENT, KIND_CONSUMER, KIND_SERVER, Finished, Span, expand
 
 __all__ = ["OtlpExport", "otlp_traces_url", "to_readable"]
 
@@ -85,7 +85,7 @@ class OtlpExport:
         self.scope = InstrumentationScope("squall", __version__)
         self.interval_s = interval_s
         self.batch_size = batch_size
-        self.queue: deque[Span] = deque(maxlen=max_queue)
+        self.queue: deque[Finished] = deque(maxlen=max_queue)
         self.exported = 0
         self.failed = 0
         self._wake = threading.Event()
@@ -93,16 +93,17 @@ class OtlpExport:
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._thread.start()
 
-    def __call__(self, span: Span) -> None:
-        self.queue.append(span)
+    def __call__(self, item: Finished) -> None:
+        self.queue.append(item)
         if len(self.queue) >= self.batch_size:
             self._wake.set()
 
     def _drain(self) -> None:
         while self.queue:
-            batch: list[Span] = []
-            while self.queue and len(batch) < self.batch_size:
-                batch.append(self.queue.popleft())
+            items: list[Finished] = []
+            while self.queue and len(items) < self.batch_size:
+                items.append(self.queue.popleft())
+            batch = expand(items)
             try:
                 result = self.exporter.export(to_readable(batch, self.resource, self.scope))
                 ok = getattr(result, "name", "SUCCESS") == "SUCCESS"

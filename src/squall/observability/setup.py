@@ -29,7 +29,7 @@ from squall.errors import ResourceNotFound, SquallError
 from squall.observability.metrics import Metrics, StateSnapshot
 from squall.observability.otlp import OtlpExport
 from squall.observability.trace_store import TraceStore
-from squall.observability.tracing import KIND_SERVER, Span, Tracer
+from squall.observability.tracing import KIND_SERVER, Finished, Tracer
 
 if TYPE_CHECKING:
     from squall.server import Squall
@@ -192,7 +192,7 @@ def install(squall: Squall) -> Observability:
         squall.invoker.metrics = obs.metrics
     if c.tracing:
         obs.traces = TraceStore(max_traces=c.trace_buffer)
-        sinks: list[Callable[[Span], None]] = [obs.traces.add]
+        sinks: list[Callable[[Finished], None]] = [obs.traces.add]
         if c.otlp_endpoint:
             obs.otlp = OtlpExport(c.otlp_endpoint)
             sinks.append(obs.otlp)

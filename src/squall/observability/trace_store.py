@@ -1,7 +1,7 @@
 """Recent traces kept in memory, so the dashboard can show them without any other service.
 
 Bounded: the newest ``max_traces`` traces (a trace is dropped whole, oldest first) and at most ``max_spans_per_trace``
-spans in any one trace.  Adding a span is a dict lookup and a list append (it runs on the invocation path); spans
+entries (spans, or finished invocations that expand to their 2-5 inner spans) in any one trace.  Adding a span is a dict lookup and a list append (it runs on the invocation path); spans
 become JSON only when read.  Everything runs on the server's event loop thread.
 """
 
@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from squall.observability.tracing import Span
+from squall.observability.tracing import Finished, Span, expand
 
 __all__ = ["TraceStore", "span_dict", "trace_dict"]
 
 
 class _Trace:
-    __slots__ = ("dropped", "functions", "request_ids", "spans")
+    __slots__ = ("dropped", "functions", "items", "request_ids")
 
     def __init__(self) -> None:
-        self.spans: list[Span] = []
+        #: ended spans and finished invocations (each expands to its child spans when read)
+        self.items: list[Finished] = []
         self.request_ids: set[str] = set()
         self.functions: set[str] = set()
         self.dropped = 0
@@ -35,24 +36,27 @@ class TraceStore:
     def __len__(self) -> int:
         return len(self._traces)
 
-    def add(self, span: Span) -> None:
-        trace = self._traces.get(span.trace_id)
+    def add(self, item: Finished) -> None:
+        trace_id = item.trace_id
+        trace = self._traces.get(trace_id)
         if trace is None:
-            trace = self._traces[span.trace_id] = _Trace()
+            trace = self._traces[trace_id] = _Trace()
             if len(self._traces) > self.max_traces:
                 _, old = self._traces.popitem(last=False)
                 for old_rid in old.request_ids:
                     self._by_request.pop(old_rid, None)
-        if len(trace.spans) >= self.max_spans_per_trace:
+        if len(trace.items) >= self.max_spans_per_trace:
             trace.dropped += 1
             return
-        trace.spans.append(span)
-        attrs = span.attributes
-        rid = attrs.get("faas.invocation_id")
+        trace.items.append(item)
+        if isinstance(item, Span):
+            rid = item.attributes.get("faas.invocation_id")
+            function = item.attributes.get("faas.name")
+        else:
+            rid, function = item.request_id, item.function
         if rid and rid not in trace.request_ids:
             trace.request_ids.add(rid)
-            self._by_request[rid] = span.trace_id
-        function = attrs.get("faas.name")
+            self._by_request[rid] = trace_id
         if function:
             trace.functions.add(function)
 
@@ -63,22 +67,26 @@ class TraceStore:
         except ValueError:
             return None
         trace = self._traces.get(key) if len(trace_id) == 32 else None
-        return None if trace is None else trace_dict(key, trace.spans)
+        return None if trace is None else trace_dict(key, expand(trace.items))
 
     def by_request(self, request_id: str) -> list[dict[str, Any]]:
         key = self._by_request.get(request_id)
         trace = self._traces.get(key) if key is not None else None
-        return [] if key is None or trace is None else [trace_dict(key, trace.spans)]
+        return [] if key is None or trace is None else [trace_dict(key, expand(trace.items))]
 
     def recent(self, function: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first (by the start of the trace's earliest span)."""
         picked = [
-            (min(s.start_ns for s in t.spans), key, t)
+            (min(_start(i) for i in t.items), key, t)
             for key, t in self._traces.items()
-            if t.spans and (function is None or function in t.functions)
+            if t.items and (function is None or function in t.functions)
         ]
         picked.sort(key=lambda x: x[0], reverse=True)
-        return [trace_dict(key, t.spans) for _, key, t in picked[:limit]]
+        return [trace_dict(key, expand(t.items)) for _, key, t in picked[:limit]]
+
+
+def _start(item: Finished) -> int:
+    return item.start_ns if isinstance(item, Span) else item.t_start
 
 
 def span_dict(span: Span, parent_known: bool) -> dict[str, Any]:

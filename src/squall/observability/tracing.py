@@ -1,9 +1,11 @@
 """Spans of invocations, cheap enough for the hot path; OpenTelemetry data off it.
 
-On the hot path a span is a small slotted record (ids as ints, wall-clock nanoseconds, a dict of attributes). Ended,
-sampled spans go to the sinks: the local :class:`~squall.observability.trace_store.TraceStore` (a dict insert) and,
-when an OTLP endpoint is configured, :class:`~squall.observability.otlp.OtlpExport`, which turns them into
-OpenTelemetry SDK ``ReadableSpan`` objects in a background thread and exports them with the OTLP/HTTP exporter.
+On the hot path a span is a small slotted record (ids as ints, wall-clock nanoseconds, a dict of attributes), and the
+inner spans of an invocation are not even that: :class:`InvocationTrace` keeps the phases' timestamps and builds the
+spans when they are read.  Ended, sampled spans and invocations go to the sinks: the local
+:class:`~squall.observability.trace_store.TraceStore` (a dict insert) and, when an OTLP endpoint is configured,
+:class:`~squall.observability.otlp.OtlpExport`, which turns them into OpenTelemetry SDK ``ReadableSpan`` objects in
+a background thread and exports them with the OTLP/HTTP exporter.
 
 Propagation: W3C ``traceparent`` (``00-<32 hex trace id>-<16 hex span id>-<flags>``) and AWS ``X-Amzn-Trace-Id``
 (``Root=1-<first 8 hex>-<last 24 hex>;Parent=<16 hex>;Sampled=0|1``) name the same trace id both ways. New trace ids
@@ -33,9 +35,11 @@ __all__ = [
     "KIND_CONSUMER",
     "KIND_INTERNAL",
     "KIND_SERVER",
+    "Finished",
     "InvocationTrace",
     "Span",
     "Tracer",
+    "expand",
     "format_amzn_trace_id",
     "format_traceparent",
     "parse_amzn_trace_id",
@@ -168,11 +172,11 @@ def parse_amzn_trace_id(value: str) -> tuple[int, int | None, bool | None] | Non
 class Tracer:
     """Makes spans and hands the sampled, ended ones to the sinks (the local store, the OTLP export)."""
 
-    def __init__(self, sample_ratio: float = 1.0, sinks: list[Callable[[Span], None]] | None = None) -> None:
+    def __init__(self, sample_ratio: float = 1.0, sinks: list[Callable[[Finished], None]] | None = None) -> None:
         ratio = min(1.0, max(0.0, sample_ratio))
         self.sample_all = ratio >= 1.0
         self._bound = round(ratio * _MASK64)
-        self.sinks: list[Callable[[Span], None]] = sinks or []
+        self.sinks: list[Callable[[Finished], None]] = sinks or []
 
     # -- ids and sampling ---------------------------------------------------------------------------------------
     @staticmethod
@@ -260,22 +264,43 @@ class Tracer:
         return InvocationTrace(self, parent, owns, function, request_id, trigger)
 
 
+def _derived_id(seed: int, n: int) -> int:
+    """The n-th span id derived from ``seed`` (splitmix64): a lazily built span gets the same id on every read."""
+    z = (seed + n * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) or 1
+
+
 class InvocationTrace:
-    """Timestamps of one invocation's phases; the child spans are built only when it finishes.
+    """One invocation's phases as a handful of timestamps; its child spans are built only when read or exported.
 
     Use: ``acquired()`` after the pool returned an instance, ``instance_context()`` for what the function sees,
-    ``finish(...)`` (or ``failed(...)`` when no instance ran)."""
+    then ``finish(...)`` (``outcome`` None when no instance ran).  Finished and sampled, the record itself goes to
+    the sinks; ``spans()`` turns it into the "invoker", "acquire instance", ["cold start", "init"], "instance"
+    spans (ids derived from the instance span's id, so every read gives the same spans)."""
 
     __slots__ = (
+        "billed_ms",
+        "cold",
+        "duration_ms",
+        "error_type",
         "function",
+        "init_ms",
+        "instance_id",
         "instance_span_id",
+        "max_memory_mb",
         "owns_parent",
         "parent",
+        "ran",
         "request_id",
+        "status",
         "t_acquired",
+        "t_end",
         "t_start",
         "tracer",
         "trigger",
+        "version",
     )
 
     def __init__(
@@ -289,7 +314,22 @@ class InvocationTrace:
         self.trigger = trigger
         self.t_start = _time_ns()
         self.t_acquired = 0
+        self.t_end = 0
         self.instance_span_id = _bits(64) or 1
+        self.version = ""
+        self.status = ""
+        self.error_type: str | None = None
+        self.cold = False
+        self.init_ms: float | None = None
+        self.ran = False
+        self.instance_id = ""
+        self.duration_ms = 0.0
+        self.billed_ms = 0
+        self.max_memory_mb = 0
+
+    @property
+    def trace_id(self) -> int:
+        return self.parent.trace_id
 
     @property
     def sampled(self) -> bool:
@@ -315,72 +355,73 @@ class InvocationTrace:
         init_ms: float | None = None,
         cold: bool | None = None,
     ) -> None:
-        """Build and end the spans.  ``outcome`` None: no instance ran (throttled, or init failed)."""
-        end = _time_ns()
+        """Record the end (``outcome`` None: no instance ran: throttled, or init failed) and hand the record to
+        the sinks; end the entry span if this invocation made it."""
+        end = self.t_end = _time_ns()
         p = self.parent
+        self.version, self.status, self.error_type = version, status, error_type
+        if outcome is not None:
+            self.ran = True
+            self.cold, self.init_ms = outcome.cold, outcome.init_ms
+            self.instance_id, self.duration_ms = outcome.instance_id, outcome.duration_ms
+            self.billed_ms, self.max_memory_mb = outcome.billed_ms, outcome.max_memory_mb
+        else:
+            self.cold, self.init_ms = bool(cold), init_ms
+        tracer = self.tracer
         if p.sampled:
-            self._emit(end, version, outcome, status, error_type, init_ms, cold)
+            for sink in tracer.sinks:
+                sink(self)
         if self.owns_parent:
             p.attributes["faas.version"] = version
-            self.tracer.end(p, error=status != "ok", end_ns=end)
+            tracer.end(p, error=status != "ok", end_ns=end)
 
-    def _emit(
-        self,
-        end: int,
-        version: str,
-        outcome: InvokeOutcome | None,
-        status: str,
-        error_type: str | None,
-        init_ms: float | None,
-        cold: bool | None,
-    ) -> None:
-        tracer, p, rid = self.tracer, self.parent, self.request_id
-        tid, sampled = p.trace_id, p.sampled
+    def spans(self) -> list[Span]:
+        """The child spans of the entry span (built on each call; same ids every time)."""
+        p, rid, fn, seed = self.parent, self.request_id, self.function, self.instance_span_id
+        tid, sampled, start = p.trace_id, p.sampled, self.t_start
+        end = self.t_end or _time_ns()
         acquired = self.t_acquired or end
-        if outcome is not None:
-            cold = outcome.cold
-            init_ms = outcome.init_ms
-        is_cold = bool(cold)
-        failed = status != "ok"
-        common = {"faas.invocation_id": rid, "faas.name": self.function, "faas.version": version}
+        status, error_type, is_cold = self.status, self.error_type, self.cold
+        common = {"faas.invocation_id": rid, "faas.name": fn, "faas.version": self.version}
         invoker = Span(
-            "invoker", tid, _bits(64) or 1, p.span_id, KIND_INTERNAL, self.t_start,
+            "invoker", tid, _derived_id(seed, 1), p.span_id, KIND_INTERNAL, start,
             {**common, "faas.coldstart": is_cold, "squall.trigger": self.trigger, "squall.status": status},
             sampled,
         )  # fmt: skip
         if error_type:
             invoker.attributes["error.type"] = error_type
-        acquire_attrs: dict[str, Any] = {"faas.name": self.function, "faas.coldstart": is_cold}
+        invoker.end_ns = end
+        invoker.error = status != "ok"
+        acquire_attrs: dict[str, Any] = {"faas.name": fn, "faas.coldstart": is_cold}
         if status == "throttled":
             acquire_attrs["error.type"] = error_type or "TooManyRequestsException"
         acquire = Span(
-            "acquire instance", tid, _bits(64) or 1, invoker.span_id, KIND_INTERNAL, self.t_start, acquire_attrs,
-            sampled,
-        )  # fmt: skip
-        spans = [acquire]
-        acquire_failed = outcome is None
+            "acquire instance", tid, _derived_id(seed, 2), invoker.span_id, KIND_INTERNAL, start, acquire_attrs, sampled
+        )
+        acquire.end_ns = acquired
+        acquire.error = not self.ran
+        out = [invoker, acquire]
         if is_cold:
             cold_span = Span(
-                "cold start", tid, _bits(64) or 1, acquire.span_id, KIND_INTERNAL, self.t_start,
-                {"faas.name": self.function, "faas.coldstart": True}, sampled,
+                "cold start", tid, _derived_id(seed, 3), acquire.span_id, KIND_INTERNAL, start,
+                {"faas.name": fn, "faas.coldstart": True}, sampled,
             )  # fmt: skip
-            init_start = acquired - int((init_ms or 0.0) * 1e6)
+            init_ms = self.init_ms or 0.0
             init = Span(
-                "init", tid, _bits(64) or 1, cold_span.span_id, KIND_INTERNAL, max(self.t_start, init_start),
-                {"faas.name": self.function, "faas.init_duration_ms": init_ms or 0.0}, sampled,
+                "init", tid, _derived_id(seed, 4), cold_span.span_id, KIND_INTERNAL,
+                max(start, acquired - int(init_ms * 1e6)), {"faas.name": fn, "faas.init_duration_ms": init_ms},
+                sampled,
             )  # fmt: skip
             init.end_ns = cold_span.end_ns = acquired
-            init.error = cold_span.error = acquire_failed
-            spans += [cold_span, init]
-        acquire.end_ns = acquired
-        acquire.error = acquire_failed
-        if outcome is not None:
+            init.error = cold_span.error = not self.ran
+            out += [cold_span, init]
+        if self.ran:
             inst = Span(
-                "instance", tid, self.instance_span_id, invoker.span_id, KIND_INTERNAL, acquired,
+                "instance", tid, seed, invoker.span_id, KIND_INTERNAL, acquired,
                 {
-                    **common, "faas.coldstart": is_cold, "faas.instance": outcome.instance_id,
-                    "faas.duration_ms": outcome.duration_ms, "faas.billed_ms": outcome.billed_ms,
-                    "faas.max_memory_mb": outcome.max_memory_mb,
+                    **common, "faas.coldstart": is_cold, "faas.instance": self.instance_id,
+                    "faas.duration_ms": self.duration_ms, "faas.billed_ms": self.billed_ms,
+                    "faas.max_memory_mb": self.max_memory_mb,
                 },
                 sampled,
             )  # fmt: skip
@@ -388,10 +429,19 @@ class InvocationTrace:
                 inst.attributes["error.type"] = error_type
                 inst.error = True
             inst.end_ns = end
-            spans.append(inst)
-        invoker.end_ns = end
-        invoker.error = failed
-        spans.append(invoker)
-        for sink in tracer.sinks:
-            for s in spans:
-                sink(s)
+            out.append(inst)
+        return out
+
+
+#: what the sinks receive: an ended span, or a finished invocation (expanded with ``spans()``)
+Finished = Span | InvocationTrace
+
+
+def expand(items: list[Finished]) -> list[Span]:
+    out: list[Span] = []
+    for item in items:
+        if isinstance(item, Span):
+            out.append(item)
+        else:
+            out += item.spans()
+    return out

@@ -490,6 +490,8 @@ class FunctionUrls:
         status, headers, payload = map_payload(result.payload, function_error=bool(result.function_error))
         if cors:
             headers = with_cors(headers, cors_headers(cors, scope["headers"]))
+        if result.traceparent:  # the invocation's entry span (observability): the caller can continue the trace
+            headers = [*headers, ("traceparent", result.traceparent)]
         return status, headers, payload
 
 
