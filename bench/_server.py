@@ -31,6 +31,8 @@ def wait_http(url: str, timeout_s: float = 60.0) -> None:
         try:
             urllib.request.urlopen(url, timeout=1)
             return
+        except urllib.error.HTTPError:
+            return  # it answers (404 for a path it does not serve)
         except Exception:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up in {timeout_s} s")

@@ -4,6 +4,9 @@ Prints JSON lines:
   warm_invoke_p50_ms      sequential signed Invoke requests to a warm function (ceiling: same handler in-process
                           behind plain Starlette + uvicorn); "delta_ms" is Squall minus ceiling (target <= +0.5 ms)
   throughput_c32_rps      requests/s at concurrency 32; "ratio" = Squall / ceiling (target >= 0.6)
+  baseline.floor_*        the cross-process floor (bench/_floor.py): the same Starlette + uvicorn handing each
+                          request to one of 32 pre-forked bare worker processes, no sandbox/SigV4/scheduler/records:
+                          what running the handler outside the server process costs at least
   cold_invoke_p50_ms      function deployed, zygote warm, no instance: first Invoke (target <= 10 ms)
 
     python bench/invoke_http.py [--quick]
@@ -69,13 +72,17 @@ def main() -> None:
     squall = Server()
     port = free_port()
     ceiling = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_ceiling.py")), str(port)])
+    floor_port = free_port()
+    floor = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_floor.py")), str(floor_port), "32"])
     try:
-        wait_http(f"http://127.0.0.1:{port}/", 30) if False else time.sleep(1.5)
+        wait_http(f"http://127.0.0.1:{port}/", 30)
+        wait_http(f"http://127.0.0.1:{floor_port}/", 30)
         client = squall.lambda_client()
         deploy(client, "bench", CODE)
         asyncio.run(sequential(squall.port, 50))  # warm up both
         asyncio.run(sequential(port, 50))
-        s_p50, c_p50, s_rps, c_rps = [], [], [], []
+        asyncio.run(sequential(floor_port, 50))
+        s_p50, c_p50, s_rps, c_rps, f_p50, f_rps = [], [], [], [], [], []
         for _ in range(repeats):
             s = asyncio.run(sequential(squall.port, n_seq))
             c = asyncio.run(sequential(port, n_seq))
@@ -83,20 +90,27 @@ def main() -> None:
             c_p50.append(pct(c, 50))
             s_rps.append(asyncio.run(throughput(squall.port, 32, secs)))
             c_rps.append(asyncio.run(throughput(port, 32, secs)))
+            f_p50.append(pct(asyncio.run(sequential(floor_port, n_seq)), 50))
+            f_rps.append(asyncio.run(throughput(floor_port, 32, secs)))
         emit(
             "warm_invoke_p50_ms", median(s_p50), "ms",
             delta_ms=round(median(s_p50) - median(c_p50), 4), repeats=repeats, n=n_seq,
-            baseline={"ceiling_p50_ms": round(median(c_p50), 4)},
+            baseline={"ceiling_p50_ms": round(median(c_p50), 4), "floor_p50_ms": round(median(f_p50), 4)},
         )  # fmt: skip
         emit(
             "throughput_c32_rps", median(s_rps), "req/s",
             ratio=round(median(s_rps) / median(c_rps), 3), repeats=repeats, seconds=secs,
-            baseline={"ceiling_rps": round(median(c_rps), 1)},
+            baseline={
+                "ceiling_rps": round(median(c_rps), 1),
+                "floor_rps": round(median(f_rps), 1),
+                "floor_ratio": round(median(f_rps) / median(c_rps), 3),
+            },
         )  # fmt: skip
     finally:
         squall.stop()
-        ceiling.terminate()
-        ceiling.wait()
+        for proc in (ceiling, floor):
+            proc.terminate()
+            proc.wait()
 
     # cold: a server that reaps idle instances quickly, so every invoke finds the zygote but no instance
     cold_server = Server(SQUALL_KEEP_ALIVE_S="0", SQUALL_REAP_INTERVAL_S="0.05")
