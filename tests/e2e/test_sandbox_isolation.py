@@ -91,6 +91,15 @@ def syscalls():
         "setuid0": libc_call("setuid", 0),
     }
 
+def filtered():
+    # answers only the seccomp filter gives (without it: keyctl works, clone3(NULL, 0) is EINVAL, bpf is EPERM)
+    libc.syscall.restype = ctypes.c_long
+    return {
+        "keyctl": libc_call("syscall", 250, 0, -3, 0),
+        "clone3": libc_call("syscall", 435, None, 0),
+        "clone_newuser": libc_call("syscall", 56, 0x10000000 | 17, None, None, None, None),
+    }
+
 def connect(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -349,6 +358,17 @@ def test_dangerous_syscalls_fail(node: NodeRunner, inst: Any) -> None:
     for name, (rc, err) in res.items():
         assert rc == -1, (name, rc, err)
         assert err == "EPERM", (name, err)
+
+
+def test_seccomp_filter_installed_from_the_precompiled_program(node: NodeRunner, inst: Any) -> None:
+    if not node.node.caps.seccomp:
+        pytest.skip("no seccomp here")
+    (res,) = run(node, inst, ("filtered",))
+    assert res["keyctl"] == [-1, "EPERM"]
+    assert res["clone3"] == [-1, "ENOSYS"]
+    assert res["clone_newuser"] == [-1, "EPERM"]
+    (st,) = run(node, inst, ("status",))
+    assert st.get("Seccomp_filters", "1") == "1"
 
 
 def test_no_new_privs_and_seccomp(node: NodeRunner, inst: Any) -> None:

@@ -20,11 +20,11 @@ import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from squall.node import syscalls
 
 __all__ = [
+    "SeccompFilter",
     "build_seccomp_filter",
     "enter_function_sandbox",
     "enter_instance_sandbox",
@@ -113,8 +113,25 @@ def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[
     return warnings
 
 
-def build_seccomp_filter() -> Any:
-    """A libseccomp filter (default allow, the syscalls above denied, no new user namespaces), or None."""
+class SeccompFilter:
+    """A seccomp program compiled once (per zygote) by libseccomp; :meth:`load` installs it with one prctl.
+
+    ``seccomp_load`` would regenerate the BPF program in every instance; here the instance only hands the
+    prepared ``sock_fprog`` to the kernel (``PR_SET_SECCOMP``, ``SECCOMP_MODE_FILTER``, no flags: what
+    ``seccomp_load`` does with the default attributes).  No-new-privs must be set first."""
+
+    def __init__(self, program: bytes) -> None:
+        if not program or len(program) % 8:
+            raise ValueError("not a BPF program")
+        self.program = program
+        self._fprog = syscalls.SockFprog(program)  # built now: the instance only makes the call
+
+    def load(self) -> None:
+        syscalls.install_seccomp(self._fprog)
+
+
+def build_seccomp_filter() -> SeccompFilter | None:
+    """The instance filter (default allow, the syscalls above denied, no new user namespaces), or None."""
     try:
         import pyseccomp as sc
 
@@ -131,7 +148,17 @@ def build_seccomp_filter() -> Any:
             "clone",
             sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER),
         )
-        return f
+        fd = os.memfd_create("squall-seccomp", os.MFD_CLOEXEC)
+        try:
+            with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
+                f.export_bpf(out)
+            os.lseek(fd, 0, os.SEEK_SET)
+            program = b""
+            while chunk := os.read(fd, 1 << 16):
+                program += chunk
+        finally:
+            os.close(fd)
+        return SeccompFilter(program)
     except Exception:
         return None
 
@@ -170,7 +197,7 @@ def enter_instance_sandbox(
     hostname: str,
     pids_max: int,
     nofile_max: int,
-    seccomp_filter: Any,
+    seccomp_filter: SeccompFilter | None,
     mounts: bool,
     drop_privileges: bool,
 ) -> None:

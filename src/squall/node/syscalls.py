@@ -15,8 +15,10 @@ __all__ = [
     "CLONE_NEWPID",
     "CLONE_NEWUSER",
     "CLONE_NEWUTS",
+    "SockFprog",
     "bring_loopback_up",
     "clone_process",
+    "install_seccomp",
     "mount",
     "move_tree",
     "open_tree_clone",
@@ -61,6 +63,8 @@ _CLONE_CHILD_SETTID = 0x01000000
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -181,6 +185,21 @@ def clone_process(flags: int) -> int:
     if pid < 0:
         raise OSError(err, f"clone: {os.strerror(err)}")
     return int(pid)
+
+
+class SockFprog(ctypes.Structure):
+    """``struct sock_fprog`` over a copy of a BPF program (8 bytes per instruction), kept alive with it."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    def __init__(self, program: bytes) -> None:
+        self._buf = ctypes.create_string_buffer(program, len(program))
+        super().__init__(len(program) // 8, ctypes.addressof(self._buf))
+
+
+def install_seccomp(fprog: SockFprog) -> None:
+    """Attach a seccomp filter to this thread (and all its future children); needs no_new_privs first."""
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "prctl(SET_SECCOMP)")
 
 
 def sethostname(name: str) -> None:
