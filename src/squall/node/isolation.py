@@ -65,8 +65,20 @@ def needed_paths() -> list[Path]:
     return sorted(p.resolve() for p in paths)
 
 
+_UNDER_TMP: list[str] | None = None
+
+
 def _under_tmp() -> list[str]:
-    return sorted({str(p) for p in needed_paths() if Path("/tmp") in p.parents})
+    """Needed paths under /tmp; computed once (the zygote calls it before forking: instances only read it)."""
+    global _UNDER_TMP
+    if _UNDER_TMP is None:
+        _UNDER_TMP = sorted({str(p) for p in needed_paths() if Path("/tmp") in p.parents})
+    return _UNDER_TMP
+
+
+def prepare_for_instances() -> None:
+    """Compute, in the zygote, what :func:`enter_instance_sandbox` needs, so instances do not each redo it."""
+    _under_tmp()
 
 
 def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
@@ -167,26 +179,47 @@ def cgroup_instance_dirs(cgroups: dict[str, str], slot: int) -> dict[str, str]:
     return {c: os.path.join(d, f"i{slot}") for c, d in cgroups.items()}
 
 
+def _write(path: str, value: str) -> None:
+    """One write to a control file (os.open/os.write: no file objects; after a fork every object touched is a
+    page copied)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+#: instance cgroup directories this process created and limited: directory tuple -> the limits written
+_PREPARED: dict[tuple[str, ...], tuple[int, int, int]] = {}
+
+
 def prepare_instance_cgroups(dirs: dict[str, str], memory_mb: int, cpu_shares: int, pids_max: int) -> None:
-    """Called by the function zygote before forking: create (or reuse) the instance's cgroups and set limits."""
+    """Called by the function zygote before forking: create (or reuse) the instance's cgroups and set limits.
+
+    A slot's directories are reused by the next instance that gets the slot: the limits are written once per
+    slot (again only if they change); the peak-memory counter is reset for every instance."""
+    key = tuple(sorted(dirs.values()))
+    limits = (memory_mb, cpu_shares, pids_max)
+    if _PREPARED.get(key) == limits:
+        if "memory" in dirs:
+            with contextlib.suppress(OSError):
+                _write(os.path.join(dirs["memory"], "memory.max_usage_in_bytes"), "0")
+        return
     for d in dirs.values():
         with contextlib.suppress(FileExistsError):
             os.mkdir(d)
     if "memory" in dirs:
         m = dirs["memory"]
-        limit = str(memory_mb * 1024 * 1024)
-        with open(os.path.join(m, "memory.limit_in_bytes"), "w") as f:
-            f.write(limit)
-        with contextlib.suppress(OSError), open(os.path.join(m, "memory.max_usage_in_bytes"), "w") as f:
-            f.write("0")
-        with contextlib.suppress(OSError), open(os.path.join(m, "memory.swappiness"), "w") as f:
-            f.write("0")
+        _write(os.path.join(m, "memory.limit_in_bytes"), str(memory_mb * 1024 * 1024))
+        with contextlib.suppress(OSError):
+            _write(os.path.join(m, "memory.max_usage_in_bytes"), "0")
+        with contextlib.suppress(OSError):
+            _write(os.path.join(m, "memory.swappiness"), "0")
     if "cpu" in dirs:
-        with open(os.path.join(dirs["cpu"], "cpu.shares"), "w") as f:
-            f.write(str(cpu_shares))
+        _write(os.path.join(dirs["cpu"], "cpu.shares"), str(cpu_shares))
     if "pids" in dirs:
-        with open(os.path.join(dirs["pids"], "pids.max"), "w") as f:
-            f.write(str(pids_max))
+        _write(os.path.join(dirs["pids"], "pids.max"), str(pids_max))
+    _PREPARED[key] = limits
 
 
 def enter_instance_sandbox(
@@ -203,8 +236,7 @@ def enter_instance_sandbox(
 ) -> None:
     """Called by the instance (PID 1 of its namespaces) before any user code runs."""
     for d in cgroup_dirs.values():
-        with open(os.path.join(d, "cgroup.procs"), "w") as f:
-            f.write("0")
+        _write(os.path.join(d, "cgroup.procs"), "0")
     if mounts:
         # Squall itself (or its Python) may live under /tmp (a checkout there): keep those paths visible through
         # the private /tmp by binding them back in from fds opened before it covers them

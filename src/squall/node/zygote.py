@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.machinery
 import os
-import random
 import select
 import signal
 import socket
@@ -117,6 +117,7 @@ class FunctionZygote:
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
+        isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
         if sandbox.get("seccomp") and self.seccomp is None:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
@@ -184,7 +185,7 @@ class FunctionZygote:
                 mounts=bool(sb.get("namespaces")),
                 drop_privileges=bool(sb.get("drop_privileges")),
             )
-            random.seed()
+            # random was reseeded by the fork hooks (os.register_at_fork), as after os.fork
             os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
                 time.strftime("%Y/%m/%d/", time.gmtime())
                 + f"[{self.spec.get('version', '$LATEST')}]"
@@ -383,6 +384,10 @@ def _function_zygote_main(
                 "stackTrace": traceback.format_list(traceback.extract_tb(e.__traceback__)),
             }  # fmt: skip
     report["preload_ms"] = (time.perf_counter() - t_pre) * 1000
+    # locate (never run) the handler's top-level module: the path finder's directory caches are then inherited
+    # and each instance's import skips the sys.path scan
+    with contextlib.suppress(Exception):
+        importlib.machinery.PathFinder.find_spec(spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0])
     report["threads"] = _thread_count()
     report["load_ms"] = (time.perf_counter() - t0) * 1000
     gc.collect()
