@@ -1,12 +1,13 @@
 """Instance creation throughput: N pipelined cold starts (C at a time) from one function zygote, and where the CPU
 goes.  This is the cost that bounds the 1,000-instance burst (bench/burst.py) on a small machine.
 
-Prints one JSON line per round:
+Prints two JSON lines per round:
   spawn_ms_per_instance   wall time of the N starts / N
   cpu_ms  per instance: node (this process), zygote (the function zygote itself), zygote_children (children it
           reaped: the intermediates of the two-fork design, if any), instances (its own run time, from
           /proc/<pid>/schedstat before it stops; "instance_minflt": its page faults), total; "machine_busy_ms": /proc/stat busy jiffies / N (includes
           whatever else runs on the machine)
+  stop_ms_per_instance    then stopping all N at once (SHUTDOWN, exit, reap): wall / N and machine busy CPU / N
 
     python bench/spawn_throughput.py [--quick] [--n N] [--concurrency C] [--rounds R] [--off FEATURE]
 
@@ -110,7 +111,12 @@ async def run(n: int, concurrency: int, rounds: int, off: str | None) -> None:
                 off=off, instance_minflt=sum(p[1] for p in per) / n, cpu_ms={k: round(v, 3) for k, v in cpu.items()},
                 machine_busy_ms=(busy1 - busy0) * 1000 / TICK / n,
             )  # fmt: skip
+            busy0, t0 = _busy_jiffies(), time.perf_counter()
             await asyncio.gather(*(node.stop_instance(i) for i in insts))  # type: ignore[arg-type]
+            emit(
+                "stop_ms_per_instance", (time.perf_counter() - t0) / n * 1000, "ms", n=n, round=rnd,
+                machine_busy_ms=(_busy_jiffies() - busy0) * 1000 / TICK / n,
+            )  # fmt: skip
     finally:
         await node.close()
         shutil.rmtree(tmp, ignore_errors=True)
