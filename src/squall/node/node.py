@@ -197,6 +197,7 @@ class Node:
             "pids_max": c.pids_max,
             "cpu_shares": max(2, memory_mb * c.cpu_shares_per_vcpu // c.mb_per_vcpu),
             "nofile_max": c.nofile_max,
+            "sched_batch": c.instance_sched == "batch",
             "init_timeout_s": c.init_timeout_s,
             "netns_pool_size": c.netns_pool_size,
             "data_dir": str(c.data_dir),

@@ -171,7 +171,7 @@ class FunctionZygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             sock = socket.socket(fileno=3)
-            if os.path.exists("/tmp/sched_batch_experiment"):
+            if sb.get("sched_batch"):  # see NodeConfig.instance_sched
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
             uid = sb["instance_uid_first"] + slot
             isolation.enter_instance_sandbox(
