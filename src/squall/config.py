@@ -36,6 +36,10 @@ class NodeConfig:
     init_timeout_s: float = 10.0
     #: network namespaces kept ready per function that uses network "none"
     netns_pool_size: int = 4
+    #: SQUALL_INSTANCE_SCHED: "batch" runs instances under SCHED_BATCH (same CPU share, but a woken instance does not
+    #: preempt the running edge/control process: the server keeps serving while instances queue for the CPU);
+    #: "normal" is SCHED_OTHER
+    instance_sched: str = field(default_factory=lambda: os.environ.get("SQUALL_INSTANCE_SCHED", "batch"))
     #: cgroup directories kept ready per function zygote
     cgroup_pool_size: int = 4
     #: bytes of log kept per invocation (the rest is cut with a marker)
