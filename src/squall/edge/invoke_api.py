@@ -86,11 +86,13 @@ class InvokeEndpoint:
             body = request.scope.get("squall.body")
             if body is None:
                 body = await request.body()
+            amzn_trace_id = headers_in.get("x-amzn-trace-id", "")
+            traceparent = headers_in.get("traceparent", "")
             if tracer is not None:  # the entry span: continues the caller's traceparent / X-Amzn-Trace-Id
                 span = tracer.entry_span(
                     f"Invoke {name}",
-                    headers_in.get("traceparent", ""),
-                    headers_in.get("x-amzn-trace-id", ""),
+                    traceparent,
+                    amzn_trace_id,
                     KIND_SERVER,
                     {"faas.invocation_id": request_id, "faas.name": name, "faas.trigger": "other",
                      "squall.trigger": "lambda-api", "squall.invocation_type": itype},
@@ -101,8 +103,8 @@ class InvokeEndpoint:
                 body,
                 invocation_type=itype,  # type: ignore[arg-type]
                 client_context=_client_context(headers_in.get("x-amz-client-context")),
-                trace_id=headers_in.get("x-amzn-trace-id", ""),
-                traceparent=headers_in.get("traceparent", ""),
+                trace_id=amzn_trace_id,
+                traceparent=traceparent,
                 request_id=request_id or None,
                 span=span,
             )
