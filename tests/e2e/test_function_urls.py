@@ -225,6 +225,11 @@ def test_routes(lam: Any, squall: SquallProcess) -> None:
     bad = json.dumps({"routes": ["FETCH /x"]}).encode()
     status, _, _ = signed_request(squall.url, "PUT", "/_squall/api/routes/plain", bad)
     assert status == 400
+    # Squall's own public pages (the dashboard's login) and /metrics cannot be taken over by a route
+    for reserved in ("GET /ui/login", "GET /metrics"):
+        taken = json.dumps({"routes": [reserved]}).encode()
+        status, _, body = signed_request(squall.url, "PUT", "/_squall/api/routes/plain", taken)
+        assert status == 400 and b"reserved" in body
     # unknown paths (and methods a route does not declare) still need a signature
     status, _, _ = request(squall.url, "GET", "/nowhere")
     assert status == 403

@@ -13,9 +13,7 @@ CODE = "def handler(event, context):\n    print('marker', event['n'])\n    retur
 
 def test_old_records_and_logs_are_pruned_while_serving(tmp_path: Path) -> None:
     # 0.00003 days = 2.6 s retention, pruned every 0.2 s
-    proc = SquallProcess(
-        tmp_path / "data", SQUALL_LOG_RETENTION_DAYS="0.00003", SQUALL_PRUNE_INTERVAL_S="0.2"
-    ).start()
+    proc = SquallProcess(tmp_path / "data", SQUALL_LOG_RETENTION_DAYS="0.00003", SQUALL_PRUNE_INTERVAL_S="0.2").start()
     try:
         lam = proc.client()
         create(lam, "short", CODE)

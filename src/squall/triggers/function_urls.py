@@ -66,7 +66,7 @@ _URL_ID_CHARS = string.ascii_lowercase + string.digits
 _QUALIFIER = re.compile(r"^[0-9a-zA-Z_-]{1,128}$")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "*"})
 _CORS_KEYS = frozenset({"AllowCredentials", "AllowHeaders", "AllowMethods", "AllowOrigins", "ExposeHeaders", "MaxAge"})
-_RESERVED_PREFIXES = ("/_squall/", "/lambda-url/", "/2015-03-31/", "/2021-10-31/")
+_RESERVED_PREFIXES = ("/_squall/", "/lambda-url/", "/2015-03-31/", "/2021-10-31/", "/ui", "/metrics")
 
 RawResponse = tuple[int, list[tuple[str, str]], bytes]
 
