@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -26,7 +27,7 @@ from squall.node.instance import Instance
 from squall.node.node import LoadedFunction, Node
 from squall.scheduler import Evict, SchedulerState, Start, UseIdle, Wait
 
-__all__ = ["InstancePool", "PoolConfig"]
+__all__ = ["CapacityWaiters", "InstancePool", "PoolConfig"]
 
 log = logging.getLogger("squall.pool")
 
@@ -52,6 +53,70 @@ class PoolConfig:
     max_concurrent_starts: int = 0
 
 
+class CapacityWaiters:
+    """Requests waiting for capacity, queued per function version.
+
+    An instance going idle wakes the *first* waiter of its own version (which takes it), not everyone: with hundreds
+    of queued async events, waking all of them on every release cost the server O(waiters) decisions per invocation
+    (measured: 38% of the server's CPU in the thumbnail showcase at 167 uploads/s).  Anything else that frees capacity
+    (an instance stopped or died, a start failed, provisioning changed), or a release with no same-version waiter,
+    wakes everyone, who then decide again."""
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
+
+    async def wait(self, key: tuple[str, str], timeout_s: float) -> None:
+        """Return when woken or after ``timeout_s``, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        queue = self._queues.setdefault(key, deque())
+        queue.append(fut)
+        timed_out = False
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            if not fut.done():
+                timed_out = True
+                fut.set_result(None)
+
+        timer = loop.call_later(timeout_s, on_timeout)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            if timed_out or not fut.done() or fut.cancelled():
+                # not woken (woken futures were already taken off the queue): leave no dead entry behind
+                if not fut.done():
+                    fut.cancel()
+                with contextlib.suppress(ValueError):
+                    queue.remove(fut)
+            if not queue and self._queues.get(key) is queue:
+                del self._queues[key]
+
+    def wake_one(self, key: tuple[str, str]) -> None:
+        queue = self._queues.get(key)
+        while queue:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        for queue in self._queues.values():
+            for fut in queue:
+                _resolve(fut)
+            queue.clear()
+
+    def __len__(self) -> int:
+        return sum(1 for q in self._queues.values() for f in q if not f.done())
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class InstancePool:
     def __init__(
         self, node: Node, config: PoolConfig | None = None, clock: Callable[[], float] = time.monotonic
@@ -66,7 +131,7 @@ class InstancePool:
         self._loading: dict[str, asyncio.Future[LoadedFunction]] = {}
         self._zygote_used: dict[str, float] = {}
         self._estimate_mb: dict[str, int] = {}
-        self._changed = asyncio.Condition()
+        self.waiters = CapacityWaiters()
         self.provision_targets: dict[tuple[str, str], tuple[FunctionSpec, int]] = {}
         self.cold_starts = 0
         self._starts = asyncio.Semaphore(self.config.max_concurrent_starts or 4 * (os.cpu_count() or 1))
@@ -81,8 +146,7 @@ class InstancePool:
             self.state = self.state.upsert(replace(view, **changes))  # type: ignore[arg-type]
 
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self.waiters.wake_all()
 
     def set_reserved(self, function: str, reserved: int | None) -> None:
         self.state = self.state.with_reserved(function, reserved)
@@ -143,9 +207,7 @@ class InstancePool:
             left = deadline - self.clock()
             if left <= 0:
                 raise scheduler.throttle_error(decision)
-            async with self._changed:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), left)
+            await self.waiters.wait((spec.name, spec.version), left)
 
     async def _start(self, spec: FunctionSpec, init_type: str | None, provisioned: bool = False) -> Instance:
         placeholder = f"starting-{id(object())}-{self.clock()}"
@@ -179,6 +241,8 @@ class InstancePool:
             used = inst.last_max_memory_mb
             if used > self._estimate_mb.get(inst.function, 0):
                 self._estimate_mb[inst.function] = used
+            self.waiters.wake_one((inst.function, inst.version))
+            return
         await self._notify()
 
     async def _stop_many(self, inst_ids: Sequence[str]) -> None:
