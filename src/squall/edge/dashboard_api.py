@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall.edge import aws_errors
-from squall.edge.squall_api import parse_time
+from squall.edge.squall_api import QueryParams, json_response, lambda_error, parse_time
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import PriceTable
 from squall.store.event_source_mappings import MappingStore
@@ -52,27 +50,8 @@ SPARK_POINTS = 60
 URL_PREFIX = "/lambda-url/"
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, allow_nan=False), status, media_type="application/json")
-
-
-def _error(request: Request, error: SquallError) -> Response:
-    request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
-    status, headers, body = aws_errors.render("lambda", error, request_id)
-    return Response(body, status, headers=headers)
-
-
 def _float(request: Request, name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidParameterValue(f"Invalid value for '{name}': {raw!r} is not a number.")
-    if not lo <= value <= hi:
-        raise InvalidParameterValue(f"Invalid value for '{name}': {value} must be between {lo:g} and {hi:g}.")
-    return value
+    return QueryParams(request).number(name, default, lo, hi)
 
 
 def bucket_cost(prices: PriceTable, invocations: int, gb_seconds: float) -> float:
@@ -330,9 +309,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 def _endpoint(fn: Callable[[Request], Any]) -> Handler:
     async def endpoint(request: Request) -> Response:
         try:
-            return _json(await fn(request))
+            return json_response(await fn(request))
         except SquallError as e:
-            return _error(request, e)
+            return lambda_error(request, e)
 
     return endpoint
 

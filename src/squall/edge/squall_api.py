@@ -30,6 +30,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,7 @@ from squall.metering import (
 from squall.store.metadata import MetadataStore
 from squall.store.records import InvocationRecord, LogLine, UsageRow
 
-__all__ = ["parse_time", "squall_api_routes", "usage_report"]
+__all__ = ["QueryParams", "json_response", "lambda_error", "parse_time", "squall_api_routes", "usage_report"]
 
 API_PREFIX = "/_squall/api"
 DEFAULT_USAGE_WINDOW_S = 24 * 3600.0
@@ -84,7 +85,7 @@ def parse_time(name: str, raw: str) -> float:
     return value
 
 
-class _Params:
+class QueryParams:
     """Typed access to a request's query parameters; every bad value raises ``InvalidParameterValue``."""
 
     def __init__(self, request: Request) -> None:
@@ -99,13 +100,21 @@ class _Params:
         return value
 
     def integer(self, name: str, default: int, lo: int, hi: int) -> int:
+        return int(self._bounded(name, default, lo, hi, int, "an integer"))
+
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
+        return self._bounded(name, default, lo, hi, float, "a number")
+
+    def _bounded(
+        self, name: str, default: float, lo: float, hi: float, kind: Callable[[str], float], what: str
+    ) -> float:
         raw = self.q.get(name)
         if raw is None or raw == "":
             return default
         try:
-            value = int(raw)
+            value = kind(raw)
         except ValueError:
-            raise InvalidParameterValue(f"Invalid value for '{name}': {raw!r} is not an integer.")
+            raise InvalidParameterValue(f"Invalid value for '{name}': {raw!r} is not {what}.")
         if not lo <= value <= hi:
             raise InvalidParameterValue(f"Invalid value for '{name}': {value} must be between {lo} and {hi}.")
         return value
@@ -134,11 +143,11 @@ def _line_dict(line: LogLine) -> dict[str, Any]:
     return {"id": line.id, "ts": line.ts, "request_id": line.request_id, "function": line.function, "text": line.text}
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def json_response(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, allow_nan=False), status, media_type="application/json")
 
 
-def _error(request: Request, error: SquallError) -> Response:
+def lambda_error(request: Request, error: SquallError) -> Response:
     request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
     status, headers, body = aws_errors.render("lambda", error, request_id)
     return Response(body, status, headers=headers)
@@ -292,7 +301,7 @@ def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
 
     async def list_invocations(request: Request) -> Response:
         try:
-            p = _Params(request)
+            p = QueryParams(request)
             since, until = p.window()
             function = p.text("function", 256)
             status = p.text("status", 64)
@@ -302,8 +311,8 @@ def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
                 store.list_invocations, function, since, until, status, limit, cursor
             )
         except SquallError as e:
-            return _error(request, e)
-        return _json({"invocations": [_record_dict(r) for r in records], "next_cursor": next_cursor})
+            return lambda_error(request, e)
+        return json_response({"invocations": [_record_dict(r) for r in records], "next_cursor": next_cursor})
 
     async def get_invocation(request: Request) -> Response:
         request_id = request.path_params["request_id"]
@@ -315,12 +324,12 @@ def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
                 raise ResourceNotFound(f"Invocation not found: {request_id}")
             logs = await asyncio.to_thread(store.get_logs, request_id)
         except SquallError as e:
-            return _error(request, e)
-        return _json({"record": _record_dict(record), "logs": [_line_dict(line) for line in logs]})
+            return lambda_error(request, e)
+        return json_response({"record": _record_dict(record), "logs": [_line_dict(line) for line in logs]})
 
     async def logs(request: Request) -> Response:
         try:
-            p = _Params(request)
+            p = QueryParams(request)
             function = p.text("function", 256)
             request_id = p.text("request_id", 256)
             text = p.text("q", 1024)
@@ -343,13 +352,13 @@ def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
                 found = await asyncio.to_thread(store.search_logs, function, text or "", since, until, limit)
                 lines = sorted((ln for ln in found if ln.id > since_id), key=lambda ln: ln.id)
         except SquallError as e:
-            return _error(request, e)
+            return lambda_error(request, e)
         last_id = max([since_id, *(ln.id for ln in lines)])
-        return _json({"lines": [_line_dict(ln) for ln in lines], "last_id": last_id})
+        return json_response({"lines": [_line_dict(ln) for ln in lines], "last_id": last_id})
 
     async def usage(request: Request) -> Response:
         try:
-            p = _Params(request)
+            p = QueryParams(request)
             since, until = p.window()
             now = time.time()
             until = now if until is None else until
@@ -358,8 +367,8 @@ def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
                 raise InvalidParameterValue(f"Invalid time range: 'since' ({since}) is after 'until' ({until}).")
             report = await asyncio.to_thread(usage_report, store, prices, since, until, now=now)
         except SquallError as e:
-            return _error(request, e)
-        return _json(report)
+            return lambda_error(request, e)
+        return json_response(report)
 
     return [
         Route(f"{API_PREFIX}/invocations", list_invocations, methods=["GET"]),

@@ -58,7 +58,7 @@ class Observability:
         return (METRICS_PATH,) if self.metrics is not None and self.metrics_public else ()
 
     def routes(self) -> list[Route]:
-        from squall.edge.squall_api import API_PREFIX, _error, _json, _Params
+        from squall.edge.squall_api import API_PREFIX, QueryParams, json_response, lambda_error
 
         routes: list[Route] = []
         metrics = self.metrics
@@ -74,29 +74,29 @@ class Observability:
 
         async def list_traces(request: Request) -> Response:
             try:
-                p = _Params(request)
+                p = QueryParams(request)
                 request_id = p.text("request_id")
                 function = p.text("function", 170)
                 limit = p.integer("limit", 50, 1, 1000)
             except SquallError as e:
-                return _error(request, e)
+                return lambda_error(request, e)
             if store is None:
-                return _json({"traces": [], "tracing": False})
+                return json_response({"traces": [], "tracing": False})
             if request_id is not None:
                 traces = store.by_request(request_id)
                 if function is not None:
                     traces = [
                         t for t in traces if any(s["attributes"].get("faas.name") == function for s in t["spans"])
                     ]
-                return _json({"traces": traces[:limit]})
-            return _json({"traces": store.recent(function, limit)})
+                return json_response({"traces": traces[:limit]})
+            return json_response({"traces": store.recent(function, limit)})
 
         async def get_trace(request: Request) -> Response:
             trace_id = str(request.path_params["trace_id"]).lower()
             trace = store.get(trace_id) if store is not None else None
             if trace is None:
-                return _error(request, ResourceNotFound(f"Trace not found: {trace_id}"))
-            return _json(trace)
+                return lambda_error(request, ResourceNotFound(f"Trace not found: {trace_id}"))
+            return json_response(trace)
 
         routes += [
             Route(f"{API_PREFIX}/traces", list_traces, methods=["GET"]),
