@@ -103,7 +103,6 @@ class Invoker:
         region: str = "us-east-1",
         account_id: str = "000000000000",
         function_env: Callable[[str], dict[str, str]] | None = None,
-        on_invoked: list[Callable[[str, InvokeOutcome | None, str], None]] | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -111,7 +110,6 @@ class Invoker:
         self.region = region
         self.account_id = account_id
         self.function_env = function_env or (lambda name: {})
-        self.on_invoked = on_invoked or []
         self._specs: dict[tuple[str, str], tuple[FunctionSpec, dict[str, float] | None, str]] = {}
         self.wake_async: Callable[[], None] = lambda: None
         #: observability hooks (squall.observability.setup installs them; None = off)
@@ -277,14 +275,13 @@ class Invoker:
         self._record(
             spec, request_id, trigger, start, outcome, status, error_type, inst.init_type == "provisioned-concurrency"
         )
-        if trace is None:
-            return InvocationResult(
-                200, body, None if error_type is None else "Unhandled", spec.version, request_id, outcome.logs, outcome
-            )
-        trace.finish(spec.version, outcome, status, error_type)
+        own_traceparent = ""
+        if trace is not None:
+            trace.finish(spec.version, outcome, status, error_type)
+            own_traceparent = trace.parent.traceparent() if trace.owns_parent else ""
         return InvocationResult(
             200, body, None if error_type is None else "Unhandled", spec.version, request_id, outcome.logs, outcome,
-            trace.parent.traceparent() if trace.owns_parent else "",
+            own_traceparent,
         )  # fmt: skip
 
     def _init_failed(
@@ -307,8 +304,6 @@ class Invoker:
         self.records.add_log(request_id, spec.name, start, report)
         if self.metrics is not None:
             self.metrics.observe(spec.name, trigger, None, "error", init_ms=e.init_ms)
-        for cb in self.on_invoked:
-            cb(spec.name, None, "error")
         return InvocationResult(200, json.dumps(doc).encode(), "Unhandled", spec.version, request_id, report)
 
     def _record(
@@ -335,8 +330,6 @@ class Invoker:
         self.records.add(rec)
         if self.metrics is not None:
             self.metrics.observe(spec.name, trigger, outcome, status)
-        for cb in self.on_invoked:
-            cb(spec.name, outcome, status)
 
 
 def _new_trace_id() -> str:
