@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -29,23 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
+from _cpu import busy_ms, proc_times_ms, self_ms
 
 from squall.config import NodeConfig
 from squall.model import FunctionSpec
 from squall.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return 1\n"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> tuple[float, float, float, float]:
-    """(utime, stime, cutime, cstime) of ``pid`` in ms."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(") ", 1)[1].split()
-    except OSError:
-        return (0.0, 0.0, 0.0, 0.0)
-    return tuple(int(x) * 1000 / TICK for x in fields[11:15])  # type: ignore[return-value]
 
 
 def _instance(pid: int) -> tuple[float, int]:
@@ -58,17 +47,6 @@ def _instance(pid: int) -> tuple[float, int]:
     except OSError:
         return (0.0, 0)
     return (run_ns / 1e6, minflt)
-
-
-def _busy_jiffies() -> int:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4]
-
-
-def _self_ms() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return (r.ru_utime + r.ru_stime) * 1000
 
 
 async def run(n: int, concurrency: int, rounds: int, off: str | None) -> None:
@@ -93,11 +71,11 @@ async def run(n: int, concurrency: int, rounds: int, off: str | None) -> None:
                 return await node.start_instance(fn)
 
         for rnd in range(rounds):
-            z0, busy0, self0 = _stat(fn.pid), _busy_jiffies(), _self_ms()
+            z0, busy0, self0 = proc_times_ms(fn.pid), busy_ms(), self_ms()
             t0 = time.perf_counter()
             insts = await asyncio.gather(*(one() for _ in range(n)))
             wall = time.perf_counter() - t0
-            z1, busy1, self1 = _stat(fn.pid), _busy_jiffies(), _self_ms()
+            z1, busy1, self1 = proc_times_ms(fn.pid), busy_ms(), self_ms()
             per = [_instance(i.pid) for i in insts]  # type: ignore[attr-defined]
             cpu = {
                 "node": (self1 - self0) / n,
@@ -109,13 +87,13 @@ async def run(n: int, concurrency: int, rounds: int, off: str | None) -> None:
             emit(
                 "spawn_ms_per_instance", wall / n * 1000, "ms", n=n, concurrency=concurrency, round=rnd,
                 off=off, instance_minflt=sum(p[1] for p in per) / n, cpu_ms={k: round(v, 3) for k, v in cpu.items()},
-                machine_busy_ms=(busy1 - busy0) * 1000 / TICK / n,
+                machine_busy_ms=(busy1 - busy0) / n,
             )  # fmt: skip
-            busy0, t0 = _busy_jiffies(), time.perf_counter()
+            busy0, t0 = busy_ms(), time.perf_counter()
             await asyncio.gather(*(node.stop_instance(i) for i in insts))  # type: ignore[arg-type]
             emit(
                 "stop_ms_per_instance", (time.perf_counter() - t0) / n * 1000, "ms", n=n, round=rnd,
-                machine_busy_ms=(_busy_jiffies() - busy0) * 1000 / TICK / n,
+                machine_busy_ms=(busy_ms() - busy0) / n,
             )  # fmt: skip
     finally:
         await node.close()

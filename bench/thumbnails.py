@@ -6,6 +6,8 @@ Prints JSON lines:
   thumbnails_latency_p50_ms       upload start -> thumbnail written (its LastModified, ms resolution)
   thumbnails_latency_p99_ms
   thumbnails_drain_s              last upload -> last thumbnail
+  thumbnails_cpu_ms_per_photo     machine CPU per upload, split: server process / load generator (this process) /
+                                  sandboxes_and_rest (zygotes + instances + anything else running)
   thumbnails_instances            instances started (pool cold_starts; "cold_records" = records with cold=true)
   thumbnails_exactly_once         1 when every upload produced exactly one thumbnail and exactly one invocation that
                                   ran (all "ok"; "throttled" attempts never ran and are retried), else 0
@@ -33,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, pct, quick
+from _cpu import CpuSplit
 from _http import Conn, Signer
 from _server import KEY_ID, SECRET, Server
 
@@ -204,9 +207,11 @@ def main() -> None:
     server = Server()
     try:
         deploy(server, args.concurrency)
+        cpu = CpuSplit(server.proc.pid)
         started, upload_ms, achieved = upload(server, args.rate, args.seconds, args.workers)
         t_uploaded = time.time()
         thumbs = wait_thumbnails(server, len(started), timeout_s=max(120.0, args.seconds * 6))
+        cpu_ms = cpu.split()  # includes the polling of thumbnails/ at 2/s (small against the run)
         time.sleep(0.5)  # let the record flusher (every 0.1 s) write the last invocation records
         latencies = [(thumbs[k] - t0) * 1000 for k, t0 in started.items() if k in thumbs]
         records = invocation_records(server)
@@ -221,6 +226,9 @@ def main() -> None:
         cold = sum(1 for r in records if r.get("cold"))
         emit("thumbnails_instances", pool.get("cold_starts", cold), "instances", cold_records=cold,
              async_queue_depth=pool.get("async_queue_depth"))  # fmt: skip
+        n = max(1, len(started))
+        emit("thumbnails_cpu_ms_per_photo", cpu_ms["machine"] / n, "ms", **{k: round(v / n, 2) for k, v in cpu_ms.items()},
+             photos_per_s_cpu_bound=round(1000 * (os.cpu_count() or 1) / (cpu_ms["machine"] / n), 1))  # fmt: skip
         ok = [r for r in records if r.get("status") == "ok"]
         missing = sorted(set(started) - set(thumbs))
         throttled = sum(1 for r in records if r.get("status") == "throttled")  # refused before running: retried

@@ -27,8 +27,11 @@ s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
 def make_thumbnail(data: bytes) -> bytes:
     """Crop-and-scale the image to fill SIZE exactly (a "cover" fit), as JPEG."""
     with Image.open(io.BytesIO(data)) as img:
+        # JPEG: decode at the smallest DCT scale (1/2, 1/4, 1/8) that still covers SIZE -- 8x less work for a
+        # 12-megapixel phone photo, and no loss at thumbnail size
+        img.draft("RGB", SIZE)
         img = ImageOps.exif_transpose(img)
-        thumb = ImageOps.fit(img.convert("RGB"), SIZE, Image.Resampling.LANCZOS)
+        thumb = ImageOps.fit(img.convert("RGB"), SIZE, Image.Resampling.BICUBIC)
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=85, optimize=True)
     return out.getvalue()

@@ -119,10 +119,10 @@ class Squall:
             function_env=self.function_env,
         )
         self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id)
-        self.storage_events = StorageEvents(self.store, self.queues, c.region, wake=self._wake_async_threadsafe)
+        self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s, queue_sink=self.queues)
+        self.storage_events = StorageEvents(self.store, self.queues, c.region, self.dispatcher.enqueue_threadsafe)
         self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events)
         self.storage_events.objects = self.objects
-        self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s, queue_sink=self.queues)
         self.functions = FunctionService(
             self.store,
             self.code,
@@ -134,7 +134,6 @@ class Squall:
         )
         self.started_at = 0.0
         self.plugins: list[Plugin] = [install(self) for install in PLUGINS]
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.prices = load_prices(c.prices_path)
         self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
         #: dashboard sessions (the admin key, entered once on /ui/login)
@@ -155,11 +154,6 @@ class Squall:
             "AWS_ACCESS_KEY_ID": key.access_key_id,
             "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
         }
-
-    def _wake_async_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self.invoker.wake_async)
 
     def _function_exists(self, arn: str) -> bool:
         parts = arn.split(":")
@@ -238,7 +232,6 @@ class Squall:
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.started_at = time.time()
-        self._loop = asyncio.get_running_loop()
         self.queue_waiter = QueueWaiter(self.queues)
         await self.node.start()
         released = self.store.release_leases()

@@ -550,6 +550,30 @@ def test_lease_ack(store: SqliteMetadataStore, clock: FakeClock) -> None:
     assert [e.id for e in store.lease(clock.now(), limit=10, lease_s=30)] == [b, c]
 
 
+def test_ack_many_deletes_in_one_go_and_counts_what_was_there(store: SqliteMetadataStore, clock: FakeClock) -> None:
+    ids = [store.enqueue(event(f"m{i}", enqueued_at=clock.now())) for i in range(4)]
+    assert store.ack_many([ids[0], ids[2], "no-such-event"]) == 2
+    assert store.depth() == 2
+    assert store.ack_many([ids[0]]) == 0
+    assert {e.id for e in store.lease(clock.now(), limit=10, lease_s=30)} == {ids[1], ids[3]}
+
+
+def test_enqueue_leased_hands_out_events_already_leased(store: SqliteMetadataStore, clock: FakeClock) -> None:
+    now = clock.now()
+    [ev] = store.enqueue_leased([event("direct", extra={"trace_id": "t"})], lease_s=30)
+    assert (ev.request_id, ev.function, ev.attempt, ev.extra, ev.leased_until) == (
+        "direct",
+        "f",
+        0,
+        {"trace_id": "t"},
+        now + 30,
+    )
+    assert store.get_event(ev.id) == ev
+    assert store.lease(now, limit=10, lease_s=30) == []  # it is the caller's until the lease ends
+    assert store.release_leases() == 1  # a restart makes it due at once
+    assert [e.id for e in store.lease(now, limit=10, lease_s=30)] == [ev.id]
+
+
 def test_lease_limit(store: SqliteMetadataStore, clock: FakeClock) -> None:
     for i in range(5):
         store.enqueue(event(f"r{i}", enqueued_at=clock.now() + i * 0.001, next_attempt_at=clock.now()))

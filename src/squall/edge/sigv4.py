@@ -23,6 +23,7 @@ Every failure is a ``SigV4Error`` whose wire code depends on the service (``erro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -468,7 +469,12 @@ def _check_date_format(auth: _Auth) -> None:
 
 
 def _epoch(amz_date: str) -> float:
-    return datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    """YYYYMMDD'T'HHMMSS'Z' (already matched by _AMZ_DATE_RE) as epoch seconds; ValueError for a day/time that
+    does not exist.  The datetime constructor is ~10x cheaper than strptime, and this runs on every request."""
+    d = amz_date
+    return datetime(
+        int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]), int(d[13:15]), tzinfo=UTC
+    ).timestamp()
 
 
 def _amz(ts: float) -> str:
@@ -622,7 +628,9 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The SigV4 signing key (four HMACs), cached: a key is the same for every request of its day and scope."""
     k_date = _hmac(f"AWS4{secret}".encode(), date)
     return _hmac(_hmac(_hmac(k_date, region), service), "aws4_request")
 

@@ -157,6 +157,15 @@ class CgroupLayout:
                 with contextlib.suppress(OSError):
                     sub.rmdir()
 
+    def teardown(self) -> None:
+        """Remove this node's (now empty) cgroups at shutdown, so servers that come and go leave nothing behind."""
+        if not self.available:
+            return
+        self.kill_stale()
+        for c in CONTROLLERS:
+            with contextlib.suppress(OSError):
+                self.base(c).rmdir()
+
     def node_memory_in_use(self) -> int:
         try:
             return int((self.base("memory") / "memory.usage_in_bytes").read_text())

@@ -177,6 +177,7 @@ class Node:
             with contextlib.suppress(Exception):
                 self._base_proc.kill()
             await asyncio.to_thread(self._base_proc.wait)
+        self.cgroups.teardown()
         for staged in self._staged:
             shutil.rmtree(staged, ignore_errors=True)
         self._staged.clear()

@@ -14,18 +14,23 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from squall import scheduler
 from squall.errors import ResourceNotFound, SquallError
+from squall.group_commit import GroupCommit
 from squall.invoker import InvocationResult, Invoker
-from squall.store.records import QueuedEvent
+from squall.store.records import NewEvent, QueuedEvent
 
 __all__ = ["AsyncDispatcher", "QueueSink", "invocation_record"]
 
 log = logging.getLogger("squall.async")
+
+#: how long a delivery holds its event; a server killed meanwhile re-delivers it at its next start
+LEASE_S = 960.0
 
 
 class QueueSink(Protocol):
@@ -89,6 +94,11 @@ class AsyncDispatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._throttles: dict[str, int] = {}
         invoker.wake_async = self._wake.set
+        #: finished events leave the queue in batches: one worker-thread call and one transaction per batch
+        self._acks: GroupCommit[str] = GroupCommit(self._flush_and_ack)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reserved = 0  # slots promised to events handed over by enqueue_threadsafe, not yet adopted
+        self._reserve_lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
 
@@ -100,19 +110,60 @@ class AsyncDispatcher:
             return cfg or {}
         return {}
 
+    def enqueue_threadsafe(self, batch: list[NewEvent]) -> None:
+        """From a worker thread: enqueue ``batch`` durably and get it delivered.  With room in flight the events
+        are inserted already leased and handed straight to the loop: no lease transaction, no thread hop to take
+        them, no wait for a wake-up.  Otherwise they wait in the queue for ``run_forever`` like any other."""
+        loop = self._loop
+        if loop is not None and self._reserve(len(batch)):
+            try:
+                events = self.store.enqueue_leased(batch, LEASE_S)
+            except BaseException:
+                self._unreserve(len(batch))
+                raise
+            try:
+                loop.call_soon_threadsafe(self._adopt, events)
+            except RuntimeError:  # the loop closed (shutdown): the leases are released at the next start
+                self._unreserve(len(batch))
+            return
+        self.store.enqueue_many(batch)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _reserve(self, n: int) -> bool:
+        with self._reserve_lock:
+            if len(self._in_flight) + self._reserved + n > self.max_in_flight:
+                return False
+            self._reserved += n
+            return True
+
+    def _unreserve(self, n: int) -> None:
+        with self._reserve_lock:
+            self._reserved -= n
+
+    def _adopt(self, events: list[QueuedEvent]) -> None:
+        self._unreserve(len(events))
+        self._start(events)
+
+    def _start(self, events: list[QueuedEvent]) -> None:
+        for ev in events:
+            task = asyncio.create_task(self._deliver(ev))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
     async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
-            free = self.max_in_flight - len(self._in_flight)
+            with self._reserve_lock:
+                free = self.max_in_flight - len(self._in_flight) - self._reserved
             events = []
             if free > 0:
                 try:
-                    events = await asyncio.to_thread(self.store.lease, self.clock(), free, 960.0)
+                    events = await asyncio.to_thread(self.store.lease, self.clock(), free, LEASE_S)
                 except Exception:
                     log.exception("leasing async events")
-            for ev in events:
-                task = asyncio.create_task(self._deliver(ev))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+            self._start(events)
             if events and len(events) == free:
                 await asyncio.sleep(0)
                 continue
@@ -203,10 +254,13 @@ class AsyncDispatcher:
         if dest:
             body = json.dumps(invocation_record(ev, fn_arn, condition, result, attempts))
             await self._send(dest, body, ev)
-        # the record of the delivery is on disk before the event leaves the queue, so a crash in between leaves
-        # a re-delivery (at-least-once), never an event that ran without a trace
-        await asyncio.to_thread(self.invoker.records.flush)
-        await asyncio.to_thread(self.store.ack, ev.id)
+        await self._acks.submit(ev.id)
+
+    def _flush_and_ack(self, event_ids: list[str]) -> None:
+        # the records of the deliveries are on disk before their events leave the queue, so a crash in between
+        # leaves a re-delivery (at-least-once), never an event that ran without a trace
+        self.invoker.records.flush()
+        self.store.ack_many(event_ids)
 
     async def _send(self, dest: str, body: str, ev: QueuedEvent) -> None:
         parts = dest.split(":")

@@ -25,12 +25,18 @@ log = logging.getLogger("squall.storage_events")
 
 class StorageEvents:
     def __init__(
-        self, meta: SqliteMetadataStore, queues: QueueStore, region: str, wake: Callable[[], None] = lambda: None
+        self,
+        meta: SqliteMetadataStore,
+        queues: QueueStore,
+        region: str,
+        enqueue: Callable[[list[NewEvent]], object] | None = None,
     ) -> None:
         self.meta = meta
         self.queues = queues
         self.region = region
-        self.wake = wake
+        #: how Lambda targets' events get into the durable async queue (durable when it returns); the server
+        #: passes its dispatcher's enqueue_threadsafe, which also hands them over for delivery
+        self.enqueue: Callable[[list[NewEvent]], object] = enqueue or meta.enqueue_many
         self.objects: ObjectStore | None = None  # set once the object store exists (it takes this as on_event)
         self.emitted = 0
 
@@ -56,6 +62,5 @@ class StorageEvents:
             else:
                 log.warning("storage event for %s: unsupported target %s", event.bucket, target.arn)
         if batch:
-            self.meta.enqueue_many(batch)
+            self.enqueue(batch)
             self.emitted += len(batch)
-            self.wake()
