@@ -123,7 +123,7 @@ def shoot(page: Any, name: str, wait: str, full: bool = True) -> None:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        sq = SquallProcess(Path(tmp) / "data").start()
+        sq = SquallProcess(Path(tmp) / "data", SQUALL_TRACE_SAMPLE="1").start()  # every invocation has its trace
         try:
             names = seed(sq)
             traffic(sq)

@@ -95,6 +95,8 @@ class ServerConfig:
     memory_budget_mb: int = field(default_factory=lambda: _env_int("SQUALL_MEMORY_BUDGET_MB", 0))
     #: SQUALL_ASYNC_RETRY_BASE_S: delay before the first async retry (Lambda: 60 s, then 120 s)
     async_retry_base_s: float = field(default_factory=lambda: _env_float("SQUALL_ASYNC_RETRY_BASE_S", 60.0))
+    #: SQUALL_ASYNC_MAX_IN_FLIGHT: async events being delivered at once (the rest wait in the durable queue)
+    async_max_in_flight: int = field(default_factory=lambda: _env_int("SQUALL_ASYNC_MAX_IN_FLIGHT", 256))
     #: SQUALL_PRICES: path of a JSON/YAML price table (default: Lambda's x86 us-east-1 prices)
     prices_path: str = field(default_factory=lambda: os.environ.get("SQUALL_PRICES", ""))
     #: SQUALL_LOG_RETENTION_DAYS: records and logs older than this are pruned
@@ -111,8 +113,11 @@ class ServerConfig:
             os.environ.get("SQUALL_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
         )
     )
-    #: SQUALL_TRACE_SAMPLE: ratio of new traces recorded (callers' sampled flags are followed)
-    trace_sample: float = field(default_factory=lambda: _env_float("SQUALL_TRACE_SAMPLE", 1.0))
+    #: SQUALL_TRACE_SAMPLE: ratio of new traces recorded beyond the reservoir (callers' sampled flags are followed);
+    #: 1 records every trace.  With the reservoir: AWS X-Ray's default rule (1 per second + 5%)
+    trace_sample: float = field(default_factory=lambda: _env_float("SQUALL_TRACE_SAMPLE", 0.05))
+    #: SQUALL_TRACE_RESERVOIR: new traces recorded per second per function (and per API: S3, SQS) before the ratio
+    trace_reservoir: int = field(default_factory=lambda: max(0, _env_int("SQUALL_TRACE_RESERVOIR", 1)))
     #: SQUALL_TRACE_BUFFER: traces kept in memory for /_squall/api/traces (oldest dropped first)
     trace_buffer: int = field(default_factory=lambda: _env_int("SQUALL_TRACE_BUFFER", 2000))
     #: SQUALL_PRUNE_INTERVAL_S: how often records and logs past the retention are deleted

@@ -119,7 +119,12 @@ class Squall:
             function_env=self.function_env,
         )
         self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id)
-        self.dispatcher = AsyncDispatcher(self.invoker, retry_base_delay_s=c.async_retry_base_s, queue_sink=self.queues)
+        self.dispatcher = AsyncDispatcher(
+            self.invoker,
+            retry_base_delay_s=c.async_retry_base_s,
+            max_in_flight=max(1, c.async_max_in_flight),
+            queue_sink=self.queues,
+        )
         self.storage_events = StorageEvents(self.store, self.queues, c.region, self.dispatcher.enqueue_threadsafe)
         self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events)
         self.storage_events.objects = self.objects

@@ -1,8 +1,9 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against a real ``squall up``.
 
 Seeds functions (one that fails now and then), invocations, and an SQS queue whose dead-letter queue holds a
-message; then signs in, checks every page renders its data (charts drawn on canvas), opens an invocation's logs,
-and redrives the dead-letter queue, verifying with boto3 that the message is back in its source queue.
+message; then signs in, checks every page renders its data (charts drawn on canvas), opens an invocation's logs
+and its trace (or the "Not sampled" note, with the default sampling), and redrives the dead-letter queue, verifying
+with boto3 that the message is back in its source queue.
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ def handler(event, context):
 """
 
 
+def invoke_with_traceparent(lam: Any, function: str, traceparent: str) -> str:
+    """Invoke with a caller's ``traceparent`` (its sampled flag decides whether a trace is kept); the request id."""
+
+    def add(request: Any, **_: Any) -> None:
+        request.headers["traceparent"] = traceparent
+
+    lam.meta.events.register("before-sign.lambda.Invoke", add)
+    try:
+        resp = lam.invoke(FunctionName=function, Payload=b"{}")
+    finally:
+        lam.meta.events.unregister("before-sign.lambda.Invoke", add)
+    return str(resp["ResponseMetadata"]["RequestId"])
+
+
 def seed(sq: SquallProcess) -> dict[str, Any]:
     """Functions, invocations (some failing), a queue with a DLQ holding one message.  Returns names."""
     lam = sq.client("lambda")
@@ -49,6 +64,8 @@ def seed(sq: SquallProcess) -> dict[str, Any]:
     for i in range(8):
         lam.invoke(FunctionName="orders", Payload=json.dumps({"order": i, "fail": i % 3 == 0}))
     lam.invoke(FunctionName="orders", InvocationType="Event", Payload=json.dumps({"order": 99}))
+    traced = invoke_with_traceparent(lam, "hello", "00-" + "a1" * 16 + "-" + "b2" * 8 + "-01")
+    untraced = invoke_with_traceparent(lam, "hello", "00-" + "c3" * 16 + "-" + "d4" * 8 + "-00")
     sqs = sq.client("sqs")
     dlq_url = sqs.create_queue(QueueName="orders-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -71,12 +88,15 @@ def seed(sq: SquallProcess) -> dict[str, Any]:
         return status == 200 and len(body["invocations"]) >= 14
 
     eventually(recorded, what="invocation records flushed")
-    return {"src_url": src_url, "dlq_url": dlq_url, "dlq_arn": dlq_arn}
+    return {"src_url": src_url, "dlq_url": dlq_url, "dlq_arn": dlq_arn, "traced": traced, "untraced": untraced}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SquallProcess, dict[str, Any]]]:
-    sq = SquallProcess(tmp_path_factory.mktemp("dash") / "data").start()
+    # the default trace sampling (whatever the environment says): most invocations have no trace
+    sq = SquallProcess(
+        tmp_path_factory.mktemp("dash") / "data", SQUALL_TRACE_SAMPLE="", SQUALL_TRACE_RESERVOIR=""
+    ).start()
     try:
         yield sq, seed(sq)
     finally:
@@ -149,6 +169,21 @@ def test_browser_walkthrough(server: tuple[SquallProcess, dict[str, Any]], page:
     assert "processing order" in logs and "is invalid" in logs
     assert pg.locator("#timing .run").count() == 1
     pg.wait_for_function("!document.querySelector('#trace').innerText.includes('Loading')")
+    pg.keyboard.press("Escape")
+
+    # an invocation that was not sampled says so (and why); a traced one shows its waterfall
+    pg.goto(sq.url + "/ui#/invocations?function=hello")
+    pg.locator(f".inv-table tr[data-rid='{names['untraced']}']").click()
+    pg.wait_for_function(
+        "document.querySelector('#trace') && document.querySelector('#trace').innerText.includes('Not sampled')"
+    )
+    note = pg.inner_text("#trace")
+    assert "1/s per function + 5% are traced" in note and "SQUALL_TRACE_SAMPLE" in note, note
+    pg.keyboard.press("Escape")  # the drawer covers part of the table
+    pg.locator(f".inv-table tr[data-rid='{names['traced']}']").click()
+    pg.wait_for_selector("#trace .wf-row")
+    waterfall = pg.inner_text("#trace")
+    assert "a1" * 16 in waterfall and "Invoke hello" in waterfall and "instance" in waterfall, waterfall
     pg.keyboard.press("Escape")
 
     # queues: the DLQ shows its message; Redrive moves it back to the source queue

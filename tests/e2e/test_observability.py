@@ -1,10 +1,14 @@
 """Metrics and traces against a real ``squall up``: /metrics (signed), spans through the trace API, trace context
-propagated into functions and through their boto3 calls, OTLP export to a local receiver."""
+propagated into functions and through their boto3 calls, OTLP export to a local receiver.
+
+The server runs with the default sampling (X-Ray's rule: 1 new trace per second per function + 5%): the trace tests
+send a sampled ``traceparent``/``X-Amzn-Trace-Id``, which is always followed; one test checks the rule itself."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +36,12 @@ def handler(event, context):
     inner = boto3.client("lambda").invoke(FunctionName="obs-echo", Payload=b"{}")
     return {"traceparent": os.environ.get("TRACEPARENT"), "amzn": os.environ.get("_X_AMZN_TRACE_ID"),
             "inner_status": inner["StatusCode"]}
+"""
+
+CONTEXT = """
+import os
+def handler(event, context):
+    return {"traceparent": os.environ.get("TRACEPARENT"), "amzn": os.environ.get("_X_AMZN_TRACE_ID")}
 """
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -65,7 +75,10 @@ def receiver() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def squall(tmp_path_factory: pytest.TempPathFactory, receiver: str) -> Iterator[SquallProcess]:
-    proc = SquallProcess(tmp_path_factory.mktemp("observability") / "data", SQUALL_OTLP_ENDPOINT=receiver).start()
+    proc = SquallProcess(
+        tmp_path_factory.mktemp("observability") / "data", SQUALL_OTLP_ENDPOINT=receiver,
+        SQUALL_TRACE_SAMPLE="", SQUALL_TRACE_RESERVOIR="",  # the defaults, whatever the environment says
+    ).start()  # fmt: skip
     yield proc
     assert proc.stop() == 0
 
@@ -255,7 +268,8 @@ def test_invoke_continues_the_callers_traceparent_with_cold_start_spans(squall: 
     status, missing = signed_get(squall.url, "/_squall/api/traces/" + "0" * 31 + "1")
     assert status == 404 and "Trace not found" in missing["Message"], missing
     status, none = signed_get(squall.url, "/_squall/api/traces?request_id=no-such-request")
-    assert status == 200 and none == {"traces": []}
+    assert status == 200 and none["traces"] == [], none
+    assert none["sampling"] == {"reservoir_per_s": 1, "ratio": 0.05} and none["kept_since"] <= time.time()
     status, _ = signed_get(squall.url, "/_squall/api/traces?limit=0")
     assert status == 400
 
@@ -351,3 +365,42 @@ def test_function_urls_continue_and_return_the_trace(squall: SquallProcess, lam:
     assert entry["span_id"] == tp.split("-")[2] and entry["kind"] == "server"
     assert entry["attributes"]["faas.trigger"] == "http"
     assert {"invoker", "instance"} <= {s["name"] for s in trace["spans"]}
+
+
+def test_default_sampling_keeps_a_few_traces_of_a_burst_and_every_call_gets_its_context(
+    squall: SquallProcess, lam: Any
+) -> None:
+    """X-Ray's default rule: of a quick burst to one function, the first of each second and ~5% of the rest are
+    traced; every invocation still gets a trace context (flags 01 or 00) in the response and in the function."""
+    create(lam, "obs-burst", CONTEXT)
+    lam.invoke(FunctionName="obs-burst", Payload=b"{}")  # cold start out of the way
+    time.sleep(1.0)  # a fresh second: the warm-up spent the reservoir of its own
+    first_second = int(time.time())
+    calls = []
+    for _ in range(30):
+        resp = lam.invoke(FunctionName="obs-burst", Payload=b"{}")
+        seen = json.loads(resp["Payload"].read())
+        calls.append((resp["ResponseMetadata"]["HTTPHeaders"]["traceparent"], seen, resp["ResponseMetadata"]))
+    seconds = int(time.time()) - first_second + 1
+    sampled: set[str] = set()
+    for tp, seen, _meta in calls:
+        _, trace_id, _, flags = tp.split("-")
+        assert flags in ("01", "00"), tp
+        # the function saw the same trace and decision, in both formats (as Lambda: Sampled=0 when not traced)
+        assert seen["traceparent"].startswith(f"00-{trace_id}-") and seen["traceparent"].endswith(f"-{flags}")
+        assert seen["amzn"].startswith(f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent=")
+        assert seen["amzn"].endswith(";Sampled=1" if flags == "01" else ";Sampled=0")
+        if flags == "01":
+            sampled.add(trace_id)
+    # at least the reservoir's one of the first second; far fewer than all (1 per second spanned + ~5% of 30)
+    assert 1 <= len(sampled) <= seconds + 8 and len(sampled) < 30, (len(sampled), seconds)
+
+    status, listed = signed_get(squall.url, "/_squall/api/traces?function=obs-burst&limit=1000")
+    assert status == 200
+    stored = {t["trace_id"] for t in listed["traces"]}
+    assert sampled <= stored and len(stored - sampled) <= 1, (stored, sampled)  # (+ the warm-up's own trace)
+    # an unsampled invocation: no trace, and the API says since when a missing trace means "not sampled"
+    tp, _, meta = next(c for c in calls if c[0].endswith("-00"))
+    status, body = signed_get(squall.url, f"/_squall/api/traces?request_id={meta['RequestId']}")
+    assert status == 200 and body["traces"] == [] and body["sampling"] == {"reservoir_per_s": 1, "ratio": 0.05}
+    assert body["kept_since"] < first_second

@@ -135,18 +135,25 @@ def test_metrics_path_is_public_only_when_asked() -> None:
 
 
 def test_config_knobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k in ("SQUALL_METRICS", "SQUALL_TRACING", "SQUALL_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    for k in (
+        "SQUALL_METRICS", "SQUALL_TRACING", "SQUALL_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "SQUALL_TRACE_SAMPLE", "SQUALL_TRACE_RESERVOIR",
+    ):  # fmt: skip
         monkeypatch.delenv(k, raising=False)
     c = ServerConfig()
-    assert (c.metrics, c.tracing, c.metrics_public, c.otlp_endpoint, c.trace_sample) == (True, True, False, "", 1.0)
+    assert (c.metrics, c.tracing, c.metrics_public, c.otlp_endpoint) == (True, True, False, "")
+    assert (c.trace_sample, c.trace_reservoir) == (0.05, 1)  # X-Ray's default rule: 1 per second + 5%
     monkeypatch.setenv("SQUALL_METRICS", "0")
     monkeypatch.setenv("SQUALL_TRACING", "false")
     monkeypatch.setenv("SQUALL_METRICS_PUBLIC", "1")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("SQUALL_TRACE_SAMPLE", "0.25")
     monkeypatch.setenv("SQUALL_TRACE_BUFFER", "10")
+    monkeypatch.setenv("SQUALL_TRACE_RESERVOIR", "3")
     c = ServerConfig()
     assert (c.metrics, c.tracing, c.metrics_public, c.otlp_endpoint) == (False, False, True, "http://127.0.0.1:4318")
-    assert (c.trace_sample, c.trace_buffer) == (0.25, 10)
+    assert (c.trace_sample, c.trace_buffer, c.trace_reservoir) == (0.25, 10, 3)
+    monkeypatch.setenv("SQUALL_TRACE_RESERVOIR", "-2")
+    assert ServerConfig().trace_reservoir == 0
     monkeypatch.setenv("SQUALL_OTLP_ENDPOINT", "http://127.0.0.1:9999")
     assert ServerConfig().otlp_endpoint == "http://127.0.0.1:9999"

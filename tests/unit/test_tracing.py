@@ -91,7 +91,7 @@ def test_entry_span_continues_either_header_traceparent_first() -> None:
 
 def test_sampling_ratio_and_callers_decision() -> None:
     got: list[Finished] = []
-    never = Tracer(0.0, [got.append])
+    never = Tracer(0.0, [got.append], reservoir=0)
     span = never.entry_span("Invoke f", "", "", KIND_SERVER, {})
     assert not span.sampled and span.traceparent().endswith("-00")
     never.end(span)
@@ -106,6 +106,86 @@ def test_sampling_ratio_and_callers_decision() -> None:
     assert 1600 < sum(decisions) < 2400
     # the decision is a function of the trace id (every node of a trace agrees)
     assert half.sampled((1 << 64) - 1) is False and half.sampled(1) is True
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.25) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+LOW = 1  # a trace id the ratio samples (its low 64 bits are below any bound > 0)
+HIGH = (1 << 64) - 1  # one the ratio never samples (below 1)
+
+
+def test_reservoir_samples_the_first_n_per_second_per_function_then_the_ratio() -> None:
+    clock = FakeClock()
+    tracer = Tracer(0.0, reservoir=2, clock=clock)
+    # the first 2 of this second for "f" are sampled whatever their ids; then only the ratio (0 here) decides
+    assert [tracer.decide("f", HIGH) for _ in range(4)] == [True, True, False, False]
+    # another function has its own reservoir
+    assert [tracer.decide("g", HIGH) for _ in range(3)] == [True, True, False]
+    # still the same second (a fraction later): spent
+    clock.now += 0.7
+    assert tracer.decide("f", HIGH) is False
+    # a new second refills it
+    clock.now += 0.1
+    assert [tracer.decide("f", HIGH) for _ in range(3)] == [True, True, False]
+    # a clock that steps back is another second too (refills, never starves)
+    clock.now -= 10
+    assert tracer.decide("f", HIGH) is True
+
+
+def test_ratio_applies_after_the_reservoir_and_one_means_everything() -> None:
+    clock = FakeClock()
+    tracer = Tracer(0.05, reservoir=1, clock=clock)
+    assert tracer.decide("f", HIGH) is True  # the reservoir
+    assert tracer.decide("f", HIGH) is False  # past it: the ratio on the id
+    assert tracer.decide("f", LOW) is True
+    rest = [tracer.decide("f", tracer.new_trace_id()) for _ in range(4000)]
+    assert 100 < sum(rest) < 300  # ~5%
+    everything = Tracer(1.0, reservoir=0, clock=clock)
+    assert all(everything.decide("f", HIGH) for _ in range(100))
+    nothing = Tracer(0.0, reservoir=0, clock=clock)
+    assert not any(nothing.decide("f", LOW) for _ in range(100))
+
+
+def test_new_traces_use_the_rule_and_incoming_decisions_are_followed() -> None:
+    clock = FakeClock()
+    got: list[Finished] = []
+    tracer = Tracer(0.0, [got.append], reservoir=1, clock=clock)
+    first = tracer.entry_span("Invoke f", "", "", KIND_SERVER)
+    second = tracer.entry_span("Invoke f", "", "", KIND_SERVER)
+    assert first.sampled and not second.sampled
+    assert first.trace_id >> 96 == int(clock.now)  # the id's epoch is the same clock's second
+    # the key defaults to the span name; an explicit key shares the function's reservoir
+    other = tracer.entry_span("Invoke g", "", "", KIND_SERVER, None, "g")
+    assert other.sampled
+    assert not tracer.invocation("g", "rid", "lambda-api", None).sampled
+    # a caller's decision wins both ways, and does not spend the reservoir
+    clock.now += 1
+    no = tracer.entry_span("Invoke f", format_traceparent(TID, SID, False), "", KIND_SERVER)
+    assert not no.sampled and no.traceparent().endswith("-00")
+    no_amzn = tracer.entry_span("Invoke f", "", format_amzn_trace_id(TID, SID, False), KIND_SERVER)
+    assert not no_amzn.sampled
+    yes = Tracer(0.0, reservoir=0, clock=clock).entry_span(
+        "Invoke f", "", format_amzn_trace_id(TID, SID, True), KIND_SERVER
+    )
+    assert yes.sampled
+    assert tracer.entry_span("Invoke f", "", "", KIND_SERVER).sampled  # the reservoir of this second is untouched
+    # an X-Amzn-Trace-Id without Sampled= is undecided: the rule decides it (the reservoir is spent now)
+    undecided = f"Root=1-{TID >> 96:08x}-{TID & ((1 << 96) - 1):024x}"
+    assert not tracer.entry_span("Invoke f", "", undecided, KIND_SERVER).sampled
+
+
+def test_the_reservoir_forgets_keys_past_its_bound() -> None:
+    clock = FakeClock()
+    tracer = Tracer(0.0, reservoir=1, clock=clock)
+    for i in range(5000):  # e.g. Invoke requests naming functions that do not exist
+        tracer.decide(f"fn-{i}", HIGH)
+    assert len(tracer._slots) <= 4096
 
 
 # ------------------------------------------------------------------------------------------------ invocation tree
@@ -189,13 +269,23 @@ def test_warm_error_and_throttle_and_own_entry_span() -> None:
 
 def test_unsampled_invocations_emit_nothing_but_propagate() -> None:
     got: list[Finished] = []
-    tracer = Tracer(0.0, [got.append])
+    tracer = Tracer(0.0, [got.append], reservoir=0)
     trace = tracer.invocation("f", "rid", "lambda-api", None)
+    assert not trace.sampled and trace.parent.attributes == {} and trace.parent.start_ns == 0
     trace.acquired()
     amzn, tp = trace.instance_context()
     trace.finish("$LATEST", outcome(), "ok", None)
-    assert got == []
-    assert tp.endswith("-00") and amzn.endswith("Sampled=0")
+    assert got == [] and trace.spans() == []
+    # the function still gets the context, in both formats, with the same ids (as Lambda does when not sampled)
+    assert tp == format_traceparent(trace.trace_id, trace.instance_span_id, False) and tp.endswith("-00")
+    assert amzn == format_amzn_trace_id(trace.trace_id, trace.instance_span_id, False) and amzn.endswith("Sampled=0")
+    assert parse_traceparent(tp) == (trace.trace_id, trace.instance_span_id, False)
+    # an edge span of an unsampled request: ended, it reaches no sink either
+    edge = tracer.entry_span("Invoke f", "", "", KIND_SERVER)
+    inner = tracer.invocation("f", "rid-2", "lambda-api", edge)
+    inner.finish("$LATEST", outcome(), "ok", None)
+    tracer.end(edge, error=True)
+    assert got == [] and edge.error and edge.traceparent().endswith("-00")
 
 
 # ------------------------------------------------------------------------------------------------ store
@@ -228,6 +318,28 @@ def test_trace_store_shapes_lookups_and_bounds() -> None:
     assert store.get(ids[2]) is not None and store.get(ids[2].upper().lower()) is not None
     for bad in ("xyz", ids[2][:-1], "0" * 32):
         assert store.get(bad) is None
+
+
+def test_trace_store_knows_since_when_a_missing_trace_means_not_sampled() -> None:
+    before = time.time_ns()
+    store = TraceStore(max_traces=2)
+    assert before <= store.kept_since_ns <= time.time_ns()  # nothing dropped: everything since it was made
+    created = store.kept_since_ns
+    tracer = Tracer(1.0, [store.add])
+    traces = []
+    for i in range(3):
+        trace = tracer.invocation("f", f"rid-{i}", "lambda-api", None, sync=True)
+        trace.acquired()
+        trace.finish("$LATEST", outcome(), "ok", None)
+        traces.append(trace)
+        time.sleep(0.001)
+        if i < 2:
+            assert store.kept_since_ns == created
+    # the first trace was dropped for room: what started after its last entry is still kept
+    assert store.by_request("rid-0") == []
+    assert store.kept_since_ns == max(traces[0].t_start, traces[0].parent.start_ns)
+    assert all(store.by_request(t.request_id) for t in traces[1:])
+    assert all(t.t_start > store.kept_since_ns for t in traces[1:])
 
 
 def test_spans_with_a_remote_parent_are_roots_and_traces_are_capped() -> None:

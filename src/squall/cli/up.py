@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.panel import Panel
 
 from squall.config import ServerConfig
+from squall.edge.http_protocol import CoalescingHttpProtocol
 from squall.server import Squall
 
 __all__ = ["add_parser", "run"]
@@ -142,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
         console.print("[yellow]not running as root: instances are not sandboxed (see the log for what is missing)[/]")
     squall = Squall(cfg)
     app = squall.asgi()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False)
-    )
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False)
+    config.http = CoalescingHttpProtocol  # one socket write per response (see edge/http_protocol.py)
+    server = uvicorn.Server(config)
 
     # uvicorn handles SIGINT/SIGTERM (graceful shutdown: lifespan stops instances and flushes records), then
     # re-raises the signal for whoever handled it before; with these no-op handlers that ends in a clean exit 0

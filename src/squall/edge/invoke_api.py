@@ -89,14 +89,12 @@ class InvokeEndpoint:
             amzn_trace_id = headers_in.get("x-amzn-trace-id", "")
             traceparent = headers_in.get("traceparent", "")
             if tracer is not None:  # the entry span: continues the caller's traceparent / X-Amzn-Trace-Id
-                span = tracer.entry_span(
-                    f"Invoke {name}",
-                    traceparent,
-                    amzn_trace_id,
-                    KIND_SERVER,
-                    {"faas.invocation_id": request_id, "faas.name": name, "faas.trigger": "other",
-                     "squall.trigger": "lambda-api", "squall.invocation_type": itype},
-                )  # fmt: skip
+                span = tracer.entry_span(f"Invoke {name}", traceparent, amzn_trace_id, KIND_SERVER, None, name)
+                if span.sampled:  # attributes only for spans that are kept
+                    span.attributes = {
+                        "faas.invocation_id": request_id, "faas.name": name, "faas.trigger": "other",
+                        "squall.trigger": "lambda-api", "squall.invocation_type": itype,
+                    }  # fmt: skip
             result = await self.invoker.invoke(
                 name,
                 qualifier,

@@ -3,8 +3,10 @@
 Routes (behind SigV4 like everything else; ``SQUALL_METRICS_PUBLIC=1`` lets ``/metrics`` be scraped unsigned):
 
 * ``GET /metrics``: Prometheus text format (see ``squall.observability.metrics``)
-* ``GET /_squall/api/traces?request_id=RID`` -> ``{"traces": [TRACE]}``: the trace containing that invocation
-  (``[]`` if none is kept)
+* ``GET /_squall/api/traces?request_id=RID`` -> ``{"traces": [TRACE]}``: the trace containing that invocation.
+  If none is kept: ``{"traces": [], "sampling": {"reservoir_per_s": N, "ratio": R}, "kept_since": EPOCH_S}``:
+  an invocation that started after ``kept_since`` and has no trace was not sampled (``SQUALL_TRACE_RESERVOIR`` /
+  ``SQUALL_TRACE_SAMPLE``); an older one may have been dropped from the buffer or predates this server process
 * ``GET /_squall/api/traces?function=NAME&limit=N`` -> ``{"traces": [TRACE, ...]}``: newest first (``function``
   optional, ``limit`` 1 to 1000, default 50)
 * ``GET /_squall/api/traces/{trace_id}`` -> TRACE, or 404 ``ResourceNotFoundException``
@@ -71,6 +73,7 @@ class Observability:
 
             routes.append(Route(METRICS_PATH, scrape, methods=["GET"]))
         store = self.traces
+        tracer = self.tracer
 
         async def list_traces(request: Request) -> Response:
             try:
@@ -88,7 +91,16 @@ class Observability:
                     traces = [
                         t for t in traces if any(s["attributes"].get("faas.name") == function for s in t["spans"])
                     ]
-                return json_response({"traces": traces[:limit]})
+                if traces or tracer is None:
+                    return json_response({"traces": traces[:limit]})
+                # none kept: say why it may be missing (the dashboard tells "not sampled" from "too old")
+                return json_response(
+                    {
+                        "traces": [],
+                        "sampling": {"reservoir_per_s": tracer.reservoir, "ratio": tracer.ratio},
+                        "kept_since": store.kept_since_ns / 1e9,
+                    }
+                )
             return json_response({"traces": store.recent(function, limit)})
 
         async def get_trace(request: Request) -> Response:
@@ -107,10 +119,13 @@ class Observability:
     def traced(self, service: str, app: ASGIApp) -> ASGIApp:
         """``app`` (the S3 or SQS API) with a server span for each request that carries a trace context
         (``traceparent`` or ``X-Amzn-Trace-Id``, as boto3 inside a function sends): a function's S3 or SQS calls
-        continue its trace.  Requests without one pass straight through."""
+        continue its trace (and its sampling decision).  Requests without one pass straight through.  An undecided
+        context (``X-Amzn-Trace-Id`` without ``Sampled=``) is decided with the API's own reservoir (key
+        ``"<service> API"``: no function name has a space)."""
         tracer = self.tracer
         if tracer is None:
             return app
+        key = f"{service} API"
 
         async def traced_app(scope: Scope, receive: Any, send: Any) -> None:
             traceparent = amzn = ""
@@ -126,28 +141,31 @@ class Observability:
                 await app(scope, receive, send)
                 return
             method, path = scope["method"], scope["path"]
-            attrs: dict[str, Any] = {"rpc.system": "aws-api", "rpc.service": service, "http.request.method": method}
-            if service == "S3":
-                bucket, _, key = path.lstrip("/").partition("/")
-                attrs["aws.s3.bucket"] = bucket
-                if key:
-                    attrs["aws.s3.key"] = key
-                op = method
-            else:
-                op = target.rpartition(".")[2] or method
-                attrs["url.path"] = path
-            attrs["rpc.method"] = op
-            request_id = scope.get("squall.request_id")
-            if request_id:
-                attrs["aws.request_id"] = request_id
-            span = tracer.entry_span(f"{service} {op}", traceparent, amzn, KIND_SERVER, attrs)
+            op = method if service == "S3" else (target.rpartition(".")[2] or method)
+            span = tracer.entry_span(f"{service} {op}", traceparent, amzn, KIND_SERVER, None, key)
+            if span.sampled:  # attributes only for spans that are kept
+                attrs = span.attributes
+                attrs.update(
+                    {"rpc.system": "aws-api", "rpc.service": service, "rpc.method": op, "http.request.method": method}
+                )
+                if service == "S3":
+                    bucket, _, obj = path.lstrip("/").partition("/")
+                    attrs["aws.s3.bucket"] = bucket
+                    if obj:
+                        attrs["aws.s3.key"] = obj
+                else:
+                    attrs["url.path"] = path
+                request_id = scope.get("squall.request_id")
+                if request_id:
+                    attrs["aws.request_id"] = request_id
             status = 500
 
             async def send_traced(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = int(message["status"])
-                    span.attributes["http.response.status_code"] = status
+                    if span.sampled:
+                        span.attributes["http.response.status_code"] = status
                     headers = [*message.get("headers", []), (b"traceparent", span.traceparent().encode())]
                     message = {**message, "headers": headers}
                 await send(message)
@@ -197,6 +215,6 @@ def install(squall: Squall) -> Observability:
             obs.otlp = OtlpExport(c.otlp_endpoint)
             sinks.append(obs.otlp)
             log.info("exporting traces over OTLP/HTTP to %s", obs.otlp.url)
-        obs.tracer = Tracer(c.trace_sample, sinks)
+        obs.tracer = Tracer(c.trace_sample, sinks, reservoir=c.trace_reservoir)
         squall.invoker.tracer = obs.tracer
     return obs

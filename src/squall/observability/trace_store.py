@@ -3,10 +3,15 @@
 Bounded: the newest ``max_traces`` traces (a trace is dropped whole, oldest first) and at most ``max_spans_per_trace``
 entries (spans, or finished invocations that expand to their 2-5 inner spans) in any one trace.  Adding a span is a dict lookup and a list append (it runs on the invocation path); spans
 become JSON only when read.  Everything runs on the server's event loop thread.
+
+``kept_since_ns``: every sampled invocation that started after it is still here (the store's creation, then the
+latest start of anything in a trace dropped for room).  So a missing trace of a newer invocation means it was not
+sampled, which the dashboard says.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +37,8 @@ class TraceStore:
         self.max_spans_per_trace = max(1, max_spans_per_trace)
         self._traces: OrderedDict[int, _Trace] = OrderedDict()
         self._by_request: dict[str, int] = {}
+        #: what started after this (epoch ns) and was sampled is kept (see the module doc)
+        self.kept_since_ns = time.time_ns()
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -45,6 +52,8 @@ class TraceStore:
                 _, old = self._traces.popitem(last=False)
                 for old_rid in old.request_ids:
                     self._by_request.pop(old_rid, None)
+                if old.items:
+                    self.kept_since_ns = max(self.kept_since_ns, max(_start(i) for i in old.items))
         if len(trace.items) >= self.max_spans_per_trace:
             trace.dropped += 1
             return

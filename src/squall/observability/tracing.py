@@ -7,6 +7,13 @@ spans when they are read.  Ended, sampled spans and invocations go to the sinks:
 :class:`~squall.observability.otlp.OtlpExport`, which turns them into OpenTelemetry SDK ``ReadableSpan`` objects in
 a background thread and exports them with the OTLP/HTTP exporter.
 
+Sampling (AWS X-Ray's default rule): a caller's decision (the ``traceparent`` flags, ``Sampled=0|1`` of
+``X-Amzn-Trace-Id``) is always followed.  A new or undecided trace is sampled if it is one of the first
+``reservoir`` of the current second for its key (the function; ``"S3 API"``/``"SQS API"`` for those APIs), else
+with probability ``sample_ratio`` (decided on the trace id, as OpenTelemetry's TraceIdRatioBased).  Defaults:
+1 per second per function plus 5%.  An unsampled span or invocation records no timestamps or attributes and never
+reaches a sink; it still has ids, so the function and the caller get a trace context (flags ``00``, ``Sampled=0``).
+
 Propagation: W3C ``traceparent`` (``00-<32 hex trace id>-<16 hex span id>-<flags>``) and AWS ``X-Amzn-Trace-Id``
 (``Root=1-<first 8 hex>-<last 24 hex>;Parent=<16 hex>;Sampled=0|1``) name the same trace id both ways. New trace ids
 start with the epoch seconds (as X-Ray requires), followed by 96 random bits.
@@ -58,10 +65,14 @@ _FAAS_TRIGGER = {"function-url": "http", "http-route": "http", "s3": "datasource
 
 _time_ns = time.time_ns
 _bits = random.getrandbits
+#: keys the reservoir tracks at most (names come from requests, even of functions that do not exist); past it, it
+#: starts over (at worst a few extra traces in that second)
+_RESERVOIR_KEYS = 4096
 
 
 class Span:
-    """One finished (or running) span.  Ids are ints; times are epoch nanoseconds."""
+    """One finished (or running) span.  Ids are ints; times are epoch nanoseconds (0 when not sampled: an unsampled
+    span only carries the trace context)."""
 
     __slots__ = (
         "attributes",
@@ -103,7 +114,7 @@ class Span:
 
     @property
     def trace_id_hex(self) -> str:
-        return f"{self.trace_id:032x}"
+        return self.trace_id.to_bytes(16, "big").hex()
 
     def traceparent(self) -> str:
         return format_traceparent(self.trace_id, self.span_id, self.sampled)
@@ -116,12 +127,12 @@ class Span:
 
 
 def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
-    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
+    return f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{'01' if sampled else '00'}"
 
 
 def format_amzn_trace_id(trace_id: int, span_id: int, sampled: bool) -> str:
-    t = f"{trace_id:032x}"
-    return f"Root=1-{t[:8]}-{t[8:]};Parent={span_id:016x};Sampled={1 if sampled else 0}"
+    t = trace_id.to_bytes(16, "big").hex()
+    return f"Root=1-{t[:8]}-{t[8:]};Parent={span_id.to_bytes(8, 'big').hex()};Sampled={'1' if sampled else '0'}"
 
 
 def _hex_int(value: str, length: int) -> int | None:
@@ -170,12 +181,27 @@ def parse_amzn_trace_id(value: str) -> tuple[int, int | None, bool | None] | Non
 
 
 class Tracer:
-    """Makes spans and hands the sampled, ended ones to the sinks (the local store, the OTLP export)."""
+    """Makes spans, decides which traces are sampled, and hands the sampled, ended ones to the sinks (the local
+    store, the OTLP export).
 
-    def __init__(self, sample_ratio: float = 1.0, sinks: list[Callable[[Finished], None]] | None = None) -> None:
+    ``reservoir``: new traces sampled per second per key (a function's name) before ``sample_ratio`` applies to the
+    rest; ``clock``: epoch seconds (injected by tests).  Everything runs on the event loop thread: no locks."""
+
+    def __init__(
+        self,
+        sample_ratio: float = 0.05,
+        sinks: list[Callable[[Finished], None]] | None = None,
+        reservoir: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         ratio = min(1.0, max(0.0, sample_ratio))
+        self.ratio = ratio
         self.sample_all = ratio >= 1.0
         self._bound = round(ratio * _MASK64)
+        self.reservoir = max(0, int(reservoir))
+        self._clock = clock
+        #: key -> [second, traces sampled by the reservoir in that second]
+        self._slots: dict[str, list[int]] = {}
         self.sinks: list[Callable[[Finished], None]] = sinks or []
 
     # -- ids and sampling ---------------------------------------------------------------------------------------
@@ -191,8 +217,32 @@ class Tracer:
         """The ratio decision (OpenTelemetry's TraceIdRatioBased: the low 64 bits against the ratio)."""
         return self.sample_all or (trace_id & _MASK64) < self._bound
 
-    def parent_from_headers(self, traceparent: str, amzn_trace_id: str) -> tuple[int, int | None, bool]:
-        """(trace id, remote parent span id or None, sampled): the incoming context, or a new trace."""
+    def decide(self, key: str, trace_id: int, second: int | None = None) -> bool:
+        """Sample a new or undecided trace?  One of the first ``reservoir`` of this second for ``key``, or else the
+        ratio decision on its id (X-Ray's rule: a reservoir per second, then a fixed rate of the rest)."""
+        if self.sample_all:
+            return True
+        if self.reservoir:
+            sec = int(self._clock()) if second is None else second
+            slots = self._slots
+            slot = slots.get(key)
+            if slot is None:
+                if len(slots) >= _RESERVOIR_KEYS:
+                    slots.clear()
+                slots[key] = [sec, 1]
+                return True
+            if slot[0] != sec:
+                slot[0] = sec
+                slot[1] = 1
+                return True
+            if slot[1] < self.reservoir:
+                slot[1] += 1
+                return True
+        return (trace_id & _MASK64) < self._bound
+
+    def parent_from_headers(self, traceparent: str, amzn_trace_id: str, key: str = "") -> tuple[int, int | None, bool]:
+        """(trace id, remote parent span id or None, sampled): the incoming context (its decision followed), or a
+        new trace (decided by :meth:`decide` for ``key``)."""
         if traceparent:
             parsed = parse_traceparent(traceparent)
             if parsed is not None:
@@ -201,40 +251,52 @@ class Tracer:
             amzn = parse_amzn_trace_id(amzn_trace_id)
             if amzn is not None:
                 trace_id, parent, decided = amzn
-                return trace_id, parent, self.sampled(trace_id) if decided is None else decided
-        trace_id = self.new_trace_id()
-        return trace_id, None, self.sampled(trace_id)
+                return trace_id, parent, self.decide(key, trace_id) if decided is None else decided
+        sec = int(self._clock())
+        trace_id = (sec << 96) | _bits(96) or 1
+        return trace_id, None, self.decide(key, trace_id, sec)
 
     # -- spans --------------------------------------------------------------------------------------------------
     def entry_span(
-        self, name: str, traceparent: str, amzn_trace_id: str, kind: str, attributes: dict[str, Any]
+        self,
+        name: str,
+        traceparent: str,
+        amzn_trace_id: str,
+        kind: str,
+        attributes: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> Span:
-        """A span where a request enters Squall, continuing the caller's trace if it sent one."""
-        trace_id, parent, sampled = self.parent_from_headers(traceparent, amzn_trace_id)
+        """A span where a request enters Squall, continuing the caller's trace if it sent one; a new trace is decided
+        for ``key`` (default: ``name``).  Callers that build many attributes can pass none and set
+        ``span.attributes`` only ``if span.sampled`` (an unsampled span's attributes go nowhere)."""
+        trace_id, parent, sampled = self.parent_from_headers(traceparent, amzn_trace_id, name if key is None else key)
         return Span(
             name,
             trace_id,
             _bits(64) or 1,
             parent,
             kind,
-            _time_ns(),
-            attributes,
+            _time_ns() if sampled else 0,
+            {} if attributes is None else attributes,
             sampled,
-            remote_parent=parent is not None,
+            parent is not None,
         )
 
     def child(
         self, parent: Span, name: str, kind: str = KIND_INTERNAL, attributes: dict[str, Any] | None = None
     ) -> Span:
+        sampled = parent.sampled
         return Span(
-            name, parent.trace_id, _bits(64) or 1, parent.span_id, kind, _time_ns(), attributes or {}, parent.sampled
-        )
+            name, parent.trace_id, _bits(64) or 1, parent.span_id, kind, _time_ns() if sampled else 0,
+            attributes or {}, sampled,
+        )  # fmt: skip
 
     def end(self, span: Span, error: bool = False, end_ns: int = 0) -> None:
-        span.end_ns = end_ns or _time_ns()
+        """End ``span``: a sampled one gets its end time and goes to the sinks; an unsampled one costs nothing."""
         if error:
             span.error = True
         if span.sampled:
+            span.end_ns = end_ns or _time_ns()
             for sink in self.sinks:
                 sink(span)
 
@@ -249,18 +311,20 @@ class Tracer:
         sync: bool = False,
     ) -> InvocationTrace:
         """The trace of one run of a function.  Without ``parent`` (an entry span made by the edge), the invocation
-        makes its own "Invoke <fn>" entry span, continuing ``traceparent``/``amzn_trace_id`` if given: a server span
-        when ``sync`` (a caller waits for the answer), else a consumer span (an event is delivered)."""
+        makes its own "Invoke <fn>" entry span, continuing ``traceparent``/``amzn_trace_id`` if given (else a new
+        trace, decided for ``function``): a server span when ``sync`` (a caller waits for the answer), else a
+        consumer span (an event is delivered)."""
         owns = parent is None
         if parent is None:
-            attrs: dict[str, Any] = {
-                "faas.invocation_id": request_id,
-                "faas.name": function,
-                "faas.trigger": _FAAS_TRIGGER.get(trigger, "other"),
-                "squall.trigger": trigger,
-            }
             kind = KIND_SERVER if sync else KIND_CONSUMER
-            parent = self.entry_span(f"Invoke {function}", traceparent, amzn_trace_id, kind, attrs)
+            parent = self.entry_span(f"Invoke {function}", traceparent, amzn_trace_id, kind, None, function)
+            if parent.sampled:
+                parent.attributes = {
+                    "faas.invocation_id": request_id,
+                    "faas.name": function,
+                    "faas.trigger": _FAAS_TRIGGER.get(trigger, "other"),
+                    "squall.trigger": trigger,
+                }
         return InvocationTrace(self, parent, owns, function, request_id, trigger)
 
 
@@ -278,7 +342,10 @@ class InvocationTrace:
     Use: ``acquired()`` after the pool returned an instance, ``instance_context()`` for what the function sees,
     then ``finish(...)`` (``outcome`` None when no instance ran).  Finished and sampled, the record itself goes to
     the sinks; ``spans()`` turns it into the "invoker", "acquire instance", ["cold start", "init"], "instance"
-    spans (ids derived from the instance span's id, so every read gives the same spans)."""
+    spans (ids derived from the instance span's id, so every read gives the same spans).
+
+    Unsampled (``sampled`` False), it is only a trace context: no timestamps, nothing recorded by ``finish``, no
+    spans; ``instance_context()`` still gives the function its ids (with flags ``00`` / ``Sampled=0``)."""
 
     __slots__ = (
         "billed_ms",
@@ -294,6 +361,7 @@ class InvocationTrace:
         "parent",
         "ran",
         "request_id",
+        "sampled",
         "status",
         "t_acquired",
         "t_end",
@@ -312,10 +380,14 @@ class InvocationTrace:
         self.function = function
         self.request_id = request_id
         self.trigger = trigger
-        self.t_start = _time_ns()
+        self.instance_span_id = _bits(64) or 1
         self.t_acquired = 0
         self.t_end = 0
-        self.instance_span_id = _bits(64) or 1
+        sampled = self.sampled = parent.sampled
+        if not sampled:  # a trace context only: the rest is never read
+            self.t_start = 0
+            return
+        self.t_start = _time_ns()
         self.version = ""
         self.status = ""
         self.error_type: str | None = None
@@ -331,20 +403,17 @@ class InvocationTrace:
     def trace_id(self) -> int:
         return self.parent.trace_id
 
-    @property
-    def sampled(self) -> bool:
-        return self.parent.sampled
-
     def acquired(self) -> None:
-        self.t_acquired = _time_ns()
+        if self.sampled:
+            self.t_acquired = _time_ns()
 
     def instance_context(self) -> tuple[str, str]:
         """(_X_AMZN_TRACE_ID, traceparent) of the instance span: what the function continues."""
-        p = self.parent
-        return (
-            format_amzn_trace_id(p.trace_id, self.instance_span_id, p.sampled),
-            format_traceparent(p.trace_id, self.instance_span_id, p.sampled),
-        )
+        t = self.parent.trace_id.to_bytes(16, "big").hex()
+        s = self.instance_span_id.to_bytes(8, "big").hex()
+        if self.sampled:
+            return f"Root=1-{t[:8]}-{t[8:]};Parent={s};Sampled=1", f"00-{t}-{s}-01"
+        return f"Root=1-{t[:8]}-{t[8:]};Parent={s};Sampled=0", f"00-{t}-{s}-00"
 
     def finish(
         self,
@@ -356,7 +425,9 @@ class InvocationTrace:
         cold: bool | None = None,
     ) -> None:
         """Record the end (``outcome`` None: no instance ran: throttled, or init failed) and hand the record to
-        the sinks; end the entry span if this invocation made it."""
+        the sinks; end the entry span if this invocation made it.  Unsampled: nothing to do."""
+        if not self.sampled:
+            return
         end = self.t_end = _time_ns()
         p = self.parent
         self.version, self.status, self.error_type = version, status, error_type
@@ -368,15 +439,16 @@ class InvocationTrace:
         else:
             self.cold, self.init_ms = bool(cold), init_ms
         tracer = self.tracer
-        if p.sampled:
-            for sink in tracer.sinks:
-                sink(self)
+        for sink in tracer.sinks:
+            sink(self)
         if self.owns_parent:
             p.attributes["faas.version"] = version
             tracer.end(p, error=status != "ok", end_ns=end)
 
     def spans(self) -> list[Span]:
-        """The child spans of the entry span (built on each call; same ids every time)."""
+        """The child spans of the entry span (built on each call; same ids every time; none when unsampled)."""
+        if not self.sampled:
+            return []
         p, rid, fn, seed = self.parent, self.request_id, self.function, self.instance_span_id
         tid, sampled, start = p.trace_id, p.sampled, self.t_start
         end = self.t_end or _time_ns()

@@ -98,6 +98,8 @@ class AsyncDispatcher:
         self._acks: GroupCommit[str] = GroupCommit(self._flush_and_ack)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reserved = 0  # slots promised to events handed over by enqueue_threadsafe, not yet adopted
+        self._backlog = False  # events wait in the queue: hand nothing over directly, or it would overtake them
+        self._queued = 0  # events that went to the queue instead (to tell whether a lease saw all of them)
         self._reserve_lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
@@ -115,7 +117,7 @@ class AsyncDispatcher:
         are inserted already leased and handed straight to the loop: no lease transaction, no thread hop to take
         them, no wait for a wake-up.  Otherwise they wait in the queue for ``run_forever`` like any other."""
         loop = self._loop
-        if loop is not None and self._reserve(len(batch)):
+        if loop is not None and not self._backlog and self._reserve(len(batch)):
             try:
                 events = self.store.enqueue_leased(batch, LEASE_S)
             except BaseException:
@@ -126,7 +128,9 @@ class AsyncDispatcher:
             except RuntimeError:  # the loop closed (shutdown): the leases are released at the next start
                 self._unreserve(len(batch))
             return
+        self._backlog = True  # from now on new events queue behind this one until run_forever catches up (FIFO)
         self.store.enqueue_many(batch)
+        self._queued += 1  # after the insert: a lease that started before it does not clear the backlog
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake.set)
@@ -150,7 +154,12 @@ class AsyncDispatcher:
         for ev in events:
             task = asyncio.create_task(self._deliver(ev))
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._backlog:
+            self._wake.set()  # a slot is free and events wait in the queue: lease the next one now, not at the poll
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -159,10 +168,14 @@ class AsyncDispatcher:
                 free = self.max_in_flight - len(self._in_flight) - self._reserved
             events = []
             if free > 0:
+                queued = self._queued
                 try:
                     events = await asyncio.to_thread(self.store.lease, self.clock(), free, LEASE_S)
                 except Exception:
                     log.exception("leasing async events")
+                else:
+                    if len(events) < free and queued == self._queued:
+                        self._backlog = False  # every due event is taken: direct hand-overs cannot overtake any
             self._start(events)
             if events and len(events) == free:
                 await asyncio.sleep(0)

@@ -356,11 +356,25 @@ async function openInvocation(rid) {
     const t = await api(`/_squall/api/traces?request_id=${encodeURIComponent(rid)}`);
     const trace = t && t.traces && t.traces[0];
     traceBox.className = "";
-    traceBox.innerHTML = trace ? waterfall(trace) : empty("⋯", "No trace recorded for this invocation");
-  } catch {
+    traceBox.innerHTML = trace ? waterfall(trace) : noTrace(t, r);
+  } catch (e) {
     traceBox.className = "";
-    traceBox.innerHTML = empty("⋯", "No trace recorded for this invocation");
+    traceBox.innerHTML = empty("⋯", "Could not load the trace", esc(e.message || String(e)));
   }
+}
+// why an invocation has no trace: tracing off, not sampled (the usual case), or older than what the server keeps
+function noTrace(t, r) {
+  if (t && t.tracing === false) return empty("⋯", "Tracing is off", "SQUALL_TRACING=0 on this server");
+  const s = t && t.sampling;
+  if (s && t.kept_since != null && r.start >= t.kept_since) {
+    const pct = `${+(s.ratio * 100).toFixed(2)}%`;
+    const rule = s.reservoir_per_s ? `${s.reservoir_per_s}/s per function + ${pct} are traced`
+      : s.ratio ? `${pct} are traced` : "only traces a caller marks as sampled are kept";
+    return empty("⋯", `Not sampled: ${rule} (SQUALL_TRACE_RESERVOIR / SQUALL_TRACE_SAMPLE)`,
+      "A caller's own decision (traceparent flags, X-Amzn-Trace-Id Sampled=) is always followed; SQUALL_TRACE_SAMPLE=1 traces every invocation.");
+  }
+  return empty("⋯", "No trace kept for this invocation",
+    "It is older than the traces this server keeps in memory (SQUALL_TRACE_BUFFER, lost on restart), or it was not sampled.");
 }
 function waterfall(trace) {
   const spans = trace.spans || [];
