@@ -23,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall.edge.http_protocol import CoalescingHttpProtocol
+
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     return {"ok": True, "n": event.get("n", 0)}
@@ -85,4 +87,7 @@ async def invoke(request: Request) -> Response:
 app = Starlette(routes=[Route("/2015-03-31/functions/{function:path}/invocations", invoke, methods=["POST"])])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    # the same one-write-per-response transport as Squall's edge, so the ratio compares like with like
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, http=CoalescingHttpProtocol
+    )

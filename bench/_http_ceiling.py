@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall.edge.http_protocol import CoalescingHttpProtocol
+
 __all__ = ["app", "handler"]
 
 
@@ -27,4 +29,7 @@ async def get(request: Request) -> Response:
 app = Starlette(routes=[Route("/lambda-url/{rest:path}", get, methods=["GET"])])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    # the same one-write-per-response transport as Squall's edge, so the ratio compares like with like
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, http=CoalescingHttpProtocol
+    )
