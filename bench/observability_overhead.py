@@ -1,7 +1,8 @@
 """What metrics + tracing cost on the warm invoke path: servers with observability on and off, in one run.
 
-Three servers run the same function: "on" (the default: /metrics counters + histograms, every invocation traced at
-sample ratio 1.0 into the local trace store; no OTLP endpoint, whose export runs in its own thread anyway), "off"
+Three servers run the same function: "on" (the default: /metrics counters + histograms, traces sampled by X-Ray's
+default rule -- 1 per second per function + 5% of the rest -- into the local trace store; no OTLP endpoint, whose
+export runs in its own thread anyway), "off"
 (SQUALL_METRICS=0 SQUALL_TRACING=0) and "control", a second "off" server: the on/off difference means something
 only where it is larger than the off/control difference (two identical servers on a shared 2-core machine differ).
 Rounds rotate the order of the servers; the medians of the rounds are compared.  Prints JSON lines:
@@ -9,11 +10,14 @@ Rounds rotate the order of the servers; the medians of the rounds are compared. 
   obs_warm_invoke_p50_ms        sequential signed Invoke p50, on; "delta_ms" = on - off (target <= 0.05 ms),
                                 "control_delta_ms" = control - off (the noise floor)
   obs_throughput_c32_rps        requests/s at concurrency 32, on; "ratio" = on / off (target >= 0.95),
-                                "control_ratio" = control / off
+                                "control_ratio" = control / off (ratios of the medians); "paired_ratio" = the
+                                median over rounds of on / off measured back to back in the same round (robust to
+                                the machine's slow swings, which move a round's numbers by up to 2x here)
   obs_server_cpu_us_per_invoke  CPU time of the server process per sequential invoke (/proc/PID/stat, so the
                                 sandboxed instance is not counted); "delta_us" = on - off
   obs_hooks_us_per_invoke       the observability code of one warm invoke run in-process, nothing else (entry span,
-                                invocation trace, trace store, metrics): the cost without the noise
+                                invocation trace, trace store, metrics): the cost without the noise; value = default
+                                sampling, "all_sampled_us" = SQUALL_TRACE_SAMPLE=1 (every invocation kept)
 
     python bench/observability_overhead.py [--quick]
 """
@@ -39,7 +43,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def hooks_us(n: int) -> float:
+def hooks_us(n: int, sample_ratio: float) -> float:
     """The per-invocation observability calls of a warm Invoke, in-process (as invoke_api.py and invoker.py make
     them), microseconds each."""
     from squall.model import InvokeOutcome
@@ -48,17 +52,18 @@ def hooks_us(n: int) -> float:
     from squall.observability.tracing import KIND_SERVER, Tracer
 
     store = TraceStore()
-    tracer = Tracer(1.0, [store.add])
+    tracer = Tracer(sample_ratio, [store.add])
     metrics = Metrics(process=False)
     out = InvokeOutcome("rid", b"{}", None, 0.05, 1, None, 10, 128, "", False, "i-1")
 
     def one(i: int) -> None:
         rid = f"req-{i}"
-        span = tracer.entry_span(
-            "Invoke bench", "", "", KIND_SERVER,
-            {"faas.invocation_id": rid, "faas.name": "bench", "faas.trigger": "other", "squall.trigger": "lambda-api",
-             "squall.invocation_type": "RequestResponse"},
-        )  # fmt: skip
+        span = tracer.entry_span("Invoke bench", "", "", KIND_SERVER, None, "bench")
+        if span.sampled:
+            span.attributes = {
+                "faas.invocation_id": rid, "faas.name": "bench", "faas.trigger": "other",
+                "squall.trigger": "lambda-api", "squall.invocation_type": "RequestResponse",
+            }  # fmt: skip
         trace = tracer.invocation("bench", rid, "lambda-api", span)
         trace.acquired()
         trace.instance_context()
@@ -110,6 +115,8 @@ def main() -> None:
         emit(
             "obs_throughput_c32_rps", m_rps["on"], "req/s",
             ratio=round(m_rps["on"] / m_rps["off"], 4), control_ratio=round(m_rps["control"] / m_rps["off"], 4),
+            paired_ratio=round(median([a / b for a, b in zip(rps["on"], rps["off"], strict=True)]), 4),
+            paired_control_ratio=round(median([a / b for a, b in zip(rps["control"], rps["off"], strict=True)]), 4),
             rounds=rounds, seconds=secs, baseline={"off_rps": round(m_rps["off"], 1)},
             per_round={k: [round(x, 1) for x in v] for k, v in rps.items()},
         )  # fmt: skip
@@ -121,7 +128,10 @@ def main() -> None:
     finally:
         for s in servers.values():
             s.stop()
-    emit("obs_hooks_us_per_invoke", median([hooks_us(20_000) for _ in range(5)]), "us", n=20_000, repeats=5)
+    emit(
+        "obs_hooks_us_per_invoke", median([hooks_us(20_000, 0.05) for _ in range(5)]), "us", n=20_000, repeats=5,
+        all_sampled_us=round(median([hooks_us(20_000, 1.0) for _ in range(5)]), 3),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

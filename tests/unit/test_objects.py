@@ -17,6 +17,7 @@ from squall.clock import FakeClock
 from squall.errors import ServiceError
 from squall.store import objects_files
 from squall.store.objects import (
+    INLINE_MAX,
     EventOrigin,
     ObjectAttrs,
     ObjectEvent,
@@ -169,16 +170,18 @@ def test_put_accepts_iterables_and_files(store: ObjectStore, tmp_path: Path) -> 
     assert meta.size == 2 * MB + 3
 
 
-def test_content_md5_and_if_none_match(root: Path, store: ObjectStore) -> None:
+@pytest.mark.parametrize("size", [4, INLINE_MAX + 1])  # kept in the row / in a data file
+def test_content_md5_and_if_none_match(root: Path, store: ObjectStore, size: int) -> None:
+    data, again = b"d" * size, b"a" * size
     with pytest.raises(BadDigest):
-        store.put_object("bkt", "k", b"data", expected_md5=hashlib.md5(b"other").digest())
+        store.put_object("bkt", "k", data, expected_md5=hashlib.md5(b"other").digest())
     with pytest.raises(NoSuchKey):
         store.head_object("bkt", "k")
-    store.put_object("bkt", "k", b"data", expected_md5=hashlib.md5(b"data").digest(), if_none_match=True)
+    store.put_object("bkt", "k", data, expected_md5=hashlib.md5(data).digest(), if_none_match=True)
     with pytest.raises(PreconditionFailed):
-        store.put_object("bkt", "k", b"again", if_none_match=True)
-    assert _read(store, "k") == b"data"
-    assert len(_data_files(root)) == 1
+        store.put_object("bkt", "k", again, if_none_match=True)
+    assert _read(store, "k") == data
+    assert len(_data_files(root)) == (0 if size <= INLINE_MAX else 1)  # failed puts left nothing behind
 
 
 def test_copy_keeps_or_replaces_metadata(store: ObjectStore) -> None:
@@ -201,8 +204,8 @@ def test_keys_never_become_paths(tmp_path: Path, key: str) -> None:
     root = tmp_path / "deep" / "store"
     with ObjectStore(root) as store:
         store.create_bucket("bkt")
-        store.put_object("bkt", key, b"secret")
-        assert _read(store, key) == b"secret"
+        store.put_object("bkt", key, b"secret" * 20_000)  # big enough for a data file
+        assert _read(store, key) == b"secret" * 20_000
         assert [m.key for m in store.list_objects_v2("bkt").contents] == [key]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.parent == tmp_path) == ["deep"]
     assert [p.name for p in (tmp_path / "deep").iterdir()] == ["store"]
@@ -222,11 +225,11 @@ def test_failed_replace_leaves_old_object_and_no_orphan(
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
-        store.put_object("bkt", "k", b"new content" * 1000)
+        store.put_object("bkt", "k", b"new content" * 10_000)  # big enough for a data file
     monkeypatch.undo()
     assert _read(store, "k") == b"old content"
     assert list((root / "tmp").iterdir()) == []
-    assert len(_data_files(root)) == 1
+    assert len(_data_files(root)) == 0  # the old object is small: it lives in its row
 
 
 def _crash_child(root: Path, stage: str) -> None:
@@ -280,13 +283,50 @@ def test_crash_mid_put_keeps_old_object(root: Path, stage: str) -> None:
         store.put_object("bkt", "k", b"old")
     _crash_child(root, stage)
     leftovers = list((root / "tmp").iterdir()) + _data_files(root)
-    assert len(leftovers) == 2  # the committed object's file plus the half-done one
+    assert len(leftovers) == 1  # the half-done file (the committed object is small: it lives in its row)
     with ObjectStore(root) as store:
         assert store.orphans_removed == 1
         assert _read(store, "k") == b"old"
         assert store.head_object("bkt", "k").size == 3
     assert list((root / "tmp").iterdir()) == []
-    assert len(_data_files(root)) == 1
+    assert _data_files(root) == []
+
+
+def test_small_objects_live_in_their_row_and_large_ones_in_files(root: Path, store: ObjectStore) -> None:
+    small, edge, large = b"s" * 100, b"e" * INLINE_MAX, b"L" * (INLINE_MAX + 1)
+    store.put_object("bkt", "small", small)
+    store.put_object("bkt", "edge", edge)
+    assert _data_files(root) == []
+    assert _read(store, "small") == small and _read(store, "edge") == edge
+    with store.get_object("bkt", "small", byte_range=(10, 19)) as body:
+        assert body.read() == small[10:20]
+    store.put_object("bkt", "small", large)  # small -> large: now a file
+    assert len(_data_files(root)) == 1 and _read(store, "small") == large
+    store.put_object("bkt", "small", small)  # large -> small: the file goes
+    assert _data_files(root) == [] and _read(store, "small") == small
+    copied = store.copy_object("bkt", "small", "bkt", "copy")
+    assert copied.etag == f'"{hashlib.md5(small).hexdigest()}"' and _read(store, "copy") == small
+    assert store.delete_object("bkt", "small") and _read(store, "copy") == small
+    store.close()
+    with ObjectStore(root) as again:
+        assert _read(again, "copy") == small and _read(again, "edge") == edge
+        assert again.orphans_removed == 0 and _data_files(root) == []
+
+
+def test_a_store_made_before_inline_objects_is_upgraded(root: Path) -> None:
+    import sqlite3
+
+    with ObjectStore(root) as store:
+        store.create_bucket("bkt")
+        store.put_object("bkt", "big", b"B" * (INLINE_MAX + 1))
+    db = sqlite3.connect(root / "objects.db")
+    db.execute("ALTER TABLE objects DROP COLUMN inline")  # the schema of an older Squall
+    db.commit()
+    db.close()
+    with ObjectStore(root) as store:
+        assert _read(store, "big") == b"B" * (INLINE_MAX + 1)
+        store.put_object("bkt", "small", b"tiny")
+        assert _read(store, "small") == b"tiny"
 
 
 # --------------------------------------------------------------------------------------------------- listing

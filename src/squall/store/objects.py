@@ -3,15 +3,16 @@
 ``ObjectStore(root)`` keeps buckets and objects under ``root``:
 
 * object data in immutable data files named by random ids (``data/ab/ab12...``), never by key, so any key
-  ('../../etc/passwd', unicode, 1024 bytes, ...) stays a database value and cannot reach the filesystem;
+  ('../../etc/passwd', unicode, 1024 bytes, ...) stays a database value and cannot reach the filesystem; objects
+  of up to ``INLINE_MAX`` bytes (64 KiB) live in their metadata row instead (no file at all);
 * metadata (size, ETag, Last-Modified, Content-Type, Cache-Control, Content-Disposition, Content-Encoding,
   Content-Language, Expires, x-amz-meta-*) in one SQLite database; see ``objects_base`` for why SQLite rather
   than sidecar JSON.
 
 Writes are atomic and durable: the data goes to a temporary file that is fsync'd and ``os.replace``d into
 ``data/``; then one SQLite transaction (``synchronous=FULL``) points the key at it, and only then is the old data
-file unlinked.  A crash at any point leaves either the old or the new object, never a mix; files no row points
-to are removed when the store is next opened.  A store directory may be open in one ``ObjectStore`` at a time
+file unlinked (a small object's bytes are simply part of that transaction).  A crash at any point leaves either the
+old or the new object, never a mix; files no row points to are removed when the store is next opened.  A store directory may be open in one ``ObjectStore`` at a time
 (an flock on ``root/LOCK`` enforces it).
 
 Storage events: ``on_event(ObjectEvent)`` is called synchronously after the write is durable and before the
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import io
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
@@ -50,6 +53,7 @@ from squall.store.objects_events import (
     s3_event_record,
     validate_notification_config,
 )
+from squall.store.objects_files import Written
 from squall.store.objects_multipart import MultipartMixin
 from squall.store.objects_types import (
     Bucket,
@@ -84,6 +88,9 @@ __all__ = [
 ]
 
 _BATCH = 1000
+#: objects up to this size are kept in their metadata row (written in the row's transaction, read without opening
+#: a file); larger ones get a data file.  Most objects functions exchange (JSON, thumbnails, small images) fit.
+INLINE_MAX = 64 * 1024
 
 
 def _after_prefix(prefix: bytes) -> bytes:
@@ -197,7 +204,14 @@ class ObjectStore(MultipartMixin):
         """
         raw = check_key(key)
         self.get_bucket(bucket)
-        written = self.files.write(data)
+        inline: bytes | None = None
+        if isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= INLINE_MAX:
+            # small: the bytes go into the metadata row, one transaction (one fsync) instead of a data file, its
+            # fsync, a rename and a directory fsync first
+            inline = bytes(data)
+            written = Written("", len(inline), hashlib.md5(inline).digest())
+        else:
+            written = self.files.write(data)
         attrs = attrs or ObjectAttrs()
         etag = f'"{written.md5.hex()}"'
         now = self.clock.now()
@@ -208,7 +222,9 @@ class ObjectStore(MultipartMixin):
                     {"ExpectedDigest": expected_md5.hex(), "CalculatedDigest": written.md5.hex()},
                 )
             with self._tx() as db:
-                old = self._replace_object(db, bucket, raw, written.file_id, written.size, etag, now, attrs, None)
+                old = self._replace_object(
+                    db, bucket, raw, written.file_id, written.size, etag, now, attrs, None, inline
+                )
                 if if_none_match and old is not None:
                     raise PreconditionFailed("If-None-Match")
                 seq = self._next_sequencer(db, bucket)
@@ -233,27 +249,30 @@ class ObjectStore(MultipartMixin):
         now: float,
         attrs: ObjectAttrs,
         parts_count: int | None,
+        inline: bytes | None = None,
     ) -> str | None:
-        """Point ``raw`` at a new data file; returns the old data file's id."""
+        """Point ``raw`` at a new data file (``file_id``), or at ``inline`` bytes kept in the row (``file_id``
+        ""); returns the old data file's id ("" if the old object was inline)."""
         self._require_bucket(db, bucket)
         old = db.execute("SELECT file_id FROM objects WHERE bucket = ? AND key = ?", (bucket, raw)).fetchone()
         db.execute(
-            "INSERT OR REPLACE INTO objects (bucket, key, file_id, size, etag, last_modified, attrs, parts_count) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (bucket, raw, file_id, size, etag, now, attrs.to_json(), parts_count),
+            "INSERT OR REPLACE INTO objects (bucket, key, file_id, size, etag, last_modified, attrs, parts_count, "
+            "inline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (bucket, raw, file_id, size, etag, now, attrs.to_json(), parts_count, inline),
         )
         return old[0] if old else None
 
-    def _row(self, bucket: str, key: str) -> tuple[ObjectMeta, str]:
+    def _row(self, bucket: str, key: str) -> tuple[ObjectMeta, str, bytes | None]:
+        """(metadata, data file id, inline bytes) of an object."""
         raw = check_key(key)
         with self._lock:
             row = self._db.execute(
-                f"SELECT {OBJECT_COLUMNS}, file_id FROM objects WHERE bucket = ? AND key = ?", (bucket, raw)
+                f"SELECT {OBJECT_COLUMNS}, file_id, inline FROM objects WHERE bucket = ? AND key = ?", (bucket, raw)
             ).fetchone()
             if row is None:
                 self._require_bucket(self._db, bucket)
                 raise NoSuchKey(key)
-        return row_meta(bucket, row), row[6]
+        return row_meta(bucket, row), row[6], row[7]
 
     def head_object(self, bucket: str, key: str) -> ObjectMeta:
         return self._row(bucket, key)[0]
@@ -262,8 +281,8 @@ class ObjectStore(MultipartMixin):
         """The object, open for streaming (``body.chunks()``); close it when done.  ``byte_range`` selects part
         of it (``InvalidRange`` when unsatisfiable); ``body.select`` can do that later too."""
         with self._lock:
-            meta, file_id = self._row(bucket, key)
-            file = self.files.open(file_id)
+            meta, file_id, inline = self._row(bucket, key)
+            file: BinaryIO = io.BytesIO(inline) if inline is not None else self.files.open(file_id)
         body = ObjectBody(meta, file)
         try:
             return body.select(byte_range)
@@ -325,14 +344,16 @@ class ObjectStore(MultipartMixin):
         Emits ``ObjectCreated:Copy``."""
         raw = check_key(dst_key)
         with self._lock:
-            src, file_id = self._row(src_bucket, src_key)
+            src, file_id, inline = self._row(src_bucket, src_key)
             self._require_bucket(self._db, dst_bucket)
-            new_id = self.files.link(file_id)
+            new_id = self.files.link(file_id) if inline is None else ""
         now = self.clock.now()
         final_attrs = src.attrs if attrs is None else attrs
         try:
             with self._tx() as db:
-                old = self._replace_object(db, dst_bucket, raw, new_id, src.size, src.etag, now, final_attrs, None)
+                old = self._replace_object(
+                    db, dst_bucket, raw, new_id, src.size, src.etag, now, final_attrs, None, inline
+                )
                 seq = self._next_sequencer(db, dst_bucket)
         except BaseException:
             self.files.unlink([new_id])

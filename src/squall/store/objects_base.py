@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS objects (
     last_modified REAL NOT NULL,
     attrs TEXT NOT NULL,
     parts_count INTEGER,
+    inline BLOB,
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
@@ -154,6 +155,8 @@ class StoreBase:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "inline" not in {r[1] for r in self._db.execute("PRAGMA table_info(objects)")}:  # a store made before
+            self._db.execute("ALTER TABLE objects ADD COLUMN inline BLOB")
         self.orphans_removed = self._gc()
 
     def close(self) -> None:

@@ -139,6 +139,8 @@ class DataFiles:
     def unlink(self, file_ids: Iterable[str]) -> None:
         """Remove data files no metadata points to any more (best effort: ``gc`` catches what is left)."""
         for fid in file_ids:
+            if not fid:  # an object stored inline in the database has no data file
+                continue
             try:
                 self.path(fid).unlink(missing_ok=True)
             except OSError:
