@@ -88,6 +88,7 @@ def test_storage_events_are_delivered_oldest_first_when_they_back_up(tmp_path: P
         eventually(lambda: len(order()) >= 2, timeout_s=30, what="the first deliveries")
         for key in keys[8:]:  # slots free up while these arrive: they must still wait for k02..k07
             s3.put_object(Bucket="fifo", Key=key, Body=b"x")
+
         def all_of_them() -> list[str] | None:
             got = order()
             return got if len(got) >= len(keys) else None
