@@ -37,16 +37,42 @@ def self_ms() -> float:
     return (r.ru_utime + r.ru_stime) * 1000
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
 class CpuSplit:
     """CPU used between construction and :meth:`split`: by the server process, by this process (the load
-    generator), and by everything else on the machine (the sandboxes: zygotes and instances, plus any noise)."""
+    generator), by the server's sandboxes (zygotes and instances) and by everything else on the machine."""
 
     def __init__(self, server_pid: int) -> None:
         self.pid = server_pid
         self.t0 = (proc_cpu_ms(server_pid), self_ms(), busy_ms())
+        self.below0 = sum(proc_cpu_ms(p) for p in descendants(server_pid))
 
     def split(self) -> dict[str, float]:
+        """CPU ms since construction.  "sandboxes" is what the server's descendants (zygotes, instances) used, as
+        far as they are still running (an instance that already stopped is only in "rest"); "rest" is everything
+        else the machine did: kernel threads (disk journal, network), stopped instances, other processes."""
         server, me, busy = (proc_cpu_ms(self.pid), self_ms(), busy_ms())
         d_server, d_me, d_busy = server - self.t0[0], me - self.t0[1], busy - self.t0[2]
-        return {"server": d_server, "load_generator": d_me, "sandboxes_and_rest": max(0.0, d_busy - d_server - d_me),
-                "machine": d_busy}  # fmt: skip
+        below = sum(proc_cpu_ms(p) for p in descendants(self.pid)) - self.below0
+        return {"server": d_server, "load_generator": d_me, "sandboxes": below,
+                "rest": max(0.0, d_busy - d_server - d_me - below), "machine": d_busy}  # fmt: skip

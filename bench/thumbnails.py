@@ -7,14 +7,16 @@ Prints JSON lines:
   thumbnails_latency_p99_ms
   thumbnails_drain_s              last upload -> last thumbnail
   thumbnails_cpu_ms_per_photo     machine CPU per upload, split: server process / load generator (this process) /
-                                  sandboxes_and_rest (zygotes + instances + anything else running)
+                                  sandboxes (zygotes + instances, their imports at cold start included) / rest
+                                  (kernel threads: disk journal, network; anything else running)
   thumbnails_instances            instances started (pool cold_starts; "cold_records" = records with cold=true)
   thumbnails_exactly_once         1 when every upload produced exactly one thumbnail and exactly one invocation that
                                   ran (all "ok"; "throttled" attempts never ran and are retried), else 0
 
-    python bench/thumbnails.py [--quick] [--rate N] [--seconds S]
+    python bench/thumbnails.py [--quick] [--rate N] [--seconds S] [--concurrency N] [--warm]
       default 167 uploads/s for 60 s; --quick: 50/s for 10 s; --concurrency: reserved concurrency of the
-      function (default 2 x CPUs; the async queue absorbs the backlog, as on Lambda)
+      function (default 2 x CPUs; the async queue absorbs the backlog, as on Lambda); --warm: that many instances
+      provisioned (started and imported) before the first upload, the notification targeting the alias
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def photos() -> list[bytes]:
     return out
 
 
-def deploy(server: Server, concurrency: int) -> None:
+def deploy(server: Server, concurrency: int, warm: bool = False) -> None:
     from squall.packaging import build_package
 
     cache = Path(tempfile.gettempdir()) / "squall-bench-build-cache"
@@ -94,13 +96,26 @@ def deploy(server: Server, concurrency: int) -> None:
     lam.get_waiter("function_active_v2").wait(FunctionName="thumbnails")
     if concurrency > 0:  # cap instances: a burst of concurrent cold starts (boto3 + Pillow imports) starves the CPU
         lam.put_function_concurrency(FunctionName="thumbnails", ReservedConcurrentExecutions=concurrency)
+    target = fn["FunctionArn"]
+    if warm:  # provisioned concurrency on an alias: the instances are started (imports done) before the first upload
+        version = lam.publish_version(FunctionName="thumbnails")["Version"]
+        target = lam.create_alias(FunctionName="thumbnails", Name="live", FunctionVersion=version)["AliasArn"]
+        lam.put_provisioned_concurrency_config(
+            FunctionName="thumbnails", Qualifier="live", ProvisionedConcurrentExecutions=max(1, concurrency)
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            cfg = lam.get_provisioned_concurrency_config(FunctionName="thumbnails", Qualifier="live")
+            if cfg["Status"] == "READY":
+                break
+            time.sleep(0.2)
     s3 = s3_client(server.url, 4)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_notification_configuration(
         Bucket=BUCKET,
         NotificationConfiguration={
             "LambdaFunctionConfigurations": [
-                {"LambdaFunctionArn": fn["FunctionArn"], "Events": ["s3:ObjectCreated:*"],
+                {"LambdaFunctionArn": target, "Events": ["s3:ObjectCreated:*"],
                  "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "originals/"}]}}}
             ]
         },
@@ -202,11 +217,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0 if quick() else 60.0)
     ap.add_argument("--workers", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1), help="reserved concurrency, 0: none")
+    ap.add_argument("--warm", action="store_true", help="provisioned concurrency (= --concurrency) on an alias")
     args = ap.parse_args()
 
     server = Server()
     try:
-        deploy(server, args.concurrency)
+        deploy(server, args.concurrency, args.warm)
         cpu = CpuSplit(server.proc.pid)
         started, upload_ms, achieved = upload(server, args.rate, args.seconds, args.workers)
         t_uploaded = time.time()
@@ -217,7 +233,7 @@ def main() -> None:
         records = invocation_records(server)
         pool = signed_get(server.url, "/_squall/api/pool")
 
-        emit("thumbnails_upload_rate", achieved, "uploads/s", target=args.rate, concurrency=args.concurrency, uploads=len(started),
+        emit("thumbnails_upload_rate", achieved, "uploads/s", target=args.rate, concurrency=args.concurrency, warm=args.warm, uploads=len(started),
              upload_p50_ms=round(pct(upload_ms, 50), 2), upload_p99_ms=round(pct(upload_ms, 99), 2))  # fmt: skip
         emit("thumbnails_latency_p50_ms", pct(latencies, 50), "ms", n=len(latencies))
         emit("thumbnails_latency_p99_ms", pct(latencies, 99), "ms", max_ms=round(max(latencies, default=0), 1))

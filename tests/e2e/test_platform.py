@@ -147,8 +147,10 @@ def test_provisioned_concurrency(lam: Any) -> None:
 
     cfg = eventually(ready, what="provisioned concurrency READY")
     assert cfg["AllocatedProvisionedConcurrentExecutions"] == 2
-    _, out = invoke(lam, "prov", {}, Qualifier="live")
+    r, out = invoke(lam, "prov", {}, Qualifier="live", LogType="Tail")
     assert out["init"] == "provisioned-concurrency"
+    report = base64.b64decode(r["LogResult"]).decode().splitlines()[-1]
+    assert report.startswith("REPORT") and "Init Duration" not in report  # initialised ahead: not a cold start
 
 
 DESTINATION = """

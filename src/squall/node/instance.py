@@ -249,7 +249,10 @@ class Instance:
 
     # -- invocation ----------------------------------------------------------------------------------------
     async def invoke(self, req: InvokeRequest) -> InvokeOutcome:
-        cold = self.invocations == 0
+        first = self.invocations == 0
+        # a provisioned instance initialised ahead of any request: its first invocation is not a cold start and
+        # its REPORT has no Init Duration (as on Lambda); the init's logs still come with that first invocation
+        cold = first and self.init_type != "provisioned-concurrency"
         self.invocations += 1
         deadline_ms = int((time.time() + self.timeout_s) * 1000)
         header = {
@@ -313,7 +316,7 @@ class Instance:
         if status_word:
             report += f"Status: {status_word}\tError Type: {error_type}\t"
         logs = (
-            (self._init_logs if cold else "")
+            (self._init_logs if first else "")
             + f"START RequestId: {req.request_id} Version: {self.version}\n"
             + text
             + ("" if not text or text.endswith("\n") else "\n")
