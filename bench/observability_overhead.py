@@ -19,7 +19,7 @@ Rounds rotate the order of the servers; the medians of the rounds are compared. 
                                 invocation trace, trace store, metrics): the cost without the noise; value = default
                                 sampling, "all_sampled_us" = SQUALL_TRACE_SAMPLE=1 (every invocation kept)
 
-    python bench/observability_overhead.py [--quick]
+    python bench/observability_overhead.py [--quick] [--rounds N]   (default 9 rounds; --quick: 3, shorter)
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ def main() -> None:
     n_seq = 300 if quick() else 2000
     secs = 2.0 if quick() else 4.0
     rounds = 3 if quick() else 9
+    if "--rounds" in sys.argv:
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1])
     off_env = {"SQUALL_METRICS": "0", "SQUALL_TRACING": "0"}
     servers = {"on": Server(), "off": Server(**off_env), "control": Server(**off_env)}
     try:
