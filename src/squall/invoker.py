@@ -7,6 +7,7 @@ Lambda's retry policy and sends the outcome to the configured destinations.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -173,12 +174,14 @@ class Invoker:
         if invocation_type == "DryRun":
             return InvocationResult(204, b"", None, spec.version, request_id)
         if invocation_type == "Event":
-            self.store.enqueue(
+            # durable (fsync'd) before the 202; in a worker thread, so a slow disk never stalls the event loop
+            await asyncio.to_thread(
+                self.store.enqueue,
                 {
                     "function": name, "qualifier": qualifier or "$LATEST", "payload": payload,
                     "request_id": request_id, "source": trigger,
                     "extra": {"trace_id": trace_id, "traceparent": span.traceparent() if span else traceparent},
-                }
+                },
             )  # fmt: skip
             self.wake_async()
             return InvocationResult(202, b"", None, spec.version, request_id)
