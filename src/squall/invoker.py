@@ -26,7 +26,7 @@ from squall.pool import InstancePool
 from squall.scheduler import pick_version
 from squall.store.invocations import RecordWriter
 from squall.store.metadata import SqliteMetadataStore
-from squall.store.records import InvocationRecord, StoredFunction
+from squall.store.records import InvocationRecord, NewEvent, StoredFunction
 
 if TYPE_CHECKING:
     from squall.observability.metrics import Metrics
@@ -112,7 +112,9 @@ class Invoker:
         self.account_id = account_id
         self.function_env = function_env or (lambda name: {})
         self._specs: dict[tuple[str, str], tuple[FunctionSpec, dict[str, float] | None, str]] = {}
-        self.wake_async: Callable[[], None] = lambda: None
+        #: how async events (InvocationType=Event) enter the durable queue, from a worker thread; durable when it
+        #: returns.  The async dispatcher replaces it with its enqueue_threadsafe (which also gets them delivered)
+        self.enqueue_async: Callable[[list[NewEvent]], object] = store.enqueue_many
         #: observability hooks (squall.observability.setup installs them; None = off)
         self.metrics: Metrics | None = None
         self.tracer: Tracer | None = None
@@ -176,14 +178,13 @@ class Invoker:
         if invocation_type == "Event":
             # durable (fsync'd) before the 202; in a worker thread, so a slow disk never stalls the event loop
             await asyncio.to_thread(
-                self.store.enqueue,
-                {
+                self.enqueue_async,
+                [{
                     "function": name, "qualifier": qualifier or "$LATEST", "payload": payload,
                     "request_id": request_id, "source": trigger,
                     "extra": {"trace_id": trace_id, "traceparent": span.traceparent() if span else traceparent},
-                },
+                }],
             )  # fmt: skip
-            self.wake_async()
             return InvocationResult(202, b"", None, spec.version, request_id)
         return await self.run(
             spec,

@@ -93,7 +93,7 @@ class AsyncDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._throttles: dict[str, int] = {}
-        invoker.wake_async = self._wake.set
+        invoker.enqueue_async = self.enqueue_threadsafe  # every async source goes through one path (FIFO)
         #: finished events leave the queue in batches: one worker-thread call and one transaction per batch
         self._acks: GroupCommit[str] = GroupCommit(self._flush_and_ack)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,7 +130,8 @@ class AsyncDispatcher:
             return
         self._backlog = True  # from now on new events queue behind this one until run_forever catches up (FIFO)
         self.store.enqueue_many(batch)
-        self._queued += 1  # after the insert: a lease that started before it does not clear the backlog
+        with self._reserve_lock:  # several worker threads may get here at once
+            self._queued += 1  # after the insert: a lease that started before it does not clear the backlog
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake.set)
@@ -281,11 +282,10 @@ class AsyncDispatcher:
             name = parts[6]
             qualifier = parts[7] if len(parts) > 7 else None
             await asyncio.to_thread(
-                self.store.enqueue,
-                {"function": name, "qualifier": qualifier or "$LATEST", "payload": body.encode(),
-                 "request_id": f"{ev.request_id}-destination", "source": "destination"},
+                self.enqueue_threadsafe,
+                [{"function": name, "qualifier": qualifier or "$LATEST", "payload": body.encode(),
+                  "request_id": f"{ev.request_id}-destination", "source": "destination"}],
             )  # fmt: skip
-            self._wake.set()
         elif len(parts) >= 6 and parts[2] == "sqs":
             if self.queue_sink is None:
                 log.error("destination %s: queues are not available; invocation record: %s", dest, body)

@@ -169,7 +169,10 @@ def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
     """The schedules plugin: API routes, the firing task and the function-deleted hook."""
     c = squall.config
     store = ScheduleStore(c.data_dir / "schedules.db")
-    runner = ScheduleRunner(store, squall.store.enqueue_many, region=c.region, account=c.account_id)
+    # through the invoker's async path (the dispatcher's hand-over), looked up at each tick
+    runner = ScheduleRunner(
+        store, lambda events: squall.invoker.enqueue_async(list(events)), region=c.region, account=c.account_id
+    )
 
     def function_exists(name: str) -> bool:
         try:
@@ -201,8 +204,7 @@ def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
     async def run_forever() -> None:
         while True:
             try:
-                if await asyncio.to_thread(runner.tick, time.time()):
-                    squall.invoker.wake_async()
+                await asyncio.to_thread(runner.tick, time.time())
             except Exception:
                 log.exception("firing schedules")
             await asyncio.sleep(interval_s)
