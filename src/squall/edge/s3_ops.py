@@ -29,7 +29,7 @@ __all__ = ["S3Operations"]
 
 _XML = {"Content-Type": "application/xml"}
 #: GetObject answers up to this many bytes from memory (read in the handler's thread); larger ones are streamed
-INLINE_BODY_MAX = 256 * 1024
+ONE_SEND_GET_MAX = 256 * 1024
 
 
 def _int_param(request: S3Request, name: str, default: int, low: int, high: int | None = None) -> int:
@@ -210,7 +210,7 @@ class S3Operations:
         if head:
             body.close()
             return S3Response(status, headers)
-        if body.length <= INLINE_BODY_MAX:
+        if body.length <= ONE_SEND_GET_MAX:
             # read it here, in the worker thread already running this handler: the response then goes out in one
             # send, without a second thread hop per chunk (most objects a function reads are this small)
             with body:
