@@ -23,7 +23,8 @@ Example::
         snapshot: false
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
         events:
-          - http: {method: GET, path: /hello/{name}}
+          - http: {method: GET, path: "/hello/{name}"}
+          - http: {method: POST, path: /legacy, payload_format: "1.0"}   # REST API (v1) event; default "2.0"
           - schedule: {expression: "rate(5 minutes)"}
           - s3: {bucket: photos, events: ["s3:ObjectCreated:*"], prefix: originals/, suffix: .jpg}
           - sqs: {queue: jobs, batch_size: 10}
@@ -453,7 +454,7 @@ def _events(c: _Checker, at: str, raw: Any) -> tuple[EventSpec, ...]:
 
 
 def _http(c: _Checker, at: str, raw: Any) -> dict[str, Any]:
-    ev = c.mapping(at, raw, ("method", "path"), "http settings")
+    ev = c.mapping(at, raw, ("method", "path", "payload_format"), "http settings")
     method = ev.get("method", "ANY")
     if not isinstance(method, str) or method.upper() not in _HTTP_METHODS:
         raise c.fail(f"{at}.method", f"must be one of {', '.join(_HTTP_METHODS)}, got {_show(method)}")
@@ -478,7 +479,18 @@ def _http(c: _Checker, at: str, raw: Any) -> dict[str, Any]:
                 f"segment {seg!r} of {path!r} is invalid: use URL-safe characters or a whole-segment parameter "
                 "like {name} or {proxy+}",
             )
-    return {"method": method.upper(), "path": path}
+    fmt = ev.get("payload_format", "2.0")
+    if isinstance(fmt, float) and fmt in (1.0, 2.0):  # an unquoted 1.0 in YAML is a number
+        fmt = f"{fmt:.1f}"
+    if fmt not in ("1.0", "2.0"):
+        raise c.fail(
+            f"{at}.payload_format",
+            f'must be "2.0" (the default: HTTP API event) or "1.0" (REST API proxy event), got {_show(fmt)}',
+        )
+    out = {"method": method.upper(), "path": path}
+    if fmt != "2.0":
+        out["payload_format"] = fmt
+    return out
 
 
 def _schedule(c: _Checker, at: str, raw: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from squall.triggers.http_events import (
 
 NOW = 1583348638.390  # 2020-03-04T19:03:58.390Z
 DOMAIN = "abcdefg.lambda-url.us-east-1.on.aws"
+#: the headers API Gateway adds to every event (no trace id given to ``event``)
+GATEWAY = {"x-forwarded-for": "192.0.2.1", "x-forwarded-proto": "https", "x-forwarded-port": "443"}
 
 
 def event(
@@ -64,6 +66,7 @@ def test_function_url_event_exact_shape() -> None:
             (b"Content-Type", b"text/plain"),
         ],
         b"Hello from client!",
+        trace_id="Root=1-5e5ffc9e-0123456789abcdef01234567",
     )
     assert ev == {
         "version": "2.0",
@@ -77,6 +80,10 @@ def test_function_url_event_exact_shape() -> None:
             "header1": "value1",
             "header2": "value1,value2",
             "content-type": "text/plain",
+            "x-forwarded-for": "192.0.2.1",
+            "x-forwarded-proto": "https",
+            "x-forwarded-port": "443",
+            "x-amzn-trace-id": "Root=1-5e5ffc9e-0123456789abcdef01234567",
         },
         "queryStringParameters": {"parameter1": "value1,value2", "parameter2": "value"},
         "requestContext": {
@@ -156,7 +163,7 @@ def test_query_strings_raw_kept_and_parameters_decoded(raw: bytes, expected: dic
 def test_cookie_headers_are_extracted_and_removed() -> None:
     ev = event(headers=[(b"cookie", b"a=1; b=2"), (b"x", b"y"), (b"Cookie", b"c=3;d=4;")])
     assert ev["cookies"] == ["a=1", "b=2", "c=3", "d=4"]
-    assert ev["headers"] == {"x": "y"}
+    assert ev["headers"] == {"x": "y", **GATEWAY}
 
 
 @pytest.mark.parametrize(
@@ -194,7 +201,7 @@ def test_body_over_the_limit_is_rejected() -> None:
 
 def test_non_utf8_header_value_falls_back_to_latin1() -> None:
     ev = event(headers=[(b"x-name", "Jos\u00e9".encode("latin-1")), (b"x-utf", "Jos\u00e9".encode())])
-    assert ev["headers"] == {"x-name": "José", "x-utf": "José"}
+    assert ev["headers"] == {"x-name": "José", "x-utf": "José", **GATEWAY}
 
 
 # --- responses ----------------------------------------------------------------------------------------------

@@ -25,9 +25,13 @@ def apply_triggers(
         by_type.setdefault(e.type, []).append(e.config)
     notes: list[str] = []
     routes = [f"{c['method']} {c['path']}" for c in by_type.get("http", [])]
+    entries: list[Any] = [
+        {"routeKey": key, "payloadFormatVersion": c["payload_format"]} if c.get("payload_format") else key
+        for key, c in zip(routes, by_type.get("http", []), strict=True)
+    ]
     if routes or declarative:
         say(f"{fn.name}: HTTP routes")
-        client.api_put(f"routes/{fn.name}", {"routes": routes})
+        client.api_put(f"routes/{fn.name}", {"routes": entries})
         if routes:
             notes.append("routes: " + ", ".join(routes))
     schedules = [

@@ -1,7 +1,8 @@
 """Persistence for function URL configs and per-function HTTP routes (one small SQLite file, WAL).
 
 ``url_configs``: one row per (function, qualifier) with its 32-character url id, auth type, CORS config and times.
-``routes``: route keys ("GET /hello/{name}") owned by a function; a route key belongs to at most one function.
+``routes``: route keys ("GET /hello/{name}") owned by a function; a route key belongs to at most one function,
+with the payload format version its events use ("2.0", or "1.0" for the REST API proxy event).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS url_configs (
 CREATE TABLE IF NOT EXISTS routes (
     route_key TEXT PRIMARY KEY,
     function TEXT NOT NULL,
-    position INTEGER NOT NULL
+    position INTEGER NOT NULL,
+    payload_format TEXT NOT NULL DEFAULT '2.0'
 );
 CREATE INDEX IF NOT EXISTS routes_function ON routes (function);
 """
@@ -65,6 +67,9 @@ class FunctionUrlStore(SqliteDb):
     def __init__(self, path: Path) -> None:
         self._open_db(path, durable_by_default=False)
         self._conn.executescript(_SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(routes)")}
+        if "payload_format" not in columns:  # a database from before per-route payload formats
+            self._conn.execute("ALTER TABLE routes ADD COLUMN payload_format TEXT NOT NULL DEFAULT '2.0'")
 
     # -- URL configs -------------------------------------------------------------------------------------------
     def get(self, function: str, qualifier: str) -> UrlConfig | None:
@@ -129,13 +134,23 @@ class FunctionUrlStore(SqliteDb):
                 )
             return [(str(r[0]), str(r[1])) for r in rows.fetchall()]
 
-    def replace_routes(self, function: str, keys: Sequence[str]) -> None:
-        """Make ``keys`` the function's routes (the caller checked conflicts with other functions)."""
+    def route_formats(self) -> list[tuple[str, str, str]]:
+        """(route key, function, payload format version) of every route, in declaration order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT route_key, function, payload_format FROM routes ORDER BY function, position"
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def replace_routes(self, function: str, keys: Sequence[str], formats: Sequence[str] | None = None) -> None:
+        """Make ``keys`` the function's routes (the caller checked conflicts with other functions); ``formats``
+        gives each its payload format version (default "2.0")."""
+        fmts = list(formats) if formats is not None else ["2.0"] * len(keys)
         with self._tx() as c:
             c.execute("DELETE FROM routes WHERE function = ?", (function,))
             c.executemany(
-                "INSERT INTO routes (route_key, function, position) VALUES (?, ?, ?)",
-                [(k, function, i) for i, k in enumerate(keys)],
+                "INSERT INTO routes (route_key, function, position, payload_format) VALUES (?, ?, ?, ?)",
+                [(k, function, i, f) for i, (k, f) in enumerate(zip(keys, fmts, strict=True))],
             )
 
     def delete_function(self, function: str) -> int:

@@ -3,9 +3,12 @@
 * Lambda API (signed): Create/Get/Update/Delete/ListFunctionUrlConfigs at ``/2021-10-31/functions/{name}/url(s)``,
   shapes per botocore's Lambda model.  ``FunctionUrl`` is ``{public_url}/lambda-url/{url_id}/``.
 * Squall API (signed): ``PUT /_squall/api/routes/{function}`` with ``{"routes": ["GET /hello/{name}", ...]}``
-  replaces the function's routes; ``GET /_squall/api/routes`` lists them all.
+  replaces the function's routes (an entry may be ``{"routeKey": "GET /x", "payloadFormatVersion": "1.0"}`` for
+  the REST API v1 event); ``GET /_squall/api/routes`` lists them all.
 * Serving: unsigned requests to ``/lambda-url/{url_id}/...`` and to declared routes are answered by ``public_app``
-  (the function gets an API Gateway v2 / function URL event, see ``squall.triggers.http_events``).  An ``AWS_IAM``
+  (the function gets an API Gateway v2 / function URL event, or a route's format 1.0 event, see
+  ``squall.triggers.http_events``).  A redirect from a function URL's function to a path on the same host gets the
+  ``/lambda-url/{url_id}`` prefix (``prefix_location``).  An ``AWS_IAM``
   URL answers 403 unsigned; signed requests reach the same handler through a signed route.
 * Everything lives in ``{data_dir}/function_urls.db``; an in-memory copy keeps ``accepts`` cheap.
 """
@@ -39,15 +42,21 @@ from squall.errors import (
     SquallError,
     TooManyRequests,
 )
+from squall.observability.tracing import Tracer
 from squall.store.function_urls import FunctionUrlStore, UrlConfig
 from squall.triggers.http_events import (
+    PAYLOAD_FORMATS,
     Route,
     build_event,
+    build_event_v1,
     compile_route,
     cors_headers,
     is_preflight,
     map_payload,
+    map_payload_v1,
     match_route,
+    prefix_location,
+    trace_header,
     with_cors,
 )
 from squall.triggers.plugin import Plugin
@@ -83,7 +92,8 @@ def _is_signed(scope: Any) -> bool:
     for name, _ in scope.get("headers", ()):
         if name == b"authorization":
             return True
-    return b"x-amz-signature=" in scope.get("query_string", b"").lower()
+    query = scope.get("query_string", b"").lower()
+    return b"x-amz-signature=" in query or (b"awsaccesskeyid=" in query and b"signature=" in query)
 
 
 def _split_function(raw: str) -> tuple[str, str | None]:
@@ -176,6 +186,31 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return doc
 
 
+def _route_entry(entry: Any) -> tuple[str, str]:
+    """(route key, payload format version) of one entry of a PUT routes body."""
+    if isinstance(entry, str):
+        return entry, "2.0"
+    if (
+        isinstance(entry, dict)
+        and isinstance(entry.get("routeKey"), str)
+        and set(entry)
+        <= {
+            "routeKey",
+            "payloadFormatVersion",
+        }
+    ):
+        version = entry.get("payloadFormatVersion", "2.0")
+        if version not in PAYLOAD_FORMATS:
+            raise InvalidParameterValue(
+                f"payloadFormatVersion {version!r} of route {entry['routeKey']!r} is not valid; use '2.0' or '1.0'"
+            )
+        return entry["routeKey"], str(version)
+    raise InvalidParameterValue(
+        'Each route must be a route key ("GET /hello/{name}") or {"routeKey": "GET /x", "payloadFormatVersion": '
+        f'"1.0"}}, got {json.dumps(entry)[:100]}'
+    )
+
+
 class _Asgi:
     """A raw ASGI endpoint for a Starlette Route (any method)."""
 
@@ -202,9 +237,9 @@ class FunctionUrls:
         """Reload the in-memory copy of URL ids and compiled routes from the store."""
         self._urls = {c.url_id: c for c in self.store.list_configs()}
         routes = []
-        for key, function in self.store.routes():
+        for key, function, payload_format in self.store.route_formats():
             try:
-                routes.append(compile_route(key, function))
+                routes.append(compile_route(key, function, payload_format))
             except InvalidParameterValue:
                 log.warning("ignoring stored route %r of %s", key, function)
         self._routes = routes
@@ -330,12 +365,18 @@ class FunctionUrls:
         name = unquote(request.path_params["function"])
         self.squall.store.get_function(name, None)
         body = await _json_body(request)
-        keys = body.get("routes")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        entries = body.get("routes")
+        if not isinstance(entries, list):
             raise InvalidParameterValue('The body must be {"routes": ["GET /hello/{name}", ...]}')
+        keys: list[str] = []
+        formats: list[str] = []
+        for entry in entries:
+            key, payload_format = _route_entry(entry)
+            keys.append(key)
+            formats.append(payload_format)
         shapes: dict[str, str] = {}
-        for key in keys:
-            route = compile_route(key, name)
+        for key, payload_format in zip(keys, formats, strict=True):
+            route = compile_route(key, name, payload_format)
             if not route.is_default and key.partition(" ")[2].startswith(_RESERVED_PREFIXES):
                 raise InvalidParameterValue(
                     f"RouteKey {key!r} is not valid: paths under {', '.join(_RESERVED_PREFIXES)} are reserved"
@@ -350,12 +391,18 @@ class FunctionUrls:
                     f"RouteKey {shapes[_route_shape(route)]!r} conflicts with route {route.key!r} of function "
                     f"{route.target}; remove it there first"
                 )
-        self.store.replace_routes(name, keys)
+        self.store.replace_routes(name, keys, formats)
         self.refresh()
-        return JSONResponse({"function": name, "routes": keys})
+        return JSONResponse({"function": name, "routes": entries})
 
     async def list_routes(self, request: Request) -> Response:
-        return JSONResponse({"routes": [{"routeKey": k, "function": f} for k, f in self.store.routes()]})
+        return JSONResponse(
+            {
+                "routes": [
+                    {"routeKey": k, "function": f, "payloadFormatVersion": v} for k, f, v in self.store.route_formats()
+                ]
+            }
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def on_change(self, name: str, qualifier: str) -> None:
@@ -388,7 +435,7 @@ class FunctionUrls:
         except Exception:
             log.exception("serving %s %s", scope.get("method"), scope.get("path"))
             status, headers, body = _message(500, "Internal Server Error")
-        raw = [(k.lower().encode("latin-1"), v.encode("utf-8")) for k, v in headers]
+        raw = [(k.lower().encode("latin-1"), v.encode("utf-8")) for k, v in headers if k.lower() != "content-length"]
         raw.append((b"x-amzn-requestid", request_id.encode()))
         if scope["method"] == "HEAD":
             body = b""
@@ -426,6 +473,7 @@ class FunctionUrls:
         auth = scope.get("squall.auth")
         cors: dict[str, Any] | None = None
         path_params: dict[str, str] | None = None
+        payload_format, prefix = "2.0", ""
         if path.startswith(URL_PREFIX):
             url_id, _, _ = path[len(URL_PREFIX) :].partition("/")
             cfg = self._urls.get(url_id)
@@ -441,7 +489,7 @@ class FunctionUrls:
             if found is None:
                 return _message(404, "Not Found")
             route, path_params = found
-            function, qualifier = str(route.target), None
+            function, qualifier, payload_format = str(route.target), None, route.payload_format
             event_path, route_key, api_id, trigger = raw_path, route.key, "squall", "http-route"
         if cors and is_preflight(method, scope["headers"]):
             return 200, cors_headers(cors, scope["headers"], preflight=True), b""
@@ -463,13 +511,18 @@ class FunctionUrls:
                 traceparent = value.decode("latin-1")
         client = scope.get("client")
         account = self.squall.config.account_id if auth is not None else "anonymous"
-        event = build_event(
+        trace_id = trace_header(trace_id, traceparent, Tracer.new_trace_id())
+        build = build_event_v1 if payload_format == "1.0" else build_event
+        event = build(
             method, event_path, scope.get("query_string", b""), scope["headers"], body,
             source_ip=client[0] if client else "127.0.0.1", route_key=route_key, path_parameters=path_params,
             domain_name=host, api_id=api_id, request_id=request_id, now=time.time(), max_body=MAX_BODY_BYTES,
-            account_id=account,
+            account_id=account, scheme=scope.get("scheme", "http"), trace_id=trace_id,
         )  # fmt: skip
-        if auth is not None:
+        if auth is not None and payload_format == "1.0":
+            event["requestContext"]["identity"]["accessKey"] = auth.access_key_id
+            event["requestContext"]["identity"]["caller"] = auth.access_key_id
+        elif auth is not None:
             event["requestContext"]["authorizer"] = {
                 "iam": {"accessKey": auth.access_key_id, "accountId": account, "callerId": auth.access_key_id}
             }
@@ -487,7 +540,10 @@ class FunctionUrls:
         except SquallError as e:
             log.warning("invoking %s for %s: %s", function, path, e.message)
             return _message(502 if e.status >= 500 else e.status, "Internal Server Error")
-        status, headers, payload = map_payload(result.payload, function_error=bool(result.function_error))
+        mapper = map_payload_v1 if payload_format == "1.0" else map_payload
+        status, headers, payload = mapper(result.payload, function_error=bool(result.function_error))
+        if prefix:
+            headers = prefix_location(headers, prefix, host)
         if cors:
             headers = with_cors(headers, cors_headers(cors, scope["headers"]))
         if result.traceparent:  # the invocation's entry span (observability): the caller can continue the trace

@@ -15,6 +15,19 @@ Request (``build_event``), following the format 2.0 / function URL event:
   (``application/octet-stream``, images, ``multipart/form-data``, ``application/x-www-form-urlencoded``, ...)
   is base64-encoded with ``isBase64Encoded`` true, as API Gateway HTTP APIs and function URLs do.
 * ``requestContext.accountId`` is ``"anonymous"`` unless given (function URLs with auth type NONE).
+  ``requestContext.domainName`` is the Host without its port and ``domainPrefix`` its first label, as API Gateway
+  derives them.
+* The headers API Gateway and function URLs add: ``x-forwarded-proto`` (the scheme the client used),
+  ``x-forwarded-port`` (the Host's port, else 443/80 by scheme), ``x-forwarded-for`` (the client's address appended
+  to any list it sent) and ``x-amzn-trace-id`` (``trace_header``: the caller's, else one naming the invocation's
+  trace).
+
+Payload format 1.0 (``build_event_v1`` / ``map_response_v1``, per route ``payload_format: "1.0"``): the REST API
+proxy event (``resource``, ``path``, ``httpMethod``, ``headers`` + ``multiValueHeaders``, ``queryStringParameters`` +
+``multiValueQueryStringParameters``, ``pathParameters``, ``stageVariables``, ``requestContext`` with
+``resourcePath``/``httpMethod``/``identity.sourceIp``/..., ``body``, ``isBase64Encoded``), absent values as ``null``.
+Its response must be an object with ``statusCode``; ``headers`` and ``multiValueHeaders`` are merged (a name in
+``multiValueHeaders`` wins), no content-type is added, anything else is a 502.
 
 Response (``map_response`` / ``map_payload``), following "Lambda function response for format 2.0":
 
@@ -46,18 +59,27 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from squall.errors import InvalidParameterValue, RequestTooLarge
+from squall.observability.tracing import format_amzn_trace_id, parse_amzn_trace_id, parse_traceparent
 
 __all__ = [
+    "HOP_BY_HOP",
     "INTERNAL_ERROR",
+    "PAYLOAD_FORMATS",
     "Route",
     "build_event",
+    "build_event_v1",
     "compile_route",
     "cors_headers",
     "is_preflight",
     "map_payload",
+    "map_payload_v1",
     "map_response",
+    "map_response_v1",
     "match_route",
     "parse_query",
+    "prefix_location",
+    "split_host",
+    "trace_header",
     "with_cors",
 ]
 
@@ -65,6 +87,11 @@ HeaderList = Sequence[tuple[bytes, bytes]]
 Response = tuple[int, list[tuple[str, str]], bytes]
 
 INTERNAL_ERROR: Response = (502, [("content-type", "application/json")], b'{"message":"Internal Server Error"}')
+
+#: payload format versions a route can use (function URLs always use 2.0)
+PAYLOAD_FORMATS = ("1.0", "2.0")
+#: response headers a function cannot set: the server frames the response itself (one Content-Length)
+HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"})
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TEXT_TYPES = frozenset({"application/json", "application/javascript", "application/xml", "application/yaml"})
@@ -104,6 +131,60 @@ def parse_query(raw_query: str) -> dict[str, str]:
     return out
 
 
+def split_host(host: str) -> tuple[str, str]:
+    """(name, port) of a Host header value (``port`` is ``""`` when absent); IPv6 literals keep their brackets."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end > 0:
+            rest = host[end + 1 :]
+            return host[: end + 1], rest[1:] if rest.startswith(":") and rest[1:].isdigit() else ""
+        return host, ""
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, port
+    return host, ""
+
+
+def trace_header(amzn_trace_id: str, traceparent: str, new_trace_id: int) -> str:
+    """The ``x-amzn-trace-id`` API Gateway passes on: the caller's when valid, else one naming the caller's W3C
+    trace, else a new root (``new_trace_id``, 128 bits starting with the epoch seconds as X-Ray requires)."""
+    if amzn_trace_id and parse_amzn_trace_id(amzn_trace_id) is not None:
+        return amzn_trace_id
+    parsed = parse_traceparent(traceparent) if traceparent else None
+    if parsed is not None:
+        return format_amzn_trace_id(*parsed)
+    t = new_trace_id.to_bytes(16, "big").hex()
+    return f"Root=1-{t[:8]}-{t[8:]}"
+
+
+def _gateway_headers(
+    joined: dict[str, str], *, source_ip: str, scheme: str, port: str, trace_id: str
+) -> dict[str, str]:
+    """What API Gateway adds to a request's headers (x-forwarded-*, x-amzn-trace-id)."""
+    forwarded = joined.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    if not hops or hops[-1] != source_ip:
+        hops.append(source_ip)
+    joined["x-forwarded-for"] = ", ".join(hops)
+    joined["x-forwarded-proto"] = scheme
+    joined["x-forwarded-port"] = port or ("443" if scheme == "https" else "80")
+    if trace_id:
+        joined["x-amzn-trace-id"] = trace_id
+    return joined
+
+
+def _body_field(body: bytes, content_type: str | None) -> tuple[str | None, bool]:
+    """(body text or base64, isBase64Encoded); None when there is no body."""
+    if not body:
+        return None, False
+    if _is_text_type(content_type):
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
 def build_event(
     method: str,
     raw_path: str | bytes,
@@ -121,8 +202,13 @@ def build_event(
     now: float,
     max_body: int,
     account_id: str = "anonymous",
+    scheme: str = "https",
+    trace_id: str = "",
 ) -> dict[str, Any]:
-    """The format 2.0 event for one HTTP request; raises RequestTooLarge when ``body`` exceeds ``max_body`` bytes."""
+    """The format 2.0 event for one HTTP request; raises RequestTooLarge when ``body`` exceeds ``max_body`` bytes.
+
+    ``domain_name`` is the request's Host (its port, if any, becomes ``x-forwarded-port``); ``scheme`` is what the
+    client used (``x-forwarded-proto``); ``trace_id`` the ``x-amzn-trace-id`` to pass on (see ``trace_header``)."""
     if len(body) > max_body:
         raise RequestTooLarge(f"Request body of {len(body)} bytes exceeds the limit of {max_body} bytes")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
@@ -135,6 +221,8 @@ def build_event(
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue
         joined[name] = f"{joined[name]},{value}" if name in joined else value
+    domain, port = split_host(domain_name)
+    _gateway_headers(joined, source_ip=source_ip, scheme=scheme, port=port, trace_id=trace_id)
 
     event: dict[str, Any] = {"version": "2.0", "routeKey": route_key, "rawPath": path, "rawQueryString": query}
     if cookies:
@@ -145,8 +233,8 @@ def build_event(
     event["requestContext"] = {
         "accountId": account_id,
         "apiId": api_id,
-        "domainName": domain_name,
-        "domainPrefix": domain_name.split(".", 1)[0],
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
         "http": {
             "method": method.upper(),
             "path": path,
@@ -160,23 +248,112 @@ def build_event(
         "time": _clf_time(now),
         "timeEpoch": int(now * 1000),
     }
-    is_b64 = False
-    if body:
-        text: str | None = None
-        if _is_text_type(joined.get("content-type")):
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-        if text is None:
-            event["body"] = base64.b64encode(body).decode("ascii")
-            is_b64 = True
-        else:
-            event["body"] = text
+    text, is_b64 = _body_field(body, joined.get("content-type"))
+    if text is not None:
+        event["body"] = text
     if path_parameters:
         event["pathParameters"] = dict(path_parameters)
     event["isBase64Encoded"] = is_b64
     return event
+
+
+def _resource(route_key: str) -> str:
+    """``resource`` / ``resourcePath`` of a format 1.0 event: the route's path template (``$default`` as is)."""
+    return route_key.partition(" ")[2] or route_key
+
+
+def build_event_v1(
+    method: str,
+    raw_path: str | bytes,
+    raw_query: bytes,
+    headers: HeaderList,
+    body: bytes,
+    *,
+    source_ip: str,
+    route_key: str = "$default",
+    path_parameters: Mapping[str, str] | None = None,
+    stage: str = "$default",
+    domain_name: str,
+    api_id: str,
+    request_id: str,
+    now: float,
+    max_body: int,
+    account_id: str = "anonymous",
+    scheme: str = "https",
+    trace_id: str = "",
+    access_key: str | None = None,
+) -> dict[str, Any]:
+    """The payload format 1.0 event (REST API proxy integration / HTTP API format 1.0) for one HTTP request.
+
+    ``path`` is percent-decoded, headers and query parameters come both single-valued (repeated headers joined with
+    ``,`` as HTTP APIs do, the last value of a repeated query parameter as REST APIs do) and as lists; absent
+    values are ``null``."""
+    if len(body) > max_body:
+        raise RequestTooLarge(f"Request body of {len(body)} bytes exceeds the limit of {max_body} bytes")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
+    multi: dict[str, list[str]] = {}
+    for raw_name, raw_value in headers:
+        multi.setdefault(raw_name.decode("latin-1").lower(), []).append(_decode(raw_value))
+    joined = {name: ",".join(values) for name, values in multi.items()}
+    domain, port = split_host(domain_name)
+    for name, value in _gateway_headers(
+        dict(joined), source_ip=source_ip, scheme=scheme, port=port, trace_id=trace_id
+    ).items():
+        if joined.get(name) != value:
+            joined[name] = value
+            multi[name] = [value]
+    query: dict[str, list[str]] = {}
+    for part in raw_query.decode("latin-1").split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            query.setdefault(unquote_plus(name), []).append(unquote_plus(value))
+    text, is_b64 = _body_field(body, joined.get("content-type"))
+    decoded_path = unquote(path)
+    resource = _resource(route_key)
+    return {
+        "version": "1.0",
+        "resource": resource,
+        "path": decoded_path,
+        "httpMethod": method.upper(),
+        "headers": joined,
+        "multiValueHeaders": multi,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "requestContext": {
+            "accountId": account_id,
+            "apiId": api_id,
+            "domainName": domain,
+            "domainPrefix": domain.split(".", 1)[0],
+            "extendedRequestId": request_id,
+            "httpMethod": method.upper(),
+            "identity": {
+                "accessKey": access_key,
+                "accountId": None,
+                "caller": None,
+                "cognitoAuthenticationProvider": None,
+                "cognitoAuthenticationType": None,
+                "cognitoIdentityId": None,
+                "cognitoIdentityPoolId": None,
+                "principalOrgId": None,
+                "sourceIp": source_ip,
+                "user": None,
+                "userAgent": joined.get("user-agent", ""),
+                "userArn": None,
+            },
+            "path": decoded_path,
+            "protocol": "HTTP/1.1",
+            "requestId": request_id,
+            "requestTime": _clf_time(now),
+            "requestTimeEpoch": int(now * 1000),
+            "resourceId": route_key,
+            "resourcePath": resource,
+            "stage": stage,
+        },
+        "pathParameters": dict(path_parameters) if path_parameters else None,
+        "stageVariables": None,
+        "body": text,
+        "isBase64Encoded": is_b64,
+    }
 
 
 # --- response ---------------------------------------------------------------------------------------------------
@@ -205,7 +382,8 @@ def _structured(result: dict[str, Any]) -> Response:
             text = _header_value(value)
             if text is None or not name or "\r" in name or "\n" in name or ":" in name:
                 return INTERNAL_ERROR
-            out.append((name.lower(), text))
+            if name.lower() not in HOP_BY_HOP:
+                out.append((name.lower(), text))
     cookies = result.get("cookies")
     if cookies is not None:
         if not isinstance(cookies, list) or not all(
@@ -255,6 +433,93 @@ def map_payload(payload: bytes, *, function_error: bool = False) -> Response:
     if isinstance(result, str) or (isinstance(result, dict) and "statusCode" in result):
         return map_response(result)
     return 200, [("content-type", "application/json")], payload.strip()
+
+
+def _structured_v1(result: dict[str, Any]) -> Response:
+    status = result.get("statusCode")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return INTERNAL_ERROR
+    merged: dict[str, list[str]] = {}
+    single, multi = result.get("headers"), result.get("multiValueHeaders")
+    if not isinstance(single, dict | None) or not isinstance(multi, dict | None):
+        return INTERNAL_ERROR
+    for name, value in (single or {}).items():
+        text = _header_value(value)
+        if text is None:
+            return INTERNAL_ERROR
+        merged[str(name).lower()] = [text]
+    for name, values in (multi or {}).items():
+        if not isinstance(values, list):
+            return INTERNAL_ERROR
+        texts = [_header_value(v) for v in values]
+        if any(t is None for t in texts):
+            return INTERNAL_ERROR
+        merged[str(name).lower()] = [t for t in texts if t is not None]
+    out: list[tuple[str, str]] = []
+    for name, values in merged.items():
+        if not name or "\r" in name or "\n" in name or ":" in name:
+            return INTERNAL_ERROR
+        if name not in HOP_BY_HOP:
+            out.extend((name, v) for v in values)
+    body = result.get("body")
+    is_b64 = result.get("isBase64Encoded", False)
+    if not isinstance(is_b64, bool) or not (body is None or isinstance(body, str)):
+        return INTERNAL_ERROR
+    if body is None:
+        return status, out, b""
+    if is_b64:
+        try:
+            return status, out, base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return INTERNAL_ERROR
+    return status, out, body.encode("utf-8")
+
+
+def map_response_v1(result: Any, *, function_error: bool = False) -> Response:
+    """The HTTP response for a payload format 1.0 result: an object with ``statusCode`` (else 502)."""
+    if function_error or not isinstance(result, dict) or "statusCode" not in result:
+        return INTERNAL_ERROR
+    return _structured_v1(result)
+
+
+def map_payload_v1(payload: bytes, *, function_error: bool = False) -> Response:
+    """``map_response_v1`` for the raw invocation payload; a non-JSON payload is a 502."""
+    if function_error:
+        return INTERNAL_ERROR
+    try:
+        result = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return INTERNAL_ERROR
+    return map_response_v1(result)
+
+
+def prefix_location(headers: list[tuple[str, str]], prefix: str, host: str) -> list[tuple[str, str]]:
+    """Redirects of a function served under a path ``prefix`` (``/lambda-url/<id>``): a ``location`` that is a path
+    from the root (``/docs/``) or an absolute URL on the request's ``host`` gets the prefix, so the redirect comes
+    back through the same function URL (what a reverse proxy mounting an app under a prefix does).  Other
+    locations (relative, other hosts, already prefixed) are left alone."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name.lower() == "location":
+            value = _prefixed(value, prefix, host)
+        out.append((name, value))
+    return out
+
+
+def _prefixed(location: str, prefix: str, host: str) -> str:
+    if location.startswith("/") and not location.startswith("//"):
+        path, start = location, ""
+    else:
+        scheme, sep, rest = location.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            return location
+        authority, slash, tail = rest.partition("/")
+        if authority.lower() != host.lower():
+            return location
+        start, path = f"{scheme}://{authority}", slash + tail
+    if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
+        return location
+    return start + prefix + (path or "/")
 
 
 # --- CORS -------------------------------------------------------------------------------------------------------
@@ -360,6 +625,7 @@ class Route:
     params: tuple[str, ...] = ()
     greedy: str | None = None
     target: Any = field(default=None, compare=False)
+    payload_format: str = field(default="2.0", compare=False)
 
     @property
     def is_default(self) -> bool:
@@ -372,10 +638,15 @@ def _bad_route(key: str, why: str) -> InvalidParameterValue:
     )
 
 
-def compile_route(route_key: str, target: Any = None) -> Route:
-    """Compile ``'METHOD /path/{param}/{rest+}'`` or ``'$default'``; raise InvalidParameterValue when malformed."""
+def compile_route(route_key: str, target: Any = None, payload_format: str = "2.0") -> Route:
+    """Compile ``'METHOD /path/{param}/{rest+}'`` or ``'$default'``; raise InvalidParameterValue when malformed.
+    ``payload_format`` is the event format the route's function gets ("2.0" or "1.0")."""
+    if payload_format not in PAYLOAD_FORMATS:
+        raise InvalidParameterValue(
+            f"PayloadFormatVersion {payload_format!r} of route {route_key!r} is not valid; use '2.0' or '1.0'"
+        )
     if route_key == "$default":
-        return Route(key=route_key, method="ANY", target=target)
+        return Route(key=route_key, method="ANY", target=target, payload_format=payload_format)
     method, sep, path = route_key.partition(" ")
     if not sep or method not in _METHODS:
         raise _bad_route(route_key, f"the method must be one of {', '.join(sorted(_METHODS))}")
@@ -405,8 +676,9 @@ def compile_route(route_key: str, target: Any = None) -> Route:
             segments.append(None)
             params.append(name)
     return Route(
-        key=route_key, method=method, segments=tuple(segments), params=tuple(params), greedy=greedy, target=target
-    )
+        key=route_key, method=method, segments=tuple(segments), params=tuple(params), greedy=greedy, target=target,
+        payload_format=payload_format,
+    )  # fmt: skip
 
 
 def _match(route: Route, parts: list[str]) -> dict[str, str] | None:
