@@ -361,7 +361,7 @@ class Squall:
         invoke = InvokeEndpoint(self.invoker)
         s3 = s3_app(
             self.objects, region=self.config.region, function_exists=self._function_exists,
-            queue_exists=self._queue_exists,
+            queue_exists=self._queue_exists, lookup_secret=self.keyring.secret_for,
         )  # fmt: skip
         s3 = self.observability.traced("S3", s3)  # spans for requests that carry a trace context
         sqs_apps: list[Any] = []
@@ -373,7 +373,7 @@ class Squall:
                 return
             auth = scope.get("squall.auth")
             service = auth.service if auth is not None else ""
-            if service == "s3":
+            if service == "s3" or scope.get("squall.s3_post"):  # signed S3, or a form upload (policy-signed)
                 await s3(scope, receive, send)
             elif service == "sqs" or is_sqs_request(scope):
                 if not sqs_apps:  # built lazily: the waiter needs the running loop

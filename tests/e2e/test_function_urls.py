@@ -142,7 +142,9 @@ def test_get_event_shape(lam: Any, squall: SquallProcess) -> None:
     assert event["cookies"] == ["c1=v1", "c2=v2"]
     assert event["headers"]["x-dup"] == "one,two" and "cookie" not in event["headers"]
     assert event["requestContext"]["http"]["method"] == "GET"
-    assert event["requestContext"]["domainName"] == f"127.0.0.1:{squall.port}"
+    assert event["requestContext"]["domainName"] == "127.0.0.1"  # API Gateway's domainName carries no port
+    assert event["requestContext"]["domainPrefix"] == "127"
+    assert event["headers"]["host"] == f"127.0.0.1:{squall.port}"
     assert event["requestContext"]["accountId"] == "anonymous"
     assert event["requestContext"]["requestId"] == headers["x-amzn-requestid"]
     assert event["isBase64Encoded"] is False and "body" not in event
@@ -210,7 +212,9 @@ def test_routes(lam: Any, squall: SquallProcess) -> None:
     status, _, body = signed_request(squall.url, "PUT", "/_squall/api/routes/echo", json.dumps(routes).encode())
     assert status == 200, body
     status, _, body = signed_request(squall.url, "GET", "/_squall/api/routes")
-    assert status == 200 and {"routeKey": "GET /hello/{name}", "function": "echo"} in json.loads(body)["routes"]
+    assert status == 200 and {"routeKey": "GET /hello/{name}", "function": "echo", "payloadFormatVersion": "2.0"} in json.loads(
+        body
+    )["routes"]
     status, _, body = request(squall.url, "GET", "/hello/bob?x=1")
     assert status == 200, body
     event = json.loads(body)

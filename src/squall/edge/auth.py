@@ -3,6 +3,11 @@
 Every request except the explicitly public paths must be signed with a key from the key ring.  The body is read
 once here (bounded), checked against the signature, and replayed to the app; routes find it in
 ``scope["squall.body"]`` and the caller in ``scope["squall.auth"]``.
+
+S3 also takes SigV2 presigned URLs (``AWSAccessKeyId``/``Signature``/``Expires``, ``squall.edge.sigv2``), verified
+here like SigV4, and browser form uploads (``is_s3_post_upload``: an unsigned multipart POST to ``/bucket``), which
+pass through unread with ``scope["squall.s3_post"]`` set: the S3 app streams the form and checks the policy
+signature itself (``squall.edge.s3_post``).
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from squall.edge import aws_errors
+from squall.edge.sigv2 import is_v2_query, verify_query_v2
 from squall.edge.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
 from squall.errors import RequestTooLarge
 
-__all__ = ["SigV4Middleware", "service_for_unsigned"]
+__all__ = ["SigV4Middleware", "is_s3_post_upload", "service_for_unsigned"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +40,27 @@ def service_for_unsigned(headers: Mapping[str, str]) -> str:
     """Which AWS service an unsigned request is for, so its error has that service's shape: SQS's JSON protocol
     names itself in X-Amz-Target; S3 paths look like anything, so everything else answers as Lambda."""
     return "sqs" if headers.get("x-amz-target", "").startswith("AmazonSQS.") else "lambda"
+
+
+def is_s3_post_upload(scope: Scope) -> bool:
+    """An S3 POST Object form upload: an unsigned ``multipart/form-data`` POST to ``/bucket`` (its policy
+    signature is inside the form)."""
+    if scope["method"] != "POST":
+        return False
+    content_type = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return False
+        if name == b"content-type":
+            content_type = value
+    if not content_type.lower().startswith(b"multipart/form-data"):
+        return False
+    query = scope.get("query_string", b"").lower()
+    if b"x-amz-" in query or b"awsaccesskeyid" in query or b"uploads" in query or b"delete" in query:
+        return False
+    raw = scope.get("raw_path") or scope["path"].encode()
+    bucket = raw.split(b"?", 1)[0].strip(b"/")
+    return bool(bucket) and b"/" not in bucket
 
 
 async def send_error(send: Send, service: str, error: Any, request_id: str, head: bool = False) -> None:
@@ -70,17 +97,24 @@ class SigV4Middleware:
         if path.startswith(self.public_prefixes) or (self.is_public is not None and self.is_public(scope)):
             await self.app(scope, receive, send)
             return
+        if is_s3_post_upload(scope):
+            scope["squall.request_id"] = str(uuid.uuid4())
+            scope["squall.s3_post"] = True
+            await self.app(scope, receive, send)
+            return
         headers: dict[str, str] = {}
         for k, v in scope["headers"]:
             name = k.decode("latin-1").lower()
             value = v.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
-        scope_info = parse_scope(headers, scope.get("query_string", b""))
-        service = scope_info.service if scope_info else service_for_unsigned(headers)
+        query = scope.get("query_string", b"")
+        scope_info = parse_scope(headers, query)
+        v2 = scope_info is None and "authorization" not in headers and is_v2_query(query)
+        service = "s3" if v2 else scope_info.service if scope_info else service_for_unsigned(headers)
         request_id = str(uuid.uuid4())
         scope["squall.request_id"] = request_id
         ctx: AuthContext | None = None
-        if self.session is not None and scope_info is None:
+        if self.session is not None and scope_info is None and not v2:
             verdict = self.session(scope, headers)
             if isinstance(verdict, AuthContext):
                 ctx = verdict
@@ -104,6 +138,11 @@ class SigV4Middleware:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
+            if v2:
+                ctx = verify_query_v2(
+                    scope["method"], scope.get("raw_path") or path.encode(), query, headers, self.lookup_secret,
+                    time.time(),
+                )  # fmt: skip
             ctx = ctx or verify_request(
                 scope["method"],
                 scope.get("raw_path") or path.encode(),

@@ -9,7 +9,9 @@ signatures verified); without it, it reads the body itself and only decodes aws-
 Supported: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation, GetBucketVersioning,
 Get/PutBucketNotificationConfiguration, ListObjects (v1 and v2), PutObject, GetObject (ranges, conditional
 requests, ``response-*`` overrides), HeadObject, DeleteObject, DeleteObjects, CopyObject, and multipart uploads
-(create, upload part, upload part copy, list parts, complete, abort, list uploads).  Other sub-resources
+(create, upload part, upload part copy, list parts, complete, abort, list uploads), and POST Object form uploads
+(``scope["squall.s3_post"]``, set by the auth middleware: ``squall.edge.s3_post`` streams the form and checks its
+policy signature with ``lookup_secret``).  Other sub-resources
 (``?acl``, ``?tagging``, ``?policy``, ...) answer ``NotImplemented``.  Errors are S3's XML errors
 (``squall.edge.aws_errors.render("s3", ...)``).
 """
@@ -17,6 +19,7 @@ requests, ``response-*`` overrides), HeadObject, DeleteObject, DeleteObjects, Co
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -27,6 +30,7 @@ import anyio.to_thread
 from squall.edge import aws_errors
 from squall.edge.s3_http import S3Request, S3Response
 from squall.edge.s3_ops import S3Operations
+from squall.edge.s3_post import post_object
 from squall.errors import ServiceError, SquallError
 from squall.store.objects import ObjectStore
 from squall.store.objects_errors import InvalidURI, MethodNotAllowed, NotImplementedOperation, NotModified
@@ -264,8 +268,9 @@ def s3_app(
     region: str = "us-east-1",
     function_exists: Callable[[str], bool] | None = None,
     queue_exists: Callable[[str], bool] | None = None,
+    lookup_secret: Callable[[str], str | None] | None = None,
 ) -> ASGIApp:
-    """The S3 API over ``store``.  ``function_exists(arn)`` / ``queue_exists(arn)``, when given, are asked about
+    """The S3 API over ``store``.  ``lookup_secret`` (access key -> secret) checks POST Object policy signatures.  ``function_exists(arn)`` / ``queue_exists(arn)``, when given, are asked about
     every Lambda / SQS destination of a PutBucketNotificationConfiguration (InvalidArgument when False);
     ``region`` is the region of buckets created without a LocationConstraint by unsigned requests."""
     ops = S3Operations(store, region=region, function_exists=function_exists, queue_exists=queue_exists)
@@ -280,6 +285,11 @@ def s3_app(
         head = scope["method"].upper() == "HEAD"
         resource = scope.get("path", "")
         try:
+            if scope.get("squall.s3_post"):
+                resource = scope.get("path", "")
+                response = await post_object(store, scope, receive, lookup_secret, time.time, request_id)
+                await _send(send, response, request_id, head)
+                return
             body = scope.get("squall.body")
             if body is None:
                 body = await _read_body(receive)

@@ -196,8 +196,10 @@ class ObjectStore(MultipartMixin):
         expected_md5: bytes | None = None,
         if_none_match: bool = False,
         origin: EventOrigin | None = None,
+        event_name: str = "ObjectCreated:Put",
     ) -> ObjectMeta:
-        """Store an object atomically (replacing any old one); emits ``ObjectCreated:Put``.
+        """Store an object atomically (replacing any old one); emits ``event_name`` (``ObjectCreated:Post`` for a
+        form upload).
 
         ``expected_md5`` (the decoded Content-MD5) fails the put with ``BadDigest`` when the data differs;
         ``if_none_match`` (``If-None-Match: *``) fails it with ``PreconditionFailed`` when the key exists.
@@ -233,7 +235,7 @@ class ObjectStore(MultipartMixin):
             raise
         if old is not None:
             self.files.unlink([old])
-        self._emit([self._event(bucket, key, "ObjectCreated:Put", seq, now, origin, written.size, etag)])
+        self._emit([self._event(bucket, key, event_name, seq, now, origin, written.size, etag)])
         return ObjectMeta(bucket, key, written.size, etag, now, attrs)
 
     put = put_object
