@@ -200,7 +200,10 @@ def test_fastapi_mangum_through_the_function_url(lam: Any, squall: SquallProcess
     assert [v for n, v in raw_headers if n == "content-length"] == [str(len(raw_body))]
     # the app sees the scheme, host and client the gateway headers describe
     status, _, body = request(squall.url, "GET", prefix + "/whoami?x=1")
-    assert status == 200 and json.loads(body) == {"url": f"http://127.0.0.1:{squall.port}/whoami?x=1", "client": "127.0.0.1"}
+    assert status == 200 and json.loads(body) == {
+        "url": f"http://127.0.0.1:{squall.port}/whoami?x=1",
+        "client": "127.0.0.1",
+    }
     # the interactive docs page loads
     status, headers, body = request(squall.url, "GET", prefix + "/docs")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"swagger-ui" in body
