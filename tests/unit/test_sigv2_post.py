@@ -103,7 +103,7 @@ def test_v2_refusals(mutate: Any, error: type[Exception], needle: str) -> None:
 def test_v2_expiry() -> None:
     sts = string_to_sign_v2("GET", "/b/k", "", {}, str(NOW - 1))
     query = f"AWSAccessKeyId={KEY}&Signature={quote(sign_v2(SECRET, sts), safe='')}&Expires={NOW - 1}"
-    with pytest.raises(PresignedUrlExpired, match="^Request has expired") as err:
+    with pytest.raises(PresignedUrlExpired, match=r"^Request has expired") as err:
         verify_query_v2("GET", "/b/k", query, {}, lookup, NOW)
     assert err.value.code == "AccessDenied" and err.value.status == 403
     verify_query_v2("GET", "/b/k", query, {}, lookup, NOW - 1)  # valid up to and including Expires
