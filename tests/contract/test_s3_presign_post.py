@@ -111,6 +111,17 @@ def test_default_presigned_urls_are_sigv2_and_work(harness: Harness, bucket: str
     )
     status, headers, _ = fetch(get)
     assert status == 200 and headers["Content-Disposition"] == "attachment; filename=x.txt"
+    # metadata botocore moved into the signed query is stored, as S3 does
+    put = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "meta", "Metadata": {"owner": "ann"}}, ExpiresIn=300
+    )
+    assert "x-amz-meta-owner=ann" in put
+    status, _, body = fetch(put, "PUT", b"m", {"Content-Type": ""})
+    assert status == 200, body
+    head = harness.client(signature_version="s3v4", s3={"addressing_style": "path"}).head_object(
+        Bucket=bucket, Key="meta"
+    )
+    assert head["Metadata"] == {"owner": "ann"}
 
 
 def test_sigv4_presigned_urls_still_work(harness: Harness, bucket: str) -> None:
@@ -246,6 +257,13 @@ def test_post_policy_refusals(harness: Harness, bucket: str) -> None:
     # no policy at all
     r = httpx.post(presigned["url"], data={"key": "up/x"}, files={"file": ("x", b"1")}, timeout=30)
     assert _refused(r)[:2] == (403, "AccessDenied")
+    # form fields before the file are bounded (S3's 20 KB), checked before the policy
+    many = {f"x-ignore-{i}": "v" * 100 for i in range(400)}
+    r = _post(harness, presigned, b"12345", **many)
+    assert _refused(r)[:2] == (400, "MaxPostPreDataLengthExceeded")
+    # an empty key is refused
+    empty = s3.generate_presigned_post(bucket, "", ExpiresIn=300)
+    assert _refused(_post(harness, empty, b"12345"))[0] == 400
     # nothing was stored by any of these
     assert not [e for e in harness.events if e.bucket == bucket]
     r = _post(harness, presigned, b"12345", filename="ok.txt")

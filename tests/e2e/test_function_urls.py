@@ -212,9 +212,11 @@ def test_routes(lam: Any, squall: SquallProcess) -> None:
     status, _, body = signed_request(squall.url, "PUT", "/_squall/api/routes/echo", json.dumps(routes).encode())
     assert status == 200, body
     status, _, body = signed_request(squall.url, "GET", "/_squall/api/routes")
-    assert status == 200 and {"routeKey": "GET /hello/{name}", "function": "echo", "payloadFormatVersion": "2.0"} in json.loads(
-        body
-    )["routes"]
+    assert (
+        status == 200
+        and {"routeKey": "GET /hello/{name}", "function": "echo", "payloadFormatVersion": "2.0"}
+        in json.loads(body)["routes"]
+    )
     status, _, body = request(squall.url, "GET", "/hello/bob?x=1")
     assert status == 200, body
     event = json.loads(body)

@@ -13,6 +13,7 @@ from botocore.auth import HmacV1QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from squall.edge.auth import is_s3_post_upload
 from squall.edge.s3_post import (
     EntityTooLarge,
     InvalidPolicyDocument,
@@ -227,3 +228,27 @@ def test_policy_signature_v2_and_v4() -> None:
     with pytest.raises(PolicyDenied, match="Anonymous POST uploads are not allowed"):
         check_signature({"policy": p}, lookup)
     _ = EntityTooLarge  # raised while streaming: covered by the contract tests
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "headers", "expected"),
+    [
+        ("POST", "/bucket", b"", [(b"content-type", b"multipart/form-data; boundary=x")], True),
+        ("POST", "/bucket/", b"", [(b"content-type", b"Multipart/Form-Data; boundary=x")], True),
+        ("POST", "/bucket/key", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
+        ("POST", "/", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
+        ("PUT", "/bucket", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
+        ("POST", "/bucket", b"", [(b"content-type", b"application/json")], False),
+        ("POST", "/bucket", b"delete", [(b"content-type", b"multipart/form-data; boundary=x")], False),
+        ("POST", "/bucket", b"X-Amz-Signature=a", [(b"content-type", b"multipart/form-data; boundary=x")], False),
+        (
+            "POST", "/bucket", b"",
+            [(b"content-type", b"multipart/form-data; boundary=x"), (b"authorization", b"AWS4-HMAC-SHA256 ...")], False,
+        ),
+    ],
+)  # fmt: skip
+def test_is_s3_post_upload(
+    method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], expected: bool
+) -> None:
+    scope = {"method": method, "path": path, "raw_path": path.encode(), "query_string": query, "headers": headers}
+    assert is_s3_post_upload(scope) is expected

@@ -31,6 +31,7 @@ from squall.edge import aws_errors
 from squall.edge.s3_http import S3Request, S3Response
 from squall.edge.s3_ops import S3Operations
 from squall.edge.s3_post import post_object
+from squall.edge.sigv2 import is_v2_query
 from squall.errors import ServiceError, SquallError
 from squall.store.objects import ObjectStore
 from squall.store.objects_errors import InvalidURI, MethodNotAllowed, NotImplementedOperation, NotModified
@@ -197,6 +198,12 @@ def _request(scope: Scope, body: bytes, request_id: str) -> S3Request:
     raw_query = scope.get("query_string", b"").decode("latin-1")
     for name, value in parse_qsl(raw_query, keep_blank_values=True):
         query.setdefault(name, value)
+    if scope.get("squall.auth") is not None and is_v2_query(raw_query):
+        # botocore moves a SigV2 presigned request's x-amz-* and content headers into the (signed) query
+        for name, value in parse_qsl(raw_query, keep_blank_values=True):
+            lower = name.lower()
+            if lower.startswith("x-amz-") or lower in ("content-type", "content-md5"):
+                headers.setdefault(lower, value)
     bucket, key = _decode_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
     client = scope.get("client")
     return S3Request(

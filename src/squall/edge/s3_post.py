@@ -455,6 +455,7 @@ async def post_object(
     current: Part | None = None
     value = bytearray()
     fields_size = 0
+    received = 0
     spool: _Spool | None = None
     limit = MAX_POST_OBJECT_BYTES
     size_range: tuple[int, int] | None = None
@@ -499,6 +500,12 @@ async def post_object(
                     if spool is None:
                         fields[current.name.lower()] = value.decode("utf-8", "replace")
                     current = None
+            if spool is None:
+                received += len(chunk)
+                if received > MAX_FIELDS_BYTES + _MAX_PART_HEADER_BYTES:
+                    raise MaxPostPreDataLengthExceeded(
+                        "Your POST request fields preceeding the upload file was too large."
+                    )
             if not more and not parser.done and (spool is None or current is not None):
                 raise MalformedPOSTRequest(
                     "The body of your POST request is not well-formed multipart/form-data: it ends before its "
