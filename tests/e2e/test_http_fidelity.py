@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +211,28 @@ def test_fastapi_mangum_through_the_function_url(lam: Any, squall: SquallProcess
     assert status == 200 and headers["content-type"].startswith("text/html") and b"swagger-ui" in body
     status, _, body = request(squall.url, "GET", prefix + "/openapi.json")
     assert status == 200 and "/items/" in json.loads(body)["paths"]
+
+
+def test_squall_yaml_payload_format_deploys(squall: SquallProcess, tmp_path: Path) -> None:
+    code = tmp_path / "legacy"
+    code.mkdir()
+    (code / "app.py").write_text(CHALICE_STYLE)
+    (tmp_path / "squall.yaml").write_text(
+        "functions:\n"
+        "  yaml-legacy:\n"
+        "    handler: app.handler\n"
+        "    code: ./legacy\n"
+        "    events:\n"
+        '      - http: {method: GET, path: "/yaml-legacy/{id}", payload_format: "1.0"}\n'
+    )
+    env = {**squall.env, "SQUALL_ENDPOINT": squall.url}
+    for var in ("AWS_ENDPOINT_URL", "SQUALL_PORT"):
+        env.pop(var, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "squall.cli.main", "deploy", str(tmp_path / "squall.yaml")],
+        env=env, capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    status, _, body = request(squall.url, "GET", "/yaml-legacy/7")
+    assert status == 201, body
+    assert json.loads(body)["resource"] == "/yaml-legacy/{id}" and json.loads(body)["params"] == {"id": "7"}
