@@ -4,6 +4,7 @@ Chalice-style REST (payload format 1.0) handler on a declared route."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -103,6 +104,19 @@ def raw_get(port: int, path: str) -> tuple[bytes, list[tuple[str, str]], bytes]:
     return status, headers, body
 
 
+def host_request(port: int, host: str, path: str) -> tuple[int, Any, bytes]:
+    """A GET to 127.0.0.1 naming another Host (a function URL's own host name, as on AWS)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
 def test_one_content_length_on_the_wire(lam: Any, squall: SquallProcess) -> None:
     path = url_path(make_url(lam, "own-length"))
     status, headers, body = raw_get(squall.port, path)
@@ -126,6 +140,17 @@ def test_gateway_headers_and_trace_id(lam: Any, squall: SquallProcess) -> None:
     assert out["trace"].split(";")[0] == root  # the function's _X_AMZN_TRACE_ID continues the same trace
     ctx = out["event"]["requestContext"]
     assert ctx["domainName"] == "127.0.0.1" and ctx["domainPrefix"] == "127"
+    # AWS's own form of a function URL host: the id is the domainPrefix and the function gets the whole path
+    url_id = path.split("/")[2]
+    host = f"{url_id}.lambda-url.us-east-1.localhost:{squall.port}"
+    status, _, body = host_request(squall.port, host, "/a/b?x=1")
+    assert status == 200, body
+    event = json.loads(body)["event"]
+    assert event["rawPath"] == "/a/b" and event["rawQueryString"] == "x=1"
+    assert event["requestContext"]["domainName"] == f"{url_id}.lambda-url.us-east-1.localhost"
+    assert event["requestContext"]["domainPrefix"] == url_id and event["requestContext"]["apiId"] == url_id
+    status, _, _ = host_request(squall.port, f"{'0' * 32}.lambda-url.us-east-1.localhost", "/")
+    assert status == 403  # no such URL: not served, and unsigned
     # a caller's trace id is passed on
     caller = "Root=1-5e5ffc9e-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=0"
     status, _, body = request(squall.url, "GET", path, headers=[("X-Amzn-Trace-Id", caller)])
@@ -210,6 +235,14 @@ def test_fastapi_mangum_through_the_function_url(lam: Any, squall: SquallProcess
     status, headers, body = request(squall.url, "GET", prefix + "/docs")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"swagger-ui" in body
     status, _, body = request(squall.url, "GET", prefix + "/openapi.json")
+    assert status == 200 and "/items/" in json.loads(body)["paths"]
+    # on the function URL's own host name (as on AWS) there is no prefix: redirects, /docs and the spec it loads work
+    host = f"{prefix.rsplit('/', 1)[1]}.lambda-url.us-east-1.localhost:{squall.port}"
+    status, headers, _ = host_request(squall.port, host, "/items")
+    assert status == 307 and headers["location"] == f"http://{host}/items/"
+    status, _, body = host_request(squall.port, host, "/docs")
+    assert status == 200 and b"url: '/openapi.json'" in body
+    status, _, body = host_request(squall.port, host, "/openapi.json")
     assert status == 200 and "/items/" in json.loads(body)["paths"]
 
 

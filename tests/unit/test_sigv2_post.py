@@ -97,7 +97,7 @@ def test_v2_string_to_sign_shape() -> None:
 def test_v2_refusals(mutate: Any, error: type[Exception], needle: str) -> None:
     path, query = split(presign("GET", "http://h/b/k"))
     path, query = mutate(path, query)
-    with pytest.raises(error, match=needle):
+    with pytest.raises(error, match=needle or None):
         verify_query_v2("GET", path, query, {}, lookup, NOW)
 
 

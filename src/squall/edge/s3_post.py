@@ -378,7 +378,7 @@ def _check_v4(fields: Mapping[str, str], policy: str, lookup_secret: Callable[[s
     secret = _secret(access_key, lookup_secret)
     key = signing_key(secret, date, region, "s3")
     expected = hmac.new(key, policy.encode("utf-8"), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, fields["x-amz-signature"].lower()):
+    if not hmac.compare_digest(expected.encode(), fields["x-amz-signature"].lower().encode("utf-8", "replace")):
         raise _mismatch(access_key, policy, fields["x-amz-signature"])
     return AuthContext(
         access_key_id=access_key, region=region, service="s3", signed_headers=(), presigned=True, amz_date=amz_date

@@ -5,7 +5,8 @@
 * Squall API (signed): ``PUT /_squall/api/routes/{function}`` with ``{"routes": ["GET /hello/{name}", ...]}``
   replaces the function's routes (an entry may be ``{"routeKey": "GET /x", "payloadFormatVersion": "1.0"}`` for
   the REST API v1 event); ``GET /_squall/api/routes`` lists them all.
-* Serving: unsigned requests to ``/lambda-url/{url_id}/...`` and to declared routes are answered by ``public_app``
+* Serving: unsigned requests to ``/lambda-url/{url_id}/...``, to a Host ``{url_id}.lambda-url.<anything>`` (AWS's
+  own form: the function gets the whole path, no prefix) and to declared routes are answered by ``public_app``
   (the function gets an API Gateway v2 / function URL event, or a route's format 1.0 event, see
   ``squall.triggers.http_events``).  A redirect from a function URL's function to a path on the same host gets the
   ``/lambda-url/{url_id}`` prefix (``prefix_location``).  An ``AWS_IAM``
@@ -75,6 +76,8 @@ _URL_ID_CHARS = string.ascii_lowercase + string.digits
 _QUALIFIER = re.compile(r"^[0-9a-zA-Z_-]{1,128}$")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "*"})
 _CORS_KEYS = frozenset({"AllowCredentials", "AllowHeaders", "AllowMethods", "AllowOrigins", "ExposeHeaders", "MaxAge"})
+#: a Host naming a function URL the way AWS does: ``<32-character url id>.lambda-url.<region>.<domain>``
+_URL_HOST = re.compile(r"([a-z0-9]{32})\.lambda-url\.", re.IGNORECASE)
 _RESERVED_PREFIXES = ("/_squall/", "/lambda-url/", "/2015-03-31/", "/2021-10-31/", "/ui", "/metrics")
 
 RawResponse = tuple[int, list[tuple[str, str]], bytes]
@@ -244,11 +247,19 @@ class FunctionUrls:
                 log.warning("ignoring stored route %r of %s", key, function)
         self._routes = routes
 
+    def url_of_host(self, scope: Any) -> UrlConfig | None:
+        """The function URL a request's Host names (``<url id>.lambda-url.<anything>``, AWS's own form), if any."""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                m = _URL_HOST.match(value.decode("latin-1"))
+                return self._urls.get(m.group(1).lower()) if m else None
+        return None
+
     def accepts(self, scope: Any) -> bool:
         if scope["type"] != "http" or _is_signed(scope):
             return False
         path: str = scope["path"]
-        if path.startswith(URL_PREFIX):
+        if path.startswith(URL_PREFIX) or (self._urls and self.url_of_host(scope) is not None):
             return True
         if not self._routes:
             return False
@@ -474,7 +485,19 @@ class FunctionUrls:
         cors: dict[str, Any] | None = None
         path_params: dict[str, str] | None = None
         payload_format, prefix = "2.0", ""
-        if path.startswith(URL_PREFIX):
+        by_host = self.url_of_host(scope) if self._urls else None
+        if by_host is not None:  # <url id>.lambda-url.<...> as on AWS: the whole path is the function's
+            if by_host.auth_type == "AWS_IAM" and auth is None:
+                return _message(403, "Forbidden")
+            function, qualifier = by_host.function, by_host.qualifier or None
+            event_path, route_key, api_id, cors, trigger = (
+                raw_path,
+                "$default",
+                by_host.url_id,
+                by_host.cors,
+                "function-url",
+            )
+        elif path.startswith(URL_PREFIX):
             url_id, _, _ = path[len(URL_PREFIX) :].partition("/")
             cfg = self._urls.get(url_id)
             if cfg is None or (cfg.auth_type == "AWS_IAM" and auth is None):
