@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -123,6 +124,18 @@ def test_one_content_length_on_the_wire(lam: Any, squall: SquallProcess) -> None
     assert status == b"HTTP/1.1 200 OK"
     assert [v for n, v in headers if n == "content-length"] == ["5"]
     assert "transfer-encoding" not in dict(headers) and body == b"hello"
+    # Node's HTTP parser refuses a response with two Content-Length headers (HPE_UNEXPECTED_CONTENT_LENGTH)
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the raw-socket check above stands alone")
+    script = (
+        "require('http').get(process.argv[1], r => { let b = ''; r.on('data', c => b += c);"
+        " r.on('end', () => console.log(r.statusCode, b)); }).on('error', e => { console.log('ERR', e.code); });"
+    )
+    out = subprocess.run(
+        [node, "-e", script, f"http://127.0.0.1:{squall.port}{path}"], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "200 hello", out.stdout + out.stderr
 
 
 def test_gateway_headers_and_trace_id(lam: Any, squall: SquallProcess) -> None:
