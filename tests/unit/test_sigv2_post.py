@@ -237,6 +237,8 @@ def test_policy_signature_v2_and_v4() -> None:
         ("POST", "/bucket/", b"", [(b"content-type", b"Multipart/Form-Data; boundary=x")], True),
         ("POST", "/bucket/key", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
         ("POST", "/", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
+        ("POST", "/ui", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),  # not a bucket name
+        ("POST", "/_squall", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
         ("PUT", "/bucket", b"", [(b"content-type", b"multipart/form-data; boundary=x")], False),
         ("POST", "/bucket", b"", [(b"content-type", b"application/json")], False),
         ("POST", "/bucket", b"delete", [(b"content-type", b"multipart/form-data; boundary=x")], False),

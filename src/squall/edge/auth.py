@@ -12,6 +12,7 @@ signature itself (``squall.edge.s3_post``).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -34,6 +35,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SessionHook = Callable[[Scope, Mapping[str, str]], "AuthContext | ASGIApp | None"]
 
 MAX_BODY_BYTES = 80 * 1024 * 1024
+#: ``/bucket`` or ``/bucket/`` with an S3 bucket name (3-63 of a-z 0-9 . -): where POST Object forms go
+_BUCKET_PATH = re.compile(rb"/[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/?")
 
 
 def service_for_unsigned(headers: Mapping[str, str]) -> str:
@@ -59,8 +62,7 @@ def is_s3_post_upload(scope: Scope) -> bool:
     if b"x-amz-" in query or b"awsaccesskeyid" in query or b"uploads" in query or b"delete" in query:
         return False
     raw = scope.get("raw_path") or scope["path"].encode()
-    bucket = raw.split(b"?", 1)[0].strip(b"/")
-    return bool(bucket) and b"/" not in bucket
+    return _BUCKET_PATH.fullmatch(raw.split(b"?", 1)[0]) is not None
 
 
 async def send_error(send: Send, service: str, error: Any, request_id: str, head: bool = False) -> None:
