@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -291,6 +292,10 @@ class Squall:
             self.pool.set_reserved(name, reserved)
         for name in self._function_names():
             self._sync_provisioned(name)
+        # resource policies of functions (or versions, aliases) deleted while the server was going down
+        for name in self.iam_store.functions_with_policies():
+            exists = self._function_config(name) is not None
+            self.authorizer.function_changed(name, exists, functools.partial(self._qualifier_exists, name))
         self.tasks = [
             *(asyncio.create_task(t(), name=f"{p.name}") for p in self.plugins for t in p.tasks),
             asyncio.create_task(self.dispatcher.run_forever(), name="async-dispatcher"),

@@ -215,14 +215,14 @@ class Authorizer:
     def function_changed(self, name: str, exists: bool, qualifier_exists: Callable[[str], bool]) -> None:
         """After a control-plane change: forget the policies of a deleted function or qualifier, and warn about
         a role that grants nothing."""
+        qualifiers = self.store.qualifiers_with_policies(name)
         if not exists:
-            self.store.delete_function_policies(name)
+            if qualifiers:
+                self.store.delete_function_policies(name)
             return
-        keep = [""]
-        for q in self.store.qualifiers_with_policies(name):
-            if q and qualifier_exists(q):
-                keep.append(q)
-        self.store.delete_function_policies(name, keep)
+        stale = [q for q in qualifiers if q and not qualifier_exists(q)]
+        if stale:
+            self.store.delete_function_policies(name, [q for q in qualifiers if q not in stale])
         caller = self.caller(name)
         if caller.problem:
             log.warning("function %s has no permissions for its own AWS calls: %s", name, caller.problem)
