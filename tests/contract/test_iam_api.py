@@ -149,6 +149,17 @@ def test_sts_get_caller_identity_for_the_admin_key(squall: SquallProcess) -> Non
     assert (who["Account"], who["Arn"], who["UserId"]) == (ACCOUNT, f"arn:aws:iam::{ACCOUNT}:root", ACCOUNT)
 
 
+def test_bad_keys_get_the_query_protocols_codes(squall: SquallProcess) -> None:
+    import boto3
+
+    for service in ("sts", "iam"):
+        client = boto3.client(service, endpoint_url=squall.url, region_name="us-east-1",
+                              aws_access_key_id="AKSQUNKNOWNUNKNOWN00", aws_secret_access_key="x" * 40)  # fmt: skip
+        with pytest.raises(ClientError) as info:
+            client.get_caller_identity() if service == "sts" else client.list_roles()
+        assert error(info)[0] == "InvalidClientTokenId" and error(info)[2] == 403
+
+
 SERVICES = [
     # (service, call, expected code)
     ("dynamodb", lambda c: c.list_tables(), "UnknownOperationException"),  # JSON protocol

@@ -32,6 +32,15 @@ QUERY_NAMESPACES = {
 }
 
 
+#: the signature errors' names in the Query protocols (IAM and STS say InvalidClientTokenId for an unknown key)
+_QUERY_AUTH_CODES = {
+    "UnrecognizedClientException": "InvalidClientTokenId",
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+    "IncompleteSignatureException": "IncompleteSignature",
+    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+}
+
+
 class IamError(SquallError):
     code = "ServiceFailure"
     status = 500
@@ -94,7 +103,9 @@ def render_query(service: str, error: SquallError, request_id: str) -> tuple[int
     code = code_for(service) if callable(code_for) else error.code
     status_for = getattr(error, "status_for", None)
     status = status_for(service) if callable(status_for) else error.status
-    if not isinstance(error, IamError | NotAuthorized) and status == 400 and code.endswith("Exception"):
+    if code in _QUERY_AUTH_CODES:
+        code = _QUERY_AUTH_CODES[code]
+    elif not isinstance(error, IamError | NotAuthorized) and status == 400 and code.endswith("Exception"):
         code = code[: -len("Exception")]  # generic platform errors: InvalidParameterValueException -> ..Value
     kind = "Receiver" if status >= 500 else "Sender"
     ns = QUERY_NAMESPACES.get(service)
