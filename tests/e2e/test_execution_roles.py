@@ -204,6 +204,24 @@ def test_a_role_that_does_not_exist_grants_nothing(squall: SquallProcess, world:
     assert_denied(denied, "AccessDenied", "s3:GetObject", "arn:aws:s3:::photos/originals/a.txt", "never-created",
                   "orphan")  # fmt: skip
     assert "does not exist" in denied["message"]
+    # UpdateFunctionConfiguration's Role takes effect on the next call
+    lam.update_function_configuration(FunctionName="orphan", Role=f"arn:aws:iam::{ACCOUNT}:role/reader-role")
+    lam.get_waiter("function_updated_v2").wait(FunctionName="orphan")
+    assert call(squall, "orphan", op="get", bucket="photos", key="originals/a.txt")["ok"] is True
+
+
+def test_a_permission_on_an_alias_covers_that_alias_only(squall: SquallProcess, world: dict[str, Any]) -> None:
+    lam = squall.client("lambda")
+    version = lam.publish_version(FunctionName="target")["Version"]
+    lam.create_alias(FunctionName="target", Name="live", FunctionVersion=version)
+    lam.add_permission(
+        FunctionName="target", Qualifier="live", StatementId="reader-live", Action="lambda:InvokeFunction",
+        Principal=f"arn:aws:iam::{ACCOUNT}:role/reader-role",
+    )  # fmt: skip
+    assert call(squall, "reader", op="invoke", fn="target:live") == {"ok": True, "value": 200}
+    denied = call(squall, "reader", op="invoke", fn="target")
+    assert denied["code"] == "AccessDeniedException", denied
+    assert "is not authorized to perform: lambda:InvokeFunction" in denied["message"]
 
 
 def test_triggers_deliver_to_a_function_whose_role_allows_nothing(squall: SquallProcess, world: dict[str, Any]) -> None:
