@@ -55,11 +55,14 @@ class Server:
         wait_http(self.url + "/_squall/health")
 
     def lambda_client(self) -> Any:
+        return self.client("lambda")
+
+    def client(self, service: str) -> Any:
         import boto3
         from botocore.config import Config
 
         return boto3.client(
-            "lambda", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=KEY_ID,
+            service, endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=KEY_ID,
             aws_secret_access_key=SECRET, config=Config(retries={"max_attempts": 0}, read_timeout=120),
         )  # fmt: skip
 

@@ -89,8 +89,13 @@ def deploy(server: Server, concurrency: int, warm: bool = False) -> None:
     package, info = build_package(EXAMPLE, EXAMPLE / "requirements.txt", cache)
     print(f"# package: {info.size / 1e6:.1f} MB, pip ran: {info.pip_ran}", file=sys.stderr)
     lam = server.lambda_client()
+    from squall.iam.roles import ensure_role
+    from squall.project import load_project
+
+    policies = load_project(EXAMPLE / "squall.yaml").function("thumbnails").policies
+    role, _ = ensure_role(server.client("iam"), "thumbnails", policies)  # what the example's squall.yaml declares
     fn = lam.create_function(
-        FunctionName="thumbnails", Runtime="python3.11", Role="arn:aws:iam::000000000000:role/x",
+        FunctionName="thumbnails", Runtime="python3.11", Role=role,
         Handler="app.handler", Code={"ZipFile": package}, MemorySize=512, Timeout=30,
     )  # fmt: skip
     lam.get_waiter("function_active_v2").wait(FunctionName="thumbnails")

@@ -22,6 +22,12 @@ Example::
         network: host                 # host | none
         snapshot: false
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
+        policies:                     # what the function's own AWS calls may do (default: nothing)
+          - {s3: photos/originals/*, actions: [read]}   # grants: s3 read|write|delete|list|all
+          - {sqs: jobs, actions: [send]}                #         sqs send|receive|purge|all
+          - {invoke: other-fn}                          #         invoke (every version and alias)
+          - {Effect: Allow, Action: [s3:ListBucket], Resource: "arn:aws:s3:::photos"}  # or IAM statements
+        # role: arn:aws:iam::000000000000:role/existing  # instead of policies: use an existing IAM role
         events:
           - http: {method: GET, path: "/hello/{name}"}
           - http: {method: POST, path: /legacy, payload_format: "1.0"}   # REST API (v1) event; default "2.0"
@@ -42,6 +48,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from squall.errors import InvalidParameterValue
+from squall.iam.grants import GrantError, expand_policies
 from squall.model import NetworkMode
 
 __all__ = [
@@ -109,6 +116,7 @@ _S3_EVENT_KINDS = frozenset(
         "ReducedRedundancyLostObject",
     }
 )
+_ROLE_ARN = re.compile(r"arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 _SQS_QUEUE = re.compile(r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}")
 
 
@@ -148,6 +156,11 @@ class FunctionDef:
     #: the requirements file to vendor (absolute), or None
     requirements: Path | None = None
     events: tuple[EventSpec, ...] = ()
+    #: what the function's own AWS calls may do: IAM statements (``policies:`` grants already expanded by
+    #: ``squall.iam.grants.expand_policies``); ``squall deploy`` puts them in a role ``squall-<name>-role``
+    policies: tuple[dict[str, Any], ...] = ()
+    #: an existing role's ARN to use instead of ``policies`` (then no role is created)
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +298,8 @@ _FUNCTION_KEYS = (
     "snapshot",
     "requirements",
     "events",
+    "policies",
+    "role",
 )
 
 
@@ -371,6 +386,7 @@ def _function(c: _Checker, name: str, body: Any, base_dir: Path, check_paths: bo
     if network not in ("host", "none"):
         raise c.fail(f"{at}.network", f"must be 'host' or 'none', got {_show(network)}")
     snapshot = c.boolean(f"{at}.snapshot", fn.get("snapshot", False))
+    policies, role = _permissions(c, at, fn)
 
     return FunctionDef(
         name=name,
@@ -386,7 +402,24 @@ def _function(c: _Checker, name: str, body: Any, base_dir: Path, check_paths: bo
         snapshot=snapshot,
         requirements=_requirements(c, f"{at}.requirements", fn, code, base_dir, check_paths),
         events=_events(c, f"{at}.events", fn.get("events")),
+        policies=policies,
+        role=role,
     )
+
+
+def _permissions(c: _Checker, at: str, fn: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...], str | None]:
+    role = fn.get("role")
+    if role is not None:
+        role = c.string(f"{at}.role", role, _ROLE_ARN, "must be a role ARN such as arn:aws:iam::000000000000:role/name")
+        if fn.get("policies") is not None:
+            raise c.fail(f"{at}.policies", "cannot be combined with role: put the statements in that role instead")
+    raw = fn.get("policies")
+    if raw is None:
+        return (), role
+    try:
+        return tuple(expand_policies(raw)), role
+    except GrantError as e:
+        raise c.fail(f"{at}.policies{e.key}", e.message)
 
 
 def _environment(c: _Checker, at: str, raw: Any) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -25,7 +26,6 @@ from starlette.routing import Route
 from squall.clock import SystemClock
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
-from squall.control.errors import AccessDenied
 from squall.edge.auth import SigV4Middleware, send_error
 from squall.edge.dashboard_api import dashboard_api_routes
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
@@ -33,7 +33,13 @@ from squall.edge.lambda_api import lambda_routes
 from squall.edge.s3_api import s3_app
 from squall.edge.sqs_api import is_sqs_request, sqs_app
 from squall.edge.squall_api import squall_api_routes
-from squall.errors import ResourceNotFound
+from squall.errors import ResourceNotFound, SquallError
+from squall.iam.actions import s3_checks
+from squall.iam.api import IamApi, Identity
+from squall.iam.authorizer import Authorizer
+from squall.iam.gate import Gate, lambda_not_implemented_route, not_implemented_service, render_unknown_service
+from squall.iam.permissions import FunctionPermissions, permission_routes
+from squall.iam.store import IamStore
 from squall.invoker import Invoker, spec_from_stored
 from squall.metering import PriceTable
 from squall.model import FunctionSpec
@@ -146,6 +152,42 @@ class Squall:
         #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces); hooks into the invoker
         self.observability = observability.install(self)
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
+        #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
+        self.iam_store = IamStore(c.data_dir / "iam.db")
+        self.iam_api = IamApi(self.iam_store, c.account_id, self.identity)
+        self.authorizer = Authorizer(
+            self.iam_store, self.iam_api, self._function_config, region=c.region, account_id=c.account_id
+        )
+        self.gate = Gate(self.authorizer, c.region, c.account_id)
+        self.permissions = FunctionPermissions(
+            self.iam_store, self._require_function, region=c.region, account_id=c.account_id
+        )
+
+    def identity(self, scope: Any) -> Identity:
+        """Who signed a request, as STS GetCallerIdentity reports it."""
+        account = self.config.account_id
+        auth = scope.get("squall.auth")
+        function = self.keyring.scope_of(auth.access_key_id) if auth is not None else None
+        if function is None:
+            return Identity(f"arn:aws:iam::{account}:root", account, account, admin=True)
+        caller = self.authorizer.caller(function)
+        return Identity(caller.session_arn, caller.context.get("aws:userid", f"AROAUNKNOWN:{function}"), account, False)
+
+    def _function_config(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.store.get_function(name).config
+        except ResourceNotFound:
+            return None
+
+    def _require_function(self, name: str, qualifier: str | None) -> None:
+        self.store.get_function(name, qualifier)
+
+    def _qualifier_exists(self, name: str, qualifier: str) -> bool:
+        try:
+            self.store.get_function(name, qualifier)
+            return True
+        except ResourceNotFound:
+            return False
 
     def function_env(self, name: str) -> dict[str, str]:
         """What every function finds in its environment so boto3 inside it talks to this Squall."""
@@ -171,10 +213,22 @@ class Squall:
     def _queue_exists(self, arn: str) -> bool:
         return self.queues.queue_exists(arn.split(":")[-1])
 
+    def _authorize_post(self, access_key_id: str, bucket: str, key: str) -> SquallError | None:
+        """A POST Object form upload signed with a function's key: s3:PutObject as its role allows."""
+        function = self.keyring.scope_of(access_key_id)
+        if function is None:
+            return None
+        return self.authorizer.check(function, s3_checks("POST", bucket, key, {}, {}))
+
     # -- control-plane changes ----------------------------------------------------------------------------
     async def on_change(self, name: str, qualifier: str) -> None:
         """A function's code, configuration, versions, aliases or concurrency changed."""
         await self.invoker.function_changed(name, qualifier)
+        exists = self._function_config(name) is not None
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(
+                self.authorizer.function_changed, name, exists, lambda q: self._qualifier_exists(name, q)
+            )
         for p in self.plugins:
             if p.on_change is not None:
                 result = p.on_change(name, qualifier)
@@ -246,6 +300,10 @@ class Squall:
             self.pool.set_reserved(name, reserved)
         for name in self._function_names():
             self._sync_provisioned(name)
+        # resource policies of functions (or versions, aliases) deleted while the server was going down
+        for name in self.iam_store.functions_with_policies():
+            exists = self._function_config(name) is not None
+            self.authorizer.function_changed(name, exists, functools.partial(self._qualifier_exists, name))
         self.tasks = [
             *(asyncio.create_task(t(), name=f"{p.name}") for p in self.plugins for t in p.tasks),
             asyncio.create_task(self.dispatcher.run_forever(), name="async-dispatcher"),
@@ -308,6 +366,8 @@ class Squall:
             self.objects.close()
         with contextlib.suppress(Exception):
             self.queues.close()
+        with contextlib.suppress(Exception):
+            self.iam_store.close()
 
     def pool_summary(self) -> dict[str, Any]:
         """What is running now: instances by state, loaded zygotes, concurrency, memory."""
@@ -351,17 +411,20 @@ class Squall:
             Route("/_squall/api/pool", pool_state),
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
+            *permission_routes(self.permissions),
             *squall_api_routes(self.store, self.prices),
             *dashboard_api_routes(self),
             *ui_routes(self.sessions, secure_cookie=self.config.public_url.startswith("https://")),
             *self.observability.routes(),
             *(r for p in self.plugins for r in p.routes),
+            lambda_not_implemented_route(),  # last: Lambda-shaped "not implemented" for any other API path
         ]
         app = Starlette(routes=routes, lifespan=lifespan)
         invoke = InvokeEndpoint(self.invoker)
         s3 = s3_app(
             self.objects, region=self.config.region, function_exists=self._function_exists,
             queue_exists=self._queue_exists, lookup_secret=self.keyring.secret_for,
+            authorize_post=self._authorize_post,
         )  # fmt: skip
         s3 = self.observability.traced("S3", s3)  # spans for requests that carry a trace context
         sqs_apps: list[Any] = []
@@ -373,9 +436,20 @@ class Squall:
                 return
             auth = scope.get("squall.auth")
             service = auth.service if auth is not None else ""
+            # a function's own key: only what its execution role allows (squall.iam), never management
+            function = self.keyring.scope_of(auth.access_key_id) if auth is not None else None
+            request_id = scope.get("squall.request_id", "")
             if service == "s3" or scope.get("squall.s3_post"):  # signed S3, or a form upload (policy-signed)
+                denied = self.gate.s3(function, scope) if function is not None else None
+                if denied is not None:
+                    await send_error(send, "s3", denied, request_id, head=scope["method"] == "HEAD")
+                    return
                 await s3(scope, receive, send)
             elif service == "sqs" or is_sqs_request(scope):
+                denied = self.gate.sqs(function, scope) if function is not None else None
+                if denied is not None:
+                    await send_error(send, "sqs", denied, request_id)
+                    return
                 if not sqs_apps:  # built lazily: the waiter needs the running loop
                     sqs_apps.append(
                         self.observability.traced(
@@ -390,15 +464,25 @@ class Squall:
                         )
                     )
                 await sqs_apps[0](scope, receive, send)
+            elif service in ("iam", "sts"):
+                await self.iam_api(scope, receive, send)  # IAM: admin key only; STS GetCallerIdentity: anyone
             elif invoke.is_invoke(scope):
+                denied = self.gate.invoke(function, scope) if function is not None else None
+                if denied is not None:
+                    await send_error(send, "lambda", denied, request_id)
+                    return
                 await invoke(scope, receive, send)
-            elif auth is not None and self.keyring.scope_of(auth.access_key_id) is not None:
-                # a function's own key: data plane only (S3, SQS, Invoke), never management of functions
-                err = AccessDenied(
-                    f"The credentials of function {self.keyring.scope_of(auth.access_key_id)} may call S3, SQS and "
-                    "Invoke only; use the admin key (squall up prints it) to manage functions"
+            elif service and service != "lambda":
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+                status, h, body = render_unknown_service(
+                    service, headers, scope.get("query_string", b""), not_implemented_service(service), request_id
                 )
-                await send_error(send, "lambda", err, scope.get("squall.request_id", ""))
+                raw = [(k.lower().encode(), v.encode()) for k, v in h.items()]
+                raw += [(b"x-amzn-requestid", request_id.encode()), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": status, "headers": raw})
+                await send({"type": "http.response.body", "body": body})
+            elif function is not None:
+                await send_error(send, "lambda", self.gate.management(function, scope), request_id)
             else:
                 await app(scope, receive, send)
 

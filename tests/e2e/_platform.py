@@ -90,12 +90,34 @@ class SquallProcess:
 
 def create(client: Any, name: str, code: str, **kw: Any) -> dict[str, Any]:
     kw.setdefault("Timeout", 10)
+    kw.setdefault("Role", "arn:aws:iam::000000000000:role/x")
     out = client.create_function(
-        FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::000000000000:role/x", Handler="app.handler",
+        FunctionName=name, Runtime="python3.11", Handler="app.handler",
         Code={"ZipFile": zip_of({"app.py": code})}, **kw,
     )  # fmt: skip
     client.get_waiter("function_active_v2").wait(FunctionName=name)
     return out  # type: ignore[no-any-return]
+
+
+LAMBDA_TRUST = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, '
+    '"Action": "sts:AssumeRole"}]}'
+)
+
+
+def execution_role(proc: SquallProcess, name: str, *statements: dict[str, Any]) -> str:
+    """Create (or extend) an execution role whose inline policy allows ``statements``; returns its ARN."""
+    import json
+
+    iam = proc.client("iam")
+    try:
+        arn: str = iam.create_role(RoleName=name, AssumeRolePolicyDocument=LAMBDA_TRUST)["Role"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    if statements:
+        document = json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+        iam.put_role_policy(RoleName=name, PolicyName="test", PolicyDocument=document)
+    return arn
 
 
 def eventually(check: Any, timeout_s: float = 20.0, interval_s: float = 0.1, what: str = "condition") -> Any:

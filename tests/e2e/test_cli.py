@@ -254,6 +254,51 @@ def test_deploy_project_with_two_functions(squall: Run, tmp_path: Path) -> None:
     assert again.stdout.count("unchanged") == 2
 
 
+READER = """
+import boto3
+from botocore.config import Config
+
+def handler(event, context):
+    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}))
+    out = {}
+    for key in ("in/a", "out/b"):
+        try:
+            out[key] = s3.get_object(Bucket="kept", Key=key)["Body"].read().decode()
+        except Exception as e:
+            out[key] = e.response["Error"]["Code"]
+    return out
+"""
+
+
+def test_deploy_turns_policies_into_the_functions_role(squall: Run, server: Server, tmp_path: Path) -> None:
+    import json
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+                      aws_secret_access_key=SECRET_KEY)  # fmt: skip
+    s3.create_bucket(Bucket="kept")
+    for key in ("in/a", "out/b"):
+        s3.put_object(Bucket="kept", Key=key, Body=key.encode())
+    _function_dir(tmp_path, "keeper", READER)
+    project = tmp_path / "squall.yaml"
+    project.write_text(
+        "functions:\n  keeper:\n    handler: app.handler\n    code: ./keeper\n    timeout: 30\n"
+        "    policies:\n      - {s3: kept/in/*, actions: [read]}\n"
+    )
+    result = _ok(squall("deploy", str(project)))
+    assert "squall-keeper-role: 1 statement" in result.stdout
+    assert json.loads(_ok(squall("invoke", "keeper")).stdout) == {"in/a": "in/a", "out/b": "AccessDenied"}
+    project.write_text(project.read_text() + "      - {s3: kept/out/*, actions: [read]}\n")
+    assert "squall-keeper-role: 2 statements" in _ok(squall("deploy", str(project))).stdout
+    assert json.loads(_ok(squall("invoke", "keeper")).stdout) == {"in/a": "in/a", "out/b": "out/b"}
+    iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+                       aws_secret_access_key=SECRET_KEY)  # fmt: skip
+    assert iam.list_role_policies(RoleName="squall-keeper-role")["PolicyNames"] == ["squall-policies"]
+    project.write_text(project.read_text() + "      - {s3: kept, actions: [reed]}\n")
+    _one_line_error(squall("deploy", str(project)), "functions.keeper.policies[2].actions", "unknown s3 action")
+
+
 def test_deploy_project_errors_cite_the_key(squall: Run, tmp_path: Path) -> None:
     (tmp_path / "squall.yaml").write_text("functions:\n  bad:\n    handler: app.handler\n    memory: 64\n")
     _one_line_error(squall("deploy", str(tmp_path / "squall.yaml")), "functions.bad.memory")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
-from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, signed_get
+from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, execution_role, signed_get
 
 ECHO = """
 def handler(event, context):
@@ -276,7 +276,12 @@ def test_invoke_continues_the_callers_traceparent_with_cold_start_spans(squall: 
 
 def test_a_function_calling_s3_and_lambda_continues_the_same_trace(squall: SquallProcess, lam: Any) -> None:
     squall.client("s3", s3={"addressing_style": "path"}).create_bucket(Bucket="traced")
-    create(lam, "obs-nested", NESTED, Timeout=30)
+    role = execution_role(
+        squall, "obs-nested-role",
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::traced/*"},
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "arn:aws:lambda:*:*:function:obs-echo"},
+    )  # fmt: skip
+    create(lam, "obs-nested", NESTED, Timeout=30, Role=role)
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     traced = _with_header(lam, "traceparent", f"00-{trace_id}-b7ad6b7169203331-01")
     resp = traced.invoke(FunctionName="obs-nested", Payload=b"{}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from tests.e2e._platform import KEY_ID, SquallProcess, create, eventually, signed_get
+from tests.e2e._platform import KEY_ID, SquallProcess, create, eventually, execution_role, signed_get
 
 ECHO = """
 import os, time
@@ -249,7 +249,10 @@ def handler(event, context):
 """
 
 
-def test_functions_call_squall_with_their_own_scoped_key(lam: Any) -> None:
-    create(lam, "inside", INSIDE, Timeout=30)
+def test_functions_call_squall_with_their_own_scoped_key(squall: SquallProcess, lam: Any) -> None:
+    role = execution_role(
+        squall, "inside-role", {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::from-inside*"]}
+    )
+    create(lam, "inside", INSIDE, Timeout=30, Role=role)
     _, out = invoke(lam, "inside", {})
     assert out == {"lambda": "AccessDeniedException", "s3": "written by a function"}

@@ -12,7 +12,9 @@ import pytest
 from tests.e2e._platform import SquallProcess, eventually, signed_get
 
 from squall.errors import SquallError
+from squall.iam.roles import ensure_role
 from squall.packaging import build_package
+from squall.project import load_project
 
 Image = pytest.importorskip("PIL.Image", reason="the test makes its JPEGs with Pillow (pip install Pillow)")
 
@@ -48,8 +50,11 @@ def keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 def test_thumbnail_on_upload(squall: SquallProcess, package: bytes) -> None:
     lam = squall.client("lambda")
     s3 = squall.client("s3", s3={"addressing_style": "path"})
+    # the role examples/thumbnails/squall.yaml declares: read originals, write thumbnails, nothing else
+    policies = load_project(EXAMPLE / "squall.yaml").function("thumbnails").policies
+    role, _ = ensure_role(squall.client("iam"), "thumbnails", policies)
     fn = lam.create_function(
-        FunctionName="thumbnails", Runtime="python3.11", Role="arn:aws:iam::000000000000:role/x",
+        FunctionName="thumbnails", Runtime="python3.11", Role=role,
         Handler="app.handler", Code={"ZipFile": package}, MemorySize=512, Timeout=30,
     )  # fmt: skip
     lam.get_waiter("function_active_v2").wait(FunctionName="thumbnails")

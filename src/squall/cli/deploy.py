@@ -8,6 +8,8 @@ PATH is a function's code directory (one function: name from the directory, hand
 1. CreateFunction, or UpdateFunctionCode (only when the zip changed) and UpdateFunctionConfiguration (only when
    the configuration changed), waiting for the update to finish in between;
 2. network mode through the tag ``squall:network`` and snapshot mode through ``SnapStart``;
+   the execution role: ``role:`` as given, else ``squall-<name>-role`` created or updated through the ``iam`` API
+   with the function's ``policies:`` as its inline policy ``squall-policies`` (none: the role allows nothing);
 3. reserved concurrency: PutFunctionConcurrency when declared (for projects, DeleteFunctionConcurrency when not);
 4. provisioned concurrency when declared: PublishVersion, alias ``live`` -> that version,
    PutProvisionedConcurrencyConfig on ``live``.
@@ -29,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, make_client
+from squall.cli.client import Client, CliError, add_connection_args, make_client
 from squall.cli.triggers import apply_triggers
 from squall.project import PROJECT_FILE, FunctionDef, load_project
 
@@ -143,9 +145,9 @@ def _runtime() -> str:
     return f"python3.{minor}" if 8 <= minor <= 13 else "python3.12"
 
 
-def _desired_config(fn: FunctionDef) -> dict[str, Any]:
+def _desired_config(fn: FunctionDef, role: str) -> dict[str, Any]:
     return {
-        "Role": ROLE_ARN,
+        "Role": role,
         "Runtime": _runtime(),
         "Handler": fn.handler,
         "MemorySize": fn.memory,
@@ -235,6 +237,22 @@ def _apply_provisioned(client: Client, fn: FunctionDef, result: DeployResult) ->
     result.notes.append(f"provisioned concurrency {fn.provisioned_concurrency} on {LIVE_ALIAS} -> {version}")
 
 
+def _apply_role(client: Client, fn: FunctionDef, say: Callable[[str], None], result: DeployResult) -> str:
+    """The function's execution role ARN: ``role:`` as given, else its own role made from ``policies:``."""
+    if fn.role:
+        return fn.role
+    from squall.iam.roles import ensure_role, role_name_for
+
+    say(f"{fn.name}: execution role {role_name_for(fn.name)}")
+    with client.errors():
+        arn, changed = ensure_role(client.boto("iam"), fn.name, fn.policies)
+    if changed:
+        n = len(fn.policies)
+        result.notes.append(f"role {role_name_for(fn.name)}: {n} statement{'s' if n != 1 else ''}" if n else
+                            f"role {role_name_for(fn.name)}: no permissions (declare policies: to grant some)")  # fmt: skip
+    return arn
+
+
 def deploy_one(
     client: Client, fn: FunctionDef, declarative: bool, say: Callable[[str], None], cache_dir: Path
 ) -> DeployResult:
@@ -246,7 +264,7 @@ def deploy_one(
     data, info = build_package(fn.code, fn.requirements, cache_dir, progress=lambda m: say(f"{fn.name}: {m}"))
     result.code_size, result.code_sha256 = info.size, info.code_sha256
     lam = client.lambda_
-    desired = _desired_config(fn)
+    desired = _desired_config(fn, _apply_role(client, fn, say, result))
     say(f"{fn.name}: looking up the deployed function")
     existing = _existing(client, fn.name)
     if existing is None:

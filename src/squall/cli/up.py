@@ -45,13 +45,16 @@ def _demo_zip() -> bytes:
 
 async def _deploy_demo(squall: Squall, console: Console) -> None:
     from squall.errors import ResourceNotFound
+    from squall.iam.roles import ensure_role_in_store
 
     svc = squall.functions
     try:
         await svc.get_function_configuration("hello")
     except ResourceNotFound:
+        # hello makes no AWS calls: its role allows nothing
+        role = await asyncio.to_thread(ensure_role_in_store, squall.iam_store, squall.config.account_id, "hello", [])
         await svc.create_function(
-            {"FunctionName": "hello", "Runtime": "python3.11", "Handler": "app.handler", "Role": "arn:aws:iam::000000000000:role/squall",
+            {"FunctionName": "hello", "Runtime": "python3.11", "Handler": "app.handler", "Role": role,
              "Code": {"ZipFile": _demo_zip()}, "MemorySize": 128, "Timeout": 3}
         )  # fmt: skip
     result = await squall.invoker.invoke("hello", None, b'{"name": "Squall"}')
@@ -63,7 +66,9 @@ async def _deploy_thumbnails_demo(squall: Squall, console: Console) -> None:
     """The showcase: examples/thumbnails (Pillow vendored by pip) wired to uploads under s3://photos/originals/."""
     import squall as squall_pkg
     from squall.errors import ResourceNotFound, SquallError
+    from squall.iam.roles import ensure_role_in_store
     from squall.packaging import build_package
+    from squall.project import load_project
     from squall.store.objects_errors import BucketAlreadyOwnedByYou
 
     example = Path(squall_pkg.__file__).resolve().parents[2] / "examples" / "thumbnails"
@@ -83,9 +88,14 @@ async def _deploy_thumbnails_demo(squall: Squall, console: Console) -> None:
             first = (e.message.strip().splitlines() or ["unknown error"])[0]
             console.print(f"[yellow]demo[/] thumbnails skipped: could not build the package: {first}")
             return
+        # the role examples/thumbnails/squall.yaml declares: read photos/originals/*, write photos/thumbnails/*
+        policies = load_project(example / "squall.yaml").function("thumbnails").policies
+        role = await asyncio.to_thread(
+            ensure_role_in_store, squall.iam_store, squall.config.account_id, "thumbnails", policies
+        )
         config = await svc.create_function(
             {"FunctionName": "thumbnails", "Runtime": "python3.11", "Handler": "app.handler",
-             "Role": "arn:aws:iam::000000000000:role/squall", "Code": {"ZipFile": data}, "MemorySize": 512,
+             "Role": role, "Code": {"ZipFile": data}, "MemorySize": 512,
              "Timeout": 30}
         )  # fmt: skip
     arn = str(config["FunctionArn"]).split(":$LATEST")[0]

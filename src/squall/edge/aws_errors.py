@@ -197,7 +197,11 @@ def render_sqs(error: SquallError, request_id: str, resource: str = "") -> Respo
 
 
 def render(service: str, error: SquallError, request_id: str, resource: str = "", *, head: bool = False) -> Response:
-    """Dispatch on the service name ("s3", "sqs", anything else is rendered like Lambda)."""
+    """Dispatch on the service name ("s3", "sqs", "iam" and "sts" (Query XML), anything else like Lambda)."""
+    if service in ("iam", "sts"):
+        from squall.iam.errors import render_query
+
+        return render_query(service, error, request_id)
     if service == "s3":
         return render_s3(error, request_id, resource, head=head)
     if service == "sqs":

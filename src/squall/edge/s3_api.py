@@ -276,6 +276,7 @@ def s3_app(
     function_exists: Callable[[str], bool] | None = None,
     queue_exists: Callable[[str], bool] | None = None,
     lookup_secret: Callable[[str], str | None] | None = None,
+    authorize_post: Callable[[str, str, str], SquallError | None] | None = None,
 ) -> ASGIApp:
     """The S3 API over ``store``.  ``lookup_secret`` (access key -> secret) checks POST Object policy signatures.  ``function_exists(arn)`` / ``queue_exists(arn)``, when given, are asked about
     every Lambda / SQS destination of a PutBucketNotificationConfiguration (InvalidArgument when False);
@@ -294,7 +295,9 @@ def s3_app(
         try:
             if scope.get("squall.s3_post"):
                 resource = scope.get("path", "")
-                response = await post_object(store, scope, receive, lookup_secret, time.time, request_id)
+                response = await post_object(
+                    store, scope, receive, lookup_secret, time.time, request_id, authorize_post
+                )
                 await _send(send, response, request_id, head)
                 return
             body = scope.get("squall.body")

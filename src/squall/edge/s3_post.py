@@ -46,6 +46,7 @@ from squall.edge.sigv4 import (
     UnrecognizedAccessKey,
     signing_key,
 )
+from squall.errors import SquallError
 from squall.store.objects import EventOrigin, ObjectStore
 from squall.store.objects_errors import EntityTooSmall, InvalidArgument, S3Error
 
@@ -438,8 +439,10 @@ async def post_object(
     lookup_secret: Callable[[str], str | None] | None,
     now: Callable[[], float],
     request_id: str,
+    authorize: Callable[[str, str, str], SquallError | None] | None = None,
 ) -> S3Response:
-    """Handle one POST Object form upload (see the module docstring); raises SquallErrors in S3's shape."""
+    """Handle one POST Object form upload (see the module docstring); raises SquallErrors in S3's shape.
+    ``authorize(access_key, bucket, key)`` is asked before the object is stored (a function's key: its role)."""
     if lookup_secret is None:
         raise PolicyDenied("POST uploads need the server's key ring to check policy signatures.")
     bucket = _bucket_of(scope)
@@ -521,6 +524,9 @@ async def post_object(
                 {"ProposedSize": str(spool.size), "MinSizeAllowed": str(size_range[0])},
             )
         key = fields.get("key", "").replace("${filename}", filename)
+        denied = authorize(auth.access_key_id, bucket, key) if authorize is not None else None
+        if denied is not None:
+            raise denied
         headers = dict(fields)
         if "content-type" not in headers and file_type:
             headers["content-type"] = file_type
