@@ -23,8 +23,8 @@ Example::
         snapshot: false
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
         events:
-          - http: {method: GET, path: /hello/{name}}
-          - schedule: {expression: "rate(5 minutes)"}
+          - http: {method: GET, path: "/hello/{name}"}
+          - schedule: {expression: "rate(5 minutes)"}   # or cron(0 12 * * ? *), or "*/5 * * * *"
           - s3: {bucket: photos, events: ["s3:ObjectCreated:*"], prefix: originals/, suffix: .jpg}
           - sqs: {queue: jobs, batch_size: 10}
 """
@@ -42,6 +42,7 @@ import yaml
 
 from squall.errors import InvalidParameterValue
 from squall.model import NetworkMode
+from squall.triggers.schedules import parse_schedule
 
 __all__ = [
     "PROJECT_FILE",
@@ -498,16 +499,22 @@ def _schedule(c: _Checker, at: str, raw: Any) -> dict[str, Any]:
     elif cron:
         fields = cron.group(1).split()
         if len(fields) != 6:
+            unix = f" (a 5-field Unix cron is written without cron( ): {cron.group(1).strip()!r})" if len(fields) == 5 else ""
             raise c.fail(
                 f"{at}.expression",
                 "a cron expression has 6 fields: minutes hours day-of-month month day-of-week year, "
-                f"e.g. cron(0 12 * * ? *); got {len(fields)} in {expr!r}",
+                f"e.g. cron(0 12 * * ? *); got {len(fields)} in {expr!r}{unix}",
             )
-    else:
+    elif len(expr.split()) != 5:
         raise c.fail(
             f"{at}.expression",
-            f"must be rate(N minute|minutes|hour|hours|day|days) or cron(6 fields), got {_show(expr)}",
+            "must be rate(N minute|minutes|hour|hours|day|days), cron(6 fields) or a 5-field Unix cron such as "
+            f"'*/5 * * * *', got {_show(expr)}",
         )
+    try:  # the server's own parser: field values, day-of-week rules, ...
+        parse_schedule(expr)
+    except InvalidParameterValue as exc:
+        raise c.fail(f"{at}.expression", exc.message.removeprefix("Parameter ScheduleExpression is not valid: "))
     config: dict[str, Any] = {"expression": expr, "enabled": c.boolean(f"{at}.enabled", ev.get("enabled", True))}
     if "input" in ev:
         config["input"] = ev["input"]
