@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from rich.table import Table
 from rich.text import Text
 
 from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, make_client
+from squall.cli.progress import DeployProgress
 from squall.cli.triggers import apply_triggers
+from squall.packaging import StepSink
 from squall.project import PROJECT_FILE, FunctionDef, load_project
 
 __all__ = ["DeployResult", "add_parser", "plan", "run"]
@@ -236,21 +239,27 @@ def _apply_provisioned(client: Client, fn: FunctionDef, result: DeployResult) ->
 
 
 def deploy_one(
-    client: Client, fn: FunctionDef, declarative: bool, say: Callable[[str], None], cache_dir: Path
+    client: Client,
+    fn: FunctionDef,
+    declarative: bool,
+    say: Callable[[str], None],
+    cache_dir: Path,
+    steps: StepSink | None = None,
 ) -> DeployResult:
-    """Build and deploy one function; ``say`` reports each step."""
+    """Build and deploy one function; ``say`` reports each step ("<name>: <what>"), ``steps`` the build's phases."""
     from squall.packaging import build_package
 
     result = DeployResult(fn.name)
     say(f"{fn.name}: building package from {fn.code}")
-    data, info = build_package(fn.code, fn.requirements, cache_dir, progress=lambda m: say(f"{fn.name}: {m}"))
+    data, info = build_package(fn.code, fn.requirements, cache_dir, progress=None if steps else (
+        lambda m: say(f"{fn.name}: {m}")), steps=steps)  # fmt: skip
     result.code_size, result.code_sha256 = info.size, info.code_sha256
     lam = client.lambda_
     desired = _desired_config(fn)
     say(f"{fn.name}: looking up the deployed function")
     existing = _existing(client, fn.name)
     if existing is None:
-        say(f"{fn.name}: creating function")
+        say(f"{fn.name}: uploading {_mb(len(data))} (creating the function)")
         create: dict[str, Any] = {**desired, "FunctionName": fn.name, "Code": {"ZipFile": data}, "Publish": False}
         if fn.network == "none":
             create["Tags"] = {NETWORK_TAG: "none"}
@@ -268,7 +277,7 @@ def deploy_one(
         reserved = (existing.get("Concurrency") or {}).get("ReservedConcurrentExecutions")
         changed: list[str] = []
         if config.get("CodeSha256") != info.code_sha256:
-            say(f"{fn.name}: updating code")
+            say(f"{fn.name}: uploading {_mb(len(data))} (updating the code)")
             with client.errors():
                 lam.update_function_code(FunctionName=fn.name, ZipFile=data)
             _wait(client, "function_updated_v2", fn.name)
@@ -290,6 +299,10 @@ def deploy_one(
     return result
 
 
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):,.1f} MB"
+
+
 def _summary(results: list[DeployResult]) -> Table:
     table = Table(title="deployed", title_justify="left")
     table.add_column("function", style="bold")
@@ -303,22 +316,31 @@ def _summary(results: list[DeployResult]) -> Table:
     return table
 
 
+def _summary_text(results: list[DeployResult]) -> str:
+    lines = ["function\taction\tversion\tcode\tnotes"]
+    for r in results:
+        lines.append(f"{r.name}\t{r.action}\t{r.version}\t{r.code_size / 1024:,.1f} KB\t{'; '.join(r.notes)}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     out, err = Console(), Console(stderr=True)
     functions, declarative = plan(args)
     client = make_client(args)
     cache_dir = client.data_dir / "build-cache"
     results: list[DeployResult] = []
-    with err.status("deploying ...") as status:
+    with DeployProgress(err) as progress:
 
         def say(message: str) -> None:
-            status.update(message)
-            if not err.is_terminal:
-                err.print(Text(message, "dim"), highlight=False)
+            name, _, what = message.partition(": ")
+            progress.phase(name, what)
 
         for fn in functions:
-            result = deploy_one(client, fn, declarative, say, cache_dir)
-            err.print(Text.assemble(("✓ ", "green"), (fn.name, "bold"), f" {result.action}"), highlight=False)
+            result = deploy_one(client, fn, declarative, say, cache_dir, steps=partial(progress.build, fn.name))
+            progress.finish(fn.name, result.action)
             results.append(result)
-    out.print(_summary(results))
+    if out.is_terminal:
+        out.print(_summary(results))
+    else:
+        print(_summary_text(results), flush=True)
     return 0
