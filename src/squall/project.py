@@ -46,13 +46,17 @@ from squall.triggers.schedules import parse_schedule
 
 __all__ = [
     "PROJECT_FILE",
+    "BucketDef",
     "EventSpec",
     "EventType",
     "FunctionDef",
+    "LayerDef",
     "Project",
     "ProjectError",
+    "QueueDef",
     "load_project",
     "parse_project",
+    "read_project_text",
 ]
 
 #: the default name of the project file
@@ -148,6 +152,42 @@ class FunctionDef:
     #: the requirements file to vendor (absolute), or None
     requirements: Path | None = None
     events: tuple[EventSpec, ...] = ()
+    #: what the function's own AWS calls may do: IAM statements (``policies:`` grants already expanded by
+    #: ``squall.iam.grants.expand_policies``); ``squall deploy`` puts them in a role ``squall-<name>-role``
+    policies: tuple[dict[str, Any], ...] = ()
+    #: an existing role's ARN to use instead of ``policies`` (then no role is created)
+    role: str | None = None
+    #: the runtime the template asks for (SAM / serverless.yml ``Runtime``); None: the host's Python version
+    runtime: str | None = None
+    #: layer references (ARNs, or names of ``Project.layers``), in order
+    layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BucketDef:
+    """A bucket a template defines (``AWS::S3::Bucket``); ``key`` is where, for messages."""
+
+    name: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class QueueDef:
+    """A queue a template defines (``AWS::SQS::Queue``), with its SQS attributes as strings."""
+
+    name: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    """A layer a template defines (``AWS::Serverless::LayerVersion``): recorded, deployed once layers land."""
+
+    name: str
+    content: Path
+    key: str = ""
+    compatible_runtimes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +198,12 @@ class Project:
     root: Path
     #: functions in the order the file lists them
     functions: dict[str, FunctionDef]
+    #: buckets, queues and layers a SAM template or serverless.yml defines (squall.yaml: none)
+    buckets: tuple[BucketDef, ...] = ()
+    queues: tuple[QueueDef, ...] = ()
+    layers: tuple[LayerDef, ...] = ()
+    #: what the translation of a SAM template or serverless.yml left out, one line each ("file: key: why")
+    warnings: tuple[str, ...] = ()
 
     def function(self, name: str) -> FunctionDef:
         try:
@@ -195,9 +241,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def _parse_yaml(text: str, source: str, loader: type[_Loader] = _Loader) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+        return yaml.load(text, Loader=loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -292,6 +338,13 @@ def load_project(path: Path | str) -> Project:
     """Read and validate a project file.  Raises ProjectError (an InvalidParameterValue) citing file and key."""
     path = Path(path)
     source = str(path)
+    text = read_project_text(path)
+    return parse_project(_parse_yaml(text, source), base_dir=path.resolve().parent, source=source)
+
+
+def read_project_text(path: Path) -> str:
+    """The text of a project file (squall.yaml, a SAM template, serverless.yml), with errors citing the file."""
+    source = str(path)
     try:
         if path.is_dir():
             raise ProjectError(source, "", f"is a directory; expected a project file such as {path / PROJECT_FILE}")
@@ -306,7 +359,7 @@ def load_project(path: Path | str) -> Project:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProjectError(source, "", "file is not valid UTF-8 text")
-    return parse_project(_parse_yaml(text, source), base_dir=path.resolve().parent, source=source)
+    return text
 
 
 def parse_project(data: Any, *, base_dir: Path, source: str = PROJECT_FILE, check_paths: bool = True) -> Project:

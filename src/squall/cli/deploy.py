@@ -1,8 +1,9 @@
 """``squall deploy PATH``: build packages and create or update functions through the Lambda API.
 
 PATH is a function's code directory (one function: name from the directory, handler guessed from ``app.py`` or
-``lambda_function.py``, overridable with flags), or a ``squall.yaml`` project file, or a directory holding one
-(every function of the project, or only ``--name``).  Each package is built like ``sam build`` does
+``lambda_function.py``, overridable with flags), or a project file (``squall.yaml``, a SAM ``template.yaml`` or a
+``serverless.yml``: see ``squall.project_files``), or a directory holding one (every function of the project, or only
+``--name``; the buckets and queues a template defines are created first).  Each package is built like ``sam build`` does
 (``squall.packaging.build_package``, dependencies cached in ``<data dir>/build-cache``), then:
 
 1. CreateFunction, or UpdateFunctionCode (only when the zip changed) and UpdateFunctionConfiguration (only when
@@ -30,11 +31,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, make_client
+from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, endpoint_from, make_client
 from squall.cli.progress import DeployProgress
+from squall.cli.resources import apply_resources, refuse_layers
 from squall.cli.triggers import apply_triggers
 from squall.packaging import StepSink
-from squall.project import PROJECT_FILE, FunctionDef, load_project
+from squall.project import PROJECT_FILE, FunctionDef, Project
+from squall.project_files import find_project_file, load_any_project
 
 __all__ = ["DeployResult", "add_parser", "plan", "run"]
 
@@ -46,8 +49,15 @@ _HANDLER_GUESSES = (("app.py", "app.handler"), ("lambda_function.py", "lambda_fu
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("deploy", help="build and deploy a function directory or a squall.yaml project")
-    p.add_argument("path", type=Path, help="a function's code directory, a squall.yaml file, or a directory with one")
+    p = sub.add_parser(
+        "deploy", help="build and deploy a function directory, a squall.yaml project, a SAM template or serverless.yml"
+    )
+    p.add_argument(
+        "path",
+        type=Path,
+        help="a function's code directory, or a squall.yaml / template.yaml (SAM) / serverless.yml file or a directory "
+        "with one",
+    )
     p.add_argument("--name", help="function name (default: the directory name); with squall.yaml: deploy only this one")
     p.add_argument("--handler", help="module.function (default: app.handler or lambda_function.lambda_handler)")
     p.add_argument("--memory", type=int, help="memory in MB, 128..10240 (default 128)")
@@ -89,25 +99,34 @@ def _check_range(option: str, value: int | None, low: int, high: int, unit: str)
 
 def plan(args: argparse.Namespace) -> tuple[list[FunctionDef], bool]:
     """The functions to deploy and whether they come from a project file (declarative concurrency)."""
+    functions, declarative, _ = plan_project(args)
+    return functions, declarative
+
+
+def plan_project(args: argparse.Namespace) -> tuple[list[FunctionDef], bool, Project | None]:
+    """``plan``, with the project (squall.yaml, SAM template or serverless.yml) when there is one."""
     path: Path = args.path.expanduser()
     if not path.exists():
         raise CliError(f"{path} does not exist: pass a function directory or a {PROJECT_FILE} file")
     project_file: Path | None = None
     if path.is_file():
         if path.suffix not in (".yaml", ".yml"):
-            raise CliError(f"{path} is a file: pass a function directory or a {PROJECT_FILE} file")
+            raise CliError(
+                f"{path} is a file: pass a function directory, a {PROJECT_FILE}, a SAM template.yaml or a "
+                "serverless.yml"
+            )
         project_file = path
-    elif (path / PROJECT_FILE).is_file():
-        project_file = path / PROJECT_FILE
+    else:
+        project_file = find_project_file(path)
     if project_file is not None:
         flags = [f for f, v in (("--handler", args.handler), ("--memory", args.memory), ("--timeout", args.timeout),
                                 ("--env", args.env)) if v]  # fmt: skip
         if flags:
             raise CliError(f"{', '.join(flags)} cannot be combined with {project_file}: set them in the file")
-        project = load_project(project_file)
+        project = load_any_project(project_file, endpoint_from(args))
         if args.name:
-            return [project.function(args.name)], True
-        return list(project.functions.values()), True
+            return [project.function(args.name)], True, project
+        return list(project.functions.values()), True, project
 
     code = path.resolve()
     name = args.name or code.name
@@ -125,7 +144,7 @@ def plan(args: argparse.Namespace) -> tuple[list[FunctionDef], bool]:
         environment=_parse_env(args.env),
         requirements=requirements if requirements.is_file() else None,
     )
-    return [fn], False
+    return [fn], False, None
 
 
 # ------------------------------------------------------------------------------------------- deploying
@@ -149,7 +168,7 @@ def _runtime() -> str:
 def _desired_config(fn: FunctionDef) -> dict[str, Any]:
     return {
         "Role": ROLE_ARN,
-        "Runtime": _runtime(),
+        "Runtime": fn.runtime or _runtime(),
         "Handler": fn.handler,
         "MemorySize": fn.memory,
         "Timeout": fn.timeout,
@@ -300,7 +319,7 @@ def deploy_one(
 
 
 def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):,.1f} MB"
+    return f"{n / (1024 * 1024):,.1f} MB" if n >= 100 * 1024 else f"{n / 1024:,.1f} KB"
 
 
 def _summary(results: list[DeployResult]) -> Table:
@@ -325,11 +344,19 @@ def _summary_text(results: list[DeployResult]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     out, err = Console(), Console(stderr=True)
-    functions, declarative = plan(args)
+    functions, declarative, project = plan_project(args)
     client = make_client(args)
     cache_dir = client.data_dir / "build-cache"
     results: list[DeployResult] = []
+    if project is not None:
+        for warning in project.warnings:
+            err.print(Text(f"warning: {warning}", "yellow"), highlight=False, soft_wrap=True)
+        refuse_layers(project, functions)
     with DeployProgress(err) as progress:
+        if project is not None and (project.buckets or project.queues):
+            progress.phase("resources", "buckets and queues")
+            apply_resources(client, project)
+            progress.finish("resources", f"{len(project.buckets)} bucket(s), {len(project.queues)} queue(s)")
 
         def say(message: str) -> None:
             name, _, what = message.partition(": ")

@@ -24,7 +24,7 @@ _MB = 1024 * 1024
 
 
 def _mb(n: int) -> str:
-    return f"{n / _MB:,.1f} MB"
+    return f"{n / _MB:,.1f} MB" if n >= _MB // 10 else f"{n / 1024:,.1f} KB"
 
 
 def describe(step: BuildStep, finished: bool) -> str:
