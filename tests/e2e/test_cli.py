@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -330,7 +330,7 @@ def test_logs_follow_honours_since(squall: Run, server: Server, hello: str) -> N
     window held no line yet)."""
     _ok(squall("invoke", hello, "--payload", '{"marker": "before-follow"}'))
     _eventually(lambda: "marker: before-follow" in _ok(squall("logs", hello)).stdout, what="the older line")
-    since = datetime.now(timezone.utc).isoformat()
+    since = datetime.now(UTC).isoformat()
     proc = _follow(server, hello, "--since", since)
     try:
         _ok(squall("invoke", hello, "--payload", '{"marker": "after-follow"}'))
