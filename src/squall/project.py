@@ -552,7 +552,11 @@ def _schedule(c: _Checker, at: str, raw: Any) -> dict[str, Any]:
     elif cron:
         fields = cron.group(1).split()
         if len(fields) != 6:
-            unix = f" (a 5-field Unix cron is written without cron( ): {cron.group(1).strip()!r})" if len(fields) == 5 else ""
+            unix = (
+                f" (a 5-field Unix cron is written without cron( ): {cron.group(1).strip()!r})"
+                if len(fields) == 5
+                else ""
+            )
             raise c.fail(
                 f"{at}.expression",
                 "a cron expression has 6 fields: minutes hours day-of-month month day-of-week year, "
