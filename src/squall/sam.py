@@ -433,6 +433,8 @@ def _function(
     events: list[dict[str, Any]] = []
     formats: dict[int, str] = {}
     evs = t.resolve(p.get("Events") or {}, origin.get("Events", at))
+    if not isinstance(evs, dict):
+        raise t.fail(origin["Events"], "must be a mapping of event name to {Type, Properties}")
     for ename, ev in evs.items():
         ekey = f"{origin['Events']}.{ename}"
         i = len(events)

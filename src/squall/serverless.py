@@ -189,7 +189,8 @@ def parse_serverless(doc: Any, *, source: str, root: Path, endpoint: str) -> Pro
     if not isinstance(functions_doc, dict) or not functions_doc:
         raise t.fail("functions", "missing or empty; define at least one function with a handler")
     for fkey, body in functions_doc.items():
-        for i, ev in enumerate((body or {}).get("events") or [] if isinstance(body, dict) else []):
+        evs = body.get("events") if isinstance(body, dict) else None
+        for i, ev in enumerate(evs if isinstance(evs, list) else []):
             etype = next(iter(ev)) if isinstance(ev, dict) and len(ev) == 1 else None
             if etype not in _EVENT_TYPES:
                 unsupported.append(f"functions.{fkey}.events[{i}] (event type {etype})")
@@ -279,6 +280,15 @@ def _function(
         elif default_key and default_key in provider:
             fn[squall_key] = t.resolve(provider[default_key], f"provider.{default_key}")
             keymap[f"{here}.{squall_key}"] = f"provider.{default_key}"
+    for where, value in (
+        ("provider.environment", provider.get("environment")),
+        (f"{at}.environment", body.get("environment")),
+    ):
+        if value is not None and not isinstance(value, dict):
+            raise t.fail(where, "must be a mapping of variable name to value")
+    events_raw = body.get("events")
+    if events_raw is not None and not isinstance(events_raw, list):
+        raise t.fail(f"{at}.events", "must be a list of events, e.g. - httpApi: 'GET /hello'")
     env = {**(provider.get("environment") or {}), **(body.get("environment") or {})}
     if env:
         fn["environment"] = t.resolve(env, f"{at}.environment")
