@@ -38,6 +38,7 @@ __all__ = [
     "REGION",
     "CfnLoader",
     "Template",
+    "layer_arn",
     "parse_cfn_yaml",
     "queue_name_from_arn",
     "validate_functions",
@@ -121,6 +122,12 @@ def parse_cfn_yaml(text: str, source: str) -> Any:
     return _parse_yaml(text, source, CfnLoader)
 
 
+def layer_arn(name: str) -> str:
+    """The unversioned ARN that stands for a layer of the template (``Ref`` of an AWS::Serverless::LayerVersion)
+    until ``squall deploy`` publishes it and puts the version's ARN in its place."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{name}"
+
+
 def queue_name_from_arn(arn: str) -> str | None:
     parts = arn.split(":")
     if len(parts) == 6 and parts[0] == "arn" and parts[2] == "sqs" and parts[5]:
@@ -175,8 +182,8 @@ class Template:
         kind, physical = self.resources[name]
         if kind == "AWS::SQS::Queue":
             return self.queue_url(physical)
-        if kind == "AWS::Serverless::LayerVersion":
-            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{physical}:1"
+        if kind == "AWS::Serverless::LayerVersion":  # the version is known once deploy has published it
+            return layer_arn(physical)
         return physical  # buckets, functions: the name, as on AWS
 
     def get_att(self, name: str, attribute: str, key: str) -> str:

@@ -182,7 +182,7 @@ class QueueDef:
 
 @dataclass(frozen=True)
 class LayerDef:
-    """A layer a template defines (``AWS::Serverless::LayerVersion``): recorded, deployed once layers land."""
+    """A layer a template defines (``AWS::Serverless::LayerVersion``), published by ``squall deploy``."""
 
     name: str
     content: Path

@@ -14,7 +14,7 @@ What maps to what (see docs/design.md, "SAM and serverless.yml"):
   ``SQS`` (Queue: an ARN, usually ``!GetAtt Q.Arn``; BatchSize), ``Schedule`` (Schedule, Input, Enabled/State) and
   ``ScheduleV2`` (ScheduleExpression, Input, State; UTC only).
 * ``AWS::S3::Bucket`` and ``AWS::SQS::Queue`` -> buckets and queues Squall creates; ``AWS::Serverless::LayerVersion``
-  -> recorded as a layer.  ``AWS::Serverless::Api``/``HttpApi``, ``AWS::Lambda::Permission`` and
+  -> a layer ``squall deploy`` publishes before the functions that ``!Ref`` it.  ``AWS::Serverless::Api``/``HttpApi``, ``AWS::Lambda::Permission`` and
   ``AWS::Logs::LogGroup`` are accepted with a warning (Squall routes events itself); any other resource type or event
   type is refused, all of them listed in one error.
 """

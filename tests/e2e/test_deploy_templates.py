@@ -156,3 +156,56 @@ def test_unsupported_types_are_listed_in_one_error(squall: SquallProcess, tmp_pa
     for needle in ("Resources.Table (AWS::DynamoDB::Table)", "Resources.Topic (AWS::SNS::Topic)",
                    "Resources.Fn.Properties.Events.Stream (event type DynamoDB)"):  # fmt: skip
         assert needle in line
+
+
+LAYERED = """\
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Shared:
+    Type: AWS::Serverless::LayerVersion
+    Properties: {LayerName: shared-lib, ContentUri: layer/, CompatibleRuntimes: [python3.11]}
+  Layered:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Handler: app.handler
+      Runtime: python3.11
+      Layers: [!Ref Shared]
+"""
+
+
+def test_sam_layer_is_published_before_the_function(squall: SquallProcess, tmp_path: Path) -> None:
+    """With a server that has layers: the layer is published, the function runs with it, a redeploy publishes no
+    new version.  With a server without them: one line that says so (nothing half-deployed)."""
+    (tmp_path / "layer" / "python").mkdir(parents=True)
+    (tmp_path / "layer" / "python" / "greeting.py").write_text("WORD = 'from the layer'\n")
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text("import greeting\n\ndef handler(e, c):\n    return greeting.WORD\n")
+    (tmp_path / "template.yaml").write_text(LAYERED)
+    lam = squall.client("lambda")
+    try:
+        lam.list_layers()
+        has_layers = True
+    except lam.exceptions.ClientError as e:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+        has_layers = False
+    result = deploy(squall, tmp_path)
+    assert "Traceback" not in result.stderr
+    if not has_layers:
+        assert result.returncode == 1
+        *progress, line = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert progress == ["layer shared-lib: publishing " + str(tmp_path / "layer")]  # the phase that was running
+        assert line.startswith("squall: error: ") and "Resources.Shared.Properties: the Squall server at" in line
+        assert "does not implement layers" in line
+        with pytest.raises(lam.exceptions.ResourceNotFoundException):
+            lam.get_function(FunctionName="Layered")
+        return
+    assert result.returncode == 0, result.stderr
+    config = lam.get_function_configuration(FunctionName="Layered")
+    (layer,) = config["Layers"]
+    assert layer["Arn"].endswith(":layer:shared-lib:1")
+    out = lam.invoke(FunctionName="Layered")
+    assert json.loads(out["Payload"].read()) == "from the layer"
+    again = deploy(squall, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(lam.list_layer_versions(LayerName="shared-lib")["LayerVersions"]) == 1

@@ -158,7 +158,7 @@ def test_sam_layers_are_recorded(tmp_path: Path) -> None:
     (layer,) = project.layers
     assert (layer.name, layer.content, layer.compatible_runtimes) == ("L", (tmp_path / "layer").resolve(),
                                                                        ("python3.11",))  # fmt: skip
-    assert project.function("Fn").layers == ("arn:aws:lambda:us-east-1:000000000000:layer:L:1",)
+    assert project.function("Fn").layers == ("arn:aws:lambda:us-east-1:000000000000:layer:L",)  # versioned by deploy
 
 
 def test_serverless_variables_events_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

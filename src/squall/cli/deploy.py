@@ -33,7 +33,7 @@ from rich.text import Text
 
 from squall.cli.client import ROLE_ARN, Client, CliError, add_connection_args, endpoint_from, make_client
 from squall.cli.progress import DeployProgress
-from squall.cli.resources import apply_resources, refuse_layers
+from squall.cli.resources import apply_resources, publish_layers
 from squall.cli.triggers import apply_triggers
 from squall.packaging import StepSink
 from squall.project import PROJECT_FILE, FunctionDef, Project
@@ -175,6 +175,7 @@ def _desired_config(fn: FunctionDef) -> dict[str, Any]:
         "Environment": {"Variables": dict(fn.environment)},
         "EphemeralStorage": {"Size": fn.ephemeral_storage},
         "SnapStart": {"ApplyOn": "PublishedVersions" if fn.snapshot else "None"},
+        **({"Layers": list(fn.layers)} if fn.layers else {}),
     }
 
 
@@ -189,6 +190,10 @@ def _config_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
         "EphemeralStorage": {"Size": (current.get("EphemeralStorage") or {}).get("Size", 512)},
         "SnapStart": {"ApplyOn": (current.get("SnapStart") or {}).get("ApplyOn", "None")},
     }
+    layers = [layer.get("Arn") for layer in current.get("Layers") or []]
+    if layers or "Layers" in desired:
+        now["Layers"] = layers
+        desired = {**desired, "Layers": desired.get("Layers", [])}
     return now != desired
 
 
@@ -304,7 +309,8 @@ def deploy_one(
         if _config_differs(config, desired):
             say(f"{fn.name}: updating configuration")
             with client.errors():
-                lam.update_function_configuration(FunctionName=fn.name, **desired)
+                layers_gone: dict[str, Any] = {"Layers": []} if config.get("Layers") and "Layers" not in desired else {}
+                lam.update_function_configuration(FunctionName=fn.name, **desired, **layers_gone)
             _wait(client, "function_updated_v2", fn.name)
             changed.append("configuration")
         result.action = f"updated ({' + '.join(changed)})" if changed else "unchanged"
@@ -351,16 +357,20 @@ def run(args: argparse.Namespace) -> int:
     if project is not None:
         for warning in project.warnings:
             err.print(Text(f"warning: {warning}", "yellow"), highlight=False, soft_wrap=True)
-        refuse_layers(project, functions)
     with DeployProgress(err) as progress:
-        if project is not None and (project.buckets or project.queues):
-            progress.phase("resources", "buckets and queues")
-            apply_resources(client, project)
-            progress.finish("resources", f"{len(project.buckets)} bucket(s), {len(project.queues)} queue(s)")
 
         def say(message: str) -> None:
             name, _, what = message.partition(": ")
             progress.phase(name, what)
+
+        if project is not None and (project.buckets or project.queues):
+            progress.phase("resources", "buckets and queues")
+            apply_resources(client, project)
+            progress.finish("resources", f"{len(project.buckets)} bucket(s), {len(project.queues)} queue(s)")
+        if project is not None and any(fn.layers for fn in functions):
+            functions = publish_layers(client, project, functions, cache_dir, say)
+            for arn in sorted({arn for fn in functions for arn in fn.layers}):
+                progress.finish(f"layer {arn.split(':')[6]}", f"version {arn.split(':')[7]}")
 
         for fn in functions:
             result = deploy_one(client, fn, declarative, say, cache_dir, steps=partial(progress.build, fn.name))
