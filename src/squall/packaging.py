@@ -6,16 +6,23 @@ bytecode) plus, when there is a requirements file, its dependencies vendored wit
 the requirements (their content, nested ``-r``/``-c`` files and local path references) and the Python version and
 platform, so a second deploy with the same requirements does not run pip.
 
+While it builds, ``steps`` (optional) receives a ``BuildStep`` per observable phase: ``resolving`` (each package pip
+collects), ``downloading`` (each distribution pip downloads or takes from its cache), ``vendoring`` (pip installing
+N packages into the tree), ``zipping`` (bytes compressed of the total): pip runs without ``-q`` and its lines are
+read as they come (the last ones are kept for an error message).
+
 The zip is reproducible: entries in sorted order, fixed timestamps and permissions (0644, or 0755 for executable
 files), so the same input always yields the same bytes and hence the same ``CodeSha256``.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -25,6 +32,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from squall.errors import InvalidParameterValue, RequestTooLarge
 from squall.store.code import MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES, code_sha256
@@ -34,6 +42,8 @@ __all__ = [
     "SKIP_SUFFIXES",
     "BuildError",
     "BuildInfo",
+    "BuildStep",
+    "StepSink",
     "build_package",
     "pip_runs",
     "requirements_key",
@@ -75,6 +85,26 @@ class BuildInfo:
     requirements_key: str = ""
 
 
+@dataclass(frozen=True)
+class BuildStep:
+    """Progress of one phase of a build: ``done`` of ``total`` (None: not known yet) packages, or bytes for zipping."""
+
+    phase: Literal["resolving", "downloading", "vendoring", "zipping"]
+    done: int
+    total: int | None = None
+    #: the package or file concerned, or a note such as "from the build cache"
+    detail: str = ""
+
+
+StepSink = Callable[[BuildStep], None]
+
+# pip's progress lines (without -q): "Collecting numpy", "Processing ./x.whl", "  Downloading numpy-2.0-...whl (18 MB)",
+# "  Using cached numpy-...whl (18 MB)", "Installing collected packages: a, b, c"
+_PIP_COLLECT = re.compile(r"^(?:Collecting|Processing) (\S+)")
+_PIP_DOWNLOAD = re.compile(r"^\s*(?:Downloading|Using cached) (\S+)(?: \(([^)]*)\))?")
+_PIP_INSTALL = re.compile(r"^Installing collected packages: (.+)$")
+
+
 def pip_runs() -> int:
     """How many times this process has run pip to install requirements (for tests and diagnostics)."""
     return _pip_runs
@@ -85,12 +115,14 @@ def build_package(
     requirements: Path | None,
     cache_dir: Path,
     progress: Callable[[str], None] | None = None,
+    steps: StepSink | None = None,
 ) -> tuple[bytes, BuildInfo]:
     """Build the deployment zip of ``code_dir`` with the dependencies of ``requirements`` vendored in.
 
     Files of ``code_dir`` win over dependency files of the same path.  Raises BuildError (pip failed, bad input),
     InvalidParameterValue (the package unzips past Lambda's 250 MB) or RequestTooLarge (the zip is over 50 MB)."""
     say = progress or (lambda _message: None)
+    step = steps or (lambda _step: None)
     code_dir = Path(code_dir)
     cache_dir = Path(cache_dir)
     if not code_dir.is_dir():
@@ -105,7 +137,7 @@ def build_package(
             raise BuildError(f"Requirements file {requirements} does not exist.")
         if _has_requirements(requirements):
             key = requirements_key(requirements)
-            deps, cache_hit = _dependencies(requirements, key, cache_dir, say)
+            deps, cache_hit = _dependencies(requirements, key, cache_dir, say, step)
             pip_ran = not cache_hit
             files.update(_collect(deps, exclude=None))
         else:
@@ -114,7 +146,7 @@ def build_package(
     if not files:
         raise BuildError(f"Code directory {code_dir} holds no files to package.")
 
-    data, unpacked = _zip(files)
+    data, unpacked = _zip(files, step)
     _check_limits(files, data, unpacked)
     info = BuildInfo(
         cache_hit=cache_hit,
@@ -211,13 +243,17 @@ def requirements_key(requirements: Path) -> str:
     return h.hexdigest()
 
 
-def _dependencies(requirements: Path, key: str, cache_dir: Path, say: Callable[[str], None]) -> tuple[Path, bool]:
+def _dependencies(
+    requirements: Path, key: str, cache_dir: Path, say: Callable[[str], None], step: StepSink
+) -> tuple[Path, bool]:
     """The installed dependency tree of ``requirements``: from the cache, or installed now and cached."""
     global _pip_runs
     deps_root = cache_dir / "deps"
     final = deps_root / key
     if final.is_dir():
         say(f"Using cached dependencies for {requirements.name} ({key[:12]})")
+        packages = sum(1 for p in final.iterdir() if p.name.endswith(".dist-info"))
+        step(BuildStep("vendoring", packages, packages, "from the build cache"))
         return final, True
     deps_root.mkdir(parents=True, exist_ok=True)
     tmp = deps_root / f".tmp-{key}-{uuid.uuid4().hex}"
@@ -234,7 +270,8 @@ def _dependencies(requirements: Path, key: str, cache_dir: Path, say: Callable[[
         "--disable-pip-version-check",
         "--no-input",
         "--no-compile",
-        "-q",
+        "--progress-bar",
+        "off",
     ]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     env.pop("PIP_USER", None)  # --user and --target do not mix
@@ -242,25 +279,16 @@ def _dependencies(requirements: Path, key: str, cache_dir: Path, say: Callable[[
     _pip_runs += 1
     try:
         # cwd: relative paths in the requirements file mean "next to the requirements file"
-        proc = subprocess.run(
-            cmd,
-            cwd=requirements.resolve().parent,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            check=False,
-        )
+        returncode, lines = _run_pip(cmd, requirements.resolve().parent, env, step)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if proc.returncode != 0:
+    if returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        tail = "\n".join(lines[-_PIP_TAIL_LINES:]) or "(no output)"
+        errors = [ln for ln in lines if ln.startswith("ERROR")]  # pip's own diagnosis first, then the rest
+        tail = "\n".join((errors or lines)[-_PIP_TAIL_LINES:]) or "(no output)"
         raise BuildError(
-            f"pip could not install the requirements in {requirements} (exit code {proc.returncode}). "
+            f"pip could not install the requirements in {requirements} (exit code {returncode}). "
             f"Fix the requirements file (or your package index settings) and build again. pip said:\n{tail}"
         )
     try:
@@ -271,6 +299,43 @@ def _dependencies(requirements: Path, key: str, cache_dir: Path, say: Callable[[
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # a concurrent build cached the same tree first
     return final, False
+
+
+def _run_pip(cmd: list[str], cwd: Path, env: dict[str, str], step: StepSink) -> tuple[int, list[str]]:
+    """Run pip, turning its progress lines into steps as they come; (exit code, its last non-blank lines)."""
+    tail: collections.deque[str] = collections.deque(maxlen=4 * _PIP_TAIL_LINES)
+    collected = downloaded = 0
+    installing: list[str] = []
+    with subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if not line.strip():
+                continue
+            tail.append(line)
+            if m := _PIP_COLLECT.match(line):
+                collected += 1
+                step(BuildStep("resolving", collected, None, m.group(1)))
+            elif (m := _PIP_DOWNLOAD.match(line)) and not m.group(1).endswith(".metadata"):
+                downloaded += 1
+                step(BuildStep("downloading", downloaded, None, m.group(1).rsplit("/", 1)[-1]))
+            elif m := _PIP_INSTALL.match(line):
+                installing = [p.strip() for p in m.group(1).split(",") if p.strip()]
+                step(BuildStep("vendoring", 0, len(installing), ", ".join(installing)))
+        returncode = proc.wait()
+    if returncode == 0 and installing:
+        step(BuildStep("vendoring", len(installing), len(installing), ", ".join(installing)))
+    return returncode, list(tail)
 
 
 # -- collecting and zipping --
@@ -306,9 +371,17 @@ def _collect(root: Path, exclude: Path | None) -> dict[str, Path]:
     return out
 
 
-def _zip(files: dict[str, Path]) -> tuple[bytes, int]:
+def _zip(files: dict[str, Path], step: StepSink) -> tuple[bytes, int]:
     buf = io.BytesIO()
     unpacked = 0
+    total = 0
+    for path in files.values():
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass  # reported below when it is read
+    reported = 0
+    step(BuildStep("zipping", 0, total))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for rel in sorted(files):
             path = files[rel]
@@ -325,6 +398,10 @@ def _zip(files: dict[str, Path]) -> tuple[bytes, int]:
             except OSError as exc:
                 raise BuildError(f"Could not read {path}: {exc.strerror or exc}")
             unpacked += zi.file_size
+            if unpacked - reported >= 1024 * 1024:  # about one step per MB, not one per file
+                reported = unpacked
+                step(BuildStep("zipping", unpacked, max(total, unpacked), rel))
+    step(BuildStep("zipping", unpacked, unpacked))
     return buf.getvalue(), unpacked
 
 

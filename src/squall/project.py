@@ -31,7 +31,7 @@ Example::
         events:
           - http: {method: GET, path: "/hello/{name}"}
           - http: {method: POST, path: /legacy, payload_format: "1.0"}   # REST API (v1) event; default "2.0"
-          - schedule: {expression: "rate(5 minutes)"}
+          - schedule: {expression: "rate(5 minutes)"}   # or cron(0 12 * * ? *), or "*/5 * * * *"
           - s3: {bucket: photos, events: ["s3:ObjectCreated:*"], prefix: originals/, suffix: .jpg}
           - sqs: {queue: jobs, batch_size: 10}
 """
@@ -50,16 +50,21 @@ import yaml
 from squall.errors import InvalidParameterValue
 from squall.iam.grants import GrantError, expand_policies
 from squall.model import NetworkMode
+from squall.triggers.schedules import parse_schedule
 
 __all__ = [
     "PROJECT_FILE",
+    "BucketDef",
     "EventSpec",
     "EventType",
     "FunctionDef",
+    "LayerDef",
     "Project",
     "ProjectError",
+    "QueueDef",
     "load_project",
     "parse_project",
+    "read_project_text",
 ]
 
 #: the default name of the project file
@@ -161,6 +166,37 @@ class FunctionDef:
     policies: tuple[dict[str, Any], ...] = ()
     #: an existing role's ARN to use instead of ``policies`` (then no role is created)
     role: str | None = None
+    #: the runtime the template asks for (SAM / serverless.yml ``Runtime``); None: the host's Python version
+    runtime: str | None = None
+    #: layer references (ARNs, or names of ``Project.layers``), in order
+    layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BucketDef:
+    """A bucket a template defines (``AWS::S3::Bucket``); ``key`` is where, for messages."""
+
+    name: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class QueueDef:
+    """A queue a template defines (``AWS::SQS::Queue``), with its SQS attributes as strings."""
+
+    name: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    """A layer a template defines (``AWS::Serverless::LayerVersion``), published by ``squall deploy``."""
+
+    name: str
+    content: Path
+    key: str = ""
+    compatible_runtimes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +207,12 @@ class Project:
     root: Path
     #: functions in the order the file lists them
     functions: dict[str, FunctionDef]
+    #: buckets, queues and layers a SAM template or serverless.yml defines (squall.yaml: none)
+    buckets: tuple[BucketDef, ...] = ()
+    queues: tuple[QueueDef, ...] = ()
+    layers: tuple[LayerDef, ...] = ()
+    #: what the translation of a SAM template or serverless.yml left out, one line each ("file: key: why")
+    warnings: tuple[str, ...] = ()
 
     def function(self, name: str) -> FunctionDef:
         try:
@@ -208,9 +250,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def _parse_yaml(text: str, source: str, loader: type[_Loader] = _Loader) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+        return yaml.load(text, Loader=loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -307,6 +349,13 @@ def load_project(path: Path | str) -> Project:
     """Read and validate a project file.  Raises ProjectError (an InvalidParameterValue) citing file and key."""
     path = Path(path)
     source = str(path)
+    text = read_project_text(path)
+    return parse_project(_parse_yaml(text, source), base_dir=path.resolve().parent, source=source)
+
+
+def read_project_text(path: Path) -> str:
+    """The text of a project file (squall.yaml, a SAM template, serverless.yml), with errors citing the file."""
+    source = str(path)
     try:
         if path.is_dir():
             raise ProjectError(source, "", f"is a directory; expected a project file such as {path / PROJECT_FILE}")
@@ -321,7 +370,7 @@ def load_project(path: Path | str) -> Project:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProjectError(source, "", "file is not valid UTF-8 text")
-    return parse_project(_parse_yaml(text, source), base_dir=path.resolve().parent, source=source)
+    return text
 
 
 def parse_project(data: Any, *, base_dir: Path, source: str = PROJECT_FILE, check_paths: bool = True) -> Project:
@@ -543,16 +592,26 @@ def _schedule(c: _Checker, at: str, raw: Any) -> dict[str, Any]:
     elif cron:
         fields = cron.group(1).split()
         if len(fields) != 6:
+            unix = (
+                f" (a 5-field Unix cron is written without cron( ): {cron.group(1).strip()!r})"
+                if len(fields) == 5
+                else ""
+            )
             raise c.fail(
                 f"{at}.expression",
                 "a cron expression has 6 fields: minutes hours day-of-month month day-of-week year, "
-                f"e.g. cron(0 12 * * ? *); got {len(fields)} in {expr!r}",
+                f"e.g. cron(0 12 * * ? *); got {len(fields)} in {expr!r}{unix}",
             )
-    else:
+    elif len(expr.split()) != 5:
         raise c.fail(
             f"{at}.expression",
-            f"must be rate(N minute|minutes|hour|hours|day|days) or cron(6 fields), got {_show(expr)}",
+            "must be rate(N minute|minutes|hour|hours|day|days), cron(6 fields) or a 5-field Unix cron such as "
+            f"'*/5 * * * *', got {_show(expr)}",
         )
+    try:  # the server's own parser: field values, day-of-week rules, ...
+        parse_schedule(expr)
+    except InvalidParameterValue as exc:
+        raise c.fail(f"{at}.expression", exc.message.removeprefix("Parameter ScheduleExpression is not valid: "))
     config: dict[str, Any] = {"expression": expr, "enabled": c.boolean(f"{at}.enabled", ev.get("enabled", True))}
     if "input" in ev:
         config["input"] = ev["input"]

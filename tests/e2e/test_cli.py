@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -246,9 +247,11 @@ def test_deploy_project_with_two_functions(squall: Run, tmp_path: Path) -> None:
     assert "rate(5 minutes)" in result.stdout and "GET /beta" in result.stdout
     assert '"color": "blue"' in _ok(squall("invoke", "alpha")).stdout
     assert '"fn": "beta"' in _ok(squall("invoke", "beta")).stdout
-    listing = _ok(squall("functions", "ls")).stdout
-    alpha_row = next(line for line in listing.splitlines() if " alpha " in line)
-    assert "192 MB" in alpha_row and " 3 " in alpha_row
+    listing = _ok(squall("functions", "ls")).stdout  # piped: a header line, then tab-separated rows
+    header, *rows = listing.splitlines()
+    assert header.split("\t") == ["name", "runtime", "memory", "timeout", "last modified", "reserved"]
+    alpha_row = next(row.split("\t") for row in rows if row.startswith("alpha\t"))
+    assert alpha_row[2] == "192 MB" and alpha_row[5] == "3"
     # the file itself works too, and an unchanged project redeploys as unchanged
     again = _ok(squall("deploy", str(tmp_path / "squall.yaml")))
     assert again.stdout.count("unchanged") == 2
@@ -324,6 +327,63 @@ def test_logs_show_start_end_report_and_prints(squall: Run, hello: str) -> None:
     assert "marker: logs-1" not in before
     bad = squall("logs", hello, "--follow", "--until", "now")
     assert bad.returncode != 0 and "--until" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _follow(server: Server, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "squall.cli.main", "logs", *args, "--follow"],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float = 20) -> str:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    seen = ""
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"--follow did not print {needle!r}; got:\n{seen}")
+        try:
+            seen += lines.get(timeout=remaining)
+        except queue.Empty:
+            continue
+    return seen
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_logs_follow_honours_since(squall: Run, server: Server, hello: str) -> None:
+    """--since with --follow: lines older than --since are not printed (it used to print the whole history when the
+    window held no line yet)."""
+    _ok(squall("invoke", hello, "--payload", '{"marker": "before-follow"}'))
+    _eventually(lambda: "marker: before-follow" in _ok(squall("logs", hello)).stdout, what="the older line")
+    since = datetime.now(UTC).isoformat()
+    proc = _follow(server, hello, "--since", since)
+    try:
+        _ok(squall("invoke", hello, "--payload", '{"marker": "after-follow"}'))
+        seen = _read_until(proc, "marker: after-follow")
+    finally:
+        _interrupt(proc)
+    assert "marker: before-follow" not in seen
+    assert "START RequestId" in seen
 
 
 def test_logs_follow_prints_new_lines_until_interrupted(squall: Run, server: Server, hello: str) -> None:
@@ -420,7 +480,7 @@ def test_usage_shows_functions_cost_and_break_even(squall: Run, hello: str) -> N
 def test_no_server_is_one_clear_line(squall: Run, server: Server) -> None:
     env = {**server.env, "SQUALL_ENDPOINT": f"http://127.0.0.1:{_free_port()}"}
     for args in (("functions", "ls"), ("invoke", "hello"), ("logs", "hello"), ("usage",)):
-        _one_line_error(squall(*args, env=env), "no Squall server at http://127.0.0.1:", "squall up")
+        _one_line_error(squall(*args, env=env), "cannot reach Squall at http://127.0.0.1:", "is `squall up` running?")
 
 
 def test_user_errors_are_one_line(squall: Run, server: Server, tmp_path: Path) -> None:
@@ -437,3 +497,65 @@ def test_user_errors_are_one_line(squall: Run, server: Server, tmp_path: Path) -
     _one_line_error(squall("functions", "ls", env=env), "SQUALL_SECRET_ACCESS_KEY")
     wrong = {**server.env, "SQUALL_SECRET_ACCESS_KEY": "not-the-secret"}
     _one_line_error(squall("functions", "ls", env=wrong), "credentials")
+
+
+# ------------------------------------------------------------------------------------------- item 8 of issue 12
+
+
+def test_version(squall: Run) -> None:
+    out = _ok(squall("--version")).stdout.strip()
+    assert out.startswith("squall ") and out.split()[1][0].isdigit()
+
+
+def test_environment_credentials_win_over_the_credentials_file(squall: Run, server: Server, tmp_path: Path) -> None:
+    """AWS's precedence: exported AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY beat a credentials file (which used to win
+    and answer UnrecognizedClientException)."""
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "credentials.json").write_text(
+        '{"admin": {"access_key_id": "AKSQSTALESTALESTALE1", "secret_access_key": "stale-secret-stale-secret-0000"}}'
+    )
+    env = {k: v for k, v in server.env.items() if not k.startswith("SQUALL_") or k == "SQUALL_ENDPOINT"}
+    env |= {"SQUALL_DATA_DIR": str(stale), "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    assert "hello" in _ok(squall("functions", "ls", env=env)).stdout
+    # without the environment's keys the file is used (and here it is stale: one clear line)
+    no_env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    _one_line_error(squall("functions", "ls", env=no_env), "UnrecognizedClientException", "AWS_ACCESS_KEY_ID")
+
+
+def test_port_in_use_is_one_line(squall: Run, server: Server, tmp_path: Path) -> None:
+    port = server.url.rsplit(":", 1)[1]  # the running server holds it
+    result = squall("up", "--port", port, "--data-dir", str(tmp_path / "other"), timeout=60)
+    _one_line_error(result, f"port {port} is in use; pass --port or stop the other server")
+
+
+def test_output_modes(squall: Run, server: Server, hello: str) -> None:
+    import json
+
+    functions = json.loads(_ok(squall("functions", "ls", "--output", "json")).stdout)
+    row = next(f for f in functions if f["FunctionName"] == hello)
+    assert row["MemorySize"] == 256 and row["ReservedConcurrentExecutions"] is None
+    records = json.loads(_ok(squall("invocations", "ls", "--limit", "3", "-o", "json")).stdout)
+    assert records and {"request_id", "function", "duration_ms"} <= set(records[0])
+    usage = json.loads(_ok(squall("usage", "-o", "json")).stdout)
+    assert "functions" in usage and "totals" in usage
+    text = _ok(squall("invocations", "ls", "--limit", "3", "-o", "text")).stdout.splitlines()
+    assert text[0].split("\t")[:2] == ["time", "function"] and all(line.count("\t") == 9 for line in text)
+    # a table in 60 columns: every line fits, the least important columns are left out and named
+    narrow = {**server.env, "COLUMNS": "60"}
+    table = _ok(squall("invocations", "ls", "--limit", "3", "-o", "table", env=narrow)).stdout
+    assert all(len(line) <= 60 for line in table.splitlines()), table
+    assert "left out to fit 60 columns" in table and hello in table
+    shown = json.loads(_ok(squall("functions", "show", hello, "-o", "json")).stdout)
+    assert shown["Configuration"]["FunctionName"] == hello
+    logs = _ok(squall("logs", hello, "-o", "json")).stdout.splitlines()
+    assert logs and all("text" in json.loads(line) for line in logs)
+
+
+def test_deploy_prints_one_line_per_phase_when_piped(squall: Run, tmp_path: Path) -> None:
+    d = _function_dir(tmp_path, "phased")
+    result = _ok(squall("deploy", str(d)))
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("phased: zipped ") for line in lines), result.stderr
+    assert any(line.startswith("phased: uploading ") and "(creating the function)" in line for line in lines)
+    assert "\x1b[" not in result.stderr  # no terminal control codes in a pipe

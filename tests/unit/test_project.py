@@ -181,6 +181,11 @@ def test_unknown_function_name_lookup(tmp_path: Path) -> None:
         (fn(events=[{"schedule": {"expression": "rate(5 minute)"}}]), "use the plural unit: 'rate(5 minutes)'"),
         (fn(events=[{"schedule": {"expression": "rate(0 minutes)"}}]), "the rate must be at least 1"),
         (fn(events=[{"schedule": {"expression": "cron(0 12 * * *)"}}]), "a cron expression has 6 fields"),
+        (fn(events=[{"schedule": {"expression": "cron(0 12 * * *)"}}]), "written without cron( ): '0 12 * * *'"),
+        (fn(events=[{"schedule": {"expression": "cron(0 25 * * ? *)"}}]), "schedule.expression: cron(0 25"),
+        (fn(events=[{"schedule": {"expression": "cron(0 12 * * 1 *)"}}]), "schedule.expression: cron(0 12 * * 1 *)"),
+        (fn(events=[{"schedule": {"expression": "61 * * * *"}}]), "not a valid cron expression"),
+        (fn(events=[{"schedule": {"expression": "* * * *"}}]), "or a 5-field Unix cron"),
         (fn(events=[{"schedule": {"expression": "rate(1 hour)", "enabled": "no"}}]), "schedule.enabled: must be true"),
         (fn(events=[{"s3": {"events": ["s3:ObjectCreated:*"]}}]), "functions.f.events[0].s3.bucket: missing"),
         (fn(events=[{"s3": {"bucket": "Photos"}}]), "s3.bucket: bucket names are 3-63 characters"),
@@ -223,6 +228,7 @@ def test_valid_event_variants(tmp_path: Path) -> None:
         {"http": {"path": "/items/{id}/{proxy+}", "method": "delete"}},
         {"schedule": {"expression": "rate(1 day)", "enabled": False, "input": {"k": "v"}}},
         {"schedule": {"expression": "cron(0 12 * * ? *)"}},
+        {"schedule": {"expression": "*/5 * * * *"}},
         {"s3": {"bucket": "my.bucket-1"}},
         {"sqs": {"queue": "orders.fifo", "batch_size": 10}},
     ]
@@ -232,6 +238,7 @@ def test_valid_event_variants(tmp_path: Path) -> None:
         {"method": "DELETE", "path": "/items/{id}/{proxy+}"},
         {"expression": "rate(1 day)", "enabled": False, "input": {"k": "v"}},
         {"expression": "cron(0 12 * * ? *)", "enabled": True},
+        {"expression": "*/5 * * * *", "enabled": True},
         {"bucket": "my.bucket-1", "events": ["s3:ObjectCreated:*"], "prefix": "", "suffix": ""},
         {"queue": "orders.fifo", "batch_size": 10},
     ]

@@ -2,9 +2,9 @@
 
 * Endpoint: ``--endpoint``, else ``SQUALL_ENDPOINT``, else ``AWS_ENDPOINT_URL``, else
   ``http://127.0.0.1:$SQUALL_PORT`` (port 9070 by default).
-* Credentials: ``SQUALL_ACCESS_KEY_ID``/``SQUALL_SECRET_ACCESS_KEY``, else the admin key in
-  ``<data dir>/credentials.json`` (data dir: ``--data-dir``, ``SQUALL_DATA_DIR``, ``~/.squall``), else
-  ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``.
+* Credentials, explicit environment first as in AWS's own precedence: ``SQUALL_ACCESS_KEY_ID``/
+  ``SQUALL_SECRET_ACCESS_KEY``, else ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, else the admin key in
+  ``<data dir>/credentials.json`` (data dir: ``--data-dir``, ``SQUALL_DATA_DIR``, ``~/.squall``).
 
 Every failure becomes a ``SquallError`` with one line that says what to do (``squall: error: ...``).
 """
@@ -117,12 +117,14 @@ def load_credentials(data_dir: Path, env: Mapping[str, str] | None = None) -> tu
         return key_id, secret
     if key_id or secret:
         raise CliError("set both SQUALL_ACCESS_KEY_ID and SQUALL_SECRET_ACCESS_KEY, or neither")
-    found = _admin_from_file(data_dir / "credentials.json")
-    if found:
-        return found
     key_id, secret = env.get("AWS_ACCESS_KEY_ID", "").strip(), env.get("AWS_SECRET_ACCESS_KEY", "").strip()
     if key_id and secret:
         return key_id, secret
+    if key_id or secret:
+        raise CliError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+    found = _admin_from_file(data_dir / "credentials.json")
+    if found:
+        return found
     raise CliError(
         f"no credentials: found no {data_dir / 'credentials.json'} (pass --data-dir or set SQUALL_DATA_DIR to the "
         "server's data dir) and neither SQUALL_ACCESS_KEY_ID/SQUALL_SECRET_ACCESS_KEY nor AWS_ACCESS_KEY_ID/"
@@ -138,12 +140,15 @@ def _first_paragraph(message: str) -> str:
 
 def _with_hint(code: str, message: str) -> str:
     if code in _AUTH_CODES:
-        return f"{message} (check the credentials: SQUALL_ACCESS_KEY_ID/SQUALL_SECRET_ACCESS_KEY or --data-dir)"
+        return (
+            f"{message} (check the credentials: SQUALL_ACCESS_KEY_ID/SQUALL_SECRET_ACCESS_KEY, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or --data-dir)"
+        )
     return message
 
 
 def _no_server(endpoint: str) -> CliError:
-    return CliError(f"no Squall server at {endpoint}: start one with `squall up`")
+    return CliError(f"cannot reach Squall at {endpoint}: is `squall up` running?")
 
 
 @contextlib.contextmanager

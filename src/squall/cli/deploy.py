@@ -1,8 +1,9 @@
 """``squall deploy PATH``: build packages and create or update functions through the Lambda API.
 
 PATH is a function's code directory (one function: name from the directory, handler guessed from ``app.py`` or
-``lambda_function.py``, overridable with flags), or a ``squall.yaml`` project file, or a directory holding one
-(every function of the project, or only ``--name``).  Each package is built like ``sam build`` does
+``lambda_function.py``, overridable with flags), or a project file (``squall.yaml``, a SAM ``template.yaml`` or a
+``serverless.yml``: see ``squall.project_files``), or a directory holding one (every function of the project, or only
+``--name``; the buckets and queues a template defines are created first).  Each package is built like ``sam build`` does
 (``squall.packaging.build_package``, dependencies cached in ``<data dir>/build-cache``), then:
 
 1. CreateFunction, or UpdateFunctionCode (only when the zip changed) and UpdateFunctionConfiguration (only when
@@ -24,6 +25,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from squall.cli.client import Client, CliError, add_connection_args, make_client
+from squall.cli.client import Client, CliError, add_connection_args, endpoint_from, make_client
+from squall.cli.progress import DeployProgress
+from squall.cli.resources import apply_resources, publish_layers
 from squall.cli.triggers import apply_triggers
-from squall.project import PROJECT_FILE, FunctionDef, load_project
+from squall.packaging import StepSink
+from squall.project import PROJECT_FILE, FunctionDef, Project
+from squall.project_files import find_project_file, load_any_project
 
 __all__ = ["DeployResult", "add_parser", "plan", "run"]
 
@@ -45,8 +51,15 @@ _HANDLER_GUESSES = (("app.py", "app.handler"), ("lambda_function.py", "lambda_fu
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("deploy", help="build and deploy a function directory or a squall.yaml project")
-    p.add_argument("path", type=Path, help="a function's code directory, a squall.yaml file, or a directory with one")
+    p = sub.add_parser(
+        "deploy", help="build and deploy a function directory, a squall.yaml project, a SAM template or serverless.yml"
+    )
+    p.add_argument(
+        "path",
+        type=Path,
+        help="a function's code directory, or a squall.yaml / template.yaml (SAM) / serverless.yml file or a directory "
+        "with one",
+    )
     p.add_argument("--name", help="function name (default: the directory name); with squall.yaml: deploy only this one")
     p.add_argument("--handler", help="module.function (default: app.handler or lambda_function.lambda_handler)")
     p.add_argument("--memory", type=int, help="memory in MB, 128..10240 (default 128)")
@@ -88,25 +101,34 @@ def _check_range(option: str, value: int | None, low: int, high: int, unit: str)
 
 def plan(args: argparse.Namespace) -> tuple[list[FunctionDef], bool]:
     """The functions to deploy and whether they come from a project file (declarative concurrency)."""
+    functions, declarative, _ = plan_project(args)
+    return functions, declarative
+
+
+def plan_project(args: argparse.Namespace) -> tuple[list[FunctionDef], bool, Project | None]:
+    """``plan``, with the project (squall.yaml, SAM template or serverless.yml) when there is one."""
     path: Path = args.path.expanduser()
     if not path.exists():
         raise CliError(f"{path} does not exist: pass a function directory or a {PROJECT_FILE} file")
     project_file: Path | None = None
     if path.is_file():
         if path.suffix not in (".yaml", ".yml"):
-            raise CliError(f"{path} is a file: pass a function directory or a {PROJECT_FILE} file")
+            raise CliError(
+                f"{path} is a file: pass a function directory, a {PROJECT_FILE}, a SAM template.yaml or a "
+                "serverless.yml"
+            )
         project_file = path
-    elif (path / PROJECT_FILE).is_file():
-        project_file = path / PROJECT_FILE
+    else:
+        project_file = find_project_file(path)
     if project_file is not None:
         flags = [f for f, v in (("--handler", args.handler), ("--memory", args.memory), ("--timeout", args.timeout),
                                 ("--env", args.env)) if v]  # fmt: skip
         if flags:
             raise CliError(f"{', '.join(flags)} cannot be combined with {project_file}: set them in the file")
-        project = load_project(project_file)
+        project = load_any_project(project_file, endpoint_from(args))
         if args.name:
-            return [project.function(args.name)], True
-        return list(project.functions.values()), True
+            return [project.function(args.name)], True, project
+        return list(project.functions.values()), True, project
 
     code = path.resolve()
     name = args.name or code.name
@@ -124,7 +146,7 @@ def plan(args: argparse.Namespace) -> tuple[list[FunctionDef], bool]:
         environment=_parse_env(args.env),
         requirements=requirements if requirements.is_file() else None,
     )
-    return [fn], False
+    return [fn], False, None
 
 
 # ------------------------------------------------------------------------------------------- deploying
@@ -148,13 +170,14 @@ def _runtime() -> str:
 def _desired_config(fn: FunctionDef, role: str) -> dict[str, Any]:
     return {
         "Role": role,
-        "Runtime": _runtime(),
+        "Runtime": fn.runtime or _runtime(),
         "Handler": fn.handler,
         "MemorySize": fn.memory,
         "Timeout": fn.timeout,
         "Environment": {"Variables": dict(fn.environment)},
         "EphemeralStorage": {"Size": fn.ephemeral_storage},
         "SnapStart": {"ApplyOn": "PublishedVersions" if fn.snapshot else "None"},
+        **({"Layers": list(fn.layers)} if fn.layers else {}),
     }
 
 
@@ -169,6 +192,10 @@ def _config_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
         "EphemeralStorage": {"Size": (current.get("EphemeralStorage") or {}).get("Size", 512)},
         "SnapStart": {"ApplyOn": (current.get("SnapStart") or {}).get("ApplyOn", "None")},
     }
+    layers = [layer.get("Arn") for layer in current.get("Layers") or []]
+    if layers or "Layers" in desired:
+        now["Layers"] = layers
+        desired = {**desired, "Layers": desired.get("Layers", [])}
     return now != desired
 
 
@@ -254,21 +281,27 @@ def _apply_role(client: Client, fn: FunctionDef, say: Callable[[str], None], res
 
 
 def deploy_one(
-    client: Client, fn: FunctionDef, declarative: bool, say: Callable[[str], None], cache_dir: Path
+    client: Client,
+    fn: FunctionDef,
+    declarative: bool,
+    say: Callable[[str], None],
+    cache_dir: Path,
+    steps: StepSink | None = None,
 ) -> DeployResult:
-    """Build and deploy one function; ``say`` reports each step."""
+    """Build and deploy one function; ``say`` reports each step ("<name>: <what>"), ``steps`` the build's phases."""
     from squall.packaging import build_package
 
     result = DeployResult(fn.name)
     say(f"{fn.name}: building package from {fn.code}")
-    data, info = build_package(fn.code, fn.requirements, cache_dir, progress=lambda m: say(f"{fn.name}: {m}"))
+    data, info = build_package(fn.code, fn.requirements, cache_dir, progress=None if steps else (
+        lambda m: say(f"{fn.name}: {m}")), steps=steps)  # fmt: skip
     result.code_size, result.code_sha256 = info.size, info.code_sha256
     lam = client.lambda_
     desired = _desired_config(fn, _apply_role(client, fn, say, result))
     say(f"{fn.name}: looking up the deployed function")
     existing = _existing(client, fn.name)
     if existing is None:
-        say(f"{fn.name}: creating function")
+        say(f"{fn.name}: uploading {_mb(len(data))} (creating the function)")
         create: dict[str, Any] = {**desired, "FunctionName": fn.name, "Code": {"ZipFile": data}, "Publish": False}
         if fn.network == "none":
             create["Tags"] = {NETWORK_TAG: "none"}
@@ -286,7 +319,7 @@ def deploy_one(
         reserved = (existing.get("Concurrency") or {}).get("ReservedConcurrentExecutions")
         changed: list[str] = []
         if config.get("CodeSha256") != info.code_sha256:
-            say(f"{fn.name}: updating code")
+            say(f"{fn.name}: uploading {_mb(len(data))} (updating the code)")
             with client.errors():
                 lam.update_function_code(FunctionName=fn.name, ZipFile=data)
             _wait(client, "function_updated_v2", fn.name)
@@ -294,7 +327,8 @@ def deploy_one(
         if _config_differs(config, desired):
             say(f"{fn.name}: updating configuration")
             with client.errors():
-                lam.update_function_configuration(FunctionName=fn.name, **desired)
+                layers_gone: dict[str, Any] = {"Layers": []} if config.get("Layers") and "Layers" not in desired else {}
+                lam.update_function_configuration(FunctionName=fn.name, **desired, **layers_gone)
             _wait(client, "function_updated_v2", fn.name)
             changed.append("configuration")
         result.action = f"updated ({' + '.join(changed)})" if changed else "unchanged"
@@ -306,6 +340,10 @@ def deploy_one(
     if fn.events or declarative:
         result.notes.extend(apply_triggers(client, fn, arn, declarative, say))
     return result
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):,.1f} MB" if n >= 100 * 1024 else f"{n / 1024:,.1f} KB"
 
 
 def _summary(results: list[DeployResult]) -> Table:
@@ -321,22 +359,43 @@ def _summary(results: list[DeployResult]) -> Table:
     return table
 
 
+def _summary_text(results: list[DeployResult]) -> str:
+    lines = ["function\taction\tversion\tcode\tnotes"]
+    for r in results:
+        lines.append(f"{r.name}\t{r.action}\t{r.version}\t{r.code_size / 1024:,.1f} KB\t{'; '.join(r.notes)}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     out, err = Console(), Console(stderr=True)
-    functions, declarative = plan(args)
+    functions, declarative, project = plan_project(args)
     client = make_client(args)
     cache_dir = client.data_dir / "build-cache"
     results: list[DeployResult] = []
-    with err.status("deploying ...") as status:
+    if project is not None:
+        for warning in project.warnings:
+            err.print(Text(f"warning: {warning}", "yellow"), highlight=False, soft_wrap=True)
+    with DeployProgress(err) as progress:
 
         def say(message: str) -> None:
-            status.update(message)
-            if not err.is_terminal:
-                err.print(Text(message, "dim"), highlight=False)
+            name, _, what = message.partition(": ")
+            progress.phase(name, what)
+
+        if project is not None and (project.buckets or project.queues):
+            progress.phase("resources", "buckets and queues")
+            apply_resources(client, project)
+            progress.finish("resources", f"{len(project.buckets)} bucket(s), {len(project.queues)} queue(s)")
+        if project is not None and any(fn.layers for fn in functions):
+            functions = publish_layers(client, project, functions, cache_dir, say)
+            for arn in sorted({arn for fn in functions for arn in fn.layers}):
+                progress.finish(f"layer {arn.split(':')[6]}", f"version {arn.split(':')[7]}")
 
         for fn in functions:
-            result = deploy_one(client, fn, declarative, say, cache_dir)
-            err.print(Text.assemble(("✓ ", "green"), (fn.name, "bold"), f" {result.action}"), highlight=False)
+            result = deploy_one(client, fn, declarative, say, cache_dir, steps=partial(progress.build, fn.name))
+            progress.finish(fn.name, result.action)
             results.append(result)
-    out.print(_summary(results))
+    if out.is_terminal:
+        out.print(_summary(results))
+    else:
+        print(_summary_text(results), flush=True)
     return 0

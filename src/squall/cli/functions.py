@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from squall.cli.client import Client, add_connection_args, make_client
+from squall.cli.output import Column, add_output_arg, output_mode, print_json, print_rows
 
 __all__ = ["add_parser", "run_ls", "run_rm", "run_show"]
 
@@ -18,10 +19,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("functions", help="list, show or delete functions")
     nouns = p.add_subparsers(dest="action", required=True, metavar="{ls,show,rm}")
     ls = nouns.add_parser("ls", help="list functions")
+    add_output_arg(ls)
     add_connection_args(ls)
     ls.set_defaults(func=run_ls)
     show = nouns.add_parser("show", help="a function's configuration, aliases and versions")
     show.add_argument("name")
+    add_output_arg(show)
     add_connection_args(show)
     show.set_defaults(func=run_show)
     rm = nouns.add_parser("rm", help="delete a function (all its versions and aliases)")
@@ -53,27 +56,43 @@ def _short_time(value: str | None) -> str:
 
 def run_ls(args: argparse.Namespace) -> int:
     client = make_client(args)
+    mode = output_mode(args)
     functions = sorted(_all_functions(client), key=lambda f: f.get("FunctionName", ""))
+    reserved = {f.get("FunctionName", "?"): _reserved(client, f.get("FunctionName", "?")) for f in functions}
+    if mode == "json":
+        print_json([{**f, "ReservedConcurrentExecutions": _int_or_none(reserved[f.get("FunctionName", "?")])}
+                    for f in functions])  # fmt: skip
+        return 0
     console = Console()
     if not functions:
-        console.print("no functions yet: deploy one with `squall deploy PATH`")
+        if mode == "table":
+            console.print("no functions yet: deploy one with `squall deploy PATH`")
         return 0
-    table = Table(title=f"{len(functions)} function(s)", title_justify="left")
-    for col, justify in (("name", "left"), ("runtime", "left"), ("memory", "right"), ("timeout", "right"),
-                         ("last modified", "left"), ("reserved", "right")):  # fmt: skip
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for f in functions:
-        name = f.get("FunctionName", "?")
-        table.add_row(
-            Text(name, "bold"),
+    columns = [
+        Column("name"),
+        Column("runtime", priority=2),
+        Column("memory", "right"),
+        Column("timeout", "right", priority=1),
+        Column("last modified", priority=3),
+        Column("reserved", "right", priority=1),
+    ]
+    rows = [
+        [
+            Text(f.get("FunctionName", "?"), "bold"),
             f.get("Runtime", "-"),
             f"{f.get('MemorySize', '-')} MB",
             f"{f.get('Timeout', '-')} s",
             _short_time(f.get("LastModified")),
-            _reserved(client, name),
-        )
-    console.print(table)
+            reserved[f.get("FunctionName", "?")],
+        ]
+        for f in functions
+    ]
+    print_rows(console, mode, columns, rows, title=f"{len(functions)} function(s)")
     return 0
+
+
+def _int_or_none(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
 
 
 def _kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -96,6 +115,10 @@ def run_show(args: argparse.Namespace) -> int:
         versions: list[dict[str, Any]] = []
         for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=args.name):
             versions.extend(page.get("Versions", []))
+    if output_mode(args) == "json":
+        fn.pop("ResponseMetadata", None)
+        print_json({**fn, "Aliases": aliases, "Versions": versions})
+        return 0
     cfg: dict[str, Any] = fn.get("Configuration", {})
     env = (cfg.get("Environment") or {}).get("Variables") or {}
     reserved = (fn.get("Concurrency") or {}).get("ReservedConcurrentExecutions")

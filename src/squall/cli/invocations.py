@@ -12,6 +12,7 @@ from rich.text import Text
 
 from squall.cli.client import CliError, add_connection_args, make_client, parse_when, show_time
 from squall.cli.logs import print_lines
+from squall.cli.output import Column, add_output_arg, output_mode, print_json, print_rows
 
 __all__ = ["add_parser", "run_ls", "run_show"]
 
@@ -26,10 +27,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ls.add_argument("--status", help="only this status (ok, error, timeout, throttled, ...)")
     ls.add_argument("--since", help="only from this long ago or later (e.g. 10m, 24h, 7d, or an ISO time)")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    add_output_arg(ls)
     add_connection_args(ls)
     ls.set_defaults(func=run_ls)
     show = nouns.add_parser("show", help="one invocation's record and log")
     show.add_argument("request_id")
+    add_output_arg(show)
     add_connection_args(show)
     show.set_defaults(func=run_show)
 
@@ -52,33 +55,48 @@ def run_ls(args: argparse.Namespace) -> int:
         "invocations", {"function": args.function, "status": args.status, "limit": args.limit, "since": since}
     )
     records: list[dict[str, Any]] = page["invocations"]
+    mode = output_mode(args)
+    if mode == "json":
+        print_json(records)
+        return 0
     console = Console()
     if not records:
-        console.print("no invocations found")
+        if mode == "table":
+            console.print("no invocations found")
         return 0
-    table = Table(title=f"{len(records)} invocation(s), newest first", title_justify="left")
-    for col, justify in (("time", "left"), ("function", "left"), ("version", "left"), ("request id", "left"),
-                         ("duration", "right"), ("billed", "right"), ("memory used", "right"), ("cold", "center"),
-                         ("status", "left"), ("error type", "left")):  # fmt: skip
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    columns = [
+        Column("time"),
+        Column("function"),
+        Column("version", priority=3),
+        Column("request id", priority=2),
+        Column("duration", "right"),
+        Column("billed", "right", priority=4),
+        Column("memory used", "right", priority=4),
+        Column("cold", "center", priority=1),
+        Column("status"),
+        Column("error type", priority=1),
+    ]
+    rows: list[list[str | Text]] = []
     for r in records:
         cold = "cold" if r.get("cold") else ""
         if r.get("provisioned"):
             cold = "prov"
-        table.add_row(
-            show_time(float(r.get("start", 0.0))),
-            Text(str(r.get("function", "?")), "bold"),
-            str(r.get("version", "")),
-            str(r.get("request_id", "")),
-            _ms(r.get("duration_ms")),
-            f"{int(r.get('billed_ms') or 0):,} ms",
-            f"{r.get('max_memory_mb', 0)}/{r.get('memory_mb', 0)} MB",
-            cold,
-            _status(r),
-            str(r.get("error_type") or ""),
+        rows.append(
+            [
+                show_time(float(r.get("start", 0.0))),
+                Text(str(r.get("function", "?")), "bold"),
+                str(r.get("version", "")),
+                str(r.get("request_id", "")),
+                _ms(r.get("duration_ms")),
+                f"{int(r.get('billed_ms') or 0):,} ms",
+                f"{r.get('max_memory_mb', 0)}/{r.get('memory_mb', 0)} MB",
+                cold,
+                _status(r),
+                str(r.get("error_type") or ""),
+            ]
         )
-    console.print(table)
-    if page.get("next_cursor"):
+    print_rows(console, mode, columns, rows, title=f"{len(records)} invocation(s), newest first")
+    if page.get("next_cursor") and mode == "table":
         console.print(f"[dim]more are older: raise --limit (now {args.limit}) or narrow with --since[/]")
     return 0
 
@@ -86,6 +104,9 @@ def run_ls(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     client = make_client(args)
     doc = client.api_get(f"invocations/{args.request_id}")
+    if output_mode(args) == "json":
+        print_json(doc)
+        return 0
     r: dict[str, Any] = doc["record"]
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column("key", style="dim")

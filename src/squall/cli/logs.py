@@ -4,6 +4,8 @@ filtered by time window, request id or text, and followed live with ``--follow``
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -28,8 +30,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--request-id", help="only the lines of this invocation")
     p.add_argument("--grep", help="only lines containing this text (case-insensitive)")
     p.add_argument("--limit", type=int, default=200, help="at most this many log entries (default 200)")
+    p.add_argument(
+        "-o", "--output", choices=("text", "json"), help="text (default) or json: one JSON object per entry and line"
+    )
     add_connection_args(p)
     p.set_defaults(func=run)
+
+
+def _print_json_lines(entries: Iterable[dict[str, Any]], grep: str | None = None) -> int:
+    printed = 0
+    for entry in entries:
+        if grep is not None and not _matches(str(entry.get("text", "")), grep):
+            continue
+        sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        printed += 1
+    sys.stdout.flush()
+    return printed
 
 
 def _matches(line: str, needle: str | None) -> bool:
@@ -91,21 +107,28 @@ def run(args: argparse.Namespace) -> int:
         "request_id": args.request_id,
         "q": args.grep,
     }
+    # following: the newest line's id before the first page, so the tail starts at "now" even when the window
+    # holds no line (the tail after id 0 would be the whole history)
+    newest = int(client.api_get("logs", {"function": args.name, "limit": 1})["last_id"]) if args.follow else 0
     first = client.api_get("logs", params)
     if not first["lines"] and not _function_exists(client, args.name):
         raise CliError(f"function {args.name!r} not found and no logs are kept for it (see `squall functions ls`)")
-    print_lines(console, first["lines"], args.grep)
+
+    def show(entries: Iterable[dict[str, Any]], grep: str | None) -> int:
+        return _print_json_lines(entries, grep) if args.output == "json" else print_lines(console, entries, grep)
+
+    show(first["lines"], args.grep)
     if not args.follow:
-        if not first["lines"]:
+        if not first["lines"] and args.output != "json":
             Console(stderr=True).print("[dim]no log lines (yet)[/]")
         return 0
-    last_id = int(first["last_id"])
+    last_id = max(newest, int(first["last_id"]))
     # follow: the tail after last_id, filtered here (so no line is skipped between polls)
     follow: dict[str, Any] = {"function": args.name, "limit": PAGE, "request_id": args.request_id}
     try:
         while True:
             page = client.api_get("logs", {**follow, "since_id": last_id})
-            print_lines(console, page["lines"], args.grep)
+            show(page["lines"], args.grep)
             last_id = max(last_id, int(page["last_id"]))
             if len(page["lines"]) < PAGE:
                 time.sleep(POLL_INTERVAL_S)

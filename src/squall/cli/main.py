@@ -7,11 +7,25 @@ import sys
 
 from squall.cli import up
 
-__all__ = ["main"]
+__all__ = ["main", "version"]
+
+
+def version() -> str:
+    """The installed distribution's version (from its metadata), else the package's own ``__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("squall")
+    except PackageNotFoundError:
+        import squall
+
+        return str(getattr(squall, "__version__", "0+unknown"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squall", description="Squall: serverless functions on your own machine")
+    parser.add_argument("--version", action="version", version=f"squall {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     up.add_parser(sub)
     try:

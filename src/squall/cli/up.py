@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import logging
 import os
 import signal
+import socket
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +24,7 @@ from squall.config import ServerConfig
 from squall.edge.http_protocol import CoalescingHttpProtocol
 from squall.server import Squall
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "bind_listener", "run"]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
@@ -137,6 +139,33 @@ def _banner(squall: Squall, console: Console) -> None:
     )
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything else starts (so a port in use is one clear line, and no
+    other process can take the port between a check and uvicorn's own bind); uvicorn serves on it."""
+    from squall.cli.client import CliError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise CliError(f"cannot resolve --host {host!r}: {e.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} is in use; pass --port or stop the other server") from None
+        if e.errno == errno.EACCES:
+            raise CliError(f"cannot listen on {host}:{port}: permission denied; pass --port above 1023") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise CliError(f"cannot listen on {host}:{port}: this machine has no such address; check --host") from None
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     logging.basicConfig(
@@ -149,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, port=args.port)
     if args.host:
         cfg = replace(cfg, host=args.host)
+    if not 0 < cfg.port < 65536:
+        from squall.cli.client import CliError
+
+        raise CliError(f"invalid port {cfg.port}: use 1..65535")
+    listener = bind_listener(cfg.host, cfg.port)
     if os.geteuid() != 0:
         console.print("[yellow]not running as root: instances are not sandboxed (see the log for what is missing)[/]")
     squall = Squall(cfg)
@@ -163,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: None)
 
     async def main() -> None:
-        serve = asyncio.create_task(server.serve())
+        serve = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started and not serve.done():
             await asyncio.sleep(0.05)
         if server.started:

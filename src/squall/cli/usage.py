@@ -7,10 +7,10 @@ import argparse
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from squall.cli.client import CliError, add_connection_args, make_client, parse_when, show_time
+from squall.cli.output import Column, add_output_arg, output_mode, print_json, print_rows
 from squall.metering import usd
 
 __all__ = ["add_parser", "break_even_line", "run"]
@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("usage", help="requests, GB-seconds and cost per function, with a break-even estimate")
     p.add_argument("--since", default="24h", help="start of the window: a duration ago (24h, 7d) or an ISO time")
     p.add_argument("--until", default="now", help="end of the window: 'now', a duration ago, or an ISO time")
+    add_output_arg(p)
     add_connection_args(p)
     p.set_defaults(func=run)
 
@@ -58,48 +59,52 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--since ({args.since}) is after --until ({args.until})")
     client = make_client(args)
     report = client.api_get("usage", {"since": f"{since:.3f}", "until": f"{until:.3f}"})
+    mode = output_mode(args)
+    if mode == "json":
+        print_json(report)
+        return 0
     console = Console()
     functions: list[dict[str, Any]] = report["functions"]
     window = f"{show_time(report['since'])[:19]} .. {show_time(report['until'])[:19]}"
     if not functions:
         console.print(f"no usage between {window}")
         return 0
-    table = Table(title=f"usage {window} (AWS Lambda prices)", title_justify="left", show_footer=True)
     totals = report["totals"]
-    columns: list[tuple[str, str, str]] = [
-        ("function", "left", "total"),
-        ("requests", "right", _count(totals["requests"])),
-        ("errors", "right", _count(totals["errors"])),
-        ("throttles", "right", _count(totals["throttles"])),
-        ("cold", "right", _count(totals["cold_starts"])),
-        ("p50", "right", ""),
-        ("p99", "right", ""),
-        ("GB-s", "right", _gb_s(totals["gb_seconds"])),
-        ("requests $", "right", usd(totals["cost"]["request_cost"])),
-        ("duration $", "right", usd(totals["cost"]["duration_cost"])),
-        ("provisioned $", "right", usd(totals["cost"]["provisioned_cost"])),
-        ("cost", "right", usd(totals["cost"]["total"])),
+    columns = [
+        Column("function", footer="total"),
+        Column("requests", "right", footer=_count(totals["requests"])),
+        Column("errors", "right", 1, _count(totals["errors"])),
+        Column("throttles", "right", 3, _count(totals["throttles"])),
+        Column("cold", "right", 2, _count(totals["cold_starts"])),
+        Column("p50", "right", 2),
+        Column("p99", "right", 2),
+        Column("GB-s", "right", 1, _gb_s(totals["gb_seconds"])),
+        Column("requests $", "right", 4, usd(totals["cost"]["request_cost"])),
+        Column("duration $", "right", 4, usd(totals["cost"]["duration_cost"])),
+        Column("provisioned $", "right", 4, usd(totals["cost"]["provisioned_cost"])),
+        Column("cost", "right", footer=usd(totals["cost"]["total"])),
     ]
-    for name, justify, footer in columns:
-        table.add_column(name, justify=justify, footer=footer, overflow="fold")  # type: ignore[arg-type]
+    rows: list[list[str | Text]] = []
     for f in functions:
         c = f["cost"]
-        table.add_row(
-            Text(f["function"], "bold"),
-            _count(f["requests"]),
-            Text(_count(f["errors"]), "red" if f["errors"] else ""),
-            _count(f["throttles"]),
-            _count(f["cold_starts"]),
-            f"{f['p50_ms']:,.1f} ms",
-            f"{f['p99_ms']:,.1f} ms",
-            _gb_s(f["gb_seconds"]),
-            usd(c["request_cost"]),
-            usd(c["duration_cost"]),
-            usd(c["provisioned_cost"]),
-            Text(usd(c["total"]), "bold"),
+        rows.append(
+            [
+                Text(f["function"], "bold"),
+                _count(f["requests"]),
+                Text(_count(f["errors"]), "red" if f["errors"] else ""),
+                _count(f["throttles"]),
+                _count(f["cold_starts"]),
+                f"{f['p50_ms']:,.1f} ms",
+                f"{f['p99_ms']:,.1f} ms",
+                _gb_s(f["gb_seconds"]),
+                usd(c["request_cost"]),
+                usd(c["duration_cost"]),
+                usd(c["provisioned_cost"]),
+                Text(usd(c["total"]), "bold"),
+            ]
         )
-    console.print(table)
+    print_rows(console, mode, columns, rows, f"usage {window} (AWS Lambda prices)", footer_row=True)
     console.print()
     for f in functions:
-        console.print(Text(break_even_line(f)), highlight=False)
+        console.print(Text(break_even_line(f)), highlight=False, soft_wrap=True)
     return 0

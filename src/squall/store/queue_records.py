@@ -6,6 +6,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from squall.store.queue_md5 import md5_of_attributes
+
 __all__ = ["QueueInfo", "QueueMessage", "SendEntry", "SentMessage", "lambda_record"]
 
 
@@ -92,6 +94,9 @@ def lambda_record(message: QueueMessage, queue_arn: str, region: str) -> dict[st
         "attributes": attrs,
         "messageAttributes": message_attributes,
         "md5OfBody": message.md5_of_body,
+        # SQS's MD5 over the message attributes (what ReceiveMessage returns as MD5OfMessageAttributes); null
+        # when the message has none, as in Lambda's records
+        "md5OfMessageAttributes": md5_of_attributes(message.message_attributes),
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn,
         "awsRegion": region,
