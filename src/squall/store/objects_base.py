@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: S3's reserved prefixes and suffixes (general purpose bucket naming rules; access point aliases, Object Lambda,
+#: Multi-Region Access Points, directory and table buckets end in the suffixes)
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 OBJECT_COLUMNS = "key, size, etag, last_modified, attrs, parts_count"
 
 
@@ -95,6 +99,12 @@ def check_bucket_name(name: str) -> None:
     with contextlib.suppress(ValueError):
         ipaddress.IPv4Address(name)
         raise InvalidBucketName(name, "bucket names must not be formatted as an IP address.")
+    for prefix in _RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            raise InvalidBucketName(name, f"bucket names must not start with the reserved prefix '{prefix}'.")
+    for suffix in _RESERVED_SUFFIXES:
+        if name.endswith(suffix):
+            raise InvalidBucketName(name, f"bucket names must not end with the reserved suffix '{suffix}'.")
 
 
 def check_key(key: str) -> bytes:
