@@ -42,6 +42,8 @@ from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
 from squall.store.code import CodeStore
 from squall.store.credentials import Credentials, KeyRing
+from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
+from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
 from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
@@ -86,10 +88,15 @@ class Squall:
 
     def __post_init__(self) -> None:
         c = self.config
-        c.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(c.data_dir)  # 0700, files 0600 (store/disk.py)
+        self.disk = DiskGuard(c.data_dir, c.disk_reserve_mb * 1024 * 1024)
+        self.disk.start()  # on a full disk: release the reserve first, so the stores can open
         self.keyring = KeyRing.open(c.data_dir, os.environ)
         self.credentials: Credentials = self.keyring.admin
-        self.store = SqliteMetadataStore(c.data_dir / "squall.db", region=c.region, account_id=c.account_id)
+        self.store = SqliteMetadataStore(
+            c.data_dir / "squall.db", region=c.region, account_id=c.account_id,
+            env_cipher=EnvCipher.open(c.data_dir, os.environ),  # environment variables sealed at rest
+        )  # fmt: skip
         self.code = CodeStore(c.data_dir / "code")
         # the cgroup name is derived from the data dir: at start a node kills what is left in its cgroups (a
         # crashed predecessor's instances), which must never hit another server running on the same machine
@@ -146,6 +153,8 @@ class Squall:
         #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces); hooks into the invoker
         self.observability = observability.install(self)
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
+        for part in (self.store, self.code, self.queues, self.objects):
+            part.disk = self.disk  # writes refused with DiskFull on a full disk; deletes let through
 
     def function_env(self, name: str) -> dict[str, str]:
         """What every function finds in its environment so boto3 inside it talks to this Squall."""
@@ -277,11 +286,16 @@ class Squall:
                 return out
 
     async def _flush_forever(self) -> None:
+        warned = 0.0
         while True:
             await asyncio.sleep(0.1)
             if self.records.pending():
                 try:
                     await asyncio.to_thread(self.records.flush)
+                except DiskFull as e:  # kept pending (bounded by the writer); said once a minute, not every 0.1 s
+                    if time.monotonic() - warned > 60:
+                        warned = time.monotonic()
+                        log.warning("invocation records wait for disk space: %s", e)
                 except Exception:
                     log.exception("writing invocation records")
 

@@ -90,7 +90,7 @@ def test_deep_client_context_is_400(squall: SquallProcess) -> None:
 
 def test_deep_json_in_sqs_is_400(squall: SquallProcess) -> None:
     headers = {"X-Amz-Target": "AmazonSQS.ListQueues", "Content-Type": "application/x-amz-json-1.0"}
-    status, rh, out = signed(squall, "sqs", "POST", "/", DEEP, headers)
+    status, _, out = signed(squall, "sqs", "POST", "/", DEEP, headers)
     assert status == 400, out[:300]
     assert b"more than 64 levels deep" in out
 
