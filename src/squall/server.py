@@ -88,7 +88,8 @@ class Squall:
 
     def __post_init__(self) -> None:
         c = self.config
-        secure_data_dir(c.data_dir)  # 0700, files 0600 (store/disk.py)
+        c.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(c.data_dir, 0o700)
         self.disk = DiskGuard(c.data_dir, c.disk_reserve_mb * 1024 * 1024)
         self.disk.start()  # on a full disk: release the reserve first, so the stores can open
         self.keyring = KeyRing.open(c.data_dir, os.environ)
@@ -155,6 +156,7 @@ class Squall:
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         for part in (self.store, self.code, self.queues, self.objects):
             part.disk = self.disk  # writes refused with DiskFull on a full disk; deletes let through
+        secure_data_dir(c.data_dir)  # what the stores made or an older Squall left: dirs 0700, files 0600
 
     def function_env(self, name: str) -> dict[str, str]:
         """What every function finds in its environment so boto3 inside it talks to this Squall."""

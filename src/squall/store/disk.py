@@ -86,7 +86,8 @@ def create_private_file(path: Path | str) -> None:
 
 
 def _skipped(rel: tuple[str, ...]) -> bool:
-    return any(rel[: len(prefix)] == prefix for prefix in _SANDBOX_READABLE)
+    """Inside a tree sandboxes read (the tree's own directory is still made 0700)."""
+    return any(len(rel) > len(prefix) and rel[: len(prefix)] == prefix for prefix in _SANDBOX_READABLE)
 
 
 def secure_data_dir(data_dir: Path) -> int:
@@ -138,28 +139,26 @@ class DiskGuard:
         return st.f_bavail * st.f_frsize
 
     def start(self) -> None:
-        """At server start, before the stores open: on a full disk release the reserve (SQLite needs room for
-        its WAL files), otherwise make sure it exists."""
+        """At server start, before the stores open: on a full disk refuse writes from the start; keep a reserve of
+        the configured size, or of half the free space when that is all there is (SQLite needs the other half
+        to open its WAL files), so a delete always has room once the disk fills."""
         if not self.reserve_bytes:
             return
         if self.free_bytes() < self.reserve_bytes // 2:
-            self.release()
+            self.full = True
             log.warning("the disk of %s is full: writes are refused until space is freed", self.data_dir)
-        else:
-            self._try_reserve()
+        if not self.reserve.exists():
+            free = self.free_bytes()
+            self._create(self.reserve_bytes if free >= self.reserve_bytes * 3 // 2 else free // 2)
 
-    def _try_reserve(self) -> bool:
-        """(Re)create the reserve file if there is room for it and as much again; True when it exists."""
-        if self.reserve.exists():
-            self.full = False
-            return True
-        if self.free_bytes() < 2 * self.reserve_bytes:
+    def _create(self, size: int) -> bool:
+        if size < 64 * 1024:
             return False
         tmp = self.reserve.with_name(RESERVE_FILE + ".tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, self.reserve_bytes)
+                os.posix_fallocate(fd, 0, size)
             finally:
                 os.close(fd)
             os.replace(tmp, self.reserve)
@@ -168,8 +167,24 @@ class DiskGuard:
             if not is_disk_full(e):
                 log.warning("could not create the disk reserve %s: %s", self.reserve, e)
             return False
-        self.full = False
         return True
+
+    def _try_recover(self) -> bool:
+        """After the disk was full: accept writes again once there is room for a full reserve and half as much
+        again (re-creating the reserve)."""
+        with self._lock:
+            if not self.full:
+                return True
+            try:
+                size = self.reserve.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if self.free_bytes() < self.reserve_bytes * 3 // 2:
+                return False
+            if size < self.reserve_bytes and not self._create(self.reserve_bytes):
+                return False
+            self.full = False
+            return True
 
     def release(self) -> None:
         """Free the reserve (the disk is full: deletes need the room)."""
@@ -186,15 +201,18 @@ class DiskGuard:
         """Raise ``DiskFull`` unless ``nbytes`` more (plus some slack) fit without touching the reserve."""
         if not self.reserve_bytes:
             return
-        if self.full and not self._try_reserve():
+        if self.full and not self._try_recover():
             raise DiskFull(self.data_dir)
         if self.free_bytes() < nbytes + self.reserve_bytes // 4:
             raise DiskFull(self.data_dir)
 
-    def before_delete(self) -> None:
-        """Make room for the journal of a delete when free space is nearly gone."""
+    def before_delete(self) -> bool:
+        """Make room for the journal of a delete when free space is nearly gone; True if space is still short
+        (no reserve was left to release: the caller may shrink its WAL)."""
         if self.reserve_bytes and self.free_bytes() < self.reserve_bytes // 4:
             self.release()
+            return self.free_bytes() < self.reserve_bytes // 4
+        return False
 
     def failed(self, exc: BaseException) -> DiskFull | None:
         """For an exception from a write: ``DiskFull`` (the reserve released) if it was the disk, else None."""

@@ -208,8 +208,9 @@ class StoreBase:
         if self.disk is not None:
             if write:
                 self.disk.check_write()
-            else:
-                self.disk.before_delete()
+            elif self.disk.before_delete():
+                with self._lock, contextlib.suppress(sqlite3.Error):  # no reserve left: shrink the WAL
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -49,8 +49,9 @@ class SqliteDb:
         if disk is not None:
             if write:
                 disk.check_write()
-            else:
-                disk.before_delete()
+            elif disk.before_delete():
+                with self._lock, suppress(sqlite3.Error):  # a full disk and no reserve left: shrink the WAL
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._lock:
             conn = self._conn
             try:
