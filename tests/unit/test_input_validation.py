@@ -102,6 +102,13 @@ def test_json_depth(doc: bytes | str, depth: int) -> None:
         assert jsonlimits.loads(doc) == json.loads(doc)
 
 
+def test_json_depth_check_is_linear_on_hostile_strings() -> None:
+    """Unterminated strings full of escaped quotes: a regex over strings took 73 s for 40 KB of this."""
+    hostile = b"[" * 100 + b'"' + b'\\"' * 3_000_000
+    assert jsonlimits.json_depth_exceeds(hostile, 64)
+    assert not jsonlimits.json_depth_exceeds(b'"' + b"[" * 100 + b'\\"' * 3_000_000, 64)  # all inside a string
+
+
 def test_json_too_deep_is_a_value_error_with_a_clear_message() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(RecursionError):
