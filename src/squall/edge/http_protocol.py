@@ -63,6 +63,9 @@ class CoalescingTransport:
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(len(b) for b in self._pending)
 
+    def is_closing(self) -> bool:  # on every request: not through __getattr__
+        return self._transport.is_closing()
+
     def write_eof(self) -> None:
         self.flush()
         self._transport.write_eof()
@@ -96,6 +99,10 @@ class EdgeLimits:
     #: refused connections currently draining (shared by every connection of one server)
     lingering: list[int] = field(default_factory=lambda: [0])
 
+    @property
+    def sweep_interval_s(self) -> float:
+        return min(1.0, max(0.05, min(self.header_timeout_s, self.body_timeout_s) / 4))
+
 
 class _TooLarge(Exception):
     pass
@@ -125,12 +132,13 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
         wrapped: Any = CoalescingTransport(transport, self.loop)
         self._in_head = True  # the bytes arriving now belong to a request head
         self._head_bytes = 0  # bytes of the current head that arrived in earlier reads
-        self._header_total = 0  # bytes of the header fields parsed so far
+        self._read_len = 0  # bytes of the read being parsed now
         self._too_large = 0  # 414 or 431: a parser callback found the head too large
         self._heads = 0  # heads completed on this connection
         self._refused = False
         self._lingering = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time when the current head or body wait times out (0: none)
+        self._linger: asyncio.TimerHandle | None = None
         cap = self.limits.max_connections
         if cap and len(self.connections) >= cap:
             self.transport = wrapped
@@ -142,20 +150,35 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
             return
         super().connection_made(wrapped)
         self._arm(self.limits.header_timeout_s)
+        if getattr(self.server_state, "squall_sweeper", None) is None:
+            self._schedule_sweep()
 
     # -- timers ----------------------------------------------------------------------------------------------
+    def _schedule_sweep(self) -> None:
+        """One timer per server checks every connection's deadline: a timer per request cost ~15% of the in-process
+        request path, a deadline is one float assignment."""
+        handle = self.loop.call_later(self.limits.sweep_interval_s, self._sweep)
+        self.server_state.squall_sweeper = handle  # type: ignore[attr-defined]
+
+    def _sweep(self) -> None:
+        """Every connection whose deadline passed times out; then again in ``sweep_interval_s``."""
+        now = self.loop.time()
+        for proto in list(self.connections):
+            if isinstance(proto, CoalescingHttpProtocol) and proto._deadline and now >= proto._deadline:
+                proto._timed_out()
+        if self.connections:
+            self._schedule_sweep()
+        else:
+            self.server_state.squall_sweeper = None  # type: ignore[attr-defined]  # the next connection restarts it
+
     def _arm(self, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay, self._timed_out)
+        self._deadline = self.loop.time() + delay
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0
 
     def _timed_out(self) -> None:
-        self._timer = None
+        self._deadline = 0.0
         if self._refused or self.transport.is_closing():
             return
         if self._in_head:
@@ -183,6 +206,7 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
 
     def _close(self) -> None:
         self._disarm()
+        self._linger = None
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -206,7 +230,7 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
             transport.write_eof()
         except (NotImplementedError, RuntimeError, OSError):
             transport.close()
-        self._timer = self.loop.call_later(LINGER_S, self._close)
+        self._linger = self.loop.call_later(LINGER_S, self._close)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -214,26 +238,33 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
             return  # drained and thrown away
         was_in_head = self._in_head
         heads = self._heads
-        if was_in_head and self._timer is None:
-            self._arm(self.limits.header_timeout_s)
+        self._read_len = len(data)
+        if was_in_head and not self._deadline:
+            self._deadline = self.loop.time() + self.limits.header_timeout_s
         super().data_received(data)
         if self._refused or self.transport.is_closing():
             return
         if was_in_head and self._in_head and heads == self._heads:
             # this whole read belongs to an unfinished head: what the parser holds is bounded by the limits plus
-            # one read, even for a header value it accumulates internally
+            # one read, even for a URL or header value it accumulates internally
             self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_request_line + self.limits.max_header_bytes:
+            limits = self.limits
+            if len(getattr(self, "url", b"")) > limits.max_request_line:
+                self._refuse(self._head_refusal(414))
+            elif self._head_bytes > limits.max_request_line + limits.max_header_bytes:
                 self._refuse(self._head_refusal(431))
         elif not self._in_head:
             cycle = self.cycle
             if cycle is not None and cycle.more_body and not cycle.response_complete:
-                self._arm(self.limits.body_timeout_s)
+                self._deadline = self.loop.time() + self.limits.body_timeout_s
             else:
-                self._disarm()
+                self._deadline = 0.0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._lingering:
             self._lingering = False
             self.limits.lingering[0] -= 1
@@ -257,36 +288,31 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
         return _plain_response(431, "Request Header Fields Too Large", message)
 
     # -- parser callbacks ---------------------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-        self._header_total = 0
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > self.limits.max_request_line:
+    def on_headers_complete(self) -> None:
+        # a head that arrived within fewer bytes than the limit cannot exceed it: the fields are summed only when
+        # this head's reads were bigger (no per-header or per-URL-piece work on the hot path)
+        limits = self.limits
+        seen = self._head_bytes + self._read_len
+        if seen > limits.max_request_line and len(self.url) > limits.max_request_line:
             self._too_large = 414
             raise _TooLarge()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_total += len(name) + len(value) + 4
-        if self._header_total > self.limits.max_header_bytes:
+        if (
+            seen > limits.max_header_bytes
+            and sum(len(n) + len(v) + 4 for n, v in self.headers) > limits.max_header_bytes
+        ):
             self._too_large = 431
             raise _TooLarge()
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
         self._head_bytes = 0
-        self._disarm()
+        self._deadline = 0.0
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
-        self._disarm()
+        self._deadline = 0.0
 
 
 def edge_protocol(limits: EdgeLimits) -> type[CoalescingHttpProtocol]:
