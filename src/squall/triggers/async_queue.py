@@ -24,6 +24,7 @@ from squall.errors import ResourceNotFound, SquallError
 from squall.group_commit import GroupCommit
 from squall.invoker import InvocationResult, Invoker
 from squall.jsonlimits import MAX_PAYLOAD_DEPTH
+from squall.store.disk import DiskFull
 from squall.store.records import NewEvent, QueuedEvent
 
 __all__ = ["AsyncDispatcher", "QueueSink", "invocation_record"]
@@ -167,6 +168,7 @@ class AsyncDispatcher:
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._disk_warned = 0.0
         while True:
             with self._reserve_lock:
                 free = self.max_in_flight - len(self._in_flight) - self._reserved
@@ -175,6 +177,10 @@ class AsyncDispatcher:
                 queued = self._queued
                 try:
                     events = await asyncio.to_thread(self.store.lease, self.clock(), free, LEASE_S)
+                except DiskFull as e:  # events stay queued; said once a minute, not at every poll
+                    if time.monotonic() - self._disk_warned > 60:
+                        self._disk_warned = time.monotonic()
+                        log.warning("async events wait for disk space: %s", e)
                 except Exception:
                     log.exception("leasing async events")
                 else:
