@@ -133,7 +133,7 @@ class ServerConfig:
     #: SQUALL_HTTP_IDLE_TIMEOUT_S: an idle keep-alive connection is closed after this long
     http_idle_timeout_s: float = field(default_factory=lambda: _env_float("SQUALL_HTTP_IDLE_TIMEOUT_S", 5.0))
     #: SQUALL_HTTP_MAX_CONNECTIONS: connections served at once; more get 503 (0 = no cap)
-    http_max_connections: int = field(default_factory=lambda: _env_int("SQUALL_HTTP_MAX_CONNECTIONS", 1000))
+    http_max_connections: int = field(default_factory=lambda: _env_int("SQUALL_HTTP_MAX_CONNECTIONS", 4096))
     #: SQUALL_DISK_RESERVE_MB: space kept in <data dir>/.reserve and released when the disk fills, so deletes can
     #: still run (writes are refused from then until the reserve can be re-created); 0 = no reserve, no checks
     disk_reserve_mb: int = field(default_factory=lambda: _env_int("SQUALL_DISK_RESERVE_MB", 64))

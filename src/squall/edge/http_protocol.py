@@ -95,7 +95,7 @@ class EdgeLimits:
     #: seconds a request body may stall (no byte arrives while the app waits for it) -> 408 and close
     body_timeout_s: float = 30.0
     #: open connections served at once; more get 503 and are closed (0 = no cap)
-    max_connections: int = 1000
+    max_connections: int = 4096
     #: refused connections currently draining (shared by every connection of one server)
     lingering: list[int] = field(default_factory=lambda: [0])
 
