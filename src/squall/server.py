@@ -317,7 +317,10 @@ class Squall:
             await asyncio.wait_for(self.dispatcher.drain(), 10)
         await self.pool.close()
         await self.node.close()
-        await asyncio.to_thread(self.records.flush)
+        try:
+            await asyncio.to_thread(self.records.flush)
+        except DiskFull as e:  # stop anyway: the stores must still be closed cleanly
+            log.warning("%d invocation records and logs not written at shutdown: %s", self.records.pending(), e)
         await asyncio.to_thread(self.observability.close)
         self.store.close()
         with contextlib.suppress(Exception):
