@@ -122,6 +122,21 @@ class ServerConfig:
     trace_buffer: int = field(default_factory=lambda: _env_int("SQUALL_TRACE_BUFFER", 2000))
     #: SQUALL_PRUNE_INTERVAL_S: how often records and logs past the retention are deleted
     prune_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_PRUNE_INTERVAL_S", 600.0))
+    #: SQUALL_HTTP_MAX_REQUEST_LINE: bytes of a request's target (URL); longer -> 414
+    http_max_request_line: int = field(default_factory=lambda: _env_int("SQUALL_HTTP_MAX_REQUEST_LINE", 16384))
+    #: SQUALL_HTTP_MAX_HEADER_BYTES: bytes of a request's header fields; more -> 431
+    http_max_header_bytes: int = field(default_factory=lambda: _env_int("SQUALL_HTTP_MAX_HEADER_BYTES", 16384))
+    #: SQUALL_HTTP_HEADER_TIMEOUT_S: a request head must be complete this long after its first byte (or the accept)
+    http_header_timeout_s: float = field(default_factory=lambda: _env_float("SQUALL_HTTP_HEADER_TIMEOUT_S", 10.0))
+    #: SQUALL_HTTP_BODY_TIMEOUT_S: a request body may stall this long while the server waits for it
+    http_body_timeout_s: float = field(default_factory=lambda: _env_float("SQUALL_HTTP_BODY_TIMEOUT_S", 30.0))
+    #: SQUALL_HTTP_IDLE_TIMEOUT_S: an idle keep-alive connection is closed after this long
+    http_idle_timeout_s: float = field(default_factory=lambda: _env_float("SQUALL_HTTP_IDLE_TIMEOUT_S", 5.0))
+    #: SQUALL_HTTP_MAX_CONNECTIONS: connections served at once; more get 503 (0 = no cap)
+    http_max_connections: int = field(default_factory=lambda: _env_int("SQUALL_HTTP_MAX_CONNECTIONS", 4096))
+    #: SQUALL_DISK_RESERVE_MB: space kept in <data dir>/.reserve and released when the disk fills, so deletes can
+    #: still run (writes are refused from then until the reserve can be re-created); 0 = no reserve, no checks
+    disk_reserve_mb: int = field(default_factory=lambda: _env_int("SQUALL_DISK_RESERVE_MB", 64))
     region: str = "us-east-1"
     account_id: str = "000000000000"
 

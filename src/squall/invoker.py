@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from squall import jsonlimits
 from squall.errors import InvalidRequestContent, RequestTooLarge, SquallError
 from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, function_arn
 from squall.node.instance import InitFailed
@@ -89,7 +90,9 @@ def validate_json_payload(payload: bytes) -> None:
     if not payload:
         return
     try:
-        json.loads(payload)
+        jsonlimits.loads(payload, max_depth=jsonlimits.MAX_PAYLOAD_DEPTH)
+    except jsonlimits.JsonTooDeep as e:
+        raise InvalidRequestContent(f"Could not parse request body into json: Could not parse payload into json: {e}")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidRequestContent(f"Could not parse request body into json: Could not parse payload into json: {e}")
 

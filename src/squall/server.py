@@ -48,6 +48,8 @@ from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
 from squall.store.code import CodeStore
 from squall.store.credentials import Credentials, KeyRing
+from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
+from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
 from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
@@ -92,10 +94,16 @@ class Squall:
 
     def __post_init__(self) -> None:
         c = self.config
-        c.data_dir.mkdir(parents=True, exist_ok=True)
+        c.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(c.data_dir, 0o700)
+        self.disk = DiskGuard(c.data_dir, c.disk_reserve_mb * 1024 * 1024)
+        self.disk.start()  # on a full disk: release the reserve first, so the stores can open
         self.keyring = KeyRing.open(c.data_dir, os.environ)
         self.credentials: Credentials = self.keyring.admin
-        self.store = SqliteMetadataStore(c.data_dir / "squall.db", region=c.region, account_id=c.account_id)
+        self.store = SqliteMetadataStore(
+            c.data_dir / "squall.db", region=c.region, account_id=c.account_id,
+            env_cipher=EnvCipher.open(c.data_dir, os.environ),  # environment variables sealed at rest
+        )  # fmt: skip
         self.code = CodeStore(c.data_dir / "code")
         # the cgroup name is derived from the data dir: at start a node kills what is left in its cgroups (a
         # crashed predecessor's instances), which must never hit another server running on the same machine
@@ -162,6 +170,9 @@ class Squall:
         self.permissions = FunctionPermissions(
             self.iam_store, self._require_function, region=c.region, account_id=c.account_id
         )
+        for part in (self.store, self.code, self.queues, self.objects):
+            part.disk = self.disk  # writes refused with DiskFull on a full disk; deletes let through
+        secure_data_dir(c.data_dir)  # what the stores made or an older Squall left: dirs 0700, files 0600
 
     def identity(self, scope: Any) -> Identity:
         """Who signed a request, as STS GetCallerIdentity reports it."""
@@ -335,11 +346,16 @@ class Squall:
                 return out
 
     async def _flush_forever(self) -> None:
+        warned = 0.0
         while True:
             await asyncio.sleep(0.1)
             if self.records.pending():
                 try:
                     await asyncio.to_thread(self.records.flush)
+                except DiskFull as e:  # kept pending (bounded by the writer); said once a minute, not every 0.1 s
+                    if time.monotonic() - warned > 60:
+                        warned = time.monotonic()
+                        log.warning("invocation records wait for disk space: %s", e)
                 except Exception:
                     log.exception("writing invocation records")
 
@@ -359,7 +375,10 @@ class Squall:
             await asyncio.wait_for(self.dispatcher.drain(), 10)
         await self.pool.close()
         await self.node.close()
-        await asyncio.to_thread(self.records.flush)
+        try:
+            await asyncio.to_thread(self.records.flush)
+        except DiskFull as e:  # stop anyway: the stores must still be closed cleanly
+            log.warning("%d invocation records and logs not written at shutdown: %s", self.records.pending(), e)
         await asyncio.to_thread(self.observability.close)
         self.store.close()
         with contextlib.suppress(Exception):

@@ -42,7 +42,11 @@ class SquallProcess:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "SQUALL_ACCESS_KEY_ID": KEY_ID, "SQUALL_SECRET_ACCESS_KEY": SECRET, **env}
+        self.env = {
+            **os.environ, "SQUALL_ACCESS_KEY_ID": KEY_ID, "SQUALL_SECRET_ACCESS_KEY": SECRET,
+            "SQUALL_DISK_RESERVE_MB": "8",  # not 64 MiB fallocated in every test's data dir (pytest keeps 3 runs)
+            **env,
+        }  # fmt: skip
         self.log = data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -73,6 +73,17 @@ def test_import_module_error_message(code: Path) -> None:
     assert ei.value.message == f"Unable to import module '{name}': No module named '{name}'"
 
 
+@pytest.mark.parametrize("handler", ["..handler", "a/../../b.handler", "../app.handler", "/app.handler", "a..b.h"])
+def test_a_module_path_that_cannot_be_imported_is_an_import_module_error(code: Path, handler: str) -> None:
+    """As on Lambda: a path with empty or relative parts fails like any module that is not there (not TypeError)."""
+    write(code, "app.py", "def handler(e, c): pass\n")
+    with pytest.raises(InitError) as ei:
+        load_handler(handler)
+    assert ei.value.error_type == "Runtime.ImportModuleError"
+    modname = handler.rsplit(".", 1)[0]
+    assert ei.value.message.startswith(f"Unable to import module '{modname}': ")
+
+
 def test_import_module_error_names_the_missing_dependency(code: Path) -> None:
     write(code, "app.py", "import requests_not_installed_here\ndef handler(e, c): pass\n")
     with pytest.raises(InitError) as ei:

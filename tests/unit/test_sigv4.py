@@ -232,6 +232,26 @@ def test_s3_unsigned_payload() -> None:
     assert ctx.body_check == "unsigned"
 
 
+@pytest.mark.parametrize("service", ["lambda", "sqs", "iam"])
+@pytest.mark.parametrize(
+    "claim",
+    ["UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"],
+)
+def test_unsigned_or_streaming_payload_is_for_s3_only(service: str, claim: str) -> None:
+    """Signed correctly, but with the body left out of the signature: any body would then run."""
+    request = AWSRequest(
+        method="POST",
+        url="http://localhost:8080/2015-03-31/functions/f/invocations",
+        data=b'{"signed": "body"}',
+        headers={"X-Amz-Content-SHA256": claim},
+    )
+    _sign(request, service)
+    with pytest.raises(sigv4.InvalidPayloadHash) as ei:
+        _from_awsrequest(request).verify(body=b'{"another": "body"}')
+    assert ei.value.code == "InvalidSignatureException" and ei.value.status == 403
+    assert "accepted by S3 only" in ei.value.message
+
+
 def test_headers_are_case_insensitive_and_whitespace_trimmed() -> None:
     request = AWSRequest(
         method="POST",

@@ -21,7 +21,7 @@ from rich.logging import RichHandler
 from rich.panel import Panel
 
 from squall.config import ServerConfig
-from squall.edge.http_protocol import CoalescingHttpProtocol
+from squall.edge.http_protocol import EdgeLimits, edge_protocol
 from squall.server import Squall
 
 __all__ = ["add_parser", "bind_listener", "run"]
@@ -187,8 +187,19 @@ def run(args: argparse.Namespace) -> int:
         console.print("[yellow]not running as root: instances are not sandboxed (see the log for what is missing)[/]")
     squall = Squall(cfg)
     app = squall.asgi()
-    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False)
-    config.http = CoalescingHttpProtocol  # one socket write per response (see edge/http_protocol.py)
+    config = uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False,
+        timeout_keep_alive=cfg.http_idle_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
+    )  # fmt: skip
+    limits = EdgeLimits(
+        max_request_line=cfg.http_max_request_line,
+        max_header_bytes=cfg.http_max_header_bytes,
+        header_timeout_s=cfg.http_header_timeout_s,
+        body_timeout_s=cfg.http_body_timeout_s,
+        max_connections=cfg.http_max_connections,
+    )
+    # one socket write per response, and the edge's limits before any request reaches the app (edge/http_protocol.py)
+    config.http = edge_protocol(limits)
     server = uvicorn.Server(config)
 
     # uvicorn handles SIGINT/SIGTERM (graceful shutdown: lifespan stops instances and flushes records), then

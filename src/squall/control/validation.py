@@ -74,7 +74,9 @@ _ENV_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9_])+$")
 _ENV_LIMIT = 4096
 _ROLE = r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
 _ROLE_RE = re.compile(f"^{_ROLE}$")
-_HANDLER_RE = re.compile(r"^[^\s]+$")
+#: Lambda's Handler pattern ``[^\s]+`` (Java's \s: ASCII whitespace), matched against the whole value: ``$`` alone
+#: would accept a trailing newline
+_HANDLER_RE = re.compile(r"[^ \t\n\x0b\f\r]+")
 _TAG_RE = re.compile(r"^[\w\s.:/=+\-@]*$")
 MAX_TAGS = 50
 HOST_ARCHITECTURE = "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
@@ -191,7 +193,7 @@ def check_handler(value: str | None) -> str:
         )
     if len(value) > 128:
         raise _constraint(value, "handler", "Member must have length less than or equal to 128")
-    if not _HANDLER_RE.match(value):
+    if not _HANDLER_RE.fullmatch(value):
         raise _constraint(value, "handler", r"Member must satisfy regular expression pattern: [^\s]+")
     return value
 

@@ -21,7 +21,6 @@ Behind the same auth as the rest of ``/_squall/api/`` (SigV4, or a dashboard ses
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall import jsonlimits
 from squall.edge.squall_api import QueryParams, json_response, lambda_error, parse_time
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import PriceTable
@@ -348,9 +348,9 @@ def dashboard_api_routes(squall: Squall) -> list[Route]:
     async def redrive(request: Request) -> dict[str, Any]:
         raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise InvalidParameterValue("The request body is not valid JSON.")
+            body = jsonlimits.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            raise InvalidParameterValue(f"The request body is not valid JSON: {e}")
         destination = body.get("destination") if isinstance(body, dict) else None
         if destination is not None and not isinstance(destination, str):
             raise InvalidParameterValue("'destination' must be a queue name.")

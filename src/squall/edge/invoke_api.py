@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import re
 from typing import Any
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall import jsonlimits
 from squall.control.names import parse_function_name
 from squall.edge import aws_errors
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
@@ -34,7 +34,7 @@ def _client_context(header: str | None) -> dict[str, Any] | None:
     if not header:
         return None
     try:
-        doc = json.loads(base64.b64decode(header, validate=True))
+        doc = jsonlimits.loads(base64.b64decode(header, validate=True))
     except (binascii.Error, ValueError):
         raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
     if not isinstance(doc, dict):

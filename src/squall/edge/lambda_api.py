@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall import jsonlimits
 from squall.control import FunctionService, RequestEntityTooLarge
 from squall.edge.aws_errors import render_lambda
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
@@ -80,9 +81,11 @@ async def _body(request: Request, operation: str) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = jsonlimits.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidRequestContent("Could not parse request body into json: the body is not valid UTF-8")
+    except jsonlimits.JsonTooDeep as exc:
+        raise InvalidRequestContent(f"Could not parse request body into json: {exc}")
     except json.JSONDecodeError as exc:
         raise InvalidRequestContent(
             f"Could not parse request body into json: {exc.msg} at line {exc.lineno} column {exc.colno}"

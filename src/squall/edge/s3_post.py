@@ -36,6 +36,7 @@ from urllib.parse import quote, unquote_to_bytes, urlencode
 
 import anyio.to_thread
 
+from squall import jsonlimits
 from squall.edge import s3_xml
 from squall.edge.s3_http import S3Response, attrs_from_headers
 from squall.edge.sigv2 import sign_v2
@@ -258,7 +259,7 @@ def _parse_expiration(value: Any) -> float:
 def decode_policy(policy_b64: str) -> dict[str, Any]:
     """The policy document of a form's ``policy`` field (InvalidPolicyDocument when it is not base64 JSON)."""
     try:
-        doc = json.loads(base64.b64decode(policy_b64, validate=True))
+        doc = jsonlimits.loads(base64.b64decode(policy_b64, validate=True))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidPolicyDocument("Invalid Policy: Invalid JSON (the policy field must be base64 of a JSON object).")
     if not isinstance(doc, dict):

@@ -86,6 +86,10 @@ _SIGNATURE_HINT = (
     "Check your AWS Secret Access Key and signing method."
 )
 
+_S3_ONLY_CLAIMS = frozenset(
+    {UNSIGNED_PAYLOAD, STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER, STREAMING_UNSIGNED_TRAILER}
+)
+
 BodyCheck = Literal["verified", "unsigned", "chunked", "deferred"]
 
 
@@ -646,6 +650,14 @@ def _payload_hash(auth: _Auth, headers: Mapping[str, list[str]], body: bytes | N
             return UNSIGNED_PAYLOAD, "unsigned"
         return hashlib.sha256(body or b"").hexdigest(), "verified"
     claim = claim.strip()
+    if service != "s3" and claim in _S3_ONLY_CLAIMS:
+        # only S3 lets a client leave its body out of the signature (or sign it in chunks): for Lambda, SQS, IAM
+        # an unsigned body would let anyone who sees one signed request replay its headers with another body
+        raise InvalidPayloadHash(
+            f"x-amz-content-sha256: {claim} is accepted by S3 only; a {service} request must sign the SHA-256 of "
+            "its body (AWS SDKs do this by default: remove the header or the payload-signing override).",
+            service=service,
+        )
     if claim in (UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER):
         return claim, "unsigned"
     if claim in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):

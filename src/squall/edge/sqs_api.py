@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from squall import jsonlimits
 from squall.edge import aws_errors
 from squall.edge.sqs_shapes import (
     batch_entries,
@@ -176,7 +177,9 @@ class SqsApp:
             )
         operation = target[len(_TARGET_PREFIX) :]
         try:
-            params = json.loads(body) if body.strip() else {}
+            params = jsonlimits.loads(body) if body.strip() else {}
+        except jsonlimits.JsonTooDeep as e:
+            raise InvalidParameterValue(f"The request body is not valid: {e}.")
         except ValueError:
             raise InvalidParameterValue("The request body is not valid JSON.")
         if not isinstance(params, dict):

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from squall import jsonlimits
 from squall.edge.aws_errors import error_code
 from squall.errors import InvalidParameterValue, SquallError
 from squall.store.queue_attrs import SYSTEM_ATTRIBUTE_NAMES
@@ -109,7 +110,7 @@ def decode_token(token: str | None) -> str:
     if not token:
         return ""
     try:
-        doc = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        doc = jsonlimits.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (binascii.Error, UnicodeError, ValueError):
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("after"), str):

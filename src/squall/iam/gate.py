@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from starlette.datastructures import QueryParams
 
+from squall import jsonlimits
 from squall.edge import s3_xml
 from squall.edge.s3_api import _request as s3_request  # the S3 app's own request decoding
 from squall.edge.s3_http import parse_copy_source, payload
@@ -105,7 +106,7 @@ class Gate:
             )
         body = scope.get("squall.body") or b""
         try:
-            params = json.loads(body) if body.strip() else {}
+            params = jsonlimits.loads(body) if body.strip() else {}
         except (ValueError, RecursionError):
             params = None
         if not isinstance(params, dict):

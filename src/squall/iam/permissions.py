@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall import jsonlimits
 from squall.control.names import parse_function_name, validation_error
 from squall.edge.aws_errors import render_lambda
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ResourceConflict, ResourceNotFound, SquallError
@@ -215,7 +216,7 @@ async def _json(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = jsonlimits.loads(raw)
     except (ValueError, RecursionError):
         raise InvalidRequestContent("Could not parse request body into json: the body is not valid JSON")
     if not isinstance(value, dict):

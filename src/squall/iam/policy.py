@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
+from squall import jsonlimits
+
 __all__ = [
     "Condition",
     "Decision",
@@ -224,7 +226,7 @@ def parse_policy(document: str | Mapping[str, Any], *, resource_policy: bool = F
     """A policy document (JSON text or an already-parsed object), validated; raises PolicyError."""
     if isinstance(document, str):
         try:
-            data = json.loads(document)
+            data = jsonlimits.loads(document)
         except (ValueError, RecursionError):
             raise PolicyError("Syntax errors in policy: the document is not valid JSON.")
     else:

@@ -248,8 +248,11 @@ class Node:
                 p = os.path.join(root, f)
                 if not os.path.islink(p):
                     os.chmod(p, os.stat(p).st_mode | 0o444)
-        for d in (staged.parent, staged.parent.parent):
-            os.chmod(d, 0o755)
+        os.chmod(staged.parent, 0o755)
+        if not self.caps.namespaces:
+            # no bind mount: instances read the host path as another uid, so the data dir must let them through
+            # (with namespaces the zygote mounts the code as root and the data dir stays 0700)
+            os.chmod(staged.parent.parent, 0o711)
         self._staged.add(staged)
         return dataclasses.replace(spec, code_dir=staged)
 

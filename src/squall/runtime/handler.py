@@ -26,8 +26,13 @@ def split_handler(handler: str) -> tuple[str, str]:
 
 def import_handler_module(handler: str) -> ModuleType:
     modname, _ = split_handler(handler)
+    shown = handler.rsplit(".", 1)[0]  # Lambda names the module as written in the handler (with its slashes)
     if modname.split(".")[0] in sys.builtin_module_names:
         raise InitError("Runtime.BuiltInModuleConflict", f"Cannot use built-in module {modname} as a handler module")
+    if "" in modname.split("."):
+        # a relative or empty part ('..handler', 'a/../b.handler', '/app.handler'): importlib would raise TypeError
+        # or look outside the code; no such module can exist, which is what Lambda reports
+        raise InitError("Runtime.ImportModuleError", f"Unable to import module '{shown}': No module named '{modname}'")
     try:
         return importlib.import_module(modname)
     except SyntaxError as e:
@@ -36,7 +41,7 @@ def import_handler_module(handler: str) -> ModuleType:
         )
         raise InitError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}", stack)
     except ImportError as e:
-        raise InitError("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}")
+        raise InitError("Runtime.ImportModuleError", f"Unable to import module '{shown}': {e}")
     except Exception as e:
         stack = traceback.format_list(traceback.extract_tb(e.__traceback__)[1:])
         raise InitError(type(e).__name__, str(e), stack)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from squall.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound, ServiceError
+from squall.store.disk import DiskFull, DiskGuard, is_disk_full
 
 __all__ = [
     "MAX_ENTRIES",
@@ -304,10 +305,17 @@ class CodeStore:
         self.durable = durable
         self._code = self.root / "code"
         self._zips = self.root / "zips"
+        #: the data directory's free-space guard (set by the server; None: no checks)
+        self.disk: DiskGuard | None = None
         self._lock = threading.Lock()
         for d in (self.root, self._code, self._zips):
             d.mkdir(parents=True, exist_ok=True)
         self._sweep_temporaries()
+
+    def _full(self, exc: OSError) -> DiskFull:
+        if self.disk is not None:
+            return self.disk.failed(exc) or DiskFull(self.root)
+        return DiskFull(self.root)
 
     # -- public API --
 
@@ -321,6 +329,8 @@ class CodeStore:
                 "Remove unneeded files or dependencies from the package."
             )
         hex_digest = hashlib.sha256(data).hexdigest()
+        if self.disk is not None and not (self._zips / f"{hex_digest}.zip").is_file():
+            self.disk.check_write(2 * len(data))  # the zip and (at least) as much again extracted
         try:
             zf = zipfile.ZipFile(io.BytesIO(data))
         except Exception:
@@ -406,7 +416,7 @@ class CodeStore:
             return
         tmp = self._zips / f"{_TMP_PREFIX}{hex_digest}-{uuid.uuid4().hex}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -415,6 +425,8 @@ class CodeStore:
             os.rename(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise self._full(exc) from exc
             raise ServiceError(f"Could not store the code package: {exc}")
 
     def _extract(self, zf: zipfile.ZipFile, entries: list[_Entry], hex_digest: str, zip_size: int) -> int:
@@ -464,6 +476,8 @@ class CodeStore:
             _remove_tree(tmp)
             if exc.errno == errno.ENAMETOOLONG:
                 raise _refuse(f"A zip entry's path is too long for the file system ({exc}); shorten it.")
+            if is_disk_full(exc):
+                raise self._full(exc) from exc
             raise ServiceError(f"Could not extract the code package: {exc}")
         except BaseException:
             _remove_tree(tmp)

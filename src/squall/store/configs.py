@@ -35,7 +35,7 @@ class ConfigsMixin(SqliteBase):
         return reserved
 
     def delete_function_concurrency(self, name: str) -> None:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._require_function(conn, name)
             conn.execute("DELETE FROM function_concurrency WHERE function = ?", (name,))
 

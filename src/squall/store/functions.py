@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from typing import Any
 
 from squall.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
+from squall.store.disk import DiskFull
+from squall.store.env_crypto import EnvKeyError
 from squall.store.records import StoredFunction
 from squall.store.sqlite import SqliteBase, dumps, is_version_number, loads, paginate
 
 __all__ = ["FunctionsMixin", "RevisionMismatch"]
 
 LATEST = "$LATEST"
+#: where a sealed Environment.Variables is kept in a stored config
+SEALED_FIELD = "SquallSealedVariables"
+
+log = logging.getLogger("squall.store")
 
 
 class RevisionMismatch(ResourceConflict):
@@ -34,6 +41,63 @@ def _new_revision() -> str:
 
 
 class FunctionsMixin(SqliteBase):
+    # -- environment variables at rest (store/env_crypto.py) --
+
+    def _seal(self, name: str, config: dict[str, Any]) -> str:
+        """``config`` as stored: Environment.Variables sealed when the store has a cipher."""
+        env = config.get("Environment")
+        if self._env_cipher is not None and isinstance(env, dict) and isinstance(env.get("Variables"), dict):
+            sealed = {k: v for k, v in env.items() if k != "Variables"}
+            sealed[SEALED_FIELD] = self._env_cipher.seal(name, env["Variables"])
+            config = {**config, "Environment": sealed}
+        return dumps(config)
+
+    def _unseal(self, name: str, text: str) -> dict[str, Any]:
+        config: dict[str, Any] = loads(text)
+        env = config.get("Environment")
+        if isinstance(env, dict) and SEALED_FIELD in env:
+            if self._env_cipher is None:
+                raise EnvKeyError(
+                    f"The environment variables of function {name} are encrypted and this store has no key."
+                )
+            env = dict(env)
+            env["Variables"] = self._env_cipher.open_sealed(name, str(env.pop(SEALED_FIELD)))
+            config["Environment"] = env
+        return config
+
+    def _after_open(self) -> None:
+        super()._after_open()
+        if self._env_cipher is not None:
+            try:
+                self.seal_plaintext_environments()
+            except DiskFull as e:  # the server still starts on a full disk; the rows are sealed at a later start
+                log.warning("environment variables stored in the clear stay so until there is room: %s", e)
+
+    def seal_plaintext_environments(self) -> int:
+        """Seal every Environment.Variables still stored in the clear (rows from before encryption at rest), then
+        rewrite the database file so no page or WAL frame keeps the old text.  Returns the rows sealed."""
+        sealed = 0
+        with self._tx() as conn:
+            for table, key in (("functions", "name"), ("versions", "function")):
+                extra = ", version" if table == "versions" else ""
+                for row in conn.execute(f"SELECT {key}, config{extra} FROM {table}").fetchall():
+                    config = loads(row[1])
+                    env = config.get("Environment")
+                    if not (isinstance(env, dict) and isinstance(env.get("Variables"), dict)):
+                        continue
+                    where = f"{key} = ?" + (" AND version = ?" if extra else "")
+                    params = (row[0], row[2]) if extra else (row[0],)
+                    conn.execute(f"UPDATE {table} SET config = ? WHERE {where}", (self._seal(row[0], config), *params))
+                    sealed += 1
+        if sealed:
+            with self._lock:
+                try:
+                    self._conn.execute("VACUUM")
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.OperationalError as e:  # e.g. a full disk: sealed anyway, the old pages stay
+                    log.warning("sealed %d environments but could not rewrite %s: %s", sealed, self.path, e)
+        return sealed
+
     # -- functions --
 
     def create_function(
@@ -51,7 +115,7 @@ class FunctionsMixin(SqliteBase):
             conn.execute(
                 "INSERT INTO functions (name, config, code_path, squall, revision_id, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, dumps(config), code_path, dumps(squall or {}), config["RevisionId"], now, now),
+                (name, self._seal(name, config), code_path, dumps(squall or {}), config["RevisionId"], now, now),
             )
         return StoredFunction(name, LATEST, config, code_path, dict(squall or {}))
 
@@ -66,7 +130,7 @@ class FunctionsMixin(SqliteBase):
             row = conn.execute("SELECT config, code_path, squall FROM functions WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise self._not_found(name)
-            return StoredFunction(name, LATEST, loads(row[0]), row[1], loads(row[2]))
+            return StoredFunction(name, LATEST, self._unseal(name, row[0]), row[1], loads(row[2]))
         if is_version_number(qualifier):
             row = conn.execute(
                 "SELECT config, code_path, squall FROM versions WHERE function = ? AND version = ?",
@@ -74,7 +138,7 @@ class FunctionsMixin(SqliteBase):
             ).fetchone()
             if row is None:
                 raise self._not_found(name, qualifier)
-            return StoredFunction(name, str(int(qualifier)), loads(row[0]), row[1], loads(row[2]))
+            return StoredFunction(name, str(int(qualifier)), self._unseal(name, row[0]), row[1], loads(row[2]))
         alias = self._get_alias(conn, name, qualifier, not_found=self._not_found(name, qualifier))
         target = str(alias["FunctionVersion"])
         if target != LATEST and not is_version_number(target):
@@ -88,7 +152,7 @@ class FunctionsMixin(SqliteBase):
                 "SELECT name, config, code_path, squall FROM functions WHERE name > ? ORDER BY name LIMIT ?",
                 (marker or "", max_items + 1),
             ).fetchall()
-        items = [StoredFunction(r[0], LATEST, loads(r[1]), r[2], loads(r[3])) for r in rows]
+        items = [StoredFunction(r[0], LATEST, self._unseal(r[0], r[1]), r[2], loads(r[3])) for r in rows]
         return paginate(items, max_items, lambda f: f.name)
 
     def update_function(
@@ -117,14 +181,14 @@ class FunctionsMixin(SqliteBase):
             conn.execute(
                 "UPDATE functions SET config = ?, code_path = ?, squall = ?, revision_id = ?, updated_at = ? "
                 "WHERE name = ?",
-                (dumps(config), new_code, dumps(new_squall), config["RevisionId"], self._clock.now(), name),
+                (self._seal(name, config), new_code, dumps(new_squall), config["RevisionId"], self._clock.now(), name),
             )
         return StoredFunction(name, LATEST, config, new_code, new_squall)
 
     def delete_function(self, name: str) -> None:
         """Delete a function with its versions, aliases, concurrency settings, per-qualifier configs and the
         events still queued for it.  Invocation records and logs are kept.  Raises ResourceNotFound."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._require_function(conn, name)
             for table in (
                 "versions",
@@ -162,14 +226,14 @@ class FunctionsMixin(SqliteBase):
             if expected_revision is not None and expected_revision != row[3]:
                 raise RevisionMismatch()
             number = int(row[4]) + 1
-            config = dict(loads(row[0]) if config_snapshot is None else config_snapshot)
+            config = dict(self._unseal(name, row[0]) if config_snapshot is None else config_snapshot)
             config.update(Version=str(number), FunctionArn=self.arn(name, str(number)), RevisionId=_new_revision())
             path = row[1] if code_path is None else code_path
             extras = loads(row[2]) if squall is None else dict(squall)
             conn.execute(
                 "INSERT INTO versions (function, version, config, code_path, squall, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, number, dumps(config), path, dumps(extras), self._clock.now()),
+                (name, number, self._seal(name, config), path, dumps(extras), self._clock.now()),
             )
             conn.execute("UPDATE functions SET last_version = ? WHERE name = ?", (number, name))
         return StoredFunction(name, str(number), config, path, extras)
@@ -202,7 +266,7 @@ class FunctionsMixin(SqliteBase):
                 "ORDER BY version LIMIT ?",
                 (name, after, max_items + 1),
             ).fetchall()
-        items += [StoredFunction(name, str(r[0]), loads(r[1]), r[2], loads(r[3])) for r in rows]
+        items += [StoredFunction(name, str(r[0]), self._unseal(name, r[1]), r[2], loads(r[3])) for r in rows]
         return paginate(items, max_items, lambda f: f.version)
 
     def delete_version(self, name: str, version: str) -> None:
@@ -212,7 +276,7 @@ class FunctionsMixin(SqliteBase):
             raise InvalidParameterValue("$LATEST version cannot be deleted without deleting the function.")
         if not is_version_number(version):
             raise self._not_found(name, version)
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             self._require_qualifier(conn, name, version)
             users = [
                 alias_name
@@ -311,7 +375,7 @@ class FunctionsMixin(SqliteBase):
 
     def delete_alias(self, name: str, alias: str) -> bool:
         """Delete an alias and its per-qualifier configs; False if there was no such alias."""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             cur = conn.execute("DELETE FROM aliases WHERE function = ? AND name = ?", (name, alias))
             if cur.rowcount:
                 self._delete_qualifier_configs(conn, name, alias)

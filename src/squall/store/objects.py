@@ -142,7 +142,7 @@ class ObjectStore(MultipartMixin):
 
     def delete_bucket(self, name: str) -> None:
         """Delete an empty bucket (in-progress multipart uploads are aborted)."""
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             self._require_bucket(db, name)
             if db.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone():
                 raise BucketNotEmpty(name)
@@ -206,6 +206,7 @@ class ObjectStore(MultipartMixin):
         """
         raw = check_key(key)
         self.get_bucket(bucket)
+        self._writable(len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0)
         inline: bytes | None = None
         if isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= INLINE_MAX:
             # small: the bytes go into the metadata row, one transaction (one fsync) instead of a data file, its
@@ -313,7 +314,7 @@ class ObjectStore(MultipartMixin):
         removed: list[tuple[str, str]] = []
         files: list[str] = []
         now = self.clock.now()
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             self._require_bucket(db, bucket)
             for key in keys:
                 try:

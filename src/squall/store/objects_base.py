@@ -26,6 +26,7 @@ from typing import Any, Self
 
 from squall.clock import Clock, SystemClock
 from squall.errors import ServiceError
+from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 from squall.store.objects_errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
 from squall.store.objects_events import EventOrigin, ObjectEvent
 from squall.store.objects_files import DataFiles
@@ -77,6 +78,10 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: S3's reserved prefixes and suffixes (general purpose bucket naming rules; access point aliases, Object Lambda,
+#: Multi-Region Access Points, directory and table buckets end in the suffixes)
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 OBJECT_COLUMNS = "key, size, etag, last_modified, attrs, parts_count"
 
 
@@ -95,6 +100,12 @@ def check_bucket_name(name: str) -> None:
     with contextlib.suppress(ValueError):
         ipaddress.IPv4Address(name)
         raise InvalidBucketName(name, "bucket names must not be formatted as an IP address.")
+    for prefix in _RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            raise InvalidBucketName(name, f"bucket names must not start with the reserved prefix '{prefix}'.")
+    for suffix in _RESERVED_SUFFIXES:
+        if name.endswith(suffix):
+            raise InvalidBucketName(name, f"bucket names must not end with the reserved suffix '{suffix}'.")
 
 
 def check_key(key: str) -> bytes:
@@ -151,6 +162,9 @@ class StoreBase:
             os.close(self._lock_fd)
             raise ServiceError(f"The object store at {self.root} is already open in another process or instance.")
         self.files = DataFiles(self.root)
+        #: the data directory's free-space guard (set by the server; None: no checks)
+        self.disk: DiskGuard | None = None
+        create_private_file(self.root / "objects.db")  # 0600, and so its -wal/-shm
         self._db = sqlite3.connect(self.root / "objects.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -182,17 +196,43 @@ class StoreBase:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def _writable(self, nbytes: int = 0) -> None:
+        """Raise ``DiskFull`` before a write that would not fit (or while the disk is full)."""
+        if self.disk is not None:
+            self.disk.check_write(nbytes)
+
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, durable when the block exits without an exception."""
+    def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction, durable when the block exits without an exception.  ``write=False`` for a delete:
+        let through on a full disk (see ``squall.store.disk``), where a write is refused."""
+        if self.disk is not None:
+            if write:
+                self.disk.check_write()
+            elif self.disk.before_delete():
+                with self._lock, contextlib.suppress(sqlite3.Error):  # no reserve left: shrink the WAL
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:
+                    with contextlib.suppress(sqlite3.Error):  # SQLITE_FULL may leave the transaction open
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                if self.disk is not None:
+                    full = self.disk.failed(e)
+                else:
+                    full = DiskFull(self.root) if is_disk_full(e) else None
+                if full is not None:
+                    raise full from e
                 raise
-            self._db.execute("COMMIT")
 
     def _require_bucket(self, db: sqlite3.Connection, bucket: str) -> None:
         if db.execute("SELECT 1 FROM buckets WHERE name = ?", (bucket,)).fetchone() is None:

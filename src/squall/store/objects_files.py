@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from squall.store.disk import DiskFull, is_disk_full
+
 __all__ = ["DataFiles", "Written", "fsync_dir"]
 
 _COPY_CHUNK = 1 << 20
@@ -87,7 +89,7 @@ class DataFiles:
         md5 = hashlib.md5()
         size = 0
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
                 for chunk in _chunks_of(data):
                     f.write(chunk)
                     md5.update(chunk)
@@ -95,8 +97,10 @@ class DataFiles:
                 f.flush()
                 os.fsync(f.fileno())
             self._place(tmp, file_id)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise DiskFull(self.data_dir.parent) from e
             raise
         return Written(file_id, size, md5.digest())
 
@@ -119,7 +123,8 @@ class DataFiles:
         except OSError:
             tmp = self.tmp_dir / f"{new_id}.tmp"
             try:
-                with self.open(file_id) as src, open(tmp, "wb") as dst:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                with self.open(file_id) as src, os.fdopen(fd, "wb") as dst:
                     shutil.copyfileobj(src, dst, _COPY_CHUNK)
                     dst.flush()
                     os.fsync(dst.fileno())

@@ -79,6 +79,7 @@ class MultipartMixin(StoreBase):
                 {"ArgumentName": "partNumber", "ArgumentValue": str(part_number)},
             )
         self.get_upload(bucket, key, upload_id)
+        self._writable(len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0)
         written = self.files.write(data)
         now = self.clock.now()
         try:
@@ -146,7 +147,7 @@ class MultipartMixin(StoreBase):
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self.get_upload(bucket, key, upload_id)
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             files = [r[0] for r in db.execute("SELECT file_id FROM parts WHERE upload_id = ?", (upload_id,))]
             db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))

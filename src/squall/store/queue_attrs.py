@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from squall import jsonlimits
 from squall.errors import InvalidParameterValue
 from squall.store.queue_errors import (
     InvalidAttributeName,
@@ -114,7 +115,7 @@ def _invalid(name: str) -> InvalidAttributeValue:
 def redrive_policy(text: str) -> tuple[str, int]:
     """Parse a RedrivePolicy JSON string into (deadLetterTargetArn, maxReceiveCount)."""
     try:
-        doc = json.loads(text)
+        doc = jsonlimits.loads(text)
     except ValueError:
         raise _invalid("RedrivePolicy")
     if not isinstance(doc, dict):

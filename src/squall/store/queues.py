@@ -273,7 +273,7 @@ class QueueStore(SqliteDb):
             return self._queue(conn, name)
 
     def delete_queue(self, name: str) -> None:
-        with self._tx(durable=True) as conn:
+        with self._tx(durable=True, write=False) as conn:
             self._queue(conn, name)
             conn.execute("DELETE FROM messages WHERE queue = ?", (name,))
             conn.execute("DELETE FROM queues WHERE name = ?", (name,))
@@ -363,7 +363,7 @@ class QueueStore(SqliteDb):
     def purge(self, name: str) -> None:
         """Delete every message; once per 60 s per queue (PurgeQueueInProgress otherwise)."""
         now = self._clock.now()
-        with self._tx(durable=True) as conn:
+        with self._tx(durable=True, write=False) as conn:
             self._queue(conn, name)
             row = conn.execute("SELECT purged_at FROM queues WHERE name = ?", (name,)).fetchone()
             if row[0] is not None and now - row[0] < _PURGE_INTERVAL_S:
@@ -591,7 +591,7 @@ class QueueStore(SqliteDb):
     def delete_message(self, name: str, receipt_handle: str) -> bool:
         """Delete the message received with ``receipt_handle``.  True if it was deleted; False (no error) if it
         was already gone or has been received again since (the handle is stale), as SQS does."""
-        with self._tx(durable=False) as conn:
+        with self._tx(durable=False, write=False) as conn:
             self._queue(conn, name)
             row, token = self._locate(conn, name, receipt_handle)
             if row is None or row[1] != token:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from squall.clock import Clock, SystemClock
 from squall.errors import InvalidParameterValue, ResourceNotFound, ServiceError
 from squall.model import function_arn
+from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["MIGRATIONS", "SqliteBase", "dumps", "is_version_number", "loads", "paginate"]
@@ -154,13 +155,20 @@ class SqliteBase(SqliteDb):
         region: str = "us-east-1",
         account_id: str = "000000000000",
         clock: Clock | None = None,
+        env_cipher: EnvCipher | None = None,
     ) -> None:
         self.path = str(path)
         self.region = region
         self.account_id = account_id
         self._clock: Clock = clock or SystemClock()
+        #: seals functions' Environment.Variables at rest (None: stored as given, for tests and tools)
+        self._env_cipher = env_cipher
         self._open_db(self.path, durable_by_default=True)
         self._migrate()
+        self._after_open()
+
+    def _after_open(self) -> None:
+        """Hook for the parts (the functions part seals environment variables still stored in the clear)."""
 
     # -- lifecycle --
 

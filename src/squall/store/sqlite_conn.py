@@ -5,8 +5,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
 __all__ = ["SqliteDb", "open_sqlite"]
 
@@ -16,6 +18,7 @@ def open_sqlite(path: str | Path) -> sqlite3.Connection:
     path = str(path)
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(path)  # 0600: SQLite gives its -wal and -shm files the database's mode
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -29,6 +32,8 @@ class SqliteDb:
 
     _conn: sqlite3.Connection
     _lock: threading.RLock
+    #: the data directory's free-space guard (set by the server; None: no checks, as in unit tests)
+    disk: DiskGuard | None = None
 
     def _open_db(self, path: str | Path, *, durable_by_default: bool = False) -> None:
         self._lock = threading.RLock()
@@ -36,23 +41,50 @@ class SqliteDb:
         self._durable_by_default = durable_by_default
 
     @contextmanager
-    def _tx(self, durable: bool | None = None) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool | None = None, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction.  ``write=False`` for one that frees space (a delete): it is let through on a full disk
+        (the guard releases its reserve for the journal) where a write is refused with ``DiskFull``."""
         fsync = self._durable_by_default if durable is None else durable
+        disk = self.disk
+        if disk is not None:
+            if write:
+                disk.check_write()
+            elif disk.before_delete():
+                with self._lock, suppress(sqlite3.Error):  # a full disk and no reserve left: shrink the WAL
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._lock:
             conn = self._conn
-            if fsync:
-                conn.execute("PRAGMA synchronous = FULL")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
                 if fsync:
-                    conn.execute("PRAGMA synchronous = NORMAL")
+                    conn.execute("PRAGMA synchronous = FULL")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    try:
+                        conn.execute("COMMIT")
+                    except sqlite3.Error:
+                        # SQLite may or may not have rolled back (SQLITE_FULL, IOERR): end the transaction either
+                        # way, or every later BEGIN on this connection would fail
+                        with suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                        raise
+                finally:
+                    if fsync:
+                        conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.OperationalError as e:
+                full = (
+                    disk.failed(e) if disk is not None else (DiskFull(self._conn_path()) if is_disk_full(e) else None)
+                )
+                if full is not None:
+                    raise full from e
+                raise
+
+    def _conn_path(self) -> str:
+        return str(getattr(self, "path", "the data directory"))
 
     def close(self) -> None:
         with self._lock:

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from squall import scheduler
+from squall import jsonlimits, scheduler
 from squall.errors import ResourceNotFound, SquallError
 from squall.group_commit import GroupCommit
 from squall.invoker import InvocationResult, Invoker
+from squall.jsonlimits import MAX_PAYLOAD_DEPTH
+from squall.store.disk import DiskFull
 from squall.store.records import NewEvent, QueuedEvent
 
 __all__ = ["AsyncDispatcher", "QueueSink", "invocation_record"]
@@ -42,7 +44,7 @@ def invocation_record(
 ) -> dict[str, Any]:
     """Lambda's destination payload for an asynchronous invocation."""
     try:
-        request_payload: Any = json.loads(ev.payload) if ev.payload else {}
+        request_payload: Any = jsonlimits.loads(ev.payload, max_depth=MAX_PAYLOAD_DEPTH) if ev.payload else {}
     except ValueError:
         request_payload = ev.payload.decode(errors="replace")
     rec: dict[str, Any] = {
@@ -62,7 +64,9 @@ def invocation_record(
         if result.function_error:
             rec["responseContext"]["functionError"] = result.function_error
         try:
-            rec["responsePayload"] = json.loads(result.payload) if result.payload else None
+            rec["responsePayload"] = (
+                jsonlimits.loads(result.payload, max_depth=MAX_PAYLOAD_DEPTH) if result.payload else None
+            )
         except ValueError:
             rec["responsePayload"] = result.payload.decode(errors="replace")
     return rec
@@ -164,6 +168,7 @@ class AsyncDispatcher:
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._disk_warned = 0.0
         while True:
             with self._reserve_lock:
                 free = self.max_in_flight - len(self._in_flight) - self._reserved
@@ -172,6 +177,10 @@ class AsyncDispatcher:
                 queued = self._queued
                 try:
                     events = await asyncio.to_thread(self.store.lease, self.clock(), free, LEASE_S)
+                except DiskFull as e:  # events stay queued; said once a minute, not at every poll
+                    if time.monotonic() - self._disk_warned > 60:
+                        self._disk_warned = time.monotonic()
+                        log.warning("async events wait for disk space: %s", e)
                 except Exception:
                     log.exception("leasing async events")
                 else:

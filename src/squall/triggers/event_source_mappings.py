@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall import jsonlimits
 from squall.edge.aws_errors import render
 from squall.errors import (
     InvalidParameterValue,
@@ -101,7 +102,7 @@ def failed_items(payload: bytes, message_ids: list[str]) -> set[str] | None:
     if not payload.strip():
         return set()
     try:
-        response = json.loads(payload)
+        response = jsonlimits.loads(payload, max_depth=jsonlimits.MAX_PAYLOAD_DEPTH)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(response, dict):
@@ -457,7 +458,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = jsonlimits.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestContent(f"Could not parse request body into json: {exc}")
     if not isinstance(value, dict):

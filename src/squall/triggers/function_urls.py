@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
+from squall import jsonlimits
 from squall.edge.aws_errors import render_lambda
 from squall.errors import (
     InvalidParameterValue,
@@ -181,7 +182,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        doc = json.loads(raw)
+        doc = jsonlimits.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidParameterValue(f"The request body is not valid JSON: {e}") from None
     if not isinstance(doc, dict):

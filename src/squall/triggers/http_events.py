@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
+from squall import jsonlimits
 from squall.errors import InvalidParameterValue, RequestTooLarge
 from squall.observability.tracing import format_amzn_trace_id, parse_amzn_trace_id, parse_traceparent
 
@@ -427,7 +428,7 @@ def map_payload(payload: bytes, *, function_error: bool = False) -> Response:
     if function_error:
         return INTERNAL_ERROR
     try:
-        result = json.loads(payload)
+        result = jsonlimits.loads(payload, max_depth=jsonlimits.MAX_PAYLOAD_DEPTH)
     except (ValueError, UnicodeDecodeError):
         return INTERNAL_ERROR
     if isinstance(result, str) or (isinstance(result, dict) and "statusCode" in result):

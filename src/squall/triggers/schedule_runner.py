@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall import jsonlimits
 from squall.edge import aws_errors
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.store.records import NewEvent
@@ -185,7 +186,7 @@ def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
         function = request.path_params["function"]
         try:
             try:
-                body = json.loads(await request.body() or b"null")
+                body = jsonlimits.loads(await request.body() or b"null")
             except ValueError as e:
                 raise InvalidParameterValue(f"The request body is not valid JSON: {e}") from None
             rules = parse_rules(function, body)
