@@ -13,10 +13,12 @@ version keeps the network mode and snapshot flag it was published with.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
-from squall.control.base import ServiceBase
+from squall.control.layers import LayersMixin
 from squall.control.names import LATEST, is_version, parse_resource_arn
 from squall.control.shapes import check_max_items, render_config
 from squall.control.validation import (
@@ -48,6 +50,16 @@ _DEFAULT_MEMORY = 128
 _DEFAULT_TMP = 512
 
 
+def _tree_size(path: str) -> int:
+    """Bytes of the files of an extracted tree (a layer's, when its stored size is not at hand)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
 def _logging_config(value: Any, name: str, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
     config = dict(current or {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}"})
     if value is None:
@@ -64,7 +76,7 @@ def _logging_config(value: Any, name: str, current: Mapping[str, Any] | None = N
     return config
 
 
-class FunctionsMixin(ServiceBase):
+class FunctionsMixin(LayersMixin):
     # -- create --
 
     async def create_function(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,8 +102,10 @@ class FunctionsMixin(ServiceBase):
         tracing = (request.get("TracingConfig") or {}).get("Mode", "PassThrough")
         logging_config = _logging_config(request.get("LoggingConfig"), name)
         publish = get_bool(request, "Publish", "publish")
+        layers = await self.resolve_layers(request["Layers"]) if request.get("Layers") is not None else None
         data = self.zip_bytes(request.get("Code"))
         artifact = await self.io(self.code_store.put_zip, data)
+        self.check_total_size(artifact.unpacked_size, layers.unpacked_size if layers else 0)
         config: dict[str, Any] = {
             "FunctionName": name,
             "FunctionArn": self.arn(name),
@@ -116,7 +130,15 @@ class FunctionsMixin(ServiceBase):
         }
         if env is not None:
             config["Environment"] = {"Variables": env}
-        extras = {"network": network, "snapshot": snapshot, "tags": tags}
+        if layers is not None and layers.config:
+            config["Layers"] = layers.config
+        extras = {
+            "network": network,
+            "snapshot": snapshot,
+            "tags": tags,
+            "layers": layers.paths if layers is not None else [],
+            "code_unpacked": artifact.unpacked_size,
+        }
         stored = await self.io(self.store.create_function, name, config, str(artifact.path), extras)
         await self.notify(name, LATEST)
         if publish:
@@ -232,6 +254,7 @@ class FunctionsMixin(ServiceBase):
             changes["TracingConfig"] = {"Mode": request["TracingConfig"].get("Mode", "PassThrough")}
         env = check_env(request["Environment"]) if request.get("Environment") is not None else None
         logging_value = request.get("LoggingConfig")
+        layers = await self.resolve_layers(request["Layers"]) if request.get("Layers") is not None else None
 
         def mutate(current: StoredFunction) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
             config = {**current.config, **changes, "LastModified": self.now()}
@@ -239,7 +262,13 @@ class FunctionsMixin(ServiceBase):
                 config["Environment"] = {"Variables": env}
             if logging_value is not None:
                 config["LoggingConfig"] = _logging_config(logging_value, name, current.config.get("LoggingConfig"))
-            return config, None, None
+            if layers is None:
+                return config, None, None
+            self.check_total_size(int(current.squall.get("code_unpacked", 0)), layers.unpacked_size)
+            config.pop("Layers", None)
+            if layers.config:
+                config["Layers"] = layers.config
+            return config, {**current.squall, "layers": layers.paths}, None
 
         stored = await self.update_latest(name, mutate, revision)
         await self.notify(name, LATEST)
@@ -257,13 +286,15 @@ class FunctionsMixin(ServiceBase):
         artifact = await self.io(self.code_store.put_zip, data)
 
         def mutate(current: StoredFunction) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+            layers_unpacked = sum(_tree_size(p) for p in current.squall.get("layers") or [])
+            self.check_total_size(artifact.unpacked_size, layers_unpacked)
             config = {
                 **current.config,
                 "CodeSha256": artifact.sha256,
                 "CodeSize": artifact.size,
                 "LastModified": self.now(),
             }
-            return config, None, str(artifact.path)
+            return config, {**current.squall, "code_unpacked": artifact.unpacked_size}, str(artifact.path)
 
         if dry_run:
             current = await self.io(self.store.get_function, name)
