@@ -117,7 +117,7 @@ def test_layer_errors(lam: Any) -> None:
         publish(lam, "bad", {"../escape.py": "x"})
     with pytest.raises(ClientError, match="layerName"):
         publish(lam, "bad name!", {"a.py": ""})
-    with pytest.raises(ClientError, match="Runtime|runtime"):
+    with pytest.raises(ClientError, match=r"[Rr]untime"):
         publish(lam, "bad", {"a.py": ""}, CompatibleRuntimes=["cobol"])
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_layer_version_by_arn(Arn="arn:aws:lambda:us-east-1:000000000000:layer:nothing:1")
@@ -358,7 +358,7 @@ def test_runtime_api_is_not_reachable_by_other_functions(lam: Any) -> None:
     create(lam, "thief", {"app.py": THIEF})
     r, stolen = invoke(lam, "thief", {"api": api})
     assert "FunctionError" not in r, stolen
-    assert stolen["got"] == ""  # the connection was closed without an answer
+    assert not stolen["got"].startswith("HTTP/"), stolen  # closed (or reset) without an answer
     _, out = invoke(lam, "victim", {"second": 2})
     assert out["event"] == {"second": 2} and out["count"] == 2
 
@@ -373,27 +373,35 @@ def test_custom_runtime_without_network(lam: Any) -> None:
 
 
 def _ric_files() -> dict[str, bytes]:
-    """awslambdaric and its dependencies, from the test environment's site-packages, as a zip's files."""
-    import importlib.util
+    """awslambdaric and its dependencies as a zip's files: the binary wheels ``pip download`` fetches (cached
+    between runs), unpacked as Lambda users vendor them.  Skipped when the wheels cannot be had (no network)."""
+    import subprocess
+    import sys
+    import tempfile
 
+    cache = Path(tempfile.gettempdir()) / "squall-test-wheels" / "awslambdaric"
+    cache.mkdir(parents=True, exist_ok=True)
+    if not list(cache.glob("awslambdaric-*.whl")):
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(cache), "awslambdaric"],
+            capture_output=True, timeout=300, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"could not download awslambdaric: {done.stderr.decode()[-300:]}")
     files: dict[str, bytes] = {}
-    for mod in ("awslambdaric", "runtime_client", "simplejson", "snapshot_restore_py"):
-        spec = importlib.util.find_spec(mod)
-        if spec is None or spec.origin is None:
-            pytest.skip(f"{mod} is not installed (pip install awslambdaric)")
-        origin = Path(spec.origin)
-        root = origin.parent if origin.name == "__init__.py" else origin
-        base = root.parent
-        paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-        for p in paths:
-            if "__pycache__" not in p.parts:
-                files[p.relative_to(base).as_posix()] = p.read_bytes()
+    for wheel in cache.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    files[info.filename] = zf.read(info)
     return files
 
 
 def test_awslambdaric_vendored_in_the_zip(lam: Any) -> None:
     files: dict[str, Any] = dict(_ric_files())
-    files["bootstrap"] = '#!/bin/sh\ncd "$LAMBDA_TASK_ROOT"\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec python3 -m awslambdaric "$_HANDLER"\n'
+    files["bootstrap"] = (
+        '#!/bin/sh\ncd "$LAMBDA_TASK_ROOT"\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec python3 -m awslambdaric "$_HANDLER"\n'
+    )
     files["app.py"] = (
         "import os\n"
         "def handler(event, context):\n"

@@ -152,8 +152,7 @@ class LayersMixin(ServiceBase):
         license_info = get_str(request, "LicenseInfo", "licenseInfo")
         if license_info is not None and len(license_info) > 512:
             raise validation_error(
-                "Value at 'licenseInfo' failed to satisfy constraint: Member must have length less than or equal "
-                "to 512"
+                "Value at 'licenseInfo' failed to satisfy constraint: Member must have length less than or equal to 512"
             )
         runtimes = request.get("CompatibleRuntimes")
         if runtimes is not None:
@@ -254,7 +253,11 @@ class LayersMixin(ServiceBase):
             if marker is not None and name <= marker:
                 continue
             latest = next(
-                (lv for lv in await self.io(self.layer_store.versions, name) if self._matches(lv, runtime, architecture)),
+                (
+                    lv
+                    for lv in await self.io(self.layer_store.versions, name)
+                    if self._matches(lv, runtime, architecture)
+                ),
                 None,
             )
             if latest is None:
@@ -262,7 +265,9 @@ class LayersMixin(ServiceBase):
             if len(items) == limit:
                 next_marker = items[-1]["LayerName"]
                 break
-            items.append({"LayerName": name, "LayerArn": self.layer_arn(name), "LatestMatchingVersion": self._list_item(latest)})
+            items.append(
+                {"LayerName": name, "LayerArn": self.layer_arn(name), "LatestMatchingVersion": self._list_item(latest)}
+            )
         out: dict[str, Any] = {"Layers": items}
         if next_marker is not None:
             out["NextMarker"] = next_marker
@@ -279,8 +284,7 @@ class LayersMixin(ServiceBase):
         twice) into its configuration entries and extracted trees, in order."""
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise validation_error(
-                f"Value '{value}' at 'layers' failed to satisfy constraint: Member must be a list of layer version "
-                "ARNs"
+                f"Value '{value}' at 'layers' failed to satisfy constraint: Member must be a list of layer version ARNs"
             )
         if len(value) > MAX_FUNCTION_LAYERS:
             raise InvalidParameterValue(

@@ -20,8 +20,8 @@ from squall.errors import InvalidParameterValue
 __all__ = [
     "HOST_ARCHITECTURE",
     "MAX_TAGS",
-    "RESERVED_ENV",
     "PROVIDED_RUNTIMES",
+    "RESERVED_ENV",
     "SUPPORTED_RUNTIMES",
     "check_architectures",
     "check_architectures_list",

@@ -264,7 +264,9 @@ class Node:
         sd["code_dir"] = str(spec.code_dir)
         sd["layers"] = [str(p) for p in spec.layers]
         sd["opt_dir"] = (
-            str(await asyncio.to_thread(merge_layers, spec.layers, self.config.data_dir / "opt")) if spec.layers else None
+            str(await asyncio.to_thread(merge_layers, spec.layers, self.config.data_dir / "opt"))
+            if spec.layers
+            else None
         )
         sd["preload"] = preload
         sd["snapshot"] = snapshot

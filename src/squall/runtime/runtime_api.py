@@ -57,7 +57,7 @@ _STATUS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404
            405: "Method Not Allowed", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
            500: "Internal Server Error"}  # fmt: skip
 _ERROR_TYPE = "lambda-runtime-function-error-type"
-_SIGNAL_WORDS = {
+_SIGNAL_WORDS: dict[int, str] = {
     signal.SIGKILL: "killed", signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "aborted",
     signal.SIGBUS: "bus error", signal.SIGTERM: "terminated", signal.SIGFPE: "floating point exception",
     signal.SIGILL: "illegal instruction",
@@ -261,7 +261,12 @@ class RuntimeApi:
                 self._close(client)
 
     def _result(self, ok: bool, error_type: str | None, body: bytes) -> None:
-        header = {"request_id": self.current, "ok": ok, "error_type": error_type, "duration_ms": self._ms(self.t_invoke)}
+        header = {
+            "request_id": self.current,
+            "ok": ok,
+            "error_type": error_type,
+            "duration_ms": self._ms(self.t_invoke),
+        }
         self.current = None
         try:
             self.node.sendall(encode(Kind.RESULT, header, body))
