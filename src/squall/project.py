@@ -21,6 +21,7 @@ Example::
         ephemeral_storage: 512        # MB, 512..10240
         network: host                 # host | none
         snapshot: false
+        layers: [./shared, "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]  # directories or ARNs, <= 5
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
         events:
           - http: {method: GET, path: /hello/{name}}
@@ -147,6 +148,8 @@ class FunctionDef:
     #: the requirements file to vendor (absolute), or None
     requirements: Path | None = None
     events: tuple[EventSpec, ...] = ()
+    #: layers in order: layer version ARNs, or local directories (absolute) ``squall deploy`` publishes as layers
+    layers: tuple[str | Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,10 @@ _FUNCTION_KEYS = (
     "snapshot",
     "requirements",
     "events",
+    "layers",
 )
+_LAYER_ARN = re.compile(r"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+")
+_MAX_LAYERS = 5
 
 
 def load_project(path: Path | str) -> Project:
@@ -385,7 +391,33 @@ def _function(c: _Checker, name: str, body: Any, base_dir: Path, check_paths: bo
         snapshot=snapshot,
         requirements=_requirements(c, f"{at}.requirements", fn, code, base_dir, check_paths),
         events=_events(c, f"{at}.events", fn.get("events")),
+        layers=_layers(c, f"{at}.layers", fn.get("layers"), base_dir, check_paths),
     )
+
+
+def _layers(c: _Checker, at: str, raw: Any, base_dir: Path, check_paths: bool) -> tuple[str | Path, ...]:
+    """``layers:``: up to 5 entries, each a layer version ARN or a directory (relative to the project file) whose
+    contents become a layer (``python/...`` for Python code, as on Lambda)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise c.fail(at, f"must be a list of layer version ARNs or directories, got {_show(raw)}")
+    if len(raw) > _MAX_LAYERS:
+        raise c.fail(at, f"at most {_MAX_LAYERS} layers, got {len(raw)}")
+    out: list[str | Path] = []
+    for i, item in enumerate(raw):
+        key = f"{at}[{i}]"
+        text = c.string(key, item, rule="a layer version ARN or a directory")
+        if text.startswith("arn:"):
+            if not _LAYER_ARN.fullmatch(text):
+                raise c.fail(key, f"not a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION): {text}")
+            out.append(text)
+            continue
+        path = (base_dir / text).resolve()
+        if check_paths and not path.is_dir():
+            raise c.fail(key, f"directory {text!r} does not exist (looked for {path})")
+        out.append(path)
+    return tuple(out)
 
 
 def _environment(c: _Checker, at: str, raw: Any) -> dict[str, str]:

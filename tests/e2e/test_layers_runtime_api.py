@@ -422,3 +422,42 @@ def test_awslambdaric_vendored_in_the_zip(lam: Any) -> None:
     assert out["errorType"] == "ValueError" and out["errorMessage"] == "ric failure"
     _, out = invoke(lam, "ric", {"again": 1})
     assert out["event"] == {"again": 1}
+
+
+def test_squall_deploy_publishes_layer_directories(lam: Any, squall: SquallProcess, tmp_path: Path) -> None:
+    """``layers:`` in squall.yaml: a local directory is published as a layer (again only when it changed)."""
+    import subprocess
+    import sys
+
+    tools = publish(lam, "cli-tools", {"python/tools.py": "NAME = 'tools layer'\n"})["LayerVersionArn"]
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text(
+        "import shared, tools\ndef handler(e, c):\n    return {'shared': shared.WHO, 'tools': tools.NAME}\n"
+    )
+    (tmp_path / "shared" / "python").mkdir(parents=True)
+    (tmp_path / "shared" / "python" / "shared.py").write_text("WHO = 'local layer v1'\n")
+    (tmp_path / "squall.yaml").write_text(
+        f"functions:\n  withlayers:\n    handler: app.handler\n    code: ./fn\n    layers: [./shared, '{tools}']\n"
+    )
+    env = {**squall.env, "SQUALL_ENDPOINT": squall.url, "SQUALL_DATA_DIR": str(squall.data_dir)}
+
+    def deploy() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "squall.cli.main", "deploy", str(tmp_path)],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    deploy()
+    _, out = invoke(lam, "withlayers")
+    assert out == {"shared": "local layer v1", "tools": "tools layer"}
+    layers = lam.get_function_configuration(FunctionName="withlayers")["Layers"]
+    assert layers[0]["Arn"].endswith(":layer:withlayers-shared:1") and layers[1]["Arn"] == tools
+    assert "unchanged" in deploy()  # same directory: no new layer version, no update
+    (tmp_path / "shared" / "python" / "shared.py").write_text("WHO = 'local layer v2'\n")
+    deploy()
+    layers = lam.get_function_configuration(FunctionName="withlayers")["Layers"]
+    assert layers[0]["Arn"].endswith(":layer:withlayers-shared:2")
+    _, out = invoke(lam, "withlayers")
+    assert out["shared"] == "local layer v2"
