@@ -37,6 +37,7 @@ import re
 import selectors
 import signal
 import socket
+import struct
 import time
 from typing import Any, NoReturn
 
@@ -91,9 +92,48 @@ def _exit_words(status: int) -> tuple[int, str]:
     return code, f"Runtime exited with error: exit status {code}"
 
 
+_SOCK_DIAG_BY_FAMILY = 20
+_NLMSG_ERROR = 2
+_NETLINK_SOCK_DIAG = 4
+_LOOPBACK = socket.inet_aton("127.0.0.1")
+
+
 def _tcp_owner(local_port: int, peer_port: int) -> int | None:
-    """The uid owning the loopback TCP socket at ``peer_port`` connected to ``local_port`` (from /proc/net/tcp*:
-    this network namespace's sockets, uids as seen from this user namespace)."""
+    """The uid owning the loopback TCP socket at ``peer_port`` connected to ``local_port``, as seen from this user
+    namespace: one exact sock_diag lookup over netlink (what ``ss`` uses; unprivileged), else /proc/net/tcp."""
+    try:
+        return _tcp_owner_netlink(local_port, peer_port)
+    except OSError:
+        return _tcp_owner_proc(local_port, peer_port)
+
+
+def _tcp_owner_netlink(local_port: int, peer_port: int) -> int | None:
+    # struct inet_diag_req_v2: family, protocol, ext, pad, states; struct inet_diag_sockid: sport, dport (big
+    # endian), src[4], dst[4], if, cookie[2] (INET_DIAG_NOCOOKIE: do not check it)
+    sockid = struct.pack(">HH", peer_port, local_port) + _LOOPBACK + bytes(12) + _LOOPBACK + bytes(12)
+    req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    req += struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    msg = struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req  # NLM_F_REQUEST
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(1.0)
+        nl.sendto(msg, (0, 0))
+        data = nl.recv(8192)
+    if len(data) < 16:
+        raise OSError("short sock_diag answer")
+    _length, kind = struct.unpack_from("=IH", data, 0)
+    if kind == _NLMSG_ERROR:
+        (err,) = struct.unpack_from("=i", data, 16)
+        if err == -2:  # ENOENT: no such socket
+            return None
+        raise OSError(-err, "sock_diag lookup failed")
+    if kind != _SOCK_DIAG_BY_FAMILY or len(data) < 16 + 72:
+        raise OSError("unexpected sock_diag answer")
+    # struct inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue, uid, inode
+    (uid,) = struct.unpack_from("=I", data, 16 + 4 + 48 + 12)
+    return int(uid)
+
+
+def _tcp_owner_proc(local_port: int, peer_port: int) -> int | None:
     v4 = f"0100007F:{peer_port:04X}", f"0100007F:{local_port:04X}"
     v6 = f"0000000000000000FFFF00000100007F:{peer_port:04X}", f"0000000000000000FFFF00000100007F:{local_port:04X}"
     for path, (local, remote) in (("/proc/net/tcp", v4), ("/proc/net/tcp6", v6)):
@@ -406,10 +446,17 @@ class RuntimeApi:
         self._close(client)
 
     def _send(self, client: _Client, data: bytes) -> bool:
+        """Write a whole response: one non-blocking send when it fits the socket buffer (the usual case), else
+        blocking until the rest is written (only this instance's own runtime can be slow to read)."""
         try:
-            client.sock.setblocking(True)
-            client.sock.sendall(data)
-            client.sock.setblocking(False)
+            try:
+                sent = client.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                client.sock.setblocking(True)
+                client.sock.sendall(data[sent:])
+                client.sock.setblocking(False)
             return True
         except OSError:
             self._close(client)

@@ -1,0 +1,144 @@
+"""Custom runtimes through the Lambda Runtime API beside the native protocol, in the same run (node API, no HTTP).
+
+Prints JSON lines, each with the native Python runtime's figure of the same run as its baseline:
+  runtime_api_cold_start_ms{client}   fork + sandbox + the bootstrap's start until its first /next (p50, p99)
+  runtime_api_warm_invoke_ms{client}  one invocation on a warm instance: INVOKE frame -> /next answer -> the
+                                      bootstrap's POST /response -> RESULT frame (p50, p99)
+  runtime_api_warm_ratio{client}      warm p50 over the native warm p50 (aim: <= 2)
+Clients: ``urllib`` (a Python bootstrap, one connection per request, as most hand-written loops do) and
+``awslambdaric`` (AWS's runtime interface client, vendored into the zip from pip-downloaded wheels; skipped with
+a note when the wheels cannot be downloaded).  Warm invocations of all runtimes are interleaved round by round so
+that machine noise hits them alike.
+
+    python bench/runtime_api.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, pct, quick
+
+from squall.config import NodeConfig
+from squall.model import FunctionSpec, InvokeRequest
+from squall.node.node import Node
+
+HANDLER = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
+URLLIB_BOOTSTRAP = """#!/usr/bin/env python3
+import json, os, urllib.request
+base = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}/2018-06-01/runtime/invocation"
+while True:
+    with urllib.request.urlopen(base + "/next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read())
+    body = json.dumps({"ok": True, "n": event.get("n", 0)}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{base}/{rid}/response", body, method="POST")).read()
+"""
+RIC_BOOTSTRAP = '#!/bin/sh\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec python3 -m awslambdaric "$_HANDLER"\n'
+
+
+def _write(root: Path, files: dict[str, str | bytes], executables: tuple[str, ...] = ()) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.chmod(p, 0o755 if rel in executables else 0o644)
+    for dirpath, _dirs, _files in os.walk(root):
+        os.chmod(dirpath, 0o755)
+    return root
+
+
+def _ric_files() -> dict[str, str | bytes] | None:
+    cache = Path(tempfile.gettempdir()) / "squall-test-wheels" / "awslambdaric"
+    cache.mkdir(parents=True, exist_ok=True)
+    if not list(cache.glob("awslambdaric-*.whl")):
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(cache), "awslambdaric"],
+            capture_output=True, timeout=300, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            return None
+    files: dict[str, str | bytes] = {}
+    for wheel in cache.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    files[info.filename] = zf.read(info)
+    return files
+
+
+async def main() -> None:
+    n_cold = 15 if quick() else 60
+    n_warm = 300 if quick() else 2000
+    tmp = Path(tempfile.mkdtemp(prefix="squall-bench-"))
+    os.chmod(tmp, 0o755)
+    data = tmp / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    specs = {"native": FunctionSpec(name="native", code_dir=_write(data / "native", {"app.py": HANDLER}),
+                                    handler="app.handler")}  # fmt: skip
+    specs["urllib"] = FunctionSpec(
+        name="urllib", code_dir=_write(data / "urllib", {"bootstrap": URLLIB_BOOTSTRAP}, ("bootstrap",)),
+        handler="app.handler", runtime="provided.al2023",
+    )  # fmt: skip
+    notes: dict[str, str] = {}
+    ric = _ric_files()
+    if ric is None:
+        notes["awslambdaric"] = "skipped: the awslambdaric wheels could not be downloaded"
+    else:
+        files = {**ric, "bootstrap": RIC_BOOTSTRAP, "app.py": HANDLER}
+        specs["awslambdaric"] = FunctionSpec(
+            name="ric", code_dir=_write(data / "ric", files, ("bootstrap",)), handler="app.handler",
+            runtime="provided.al2023",
+        )  # fmt: skip
+    node = Node(NodeConfig(data_dir=data))
+    await node.start()
+    cold: dict[str, list[float]] = {k: [] for k in specs}
+    warm: dict[str, list[float]] = {k: [] for k in specs}
+    try:
+        loaded = {k: await node.load(s) for k, s in specs.items()}
+        for i in range(n_cold):
+            for k, fn in loaded.items():
+                t0 = time.perf_counter()
+                inst = await node.start_instance(fn)
+                cold[k].append((time.perf_counter() - t0) * 1000)
+                out = await inst.invoke(InvokeRequest(b'{"n": 1}', request_id=f"c{k}{i}"))
+                assert out.ok, out.payload
+                await node.stop_instance(inst)
+        insts = {k: await node.start_instance(fn) for k, fn in loaded.items()}
+        for i in range(n_warm):
+            for k, inst in insts.items():
+                t0 = time.perf_counter()
+                out = await inst.invoke(InvokeRequest(b'{"n": 1}', request_id=f"w{k}{i}"))
+                warm[k].append((time.perf_counter() - t0) * 1000)
+                assert out.ok, out.payload
+    finally:
+        await node.close()
+    base = {
+        "native_cold_start_ms_p50": round(pct(cold["native"], 50), 3),
+        "native_warm_invoke_ms_p50": round(pct(warm["native"], 50), 3),
+        "native_warm_invoke_ms_p99": round(pct(warm["native"], 99), 3),
+    }
+    for k in specs:
+        if k == "native":
+            continue
+        emit(f"runtime_api_cold_start_ms{{{k}}}", pct(cold[k], 50), "ms", p99=round(pct(cold[k], 99), 3), n=n_cold,
+             baseline=base)  # fmt: skip
+        emit(f"runtime_api_warm_invoke_ms{{{k}}}", pct(warm[k], 50), "ms", p99=round(pct(warm[k], 99), 3),
+             n=n_warm, baseline=base)  # fmt: skip
+        emit(f"runtime_api_warm_ratio{{{k}}}", pct(warm[k], 50) / pct(warm["native"], 50), "x", aim=2.0,
+             baseline=base)  # fmt: skip
+    for k, why in notes.items():
+        emit(f"runtime_api_warm_invoke_ms{{{k}}}", float("nan"), "ms", note=why)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
