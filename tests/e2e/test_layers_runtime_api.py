@@ -461,3 +461,48 @@ def test_squall_deploy_publishes_layer_directories(lam: Any, squall: SquallProce
     assert layers[0]["Arn"].endswith(":layer:withlayers-shared:2")
     _, out = invoke(lam, "withlayers")
     assert out["shared"] == "local layer v2"
+
+
+PROBE_BOOTSTRAP = """#!/usr/bin/env python3
+import http.client, json, os
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+
+def call(method, path, body=None, headers=None):
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request(method, "/2018-06-01/runtime" + path, body, headers or {})
+    r = c.getresponse()
+    out = r.status, r.read(), dict(r.getheaders())
+    c.close()
+    return out
+
+status, event, headers = call("GET", "/invocation/next")
+rid = headers["Lambda-Runtime-Aws-Request-Id"]
+seen = {
+    "wrong_id": call("POST", "/invocation/not-the-id/response", b"{}")[0],
+    "unknown_path": call("GET", "/invocation/other")[0],
+    "wrong_method": call("POST", "/invocation/next", b"")[0],
+    "init_error_late": call("POST", "/init/error", b"{}")[0],
+    "next_while_busy": call("GET", "/invocation/next")[0],
+}
+status, body, _ = call("POST", f"/invocation/{rid}/response", b'"' + b"x" * 6_300_000 + b'"')
+seen["too_large"] = status
+status, event, headers = call("GET", "/invocation/next")
+rid = headers["Lambda-Runtime-Aws-Request-Id"]
+call("POST", f"/invocation/{rid}/response", json.dumps(seen).encode(), {"Content-Type": "application/json"})
+call("GET", "/invocation/next")
+"""
+
+
+def test_runtime_api_refuses_what_lambda_refuses(lam: Any) -> None:
+    create(lam, "probe-api", {"bootstrap": PROBE_BOOTSTRAP}, runtime="provided.al2023")
+    r, out = invoke(lam, "probe-api", {"first": True})
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Function.ResponseSizeTooLarge"
+    _, seen = invoke(lam, "probe-api", {"second": True})
+    assert seen == {
+        "wrong_id": 400,
+        "unknown_path": 404,
+        "wrong_method": 405,
+        "init_error_late": 403,
+        "next_while_busy": 403,
+        "too_large": 413,
+    }

@@ -149,6 +149,14 @@ def _tcp_owner_proc(local_port: int, peer_port: int) -> int | None:
     return None
 
 
+def _overflow_uid() -> int:
+    try:
+        with open("/proc/sys/kernel/overflowuid") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
 class _Client:
     __slots__ = ("buf", "close_after", "continued", "sock")
 
@@ -186,6 +194,8 @@ class RuntimeApi:
         self.current: str | None = None  # the request id handed out and not yet answered
         self.t_invoke = 0.0
         self.child = -1
+        #: this instance's uid; never the overflow uid that sockets of unmapped (foreign) users show as
+        self.uid = os.getuid() if os.getuid() != _overflow_uid() else -1
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start_bootstrap(self, candidates: list[str], env: dict[str, str]) -> None:
@@ -322,7 +332,7 @@ class RuntimeApi:
                 return
             except OSError:
                 return
-            if self.check_peer and _tcp_owner(self.listener.getsockname()[1], peer[1]) != os.getuid():
+            if self.check_peer and _tcp_owner(self.listener.getsockname()[1], peer[1]) != self.uid:
                 sock.close()  # not this instance's own process: another function or the host
                 continue
             sock.setblocking(False)
