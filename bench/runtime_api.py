@@ -5,7 +5,11 @@ Prints JSON lines, each with the native Python runtime's figure of the same run 
   runtime_api_warm_invoke_ms{client}  one invocation on a warm instance: INVOKE frame -> /next answer -> the
                                       bootstrap's POST /response -> RESULT frame (p50, p99)
   runtime_api_warm_ratio{client}      warm p50 over the native warm p50 (aim: <= 2)
-Clients: ``urllib`` (a Python bootstrap, one connection per request, as most hand-written loops do) and
+  runtime_api_http_warm_invoke_ms{client}, runtime_api_http_warm_ratio{client}
+                                      the same, end to end: signed Invoke requests over HTTP to a real
+                                      ``squall up`` (one keep-alive client), native and custom runtimes interleaved
+Clients: ``urllib`` (a Python bootstrap, one connection per request, as most hand-written loops do),
+``http.client`` (a minimal Python loop on one kept-alive connection: the cost of the bridge itself) and
 ``awslambdaric`` (AWS's runtime interface client, vendored into the zip from pip-downloaded wheels; skipped with
 a note when the wheels cannot be downloaded).  Warm invocations of all runtimes are interleaved round by round so
 that machine noise hits them alike.
@@ -27,6 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, pct, quick
 
+from _http import Conn, Signer
+from _server import KEY_ID, SECRET, Server
+
 from squall.config import NodeConfig
 from squall.model import FunctionSpec, InvokeRequest
 from squall.node.node import Node
@@ -41,6 +48,19 @@ while True:
         event = json.loads(r.read())
     body = json.dumps({"ok": True, "n": event.get("n", 0)}).encode()
     urllib.request.urlopen(urllib.request.Request(f"{base}/{rid}/response", body, method="POST")).read()
+"""
+KEEPALIVE_BOOTSTRAP = """#!/usr/bin/env python3
+import http.client, json, os
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+conn = http.client.HTTPConnection(host, int(port))
+base = "/2018-06-01/runtime/invocation"
+while True:
+    conn.request("GET", base + "/next")
+    r = conn.getresponse()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    event = json.loads(r.read())
+    conn.request("POST", f"{base}/{rid}/response", json.dumps({"ok": True, "n": event.get("n", 0)}).encode())
+    conn.getresponse().read()
 """
 RIC_BOOTSTRAP = '#!/bin/sh\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec python3 -m awslambdaric "$_HANDLER"\n'
 
@@ -75,7 +95,66 @@ def _ric_files() -> dict[str, str | bytes] | None:
     return files
 
 
-async def main() -> None:
+def _zip_dir(root: Path) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                info = zipfile.ZipInfo(p.relative_to(root).as_posix())
+                info.external_attr = (0o100755 if os.access(p, os.X_OK) else 0o100644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, p.read_bytes())
+    return buf.getvalue()
+
+
+async def http_round(port: int, names: list[str], n: int) -> dict[str, list[float]]:
+    """``n`` sequential signed Invokes of each function, interleaved, on one keep-alive connection."""
+    signer = Signer(KEY_ID, SECRET)
+    conn = Conn("127.0.0.1", port)
+    body = b'{"n": 1}'
+    out: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(n):
+        for name in names:
+            path = f"/2015-03-31/functions/{name}/invocations"
+            h = signer.headers("POST", f"127.0.0.1:{port}", path, body)
+            t0 = time.perf_counter()
+            status, _ = await conn.request("POST", path, body, h)
+            out[name].append((time.perf_counter() - t0) * 1000)
+            assert status == 200, status
+    conn.close()
+    return out
+
+
+def end_to_end(specs: dict[str, FunctionSpec], n: int) -> None:
+    server = Server()
+    try:
+        lam = server.lambda_client()
+        for k, spec in specs.items():
+            lam.create_function(
+                FunctionName=spec.name, Runtime=spec.runtime, Role="arn:aws:iam::000000000000:role/x",
+                Handler=spec.handler, Code={"ZipFile": _zip_dir(spec.code_dir)}, Timeout=30,
+            )  # fmt: skip
+            lam.get_waiter("function_active_v2").wait(FunctionName=spec.name)
+        names = [s.name for s in specs.values()]
+        asyncio.run(http_round(server.port, names, 5))  # warm every function up
+        got = asyncio.run(http_round(server.port, names, n))
+    finally:
+        server.stop()
+    native = got[specs["native"].name]
+    base = {"native_http_warm_invoke_ms_p50": round(pct(native, 50), 3),
+            "native_http_warm_invoke_ms_p99": round(pct(native, 99), 3)}  # fmt: skip
+    for k, spec in specs.items():
+        if k == "native":
+            continue
+        t = got[spec.name]
+        emit(f"runtime_api_http_warm_invoke_ms{{{k}}}", pct(t, 50), "ms", p99=round(pct(t, 99), 3), n=n,
+             baseline=base)  # fmt: skip
+        emit(f"runtime_api_http_warm_ratio{{{k}}}", pct(t, 50) / pct(native, 50), "x", aim=2.0, baseline=base)
+
+
+async def main() -> dict[str, FunctionSpec]:
     n_cold = 15 if quick() else 60
     n_warm = 300 if quick() else 2000
     tmp = Path(tempfile.mkdtemp(prefix="squall-bench-"))
@@ -87,6 +166,10 @@ async def main() -> None:
                                     handler="app.handler")}  # fmt: skip
     specs["urllib"] = FunctionSpec(
         name="urllib", code_dir=_write(data / "urllib", {"bootstrap": URLLIB_BOOTSTRAP}, ("bootstrap",)),
+        handler="app.handler", runtime="provided.al2023",
+    )  # fmt: skip
+    specs["http.client"] = FunctionSpec(
+        name="keepalive", code_dir=_write(data / "keepalive", {"bootstrap": KEEPALIVE_BOOTSTRAP}, ("bootstrap",)),
         handler="app.handler", runtime="provided.al2023",
     )  # fmt: skip
     notes: dict[str, str] = {}
@@ -138,7 +221,9 @@ async def main() -> None:
              baseline=base)  # fmt: skip
     for k, why in notes.items():
         emit(f"runtime_api_warm_invoke_ms{{{k}}}", float("nan"), "ms", note=why)
+    return specs
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    all_specs = asyncio.run(main())
+    end_to_end(all_specs, 200 if quick() else 1000)
