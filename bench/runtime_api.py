@@ -30,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, pct, quick
-
 from _http import Conn, Signer
 from _server import KEY_ID, SECRET, Server
 
@@ -131,7 +130,7 @@ def end_to_end(specs: dict[str, FunctionSpec], n: int) -> None:
     server = Server()
     try:
         lam = server.lambda_client()
-        for k, spec in specs.items():
+        for spec in specs.values():
             lam.create_function(
                 FunctionName=spec.name, Runtime=spec.runtime, Role="arn:aws:iam::000000000000:role/x",
                 Handler=spec.handler, Code={"ZipFile": _zip_dir(spec.code_dir)}, Timeout=30,
