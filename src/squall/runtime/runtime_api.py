@@ -58,6 +58,8 @@ _STATUS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404
            405: "Method Not Allowed", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
            500: "Internal Server Error"}  # fmt: skip
 _ERROR_TYPE = "lambda-runtime-function-error-type"
+#: longest error type passed on (it becomes the invocation record's error type)
+_MAX_ERROR_TYPE = 256
 _SIGNAL_WORDS: dict[int, str] = {
     signal.SIGKILL: "killed", signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "aborted",
     signal.SIGBUS: "bus error", signal.SIGTERM: "terminated", signal.SIGFPE: "floating point exception",
@@ -77,7 +79,7 @@ def _error_doc(body: bytes, error_type: str | None, default_type: str) -> tuple[
         doc = {"errorMessage": body.decode(errors="replace")}
     if not isinstance(doc, dict):
         doc = {"errorMessage": json.dumps(doc)}
-    etype = error_type or str(doc.get("errorType") or default_type)
+    etype = (error_type or str(doc.get("errorType") or default_type))[:_MAX_ERROR_TYPE]
     doc.setdefault("errorType", etype)
     doc.setdefault("errorMessage", "")
     return doc, etype
@@ -475,10 +477,10 @@ class RuntimeApi:
     def _respond(self, client: _Client, status: int, body: bytes, headers: dict[str, str] | None = None) -> bool:
         head = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Unknown')}", "Content-Type: application/json",
                 f"Content-Length: {len(body)}"]  # fmt: skip
-        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        head += [f"{k}: {v.replace(chr(13), '').replace(chr(10), '')}" for k, v in (headers or {}).items()]
         if client.close_after:
             head.append("Connection: close")
-        return self._send(client, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        return self._send(client, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + body)
 
     # -- the API ---------------------------------------------------------------------------------------------
     def _route(self, client: _Client, req: _Request) -> None:
