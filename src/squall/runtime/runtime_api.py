@@ -362,6 +362,11 @@ class RuntimeApi:
         client.buf += data
         if self.waiting is not client:
             self._serve_buffered(client)
+        if client.buf and client.sock.fileno() >= 0:
+            # a request split over segments (http.client sends the headers and the body in two writes, and Nagle
+            # holds the body until the headers are acknowledged): acknowledge at once instead of delaying the ACK
+            with contextlib.suppress(OSError):
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def _serve_buffered(self, client: _Client) -> None:
         """Answer every complete request in the client's buffer (until one parks on /next)."""
