@@ -5,6 +5,8 @@ Prints JSON lines, each with the native Python runtime's figure of the same run 
   runtime_api_warm_invoke_ms{client}  one invocation on a warm instance: INVOKE frame -> /next answer -> the
                                       bootstrap's POST /response -> RESULT frame (p50, p99)
   runtime_api_warm_ratio{client}      warm p50 over the native warm p50 (aim: <= 2)
+  runtime_api_cpu_us_per_invoke{client}  CPU time of the instance's processes per warm invocation (PID 1 and the
+                                      bootstrap; the native instance as baseline): load-independent
   runtime_api_http_warm_invoke_ms{client}, runtime_api_http_warm_ratio{client}
                                       the same, end to end: signed Invoke requests over HTTP to a real
                                       ``squall up`` (one keep-alive client), native and custom runtimes interleaved
@@ -108,6 +110,24 @@ def _zip_dir(root: Path) -> bytes:
     return buf.getvalue()
 
 
+def _cpu_ms(pid: int) -> float:
+    """User + system CPU of an instance and all its descendants that are alive (ms): the instance's PID 1 and,
+    for a custom runtime, its bootstrap."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def http_round(port: int, names: list[str], n: int) -> dict[str, list[float]]:
     """``n`` sequential signed Invokes of each function, interleaved, on one keep-alive connection."""
     signer = Signer(KEY_ID, SECRET)
@@ -196,18 +216,21 @@ async def main() -> dict[str, FunctionSpec]:
                 assert out.ok, out.payload
                 await node.stop_instance(inst)
         insts = {k: await node.start_instance(fn) for k, fn in loaded.items()}
+        cpu0 = {k: _cpu_ms(inst.pid) for k, inst in insts.items()}
         for i in range(n_warm):
             for k, inst in insts.items():
                 t0 = time.perf_counter()
                 out = await inst.invoke(InvokeRequest(b'{"n": 1}', request_id=f"w{k}{i}"))
                 warm[k].append((time.perf_counter() - t0) * 1000)
                 assert out.ok, out.payload
+        cpu = {k: (_cpu_ms(inst.pid) - cpu0[k]) * 1000 / n_warm for k, inst in insts.items()}
     finally:
         await node.close()
     base = {
         "native_cold_start_ms_p50": round(pct(cold["native"], 50), 3),
         "native_warm_invoke_ms_p50": round(pct(warm["native"], 50), 3),
         "native_warm_invoke_ms_p99": round(pct(warm["native"], 99), 3),
+        "native_cpu_us_per_invoke": round(cpu["native"], 1),
     }
     for k in specs:
         if k == "native":
@@ -216,6 +239,8 @@ async def main() -> dict[str, FunctionSpec]:
              baseline=base)  # fmt: skip
         emit(f"runtime_api_warm_invoke_ms{{{k}}}", pct(warm[k], 50), "ms", p99=round(pct(warm[k], 99), 3),
              n=n_warm, baseline=base)  # fmt: skip
+        emit(f"runtime_api_cpu_us_per_invoke{{{k}}}", cpu[k], "us", note="PID 1 + bootstrap, user + system",
+             baseline=base)  # fmt: skip
         emit(f"runtime_api_warm_ratio{{{k}}}", pct(warm[k], 50) / pct(warm["native"], 50), "x", aim=2.0,
              baseline=base)  # fmt: skip
     for k, why in notes.items():
