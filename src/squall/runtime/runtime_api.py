@@ -209,7 +209,9 @@ class RuntimeApi:
             self.init_error("Runtime.InvalidEntrypoint", f"fork/exec {path}: permission denied")
         os.set_inheritable(self.node.fileno(), False)
         try:
-            self.child = os.posix_spawn(path, [path], env)
+            # the bootstrap starts with default signal dispositions (Python ignores SIGPIPE and SIGXFSZ; exec keeps
+            # ignored signals ignored, so a shell pipeline would never see SIGPIPE)
+            self.child = os.posix_spawn(path, [path], env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as e:
             self.init_error("Runtime.InvalidEntrypoint", f"fork/exec {path}: {e.strerror or e}".lower())
 
@@ -236,6 +238,9 @@ class RuntimeApi:
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(sig_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        # PID 1 of a PID namespace ignores signals without a handler that come from inside it: with SIGINT back to
+        # the default, its own bootstrap cannot interrupt it (Python's handler would raise KeyboardInterrupt)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         self._reap()  # the bootstrap may have exited already
         self.listener.setblocking(False)
         self.sel.register(self.node, selectors.EVENT_READ, "node")
