@@ -43,8 +43,11 @@ def test_layers_given_as_directories_are_merged(node: Any, tmp_path: Path) -> No
     a = write_tree(node.data_dir / "layer-a", {"python/mod.py": "WHO = 'a'\n", "python/a.py": "A = 1\n"})
     b = write_tree(node.data_dir / "layer-b", {"python/mod.py": "WHO = 'b'\n"})
     fn = node.load(
-        {"app.py": "import mod, a\ndef handler(e, c):\n    return [mod.WHO, a.A, mod.__file__]\n"},
+        {
+            "app.py": "import os, mod, a\ndef handler(e, c):\n    return [mod.WHO, a.A, mod.__file__, os.environ['PATH']]\n"
+        },
         layers=(a, b),
     )
     assert "mod" in fn.preloaded and "a" in fn.preloaded  # the probe saw the layers' modules
-    assert body(node.call(fn)) == ["b", 1, "/opt/python/mod.py"]
+    who, a_value, path, env_path = body(node.call(fn))
+    assert (who, a_value, path) == ("b", 1, "/opt/python/mod.py") and env_path.endswith(":/opt/bin")

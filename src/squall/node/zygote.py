@@ -91,10 +91,12 @@ def _is_provided(spec: dict[str, Any]) -> bool:
     return str(spec.get("runtime") or "").startswith("provided")
 
 
-def _provided_env(task_root: str, opt_root: str | None) -> dict[str, str]:
-    """What Lambda's custom runtimes find besides the common variables: /opt/bin on PATH, the libraries of the
-    package and its layers on LD_LIBRARY_PATH, and no AWS_EXECUTION_ENV (it names a managed runtime)."""
-    os.environ.pop("AWS_EXECUTION_ENV", None)
+def _layers_env(task_root: str, opt_root: str | None, provided: bool) -> dict[str, str]:
+    """What Lambda adds for layers and custom runtimes (for the processes a function starts): /opt/bin on PATH, the
+    libraries of the package and its layers on LD_LIBRARY_PATH; and no AWS_EXECUTION_ENV for a custom runtime (it
+    names a managed runtime)."""
+    if provided:
+        os.environ.pop("AWS_EXECUTION_ENV", None)
     out = {"LD_LIBRARY_PATH": ":".join(p for p in (f"{task_root}/lib", opt_root and f"{opt_root}/lib") if p)}
     if opt_root:
         out["PATH"] = f"{os.environ.get('PATH', '')}:{opt_root}/bin"
@@ -384,8 +386,8 @@ def _function_zygote_main(
             if p not in sys.path:
                 sys.path.insert(i, p)
     provided = _is_provided(spec)
-    if provided:
-        os.environ.update(_provided_env(task_root, opt_root))
+    if provided or opt_root:
+        os.environ.update(_layers_env(task_root, opt_root, provided))
     sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
