@@ -467,9 +467,9 @@ PROBE_BOOTSTRAP = """#!/usr/bin/env python3
 import http.client, json, os
 host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
 
-def call(method, path, body=None, headers=None):
+def call(method, path, body=None, headers=None, chunked=False):
     c = http.client.HTTPConnection(host, int(port), timeout=10)
-    c.request(method, "/2018-06-01/runtime" + path, body, headers or {})
+    c.request(method, "/2018-06-01/runtime" + path, body, headers or {}, encode_chunked=chunked)
     r = c.getresponse()
     out = r.status, r.read(), dict(r.getheaders())
     c.close()
@@ -488,7 +488,8 @@ status, body, _ = call("POST", f"/invocation/{rid}/response", b'"' + b"x" * 6_30
 seen["too_large"] = status
 status, event, headers = call("GET", "/invocation/next")
 rid = headers["Lambda-Runtime-Aws-Request-Id"]
-call("POST", f"/invocation/{rid}/response", json.dumps(seen).encode(), {"Content-Type": "application/json"})
+data = json.dumps(seen).encode()  # sent chunked, in two chunks
+call("POST", f"/invocation/{rid}/response", iter([data[:7], data[7:]]), {"Transfer-Encoding": "chunked"}, True)
 call("GET", "/invocation/next")
 """
 
