@@ -49,11 +49,6 @@ class FunctionSpec:
     layers: tuple[Path, ...] = ()
 
     @property
-    def provided(self) -> bool:
-        """A custom runtime: no import probe, no pre-import, no snapshot; the bootstrap is the runtime."""
-        return self.runtime.startswith("provided")
-
-    @property
     def key(self) -> str:
         """Identity of this loaded version inside a node."""
         return f"{self.name}:{self.version}:{self.code_sha256}"
