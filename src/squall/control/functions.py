@@ -13,8 +13,6 @@ version keeps the network mode and snapshot flag it was published with.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,16 +46,6 @@ __all__ = ["FunctionsMixin"]
 _DEFAULT_TIMEOUT = 3
 _DEFAULT_MEMORY = 128
 _DEFAULT_TMP = 512
-
-
-def _tree_size(path: str) -> int:
-    """Bytes of the files of an extracted tree (a layer's, when its stored size is not at hand)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
 
 
 def _logging_config(value: Any, name: str, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -137,6 +125,7 @@ class FunctionsMixin(LayersMixin):
             "snapshot": snapshot,
             "tags": tags,
             "layers": layers.paths if layers is not None else [],
+            "layers_unpacked": layers.unpacked_size if layers is not None else 0,
             "code_unpacked": artifact.unpacked_size,
         }
         stored = await self.io(self.store.create_function, name, config, str(artifact.path), extras)
@@ -268,7 +257,7 @@ class FunctionsMixin(LayersMixin):
             config.pop("Layers", None)
             if layers.config:
                 config["Layers"] = layers.config
-            return config, {**current.squall, "layers": layers.paths}, None
+            return config, {**current.squall, "layers": layers.paths, "layers_unpacked": layers.unpacked_size}, None
 
         stored = await self.update_latest(name, mutate, revision)
         await self.notify(name, LATEST)
@@ -286,8 +275,7 @@ class FunctionsMixin(LayersMixin):
         artifact = await self.io(self.code_store.put_zip, data)
 
         def mutate(current: StoredFunction) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
-            layers_unpacked = sum(_tree_size(p) for p in current.squall.get("layers") or [])
-            self.check_total_size(artifact.unpacked_size, layers_unpacked)
+            self.check_total_size(artifact.unpacked_size, int(current.squall.get("layers_unpacked", 0)))
             config = {
                 **current.config,
                 "CodeSha256": artifact.sha256,
