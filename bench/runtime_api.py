@@ -11,7 +11,8 @@ Prints JSON lines, each with the native Python runtime's figure of the same run 
                                       the same, end to end: signed Invoke requests over HTTP to a real
                                       ``squall up`` (one keep-alive client), native and custom runtimes interleaved
 Clients: ``urllib`` (a Python bootstrap, one connection per request, as most hand-written loops do),
-``http.client`` (a minimal Python loop on one kept-alive connection: the cost of the bridge itself) and
+``http.client`` (a minimal Python loop on one kept-alive connection: the cost of the bridge itself), ``sh+curl``
+(a shell loop running curl twice per invocation: its cold start is the bridge's own, without a Python start-up) and
 ``awslambdaric`` (AWS's runtime interface client, vendored into the zip from pip-downloaded wheels; skipped with
 a note when the wheels cannot be downloaded).  Warm invocations of all runtimes are interleaved round by round so
 that machine noise hits them alike.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,13 @@ while True:
     event = json.loads(r.read())
     conn.request("POST", f"{base}/{rid}/response", json.dumps({"ok": True, "n": event.get("n", 0)}).encode())
     conn.getresponse().read()
+"""
+SH_BOOTSTRAP = """#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation"
+while true; do
+  rid=$(curl -sS -D - -o /tmp/event "$api/next" | grep -i '^Lambda-Runtime-Aws-Request-Id:' | cut -d' ' -f2 | tr -d '\\r')
+  curl -sS -o /dev/null -X POST "$api/$rid/response" -d '{"ok": true}'
+done
 """
 RIC_BOOTSTRAP = '#!/bin/sh\nexport PYTHONPATH="$LAMBDA_TASK_ROOT"\nexec python3 -m awslambdaric "$_HANDLER"\n'
 
@@ -192,6 +201,13 @@ async def main() -> dict[str, FunctionSpec]:
         handler="app.handler", runtime="provided.al2023",
     )  # fmt: skip
     notes: dict[str, str] = {}
+    if shutil.which("curl"):
+        specs["sh+curl"] = FunctionSpec(
+            name="sh", code_dir=_write(data / "sh", {"bootstrap": SH_BOOTSTRAP}, ("bootstrap",)),
+            handler="app.handler", runtime="provided.al2023",
+        )  # fmt: skip
+    else:
+        notes["sh+curl"] = "skipped: curl is not installed"
     ric = _ric_files()
     if ric is None:
         notes["awslambdaric"] = "skipped: the awslambdaric wheels could not be downloaded"
