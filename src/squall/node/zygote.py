@@ -388,6 +388,8 @@ def _function_zygote_main(
     provided = _is_provided(spec)
     if provided or opt_root:
         os.environ.update(_layers_env(task_root, opt_root, provided))
+    if provided:  # the custom runtime's PID 1, imported once here rather than in every instance
+        importlib.import_module("squall.runtime.runtime_api")
     sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
