@@ -66,6 +66,7 @@ def spec_from_stored(
     sf: StoredFunction, region: str, account: str, extra_env: dict[str, str] | None = None
 ) -> FunctionSpec:
     c = sf.config
+    runtime = str(c.get("Runtime") or "python3.11")
     env = dict((c.get("Environment") or {}).get("Variables") or {})
     if extra_env:
         env = {**extra_env, **env}
@@ -79,10 +80,12 @@ def spec_from_stored(
         environment=env,
         network="none" if sf.squall.get("network") == "none" else "host",
         tmp_mb=int((c.get("EphemeralStorage") or {}).get("Size", 512)),
-        snapshot=bool(sf.squall.get("snapshot")) and sf.version != "$LATEST",
+        snapshot=bool(sf.squall.get("snapshot")) and sf.version != "$LATEST" and not runtime.startswith("provided"),
         region=region,
         account_id=account,
         code_sha256=f"{c.get('CodeSha256', '')}:{c.get('RevisionId', '')}",
+        runtime=runtime,
+        layers=tuple(Path(p) for p in sf.squall.get("layers") or ()),
     )
 
 

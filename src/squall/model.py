@@ -42,6 +42,11 @@ class FunctionSpec:
     account_id: str = "000000000000"
     #: digest of the code, so the node can cache the import probe
     code_sha256: str = ""
+    #: "python3.x", or a custom runtime ("provided.al2023", "provided.al2"): the zip's ``bootstrap`` then runs
+    #: behind the Lambda Runtime API (squall.runtime.runtime_api)
+    runtime: str = "python3.11"
+    #: the extracted trees of the function's layers, in order: merged under /opt, later layers overriding earlier
+    layers: tuple[Path, ...] = ()
 
     @property
     def key(self) -> str:

@@ -21,6 +21,7 @@ Example::
         ephemeral_storage: 512        # MB, 512..10240
         network: host                 # host | none
         snapshot: false
+        layers: [./shared, "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]  # directories or ARNs, <= 5
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
         policies:                     # what the function's own AWS calls may do (default: nothing)
           - {s3: photos/originals/*, actions: [read]}   # grants: s3 read|write|delete|list|all
@@ -168,8 +169,9 @@ class FunctionDef:
     role: str | None = None
     #: the runtime the template asks for (SAM / serverless.yml ``Runtime``); None: the host's Python version
     runtime: str | None = None
-    #: layer references (ARNs, or names of ``Project.layers``), in order
-    layers: tuple[str, ...] = ()
+    #: layers in order: layer version ARNs, names of ``Project.layers`` (templates), or local directories
+    #: (absolute) ``squall deploy`` publishes as layers
+    layers: tuple[str | Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -342,7 +344,10 @@ _FUNCTION_KEYS = (
     "events",
     "policies",
     "role",
+    "layers",
 )
+_LAYER_ARN = re.compile(r"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+")
+_MAX_LAYERS = 5
 
 
 def load_project(path: Path | str) -> Project:
@@ -453,6 +458,7 @@ def _function(c: _Checker, name: str, body: Any, base_dir: Path, check_paths: bo
         events=_events(c, f"{at}.events", fn.get("events")),
         policies=policies,
         role=role,
+        layers=_layers(c, f"{at}.layers", fn.get("layers"), base_dir, check_paths),
     )
 
 
@@ -469,6 +475,31 @@ def _permissions(c: _Checker, at: str, fn: dict[str, Any]) -> tuple[tuple[dict[s
         return tuple(expand_policies(raw)), role
     except GrantError as e:
         raise c.fail(f"{at}.policies{e.key}", e.message)
+
+
+def _layers(c: _Checker, at: str, raw: Any, base_dir: Path, check_paths: bool) -> tuple[str | Path, ...]:
+    """``layers:``: up to 5 entries, each a layer version ARN or a directory (relative to the project file) whose
+    contents become a layer (``python/...`` for Python code, as on Lambda)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise c.fail(at, f"must be a list of layer version ARNs or directories, got {_show(raw)}")
+    if len(raw) > _MAX_LAYERS:
+        raise c.fail(at, f"at most {_MAX_LAYERS} layers, got {len(raw)}")
+    out: list[str | Path] = []
+    for i, item in enumerate(raw):
+        key = f"{at}[{i}]"
+        text = c.string(key, item, rule="a layer version ARN or a directory")
+        if text.startswith("arn:"):
+            if not _LAYER_ARN.fullmatch(text):
+                raise c.fail(key, f"not a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION): {text}")
+            out.append(text)
+            continue
+        path = (base_dir / text).resolve()
+        if check_paths and not path.is_dir():
+            raise c.fail(key, f"directory {text!r} does not exist (looked for {path})")
+        out.append(path)
+    return tuple(out)
 
 
 def _environment(c: _Checker, at: str, raw: Any) -> dict[str, str]:

@@ -51,6 +51,7 @@ from squall.store.credentials import Credentials, KeyRing
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
+from squall.store.layers import LayerStore
 from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
 from squall.store.queue_wait import QueueWaiter
@@ -150,6 +151,7 @@ class Squall:
             public_url=c.public_url,
             clock=SystemClock(),
             on_change=[self.on_change],
+            layer_store=LayerStore(c.data_dir / "layers.db"),
         )
         self.started_at = 0.0
         self.plugins: list[Plugin] = [install(self) for install in PLUGINS]

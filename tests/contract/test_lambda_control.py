@@ -154,7 +154,7 @@ def test_conflict_and_not_found(client: Any) -> None:
         ({"Code": {"ZipFile": make_zip(raw_names={"../escape.py": "x = 1"})}}, "'..'"),
         ({"Code": {"ZipFile": make_zip(raw_names={"/etc/evil.py": "x = 1"})}}, "absolute path"),
         ({"VpcConfig": {"SubnetIds": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}}, "VpcConfig"),
-        ({"Layers": [f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:l:1"]}, "Layers are not supported"),
+        ({"Layers": [f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:l:1"]}, "layer:l:1 does not exist"),
         ({"Tags": {"squall:network": "bridge"}}, "squall:network"),
         ({"Architectures": ["arm64"]}, "Architecture arm64 is not available"),
     ],

@@ -177,8 +177,34 @@ def _desired_config(fn: FunctionDef, role: str) -> dict[str, Any]:
         "Environment": {"Variables": dict(fn.environment)},
         "EphemeralStorage": {"Size": fn.ephemeral_storage},
         "SnapStart": {"ApplyOn": "PublishedVersions" if fn.snapshot else "None"},
-        **({"Layers": list(fn.layers)} if fn.layers else {}),
     }
+
+
+def _layer_name(function: str, directory: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{function}-{directory.name}")[:140]
+
+
+def _resolve_layers(client: Client, fn: FunctionDef, say: Callable[[str], None], cache_dir: Path) -> list[str]:
+    """The function's layer version ARNs, publishing each local layer directory whose zip changed."""
+    from squall.packaging import build_package
+
+    arns: list[str] = []
+    lam = client.lambda_
+    for layer in fn.layers:
+        if isinstance(layer, str):
+            arns.append(layer)
+            continue
+        name = _layer_name(fn.name, layer)
+        data, info = build_package(layer, None, cache_dir)
+        with client.errors():
+            versions = lam.list_layer_versions(LayerName=name, MaxItems=1)["LayerVersions"]
+            latest = lam.get_layer_version_by_arn(Arn=versions[0]["LayerVersionArn"]) if versions else None
+            if latest is not None and latest["Content"]["CodeSha256"] == info.code_sha256:
+                arns.append(latest["LayerVersionArn"])
+                continue
+            say(f"{fn.name}: publishing layer {name} from {layer}")
+            arns.append(lam.publish_layer_version(LayerName=name, Content={"ZipFile": data})["LayerVersionArn"])
+    return arns
 
 
 def _config_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
@@ -192,10 +218,8 @@ def _config_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
         "EphemeralStorage": {"Size": (current.get("EphemeralStorage") or {}).get("Size", 512)},
         "SnapStart": {"ApplyOn": (current.get("SnapStart") or {}).get("ApplyOn", "None")},
     }
-    layers = [layer.get("Arn") for layer in current.get("Layers") or []]
-    if layers or "Layers" in desired:
-        now["Layers"] = layers
-        desired = {**desired, "Layers": desired.get("Layers", [])}
+    if "Layers" in desired:
+        now["Layers"] = [layer["Arn"] for layer in current.get("Layers") or []]
     return now != desired
 
 
@@ -298,6 +322,8 @@ def deploy_one(
     result.code_size, result.code_sha256 = info.size, info.code_sha256
     lam = client.lambda_
     desired = _desired_config(fn, _apply_role(client, fn, say, result))
+    if fn.layers or declarative:
+        desired["Layers"] = _resolve_layers(client, fn, say, cache_dir)
     say(f"{fn.name}: looking up the deployed function")
     existing = _existing(client, fn.name)
     if existing is None:
@@ -387,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
             progress.finish("resources", f"{len(project.buckets)} bucket(s), {len(project.queues)} queue(s)")
         if project is not None and any(fn.layers for fn in functions):
             functions = publish_layers(client, project, functions, cache_dir, say)
-            for arn in sorted({arn for fn in functions for arn in fn.layers}):
+            for arn in sorted({arn for fn in functions for arn in fn.layers if isinstance(arn, str)}):
                 progress.finish(f"layer {arn.split(':')[6]}", f"version {arn.split(':')[7]}")
 
         for fn in functions:

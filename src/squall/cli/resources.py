@@ -81,8 +81,8 @@ def publish_layers(
         published[layer_arn(layer.name)] = _publish(client, project, layer, cache_dir)
     out = []
     for fn in functions:
-        refs = tuple(published.get(ref, ref) for ref in fn.layers)
-        unversioned = [ref for ref in refs if ref.count(":") < 7]
+        refs = tuple(published.get(ref, ref) if isinstance(ref, str) else ref for ref in fn.layers)
+        unversioned = [ref for ref in refs if isinstance(ref, str) and ref.count(":") < 7]
         if unversioned:
             raise CliError(
                 f"{project.path}: function {fn.name}: Layers {', '.join(unversioned)}: a layer ARN needs its version "

@@ -20,6 +20,7 @@ from squall.model import function_arn
 from squall.scheduler import ACCOUNT_CONCURRENCY_DEFAULT, UNRESERVED_MIN_DEFAULT
 from squall.store.code import CodeStore
 from squall.store.functions import RevisionMismatch
+from squall.store.layers import LayerStore
 from squall.store.metadata import MetadataStore
 from squall.store.records import StoredFunction
 
@@ -52,9 +53,12 @@ class ServiceBase:
         public_url: str = "",
         account_limit: int = ACCOUNT_CONCURRENCY_DEFAULT,
         unreserved_min: int = UNRESERVED_MIN_DEFAULT,
+        layer_store: LayerStore | None = None,
     ) -> None:
         self.store = store
         self.code_store = code_store
+        #: layer versions' metadata (their content is in ``code_store``); in memory unless the server passes one
+        self.layer_store = layer_store if layer_store is not None else LayerStore(":memory:")
         self.region = region
         self.account_id = account_id
         self.clock = clock

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from squall.control.base import ServiceBase
+from squall.control.layers import LayersMixin
 from squall.control.names import LATEST, is_version, parse_resource_arn
 from squall.control.shapes import check_max_items, render_config
 from squall.control.validation import (
@@ -64,7 +64,7 @@ def _logging_config(value: Any, name: str, current: Mapping[str, Any] | None = N
     return config
 
 
-class FunctionsMixin(ServiceBase):
+class FunctionsMixin(LayersMixin):
     # -- create --
 
     async def create_function(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,8 +90,10 @@ class FunctionsMixin(ServiceBase):
         tracing = (request.get("TracingConfig") or {}).get("Mode", "PassThrough")
         logging_config = _logging_config(request.get("LoggingConfig"), name)
         publish = get_bool(request, "Publish", "publish")
+        layers = await self.resolve_layers(request["Layers"]) if request.get("Layers") is not None else None
         data = self.zip_bytes(request.get("Code"))
         artifact = await self.io(self.code_store.put_zip, data)
+        self.check_total_size(artifact.unpacked_size, layers.unpacked_size if layers else 0)
         config: dict[str, Any] = {
             "FunctionName": name,
             "FunctionArn": self.arn(name),
@@ -116,7 +118,16 @@ class FunctionsMixin(ServiceBase):
         }
         if env is not None:
             config["Environment"] = {"Variables": env}
-        extras = {"network": network, "snapshot": snapshot, "tags": tags}
+        if layers is not None and layers.config:
+            config["Layers"] = layers.config
+        extras = {
+            "network": network,
+            "snapshot": snapshot,
+            "tags": tags,
+            "layers": layers.paths if layers is not None else [],
+            "layers_unpacked": layers.unpacked_size if layers is not None else 0,
+            "code_unpacked": artifact.unpacked_size,
+        }
         stored = await self.io(self.store.create_function, name, config, str(artifact.path), extras)
         await self.notify(name, LATEST)
         if publish:
@@ -232,6 +243,7 @@ class FunctionsMixin(ServiceBase):
             changes["TracingConfig"] = {"Mode": request["TracingConfig"].get("Mode", "PassThrough")}
         env = check_env(request["Environment"]) if request.get("Environment") is not None else None
         logging_value = request.get("LoggingConfig")
+        layers = await self.resolve_layers(request["Layers"]) if request.get("Layers") is not None else None
 
         def mutate(current: StoredFunction) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
             config = {**current.config, **changes, "LastModified": self.now()}
@@ -239,7 +251,13 @@ class FunctionsMixin(ServiceBase):
                 config["Environment"] = {"Variables": env}
             if logging_value is not None:
                 config["LoggingConfig"] = _logging_config(logging_value, name, current.config.get("LoggingConfig"))
-            return config, None, None
+            if layers is None:
+                return config, None, None
+            self.check_total_size(int(current.squall.get("code_unpacked", 0)), layers.unpacked_size)
+            config.pop("Layers", None)
+            if layers.config:
+                config["Layers"] = layers.config
+            return config, {**current.squall, "layers": layers.paths, "layers_unpacked": layers.unpacked_size}, None
 
         stored = await self.update_latest(name, mutate, revision)
         await self.notify(name, LATEST)
@@ -257,13 +275,14 @@ class FunctionsMixin(ServiceBase):
         artifact = await self.io(self.code_store.put_zip, data)
 
         def mutate(current: StoredFunction) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+            self.check_total_size(artifact.unpacked_size, int(current.squall.get("layers_unpacked", 0)))
             config = {
                 **current.config,
                 "CodeSha256": artifact.sha256,
                 "CodeSize": artifact.size,
                 "LastModified": self.now(),
             }
-            return config, None, str(artifact.path)
+            return config, {**current.squall, "code_unpacked": artifact.unpacked_size}, str(artifact.path)
 
         if dry_run:
             current = await self.io(self.store.get_function, name)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from squall.control.concurrency import ConcurrencyMixin
 from squall.control.functions import FunctionsMixin
 from squall.control.invoke_configs import InvokeConfigsMixin
+from squall.control.layers import LayersMixin
 from squall.control.versions import VersionsMixin
 
 __all__ = ["FunctionService"]
 
 
-class FunctionService(FunctionsMixin, VersionsMixin, ConcurrencyMixin, InvokeConfigsMixin):
+class FunctionService(FunctionsMixin, VersionsMixin, ConcurrencyMixin, InvokeConfigsMixin, LayersMixin):
     """Lambda's control-plane operations with Lambda's validation and messages.
 
     ``FunctionService(store, code_store, *, region, account_id, clock, on_change=None, public_url="")``.

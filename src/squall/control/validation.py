@@ -20,9 +20,11 @@ from squall.errors import InvalidParameterValue
 __all__ = [
     "HOST_ARCHITECTURE",
     "MAX_TAGS",
+    "PROVIDED_RUNTIMES",
     "RESERVED_ENV",
     "SUPPORTED_RUNTIMES",
     "check_architectures",
+    "check_architectures_list",
     "check_description",
     "check_env",
     "check_ephemeral_storage",
@@ -30,6 +32,7 @@ __all__ = [
     "check_memory",
     "check_role",
     "check_runtime",
+    "check_runtime_name",
     "check_snap_start",
     "check_tags",
     "check_timeout",
@@ -43,15 +46,17 @@ __all__ = [
 
 #: the runtimes Squall accepts and reports back (it runs every function on its own Python, 3.11)
 SUPPORTED_RUNTIMES = ("python3.8", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
+#: custom runtimes: the zip's ``bootstrap`` executable talks to the Lambda Runtime API (squall.runtime.runtime_api)
+PROVIDED_RUNTIMES = ("provided.al2023", "provided.al2")
 _DEPRECATED_RUNTIMES = {"python2.7", "python3.6", "python3.7"}
 _OTHER_LAMBDA_RUNTIMES = {
     "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x",
     "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "java8", "java8.al2", "java11", "java17", "java21",
     "java25", "python3.14", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "dotnetcore3.1", "dotnet6",
     "dotnet8", "dotnet10", "nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3", "ruby3.4",
-    "provided", "provided.al2", "provided.al2023",
+    "provided",
 }  # fmt: skip
-_ALL_RUNTIMES = sorted({*SUPPORTED_RUNTIMES, *_DEPRECATED_RUNTIMES, *_OTHER_LAMBDA_RUNTIMES})
+_ALL_RUNTIMES = sorted({*SUPPORTED_RUNTIMES, *PROVIDED_RUNTIMES, *_DEPRECATED_RUNTIMES, *_OTHER_LAMBDA_RUNTIMES})
 
 #: keys Lambda sets itself and refuses in Environment.Variables (plus every AWS_LAMBDA_* name)
 RESERVED_ENV = frozenset(
@@ -167,7 +172,7 @@ def check_runtime(value: str | None) -> str:
         raise InvalidParameterValue(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
         )
-    if value in SUPPORTED_RUNTIMES:
+    if value in SUPPORTED_RUNTIMES or value in PROVIDED_RUNTIMES:
         return value
     if value in _DEPRECATED_RUNTIMES:
         raise InvalidParameterValue(
@@ -177,13 +182,29 @@ def check_runtime(value: str | None) -> str:
         )
     if value in _OTHER_LAMBDA_RUNTIMES:
         raise UnsupportedFeature(
-            f"Runtime {value} is not supported by Squall, which runs Python functions only: use one of "
-            f"{', '.join(SUPPORTED_RUNTIMES)}."
+            f"Runtime {value} is not supported by Squall, which runs Python functions and custom runtimes: use "
+            f"one of {', '.join(SUPPORTED_RUNTIMES + PROVIDED_RUNTIMES)}."
         )
     raise InvalidParameterValue(
         f"Value {value} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
         f"[{', '.join(_ALL_RUNTIMES)}] or be a valid ARN"
     )
+
+
+def check_runtime_name(value: Any, field: str) -> str:
+    """A Runtime enum value as a layer's CompatibleRuntimes or a listing filter names it (any Lambda runtime)."""
+    if not isinstance(value, str) or value not in _ALL_RUNTIMES:
+        raise _constraint(value, field, f"Member must satisfy enum value set: [{', '.join(_ALL_RUNTIMES)}]")
+    return value
+
+
+def check_architectures_list(value: Any, field: str) -> list[str]:
+    """A layer's CompatibleArchitectures (0 to 2 of x86_64, arm64): informational, never checked against the host."""
+    if not isinstance(value, list) or len(value) > 2 or any(a not in ("x86_64", "arm64") for a in value):
+        raise _constraint(
+            value, field, "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]"
+        )
+    return list(value)
 
 
 def check_handler(value: str | None) -> str:
@@ -289,7 +310,6 @@ def check_unsupported(body: Mapping[str, Any]) -> None:
     if body.get("PackageType") not in (None, "Zip"):
         raise _constraint(body["PackageType"], "packageType", "Member must satisfy enum value set: [Zip, Image]")
     refusals = {
-        "Layers": "Layers are not supported by Squall: bundle the dependencies into the function's ZipFile.",
         "FileSystemConfigs": "FileSystemConfigs (EFS) are not supported by Squall.",
         "CodeSigningConfigArn": "Code signing is not supported by Squall.",
         "DeadLetterConfig": (

@@ -246,6 +246,40 @@ class _Api:
     async def list_tags(self, r: Request) -> Result:
         return 200, await self.s.list_tags(unquote(r.path_params["Resource"]))
 
+    # layers
+    async def publish_layer_version(self, r: Request) -> Result:
+        body = await _body(r, "PublishLayerVersion")
+        return 201, await self.s.publish_layer_version(unquote(r.path_params["LayerName"]), body)
+
+    async def layers(self, r: Request) -> Result:
+        """GET /2018-10-31/layers is ListLayers, or GetLayerVersionByArn with ``find=LayerVersion``."""
+        if r.query_params.get("find") == "LayerVersion":
+            return 200, await self.s.get_layer_version_by_arn(_query(r, "Arn"))
+        return 200, await self.s.list_layers(
+            runtime=_query(r, "CompatibleRuntime"),
+            architecture=_query(r, "CompatibleArchitecture"),
+            marker=_query(r, "Marker"),
+            max_items=_max_items(r),
+        )
+
+    async def list_layer_versions(self, r: Request) -> Result:
+        return 200, await self.s.list_layer_versions(
+            unquote(r.path_params["LayerName"]),
+            runtime=_query(r, "CompatibleRuntime"),
+            architecture=_query(r, "CompatibleArchitecture"),
+            marker=_query(r, "Marker"),
+            max_items=_max_items(r),
+        )
+
+    async def get_layer_version(self, r: Request) -> Result:
+        p = r.path_params
+        return 200, await self.s.get_layer_version(unquote(p["LayerName"]), unquote(p["VersionNumber"]))
+
+    async def delete_layer_version(self, r: Request) -> Result:
+        p = r.path_params
+        await self.s.delete_layer_version(unquote(p["LayerName"]), unquote(p["VersionNumber"]))
+        return 204, None
+
     # code download
     async def code(self, r: Request) -> Result:
         return 200, await self.s.get_code_zip(r.path_params["hex"])
@@ -255,6 +289,7 @@ def lambda_routes(service: FunctionService) -> list[Route]:
     """Starlette routes of Lambda's control plane (Invoke excluded) and of the code download route."""
     api = _Api(service)
     fn = "/2015-03-31/functions/{FunctionName:str}"
+    layer_version = "/2018-10-31/layers/{LayerName:str}/versions/{VersionNumber:str}"
     table: list[tuple[str, str, str, Operation]] = [
         ("/2015-03-31/functions", "POST", "CreateFunction", api.create_function),
         ("/2015-03-31/functions/", "POST", "CreateFunction", api.create_function),
@@ -333,6 +368,11 @@ def lambda_routes(service: FunctionService) -> list[Route]:
         ("/2017-03-31/tags/{Resource:str}", "POST", "TagResource", api.tag_resource),
         ("/2017-03-31/tags/{Resource:str}", "DELETE", "UntagResource", api.untag_resource),
         ("/2017-03-31/tags/{Resource:str}", "GET", "ListTags", api.list_tags),
+        ("/2018-10-31/layers", "GET", "ListLayers", api.layers),
+        ("/2018-10-31/layers/{LayerName:str}/versions", "POST", "PublishLayerVersion", api.publish_layer_version),
+        ("/2018-10-31/layers/{LayerName:str}/versions", "GET", "ListLayerVersions", api.list_layer_versions),
+        (layer_version, "GET", "GetLayerVersion", api.get_layer_version),
+        (layer_version, "DELETE", "DeleteLayerVersion", api.delete_layer_version),
         ("/_squall/code/{hex:str}", "GET", "GetCode", api.code),
     ]
     # one Route per (path, method) keeps the model's one-operation-per-route shape; Starlette answers 405 only

@@ -92,13 +92,18 @@ def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
     return sorted(m for m in masks if not any(m != o and o in m.parents for o in masks))
 
 
-def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[str]:
-    """Called by the function zygote, as root of its fresh user+mount namespace.  Returns warnings."""
+def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool, opt_dir: str | None = None) -> list[str]:
+    """Called by the function zygote, as root of its fresh user+mount namespace.  Returns warnings.
+
+    ``opt_dir``: the function's merged layers (squall.node.layers), bound read-only at /opt as on Lambda."""
     warnings: list[str] = []
     syscalls.make_private("/")
     needed = [p for p in needed_paths() if p.exists()]
+    if opt_dir is not None and any(p == Path("/opt") or Path("/opt") in p.parents for p in needed):
+        raise OSError("the Python installation or Squall lives under /opt, where the function's layers must go")
     masks = masks_for(Path(data_dir), needed)
     code_fd = syscalls.open_tree_clone(code_dir)
+    opt_fd = syscalls.open_tree_clone(opt_dir) if opt_dir is not None else -1
     reexpose = [(p, syscalls.open_tree_clone(str(p))) for p in needed if any(m in p.parents or m == p for m in masks)]
     for m in masks:
         if m.exists():
@@ -109,12 +114,17 @@ def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[
         os.close(fd)
     syscalls.move_tree(code_fd, "/var/task")
     os.close(code_fd)
+    if opt_fd >= 0:
+        os.makedirs("/opt", exist_ok=True)
+        syscalls.move_tree(opt_fd, "/opt")
+        os.close(opt_fd)
     try:
         syscalls.set_readonly("/", True, recursive=True)
     except OSError as e:
         warnings.append(f"host filesystem could not be made read-only in the sandbox ({e}); relying on permissions")
-        with contextlib.suppress(OSError):
-            syscalls.mount(None, "/var/task", None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        for ro in ("/var/task", "/opt") if opt_fd >= 0 else ("/var/task",):
+            with contextlib.suppress(OSError):
+                syscalls.mount(None, ro, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
     if cgroups:
         for c in ("memory", "cpu", "pids"):
             try:

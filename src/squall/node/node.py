@@ -31,6 +31,7 @@ from squall.model import FunctionSpec
 from squall.node import isolation
 from squall.node.cgroups import CgroupLayout
 from squall.node.instance import Instance, InstanceDied, _Conn
+from squall.node.layers import merge_layers
 from squall.node.link import ZygoteLink
 
 __all__ = ["Capabilities", "LoadedFunction", "Node"]
@@ -264,6 +265,12 @@ class Node:
         sandbox = self._sandbox_for(slot, spec.memory_mb)
         sd = asdict(spec)
         sd["code_dir"] = str(spec.code_dir)
+        sd["layers"] = [str(p) for p in spec.layers]
+        sd["opt_dir"] = (
+            str(await asyncio.to_thread(merge_layers, spec.layers, self.config.data_dir / "opt"))
+            if spec.layers
+            else None
+        )
         sd["preload"] = preload
         sd["snapshot"] = snapshot
         sd["probe"] = probe

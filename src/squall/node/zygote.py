@@ -87,6 +87,29 @@ def _function_env(spec: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def _is_provided(spec: dict[str, Any]) -> bool:
+    return str(spec.get("runtime") or "").startswith("provided")
+
+
+def _layers_env(task_root: str, opt_root: str | None, provided: bool) -> dict[str, str]:
+    """What Lambda adds for layers and custom runtimes (for the processes a function starts): /opt/bin on PATH, the
+    libraries of the package and its layers on LD_LIBRARY_PATH; and no AWS_EXECUTION_ENV for a custom runtime (it
+    names a managed runtime)."""
+    if provided:
+        os.environ.pop("AWS_EXECUTION_ENV", None)
+    out = {"LD_LIBRARY_PATH": ":".join(p for p in (f"{task_root}/lib", opt_root and f"{opt_root}/lib") if p)}
+    if opt_root:
+        out["PATH"] = f"{os.environ.get('PATH', '')}:{opt_root}/bin"
+    return out
+
+
+def _netns_ino() -> int:
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
 def _probe_dependencies(handler: str) -> list[str]:
     """Import the handler module; return the top-level modules it pulled in that are not the user's own code."""
     from squall.runtime.handler import import_handler_module, split_handler
@@ -116,6 +139,8 @@ class FunctionZygote:
         self.instances: dict[int, int] = {}  # pid -> slot
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
+        #: the zygote's network namespace: an instance still in it shares the network with other processes
+        self.netns_ino = _netns_ino()
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
@@ -196,6 +221,10 @@ class FunctionZygote:
             _die_with_init_error(3, "Runtime.SandboxError", f"could not enter the sandbox: {e}")
         if mode == "probe":
             _probe_main(sock, self.spec["handler"])
+        if _is_provided(self.spec):
+            from squall.runtime.runtime_api import serve_provided
+
+            serve_provided(sock, init_type, zygote_netns=self.netns_ino, unique_uid=bool(sb.get("drop_privileges")))
         from squall.runtime.loop import serve
 
         serve(sock, self.spec["handler"], init_type, self.preloaded_handler)
@@ -324,10 +353,14 @@ def _function_zygote_main(
         # cannot unmount the masks or make the host filesystem writable again
         if sb.get("namespaces"):
             syscalls.unshare(syscalls.CLONE_NEWNS)
-            warnings += isolation.enter_function_sandbox(spec["code_dir"], sb["data_dir"], bool(sb.get("cgroups")))
+            warnings += isolation.enter_function_sandbox(
+                spec["code_dir"], sb["data_dir"], bool(sb.get("cgroups")), spec.get("opt_dir")
+            )
             task_root = "/var/task"
+            opt_root = "/opt" if spec.get("opt_dir") else None
         else:
             task_root = spec["code_dir"]
+            opt_root = spec.get("opt_dir")
             os.chdir(task_root)
         if sb.get("userns"):
             syscalls.unshare(syscalls.CLONE_NEWUSER)
@@ -347,6 +380,16 @@ def _function_zygote_main(
     os.environ.update(_function_env(spec))
     os.environ["LAMBDA_TASK_ROOT"] = task_root
     sys.path.insert(0, task_root)
+    if opt_root:  # the layers' Python code, after the function's own (as on Lambda)
+        py = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        for i, p in enumerate((f"{opt_root}/python/lib/{py}/site-packages", f"{opt_root}/python"), start=1):
+            if p not in sys.path:
+                sys.path.insert(i, p)
+    provided = _is_provided(spec)
+    if provided or opt_root:
+        os.environ.update(_layers_env(task_root, opt_root, provided))
+    if provided:  # the custom runtime's PID 1, imported once here rather than in every instance
+        importlib.import_module("squall.runtime.runtime_api")
     sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
@@ -354,7 +397,7 @@ def _function_zygote_main(
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     deps = spec.get("preload")
     t_probe = time.perf_counter()
-    if deps is None and spec.get("probe", True):
+    if deps is None and spec.get("probe", True) and not provided:
         deps, why = _run_probe(fz, sb.get("init_timeout_s", 10.0))
         if why:
             report["probe_error"] = why
@@ -367,7 +410,7 @@ def _function_zygote_main(
             report["preloaded"].append(dep)
         except BaseException as e:
             warnings.append(f"pre-import of {dep} failed: {type(e).__name__}: {e}")
-    if spec.get("snapshot"):
+    if spec.get("snapshot") and not provided:
         from squall.runtime.errors import InitError
         from squall.runtime.handler import load_handler
         from squall.runtime.loop import run_before_snapshot_hooks
