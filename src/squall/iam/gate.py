@@ -187,7 +187,7 @@ class _UnknownLambdaOperation(SquallError):
 
 def lambda_not_implemented_route() -> Any:
     """A catch-all route (mount it last): a Lambda API path no route serves gets Lambda's error shape saying it is
-    not implemented (layers, code signing, ...), anything else a plain 404."""
+    not implemented (code signing, layer permissions, ...), anything else a plain 404."""
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, Response
     from starlette.routing import Route
@@ -198,8 +198,9 @@ def lambda_not_implemented_route() -> Any:
         path = request.url.path
         if not _API_PATH.match(path):
             return PlainTextResponse("Not Found", 404)
-        what = "Lambda layers are" if "/layers" in path else f"The Lambda operation {request.method} {path} is"
-        err = _UnknownLambdaOperation(f"{what} not implemented by Squall; {IMPLEMENTED}.")
+        err = _UnknownLambdaOperation(
+            f"The Lambda operation {request.method} {path} is not implemented by Squall; {IMPLEMENTED}."
+        )
         status, headers, body = render_lambda(err, request.scope.get("squall.request_id", ""))
         return Response(body, status, headers=headers)
 
