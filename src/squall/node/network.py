@@ -153,14 +153,25 @@ class _Netlink:
     def add_addr(self, index: int, addr: str, prefix: int = 32) -> None:
         raw = socket.inet_aton(addr)
         body = struct.pack("=BBBBI", socket.AF_INET, prefix, 0, _RT_SCOPE_UNIVERSE, index)
-        self.request(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL, body + _attr(_IFA_LOCAL, raw) + _attr(_IFA_ADDRESS, raw))
+        self.request(
+            _RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL, body + _attr(_IFA_LOCAL, raw) + _attr(_IFA_ADDRESS, raw)
+        )
 
     def add_route(self, oif: int, dst: str | None, gateway: str | None = None) -> None:
         """``dst/32 dev oif scope link``, or (dst None) ``default via gateway dev oif onlink``."""
         scope = _RT_SCOPE_LINK if gateway is None else _RT_SCOPE_UNIVERSE
         flags = _RTNH_F_ONLINK if gateway is not None else 0
         body = struct.pack(
-            "=BBBBBBBBI", socket.AF_INET, 32 if dst else 0, 0, 0, _RT_TABLE_MAIN, _RTPROT_STATIC, scope, _RTN_UNICAST, flags
+            "=BBBBBBBBI",
+            socket.AF_INET,
+            32 if dst else 0,
+            0,
+            0,
+            _RT_TABLE_MAIN,
+            _RTPROT_STATIC,
+            scope,
+            _RTN_UNICAST,
+            flags,
         )
         if dst:
             body += _attr(_RTA_DST, socket.inet_aton(dst))

@@ -11,6 +11,7 @@ await node.stop_instance(inst); await node.unload(fn); await node.close()
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import itertools
@@ -32,6 +33,7 @@ from squall.node import isolation
 from squall.node.cgroups import CgroupLayout
 from squall.node.instance import Instance, InstanceDied, _Conn
 from squall.node.link import ZygoteLink
+from squall.node.network import NetworkUnavailable, NodeNetwork
 
 __all__ = ["Capabilities", "LoadedFunction", "Node"]
 
@@ -88,6 +90,15 @@ class LoadedFunction:
     free_slots: list[int] = field(default_factory=list)
     next_slot: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     exits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    #: the network mode the zygote runs ("nat" falls back to "none" when the node cannot wire namespaces)
+    network: str = "none"
+    #: the function's user namespace, from the base zygote (what namespaces sent by the zygote are checked against)
+    userns_fd: int = -1
+    #: network "nat": wired namespaces ready for instances, namespaces asked of the zygote, instances waiting
+    netns_ready: list[int] = field(default_factory=list)
+    netns_asked: int = 0
+    netns_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    unloaded: bool = False
 
     @property
     def preloaded(self) -> list[str]:
@@ -146,6 +157,10 @@ class Node:
         self._probe_cache: dict[str, list[str]] = {}
         self.functions: dict[str, LoadedFunction] = {}
         self._staged: set[Path] = set()
+        c = self.config
+        self.network = NodeNetwork(c.cgroup_name, c.network_cidr, c.network_slice_prefix)
+        #: one thread wires namespaces (netlink; it briefly enters each namespace) and sets the network up
+        self._net_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="squall-network")
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +172,7 @@ class Node:
             with contextlib.suppress(OSError):
                 Path("/var/task").mkdir(parents=True, exist_ok=True)
         self.cgroups.setup()
+        await self._setup_network()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._base_proc = subprocess.Popen(
             [sys.executable, "-m", "squall.node.zygote", str(child.fileno())],
@@ -178,9 +194,105 @@ class Node:
                 self._base_proc.kill()
             await asyncio.to_thread(self._base_proc.wait)
         self.cgroups.teardown()
+        if self.network.available:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.teardown)
+        self._net_exec.shutdown(wait=False)
         for staged in self._staged:
             shutil.rmtree(staged, ignore_errors=True)
         self._staged.clear()
+
+    # -- network "nat" ---------------------------------------------------------------------------------------
+    async def _setup_network(self) -> None:
+        why = ""
+        if not self.caps.userns:
+            why = "needs root and user namespaces"
+        else:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.setup)
+                log.info(
+                    "network nat: gateway %s, instances in %s, firewall table inet %s",
+                    self.network.gateway, self.network.subnet, self.network.table,
+                )  # fmt: skip
+                return
+            except (NetworkUnavailable, OSError) as e:
+                why = str(e)
+        self.network.why = why
+        log.warning(
+            "sandbox degraded: network mode nat unavailable (%s): functions with network nat run with none", why
+        )
+
+    def allow_endpoint(self, port: int) -> None:
+        """Let instances with network "nat" reach the platform at the gateway address on ``port``."""
+        if self.network.available:
+            self.network.allow_endpoint(port)
+
+    def _on_netns(self, fn: LoadedFunction | None, msg: dict[str, Any], fds: list[int]) -> None:
+        """A namespace the zygote made: wired only if the node asked for one (and if it is that function's)."""
+        if fn is None or fn.unloaded or fn.network != "nat" or fn.netns_asked <= 0 or len(fds) > 1:
+            for fd in fds:
+                os.close(fd)
+            log.warning("function %s: zygote sent a network namespace that was not asked for; ignored",
+                        fn.spec.name if fn else "?")  # fmt: skip
+            return
+        fn.netns_asked -= 1
+        if not fds:
+            self._netns_failed(fn, f"the zygote could not create a network namespace: {msg.get('error')}")
+            return
+        asyncio.get_running_loop().create_task(self._wire(fn, fds[0]))
+
+    async def _wire(self, fn: LoadedFunction, fd: int) -> None:
+        userns = os.dup(fn.userns_fd) if fn.userns_fd >= 0 else -1
+        try:
+            if userns < 0:
+                raise PermissionError("the function has no user namespace")
+            await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.wire, fd, userns)
+        except Exception as e:
+            os.close(fd)
+            self._netns_failed(fn, f"could not wire a network namespace: {e}")
+            return
+        finally:
+            if userns >= 0:
+                os.close(userns)
+        if fn.unloaded:
+            os.close(fd)
+            return
+        while fn.netns_waiters:
+            waiter = fn.netns_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(fd)
+                return
+        fn.netns_ready.append(fd)
+
+    def _netns_failed(self, fn: LoadedFunction, why: str) -> None:
+        log.warning("function %s: %s", fn.spec.name, why)
+        while fn.netns_waiters:
+            waiter = fn.netns_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_exception(SandboxUnavailable(f"{fn.spec.name}: {why}"))
+                return
+
+    def _ask_netns(self, fn: LoadedFunction) -> None:
+        """Keep netns_pool_size wired namespaces ready (plus one per waiting instance); the zygote makes them
+        when it has nothing else to do."""
+        want = self.config.netns_pool_size + len(fn.netns_waiters) - len(fn.netns_ready) - fn.netns_asked
+        if want > 0 and not fn.link.closed.is_set():
+            fn.netns_asked += want
+            fn.link.send({"op": "netns-want", "count": want})
+
+    async def _take_netns(self, fn: LoadedFunction) -> int:
+        if fn.netns_ready:
+            fd = fn.netns_ready.pop()
+        else:
+            waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            fn.netns_waiters.append(waiter)
+            self._ask_netns(fn)
+            try:
+                fd = await asyncio.wait_for(waiter, self.config.init_timeout_s)
+            except TimeoutError:
+                raise SandboxUnavailable(f"no network namespace for {fn.spec.name} in time") from None
+        self._ask_netns(fn)
+        return fd
 
     # -- functions ----------------------------------------------------------------------------------------
     def _sandbox_for(self, slot: int, memory_mb: int) -> dict[str, Any]:
@@ -264,13 +376,23 @@ class Node:
         sd["preload"] = preload
         sd["snapshot"] = snapshot
         sd["probe"] = probe
+        if spec.network == "nat" and not self.network.available:
+            sd["network"] = "none"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            reply = await self._base.request({"op": "function", "spec": sd, "sandbox": sandbox}, [child.fileno()])
+            reply = await self._base.request(
+                {"op": "function", "spec": sd, "sandbox": sandbox}, [child.fileno()], keep_fds=True
+            )
         finally:
             child.close()
+        got_fds: list[int] = reply.pop("_fds", [])
+        userns_fd = got_fds.pop(0) if got_fds else -1
+        for fd in got_fds:
+            os.close(fd)
         if "error" in reply:
             parent.close()
+            if userns_fd >= 0:
+                os.close(userns_fd)
             self._release_slot(slot)
             raise SandboxUnavailable(f"could not start a zygote for {spec.name}: {reply['error']}")
         fn_holder: dict[str, LoadedFunction] = {}
@@ -283,15 +405,22 @@ class Node:
             if fut is not None and not fut.done():
                 fut.set_result(int(msg["status"]))
 
-        link = ZygoteLink(parent, on_exit)
+        link = ZygoteLink(
+            parent, on_exit, on_fds=lambda m, fds: self._on_netns(fn_holder.get("fn"), m, fds), fd_ops=("netns",)
+        )
         report = await link.next_unsolicited(self.config.init_timeout_s + 60)
         if report is None or report.get("fatal"):
             link.close()
+            if userns_fd >= 0:
+                os.close(userns_fd)
             self._release_slot(slot)
             why = report.get("fatal") if report else "the function zygote exited during load"
             raise SandboxUnavailable(f"could not load {spec.name}: {why}")
         fn = LoadedFunction(spec, slot, link, int(reply["pid"]), report, sandbox["cgroups"])
+        fn.network, fn.userns_fd = sd["network"], userns_fd
         fn_holder["fn"] = fn
+        if fn.network == "nat":
+            self._ask_netns(fn)
         return fn
 
     def _release_slot(self, slot: int) -> None:
@@ -300,6 +429,17 @@ class Node:
 
     async def unload(self, fn: LoadedFunction) -> None:
         await asyncio.gather(*(self.stop_instance(i) for i in list(fn.instances.values())), return_exceptions=True)
+        fn.unloaded = True
+        for fd in fn.netns_ready:
+            os.close(fd)
+        fn.netns_ready.clear()
+        for waiter in fn.netns_waiters:
+            if not waiter.done():
+                waiter.set_exception(SandboxUnavailable(f"{fn.spec.name} was unloaded"))
+        fn.netns_waiters.clear()
+        if fn.userns_fd >= 0:
+            os.close(fn.userns_fd)
+            fn.userns_fd = -1
         fn.link.send({"op": "exit"})
         fn.link.close()
         with contextlib.suppress(ProcessLookupError):
@@ -316,11 +456,13 @@ class Node:
     async def start_instance(self, fn: LoadedFunction, init_type: str | None = None) -> Instance:
         """Fork a sandboxed instance and wait for its init.  Raises InitFailed with Lambda's error document."""
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
+        netns_fd = await self._take_netns(fn) if fn.network == "nat" else -1
         slot = fn.take_slot()
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
+        fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else [])
         try:
-            reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, [inst_end.fileno(), log_w])
+            reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, fds)
         except (TimeoutError, ConnectionError) as e:
             fn.free_slots.append(slot)
             for s in (node_end, inst_end):
@@ -332,6 +474,8 @@ class Node:
             inst_end.close()
             with contextlib.suppress(OSError):
                 os.close(log_w)
+            if netns_fd >= 0:
+                os.close(netns_fd)
         if "error" in reply:
             fn.free_slots.append(slot)
             node_end.close()

@@ -116,6 +116,8 @@ class FunctionZygote:
         self.instances: dict[int, int] = {}  # pid -> slot
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
+        #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
+        self.netns_owed = 0
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
@@ -123,18 +125,24 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
-    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
+    def spawn(
+        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve", netns_fd: int = -1
+    ) -> int:
         """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
-        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself."""
+        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself: for network
+        "nat" the one the node wired and sent with the request (``netns_fd``, closed here), for "none" one from
+        this zygote's pool; without one (the import probe of a "nat" function) an empty one."""
         sb = self.sb
         dirs = isolation.cgroup_instance_dirs(
             {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
         )
         if dirs:
             isolation.prepare_instance_cgroups(dirs, self.spec["memory_mb"], sb["cpu_shares"], sb["pids_max"])
-        netns_fd = -1
-        if self.spec.get("network") == "none":
+        network = self.spec.get("network")
+        if network == "none":
             netns_fd = self.netns_pool.pop() if self.netns_pool else isolation.make_netns()
+        elif network == "nat" and netns_fd < 0:
+            netns_fd = isolation.make_netns()
         try:
             if sb.get("namespaces"):
                 pid = syscalls.clone_process(
@@ -205,20 +213,43 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
+                netns_fd = fds.pop(2) if len(fds) > 2 else -1
+                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd)
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
             finally:
                 for fd in fds:
                     os.close(fd)
+        elif op == "netns-want":
+            self.netns_owed += max(0, int(msg.get("count", 0)))
+            for fd in fds:
+                os.close(fd)
         elif op == "exit":
             for pid in list(self.instances):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             os._exit(0)
 
+    def _wants_netns(self) -> bool:
+        if self.spec.get("network") == "nat":
+            return self.netns_owed > 0
+        return self.spec.get("network") == "none" and len(self.netns_pool) < self.sb.get("netns_pool_size", 2)
+
     def refill(self) -> None:
+        """Make one network namespace (only when nothing else is waiting: it costs a fork)."""
+        if self.spec.get("network") == "nat" and self.netns_owed > 0:
+            self.netns_owed -= 1
+            try:
+                fd = isolation.make_netns()
+            except OSError as e:
+                send_msg(self.ctrl, {"op": "netns", "error": str(e)})
+                return
+            try:
+                send_msg(self.ctrl, {"op": "netns"}, [fd])
+            finally:
+                os.close(fd)
+            return
         if self.spec.get("network") == "none" and len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
             try:
                 self.netns_pool.append(isolation.make_netns())
@@ -230,7 +261,7 @@ class FunctionZygote:
         signal.set_wakeup_fd(sig_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         while True:
-            timeout = 0.0 if self.spec.get("network") == "none" and len(self.netns_pool) < 2 else None
+            timeout = 0.0 if self._wants_netns() else None
             ctrl_fd = self.ctrl.fileno()
             ready, _, _ = select.select([ctrl_fd, sig_r], [], [], timeout)
             if not ready:
@@ -337,6 +368,11 @@ def _function_zygote_main(
         if sb.get("userns"):
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+        if spec.get("network") != "host" and sb.get("namespaces"):
+            # pre-imports and snapshot init run here: never in the host's network namespace unless the function
+            # asked for it (instances get their own namespaces; this one stays empty)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.bring_loopback_up()
         os.close(go_r)
         os.close(ack_w)
         syscalls.set_child_subreaper()
@@ -413,7 +449,9 @@ def _write_id_maps(pid: int, host_base: int) -> None:
         f.write(f"0 {host_base} 65536\n")
 
 
-def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
+def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int]:
+    """Fork a function zygote; returns its pid and an fd of its user namespace (-1 without one), taken while the
+    child still waits for us: the node checks the namespaces that zygote sends against it."""
     spec, sb = msg["spec"], msg["sandbox"]
     go_r, go_w = os.pipe()
     ack_r, ack_w = os.pipe()
@@ -430,11 +468,13 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
     os.close(go_r)
     os.close(ack_w)
     os.close(ctrl_fd)
+    userns_fd = -1
     try:
         if not select.select([ack_r], [], [], 10)[0] or os.read(ack_r, 1) != b"u":
             raise OSError("function zygote did not start")
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
+            userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         groups = dict(sb.get("cgroups") or {})
         if "cpu-zygote" in groups:
             groups["cpu"] = groups.pop("cpu-zygote")
@@ -445,11 +485,13 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
     except OSError:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+        if userns_fd >= 0:
+            os.close(userns_fd)
         raise
     finally:
         os.close(go_w)
         os.close(ack_r)
-    return pid
+    return pid, userns_fd
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -470,8 +512,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg, fds = got
         if msg.get("op") == "function":
             try:
-                pid = _start_function_zygote(msg, fds[0])
-                send_msg(ctrl, {"op": "started", "id": msg["id"], "pid": pid})
+                pid, userns_fd = _start_function_zygote(msg, fds[0])
+                try:
+                    send_msg(
+                        ctrl, {"op": "started", "id": msg["id"], "pid": pid}, [userns_fd] if userns_fd >= 0 else []
+                    )
+                finally:
+                    if userns_fd >= 0:
+                        os.close(userns_fd)
             except Exception as e:
                 send_msg(ctrl, {"op": "started", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
         else:
