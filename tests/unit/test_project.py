@@ -88,7 +88,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (f.memory, f.timeout, f.ephemeral_storage) == (128, 3, 512)
     assert f.environment == {}
     assert f.reserved_concurrency is None and f.provisioned_concurrency is None
-    assert f.network == "host" and f.snapshot is False
+    assert f.network == "nat" and f.snapshot is False
     assert f.requirements is None
     assert f.events == ()
 

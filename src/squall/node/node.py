@@ -253,7 +253,8 @@ class Node:
             return
         finally:
             if userns >= 0:
-                os.close(userns)
+                with contextlib.suppress(OSError):
+                    os.close(userns)
         if fn.unloaded:
             os.close(fd)
             return
@@ -465,15 +466,12 @@ class Node:
             reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, fds)
         except (TimeoutError, ConnectionError) as e:
             fn.free_slots.append(slot)
-            for s in (node_end, inst_end):
-                s.close()
-            for fd in (log_r, log_w):
-                os.close(fd)
+            node_end.close()
+            os.close(log_r)  # inst_end and log_w: closed once, below (a second close could hit a reused number)
             raise SandboxUnavailable(f"function zygote for {fn.spec.name} is gone: {e}")
         finally:
             inst_end.close()
-            with contextlib.suppress(OSError):
-                os.close(log_w)
+            os.close(log_w)
             if netns_fd >= 0:
                 os.close(netns_fd)
         if "error" in reply:
