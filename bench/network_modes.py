@@ -99,7 +99,7 @@ async def bench_node(tmp: Path, code: Path) -> None:
     cold: dict[str, list[float]] = {m: [] for m in MODES}
     for i in range(n_cold):
         for m in MODES:
-            await asyncio.sleep(0.005)  # idle time, as between real cold starts: the pools refill
+            await asyncio.sleep(float(os.environ.get("BENCH_IDLE_S", "0.005")))  # idle time, as between real cold starts: the pools refill
             t0 = time.perf_counter()
             inst = await node.start_instance(fns[m])
             cold[m].append((time.perf_counter() - t0) * 1000)

@@ -24,6 +24,7 @@ from pathlib import Path
 from squall.node import syscalls
 
 __all__ = [
+    "NetnsFactory",
     "SeccompFilter",
     "build_seccomp_filter",
     "enter_function_sandbox",
@@ -289,3 +290,66 @@ def make_netns() -> int:
     finally:
         parent.close()
         os.waitpid(pid, 0)
+
+
+class NetnsFactory:
+    """A helper process that makes network namespaces on request: it ``unshare``s a new one in place each time (its
+    previous one lives on through the fd it sent), so a namespace costs no fork.  Measured here: ~1.2 ms per
+    namespace, against ~7 ms for :func:`make_netns` (fork, unshare, exit, wait).
+
+    Started by the function zygote before any function code runs (a small, single-threaded process); it dies with
+    the zygote (parent-death signal).  Falls back to :func:`make_netns` if it is gone."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                self.sock.close()
+                os.closerange(3, child.fileno())
+                os.closerange(child.fileno() + 1, 1 << 16)
+                _factory_main(child)
+            finally:
+                os._exit(0)
+        child.close()
+        os.set_inheritable(self.sock.fileno(), False)
+
+    def make(self) -> int:
+        """A new network namespace with loopback up; returns an fd that keeps it alive."""
+        import socket
+
+        if self.pid > 0:
+            try:
+                self.sock.send(b"n")
+                msg, fds, _, _ = socket.recv_fds(self.sock, 16, 1)
+                if msg == b"1" and fds:
+                    os.set_inheritable(fds[0], False)
+                    return fds[0]
+                for fd in fds:
+                    os.close(fd)
+            except OSError:
+                pass
+            self.pid = -1  # gone or broken: the slow path from now on
+        return make_netns()
+
+
+def _factory_main(sock: object) -> None:
+    import signal
+    import socket
+
+    assert isinstance(sock, socket.socket)
+    syscalls.set_pdeathsig(signal.SIGKILL)
+    while sock.recv(1):
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.bring_loopback_up()
+            fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            sock.send(b"0")
+            continue
+        try:
+            socket.send_fds(sock, [b"1"], [fd])
+        finally:
+            os.close(fd)

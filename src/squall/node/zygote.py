@@ -116,6 +116,8 @@ class FunctionZygote:
         self.instances: dict[int, int] = {}  # pid -> slot
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
+        #: makes network namespaces without a fork each (started before function code runs; None for "host")
+        self.netns_factory: isolation.NetnsFactory | None = None
         #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
         self.netns_owed = 0
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
@@ -140,9 +142,9 @@ class FunctionZygote:
             isolation.prepare_instance_cgroups(dirs, self.spec["memory_mb"], sb["cpu_shares"], sb["pids_max"])
         network = self.spec.get("network")
         if network == "none":
-            netns_fd = self.netns_pool.pop() if self.netns_pool else isolation.make_netns()
+            netns_fd = self.netns_pool.pop() if self.netns_pool else self._make_netns()
         elif network == "nat" and netns_fd < 0:
-            netns_fd = isolation.make_netns()
+            netns_fd = self._make_netns()
         try:
             if sb.get("namespaces"):
                 pid = syscalls.clone_process(
@@ -231,6 +233,9 @@ class FunctionZygote:
                     os.kill(pid, signal.SIGKILL)
             os._exit(0)
 
+    def _make_netns(self) -> int:
+        return self.netns_factory.make() if self.netns_factory is not None else isolation.make_netns()
+
     def _wants_netns(self) -> bool:
         if self.spec.get("network") == "nat":
             return self.netns_owed > 0
@@ -241,7 +246,7 @@ class FunctionZygote:
         if self.spec.get("network") == "nat" and self.netns_owed > 0:
             self.netns_owed -= 1
             try:
-                fd = isolation.make_netns()
+                fd = self._make_netns()
             except OSError as e:
                 send_msg(self.ctrl, {"op": "netns", "error": str(e)})
                 return
@@ -252,7 +257,7 @@ class FunctionZygote:
             return
         if self.spec.get("network") == "none" and len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
             try:
-                self.netns_pool.append(isolation.make_netns())
+                self.netns_pool.append(self._make_netns())
             except OSError as e:
                 self.warnings.append(f"network namespace pool: {e}")
 
@@ -386,6 +391,11 @@ def _function_zygote_main(
     sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
+    if spec.get("network") in ("nat", "none"):
+        try:
+            fz.netns_factory = isolation.NetnsFactory()
+        except OSError as e:
+            warnings.append(f"network namespace factory: {e}")
     warnings += fz.warnings
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     deps = spec.get("preload")
