@@ -31,6 +31,7 @@ __all__ = [
     "enter_instance_sandbox",
     "make_netns",
     "masks_for",
+    "resolv_conf_for_netns",
 ]
 
 #: syscalls an instance never needs; they fail with EPERM (defence in depth behind the uid and namespaces)
@@ -93,10 +94,46 @@ def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
     return sorted(m for m in masks if not any(m != o and o in m.parents for o in masks))
 
 
-def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[str]:
+def _nameservers(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [p[1] for p in (line.split() for line in lines) if len(p) > 1 and p[0] == "nameserver"]
+
+
+def resolv_conf_for_netns(
+    etc: str = "/etc/resolv.conf", upstream: str = "/run/systemd/resolve/resolv.conf"
+) -> tuple[str | None, str | None]:
+    """(a resolv.conf to show instances in their own network namespace instead of /etc/resolv.conf, a warning).
+
+    A loopback resolver (systemd-resolved's 127.0.0.53 stub, a local dnsmasq) is unreachable from another network
+    namespace: use systemd-resolved's list of upstream servers when it has one."""
+    servers = _nameservers(etc)
+    if not servers or any(not (s.startswith("127.") or s == "::1") for s in servers):
+        return None, None
+    if any(not (s.startswith("127.") or s == "::1") for s in _nameservers(upstream)):
+        return upstream, None
+    return None, (
+        f"{etc} lists only loopback resolvers ({', '.join(servers)}), unreachable from a function's own network "
+        "namespace: functions cannot resolve names"
+    )
+
+
+def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool, network: str = "host") -> list[str]:
     """Called by the function zygote, as root of its fresh user+mount namespace.  Returns warnings."""
     warnings: list[str] = []
     syscalls.make_private("/")
+    if network == "nat":
+        resolv, why = resolv_conf_for_netns()
+        if why:
+            warnings.append(why)
+        if resolv:
+            try:
+                syscalls.mount(resolv, "/etc/resolv.conf", None, syscalls.MS_BIND)
+            except OSError as e:
+                warnings.append(f"could not show {resolv} as /etc/resolv.conf: {e}")
     needed = [p for p in needed_paths() if p.exists()]
     masks = masks_for(Path(data_dir), needed)
     code_fd = syscalls.open_tree_clone(code_dir)

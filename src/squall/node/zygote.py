@@ -360,7 +360,9 @@ def _function_zygote_main(
         # cannot unmount the masks or make the host filesystem writable again
         if sb.get("namespaces"):
             syscalls.unshare(syscalls.CLONE_NEWNS)
-            warnings += isolation.enter_function_sandbox(spec["code_dir"], sb["data_dir"], bool(sb.get("cgroups")))
+            warnings += isolation.enter_function_sandbox(
+                spec["code_dir"], sb["data_dir"], bool(sb.get("cgroups")), spec.get("network", "host")
+            )
             task_root = "/var/task"
         else:
             task_root = spec["code_dir"]
