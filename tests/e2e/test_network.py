@@ -7,6 +7,7 @@ the host through a veth and a route, runs a TCP server that reports the address 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -369,3 +370,64 @@ def ipaddress_in(addr: str, net: str) -> bool:
     import ipaddress
 
     return ipaddress.IPv4Address(addr) in ipaddress.IPv4Network(net)
+
+
+# -- a lying zygote gets only what the node asked for ---------------------------------------------------------
+
+EVIL = r"""
+import os, sys
+
+_z = sys.modules.get("__main__")  # the zygote runs as python -m squall.node.zygote
+if hasattr(_z, "FunctionZygote"):  # pre-imported by the function zygote: patch it to flood the node
+    from squall.node.channel import send_msg
+
+    _orig = _z.FunctionZygote.refill
+
+    def refill(self):
+        for _ in range(10):
+            fd = self._make_netns()
+            send_msg(self.ctrl, {"op": "netns"}, [fd])
+            os.close(fd)
+        user = os.open("/proc/self/ns/user", os.O_RDONLY)  # not a network namespace
+        send_msg(self.ctrl, {"op": "netns"}, [user])
+        os.close(user)
+        return _orig(self)
+
+    _z.FunctionZygote.refill = refill
+"""
+
+
+async def _drain(n: Any) -> None:
+    await asyncio.get_running_loop().run_in_executor(n._net_exec, lambda: None)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.sandbox_helpers import make_node
+
+    yield from make_node(tmp_path_factory, netns_pool_size=2)
+
+
+def test_a_lying_zygote_gets_only_the_namespaces_the_node_asked_for(node: Any) -> None:
+    fn = node.load(
+        {
+            "app.py": "import evilnet\ndef handler(event, context):\n    return 'ok'\n",
+            "evilnet/__init__.py": EVIL,
+            "evilnet-1.0.dist-info/METADATA": "Name: evilnet\nVersion: 1.0\n",
+        },
+        name="evil",
+    )
+    assert "evilnet" in fn.preloaded  # the patch really ran in the zygote
+    inst = node.start(fn)
+    try:
+        assert json.loads(node.invoke(inst, {}).payload) == "ok"
+        net = node.node.network
+        # a spawn round trip: the node has read everything the zygote sent before (one ordered socket); then let
+        # the node's one wiring thread finish what was queued
+        node.stop(node.start(fn))
+        node.run(_drain(node.node))
+        wired = [n for n in os.listdir("/sys/class/net") if n.startswith(net.veth_prefix)]
+        # 2 asked at load, 1 more after each of the 2 starts: never the ~40 the zygote sent
+        assert 1 <= len(wired) <= 4, wired
+    finally:
+        node.stop(inst)

@@ -284,6 +284,8 @@ class Node:
     async def _take_netns(self, fn: LoadedFunction) -> int:
         if fn.netns_ready:
             fd = fn.netns_ready.pop()
+        elif fn.link.closed.is_set():
+            raise SandboxUnavailable(f"function zygote for {fn.spec.name} is gone")
         else:
             waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             fn.netns_waiters.append(waiter)
