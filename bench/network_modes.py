@@ -10,7 +10,7 @@ Prints JSON lines:
   warm_invoke_ms{mode}      one invocation on a warm instance (modes alternated in rounds)
   burst_ms{mode}            16 instances started at once until all are READY (the pool holds 4)
 
-    python bench/network_modes.py [--quick]
+    python bench/network_modes.py [--quick]      (BENCH_IDLE_S: pause before each cold start, default 0.005 s)
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from squall.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return {'ok': True}\n"
 MODES: tuple[NetworkMode, ...] = ("nat", "none", "host")
+#: BENCH_IDLE_S: pause before each sequential cold start (s)
+IDLE_S = float(os.environ.get("BENCH_IDLE_S", "0.005"))
 
 
 def _namespace_factory(count: int) -> tuple[int, int, socket.socket]:
@@ -99,7 +101,7 @@ async def bench_node(tmp: Path, code: Path) -> None:
     cold: dict[str, list[float]] = {m: [] for m in MODES}
     for i in range(n_cold):
         for m in MODES:
-            await asyncio.sleep(float(os.environ.get("BENCH_IDLE_S", "0.005")))  # idle time, as between real cold starts: the pools refill
+            await asyncio.sleep(IDLE_S)  # idle time, as between real cold starts: the pools refill
             t0 = time.perf_counter()
             inst = await node.start_instance(fns[m])
             cold[m].append((time.perf_counter() - t0) * 1000)
@@ -140,7 +142,7 @@ async def bench_node(tmp: Path, code: Path) -> None:
     fn = await node.load(FunctionSpec(name="net-miss", code_dir=code, handler="app.handler", network="nat"))
     miss = []
     for i in range(n_cold):
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(IDLE_S)
         t0 = time.perf_counter()
         inst = await node.start_instance(fn)
         miss.append((time.perf_counter() - t0) * 1000)
