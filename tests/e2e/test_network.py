@@ -431,3 +431,24 @@ def test_a_lying_zygote_gets_only_the_namespaces_the_node_asked_for(node: Any) -
         assert 1 <= len(wired) <= 4, wired
     finally:
         node.stop(inst)
+
+
+def test_a_reused_namespace_keeps_nothing_of_the_previous_instance(node: Any) -> None:
+    fn = node.load({"app.py": PROBE}, name="reuse", timeout_s=30)
+    # the pool filled (a full pool closes what comes back instead of keeping it)
+    eventually(lambda: len(fn.netns_ready) == 2 and fn.netns_asked == 0, what="namespace pool filled")
+    a = node.start(fn)
+    try:
+        addr, port = json.loads(node.invoke(a, {"op": "listen"}).payload)
+    finally:
+        node.stop(a)
+    b = node.start(fn)
+    try:
+        # the pool hands the namespace back out (no new one made and wired) ...
+        assert json.loads(node.invoke(b, {"op": "address"}).payload) == addr
+        # ... but what the previous instance left listening died with it
+        for host in ("127.0.0.1", addr):
+            got = json.loads(node.invoke(b, {"op": "connect", "host": host, "port": port}).payload)
+            assert got.startswith("ConnectionRefusedError"), (host, got)
+    finally:
+        node.stop(b)

@@ -98,6 +98,8 @@ class LoadedFunction:
     netns_ready: list[int] = field(default_factory=list)
     netns_asked: int = 0
     netns_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    #: the namespace each live instance joined (pid -> fd): back to the pool when the instance is gone
+    netns_in_use: dict[int, int] = field(default_factory=dict)
     unloaded: bool = False
 
     @property
@@ -274,10 +276,12 @@ class Node:
                 return
 
     def _ask_netns(self, fn: LoadedFunction) -> None:
-        """Keep netns_pool_size wired namespaces ready (plus one per waiting instance); the zygote makes them
-        when it has nothing else to do."""
-        want = self.config.netns_pool_size + len(fn.netns_waiters) - len(fn.netns_ready) - fn.netns_asked
-        if want > 0 and not fn.link.closed.is_set():
+        """Top the pool up to netns_pool_size wired namespaces (plus one per waiting instance) once it is below
+        half of that: namespaces of instances that are gone come back (see _return_netns), so a steady trickle of
+        cold starts makes none.  The zygote makes them when it has nothing else to do."""
+        size, waiting, have = self.config.netns_pool_size, len(fn.netns_waiters), len(fn.netns_ready) + fn.netns_asked
+        want = size + waiting - have
+        if waiting + max(1, size // 2) - have > 0 and want > 0 and not fn.link.closed.is_set():
             fn.netns_asked += want
             fn.link.send({"op": "netns-want", "count": want})
 
@@ -440,6 +444,9 @@ class Node:
             if not waiter.done():
                 waiter.set_exception(SandboxUnavailable(f"{fn.spec.name} was unloaded"))
         fn.netns_waiters.clear()
+        for fd in fn.netns_in_use.values():
+            os.close(fd)
+        fn.netns_in_use.clear()
         if fn.userns_fd >= 0:
             os.close(fn.userns_fd)
             fn.userns_fd = -1
@@ -470,18 +477,22 @@ class Node:
             fn.free_slots.append(slot)
             node_end.close()
             os.close(log_r)  # inst_end and log_w: closed once, below (a second close could hit a reused number)
+            if netns_fd >= 0:
+                os.close(netns_fd)
             raise SandboxUnavailable(f"function zygote for {fn.spec.name} is gone: {e}")
         finally:
             inst_end.close()
             os.close(log_w)
-            if netns_fd >= 0:
-                os.close(netns_fd)
         if "error" in reply:
             fn.free_slots.append(slot)
             node_end.close()
             os.close(log_r)
+            if netns_fd >= 0:
+                self._return_netns(fn, netns_fd)
             raise SandboxUnavailable(f"could not start an instance of {fn.spec.name}: {reply['error']}")
         pid = int(reply["pid"])
+        if netns_fd >= 0:
+            fn.netns_in_use[pid] = netns_fd
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int] = loop.create_future()
         fn.exits[pid] = exited
@@ -505,7 +516,25 @@ class Node:
         inst.alive = False
         if fn.instances.pop(inst.pid, None) is not None:
             fn.free_slots.append(inst.slot)
+        netns_fd = fn.netns_in_use.pop(inst.pid, None)
+        if netns_fd is not None:
+            self._return_netns(fn, netns_fd)
         inst.close()
+
+    def _return_netns(self, fn: LoadedFunction, fd: int) -> None:
+        """An instance is gone (its PID namespace, hence every process it started, with it): its wired namespace
+        goes back to the function's pool for the next instance, as Lambda reuses an execution environment, instead
+        of being torn down and another made and wired.  Only within one function; the idle pool keeps at most
+        max(netns_pool_size, live instances) namespaces."""
+        if fn.unloaded or len(fn.netns_ready) >= max(self.config.netns_pool_size, len(fn.instances)):
+            os.close(fd)
+            return
+        while fn.netns_waiters:
+            waiter = fn.netns_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(fd)
+                return
+        fn.netns_ready.append(fd)
 
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):

@@ -114,6 +114,7 @@ class FunctionZygote:
         self.spec = spec
         self.sb = sandbox
         self.instances: dict[int, int] = {}  # pid -> slot
+        self.instance_netns: dict[int, int] = {}  # network "none": pid -> the namespace it joined
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         #: makes network namespaces without a fork each (started before function code runs; None for "host")
@@ -145,6 +146,7 @@ class FunctionZygote:
             netns_fd = self.netns_pool.pop() if self.netns_pool else self._make_netns()
         elif network == "nat" and netns_fd < 0:
             netns_fd = self._make_netns()
+        keep = False  # network "none": the namespace goes back to the pool when the instance exits
         try:
             if sb.get("namespaces"):
                 pid = syscalls.clone_process(
@@ -159,9 +161,12 @@ class FunctionZygote:
                     os._exit(e.code if isinstance(e.code, int) else 1)
                 except BaseException:
                     os._exit(1)
+            keep = network == "none" and mode == "serve" and netns_fd >= 0
         finally:
-            if netns_fd >= 0:
+            if netns_fd >= 0 and not keep:
                 os.close(netns_fd)
+        if keep:
+            self.instance_netns[pid] = netns_fd
         self.instances[pid] = slot
         return pid
 
@@ -239,7 +244,9 @@ class FunctionZygote:
     def _wants_netns(self) -> bool:
         if self.spec.get("network") == "nat":
             return self.netns_owed > 0
-        return self.spec.get("network") == "none" and len(self.netns_pool) < self.sb.get("netns_pool_size", 2)
+        # below half the pool: an instance's namespace comes back to the pool when it exits
+        low = max(1, self.sb.get("netns_pool_size", 2) // 2)
+        return self.spec.get("network") == "none" and len(self.netns_pool) < low
 
     def refill(self) -> None:
         """Make one network namespace (only when nothing else is waiting: it costs a fork)."""
@@ -278,6 +285,12 @@ class FunctionZygote:
                 for pid, status in _reap_all():
                     if self.instances.pop(pid, None) is not None:
                         send_msg(self.ctrl, {"op": "exited", "pid": pid, "status": status})
+                    netns_fd = self.instance_netns.pop(pid, None)
+                    if netns_fd is not None:
+                        if len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
+                            self.netns_pool.append(netns_fd)
+                        else:
+                            os.close(netns_fd)
             if ctrl_fd in ready:
                 got = recv_msg(self.ctrl)
                 if got is None:
