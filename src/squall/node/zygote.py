@@ -249,7 +249,7 @@ class FunctionZygote:
         return self.spec.get("network") == "none" and len(self.netns_pool) < low
 
     def refill(self) -> None:
-        """Make one network namespace (only when nothing else is waiting: it costs a fork)."""
+        """Make one network namespace (only when nothing else is waiting: ~1 ms of kernel work)."""
         if self.spec.get("network") == "nat" and self.netns_owed > 0:
             self.netns_owed -= 1
             try:
