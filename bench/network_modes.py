@@ -1,8 +1,9 @@
 """What network mode "nat" (the default) costs, against "none" and "host" (node API, no HTTP; needs root).
 
 Prints JSON lines:
-  netns_create_ms           a fresh network namespace, made as a function zygote does (fork a helper in the
-                            function's user namespace, unshare, loopback up, fd back): p50, p99
+  netns_create_ms           a fresh network namespace, made as a function zygote does (its NetnsFactory helper,
+                            in the function's user namespace, unshares in place, loopback up, fd back): p50, p99;
+                            baseline: the old way, a forked helper per namespace (isolation.make_netns)
   netns_wire_ms             the node wiring it (veth pair into the namespace, host route, forwarding, the address
                             and default route inside): p50, p99
   cold_start_ms{mode}       start_instance until READY, pool of wired namespaces kept full (modes alternated)
@@ -50,11 +51,15 @@ def _namespace_factory(count: int) -> tuple[int, int, socket.socket]:
             child.recv(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+            factory = isolation.NetnsFactory()
             for _ in range(count):
                 t0 = time.perf_counter()
-                fd = isolation.make_netns()
+                fd = factory.make()
                 ms = (time.perf_counter() - t0) * 1000
-                socket.send_fds(child, [f"{ms}".encode()], [fd])
+                t0 = time.perf_counter()
+                os.close(isolation.make_netns())
+                forked = (time.perf_counter() - t0) * 1000
+                socket.send_fds(child, [f"{ms} {forked}".encode()], [fd])
                 os.close(fd)
                 child.recv(1)  # one at a time: the parent times the wiring alone
         finally:
@@ -71,11 +76,13 @@ def bench_namespaces(n: int) -> None:
     net = NodeNetwork(f"squall-bench-net-{os.getpid()}")
     net.setup()
     pid, userns, sock = _namespace_factory(n)
-    create, wire = [], []
+    create, forked, wire = [], [], []
     try:
         for _ in range(n):
             msg, fds, _, _ = socket.recv_fds(sock, 64, 1)
-            create.append(float(msg))
+            made, fork_ms = msg.split()
+            create.append(float(made))
+            forked.append(float(fork_ms))
             t0 = time.perf_counter()
             net.wire(fds[0], userns)
             wire.append((time.perf_counter() - t0) * 1000)
@@ -85,7 +92,8 @@ def bench_namespaces(n: int) -> None:
         os.waitpid(pid, 0)
         os.close(userns)
         net.teardown()
-    emit("netns_create_ms", pct(create, 50), "ms", p99=round(pct(create, 99), 3), n=n)
+    emit("netns_create_ms", pct(create, 50), "ms", p99=round(pct(create, 99), 3), n=n,
+         baseline={"forked_helper_p50": round(pct(forked, 50), 3)})  # fmt: skip
     emit("netns_wire_ms", pct(wire, 50), "ms", p99=round(pct(wire, 99), 3), n=n)
 
 
