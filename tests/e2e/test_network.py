@@ -452,3 +452,47 @@ def test_a_reused_namespace_keeps_nothing_of_the_previous_instance(node: Any) ->
             assert got.startswith("ConnectionRefusedError"), (host, got)
     finally:
         node.stop(b)
+
+
+SNAPSHOT_INIT = r"""
+import os, socket
+
+def _connect(host, port):
+    s = socket.socket()
+    s.settimeout(10)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except Exception as e:
+        return type(e).__name__
+    finally:
+        s.close()
+
+# runs in the function zygote (snapshot mode): it sees what an instance sees, never the host's network
+INIT = {
+    "interfaces": sorted(name for _, name in socket.if_nameindex()),
+    "host_loopback": _connect("127.0.0.1", int(os.environ["HOST_PORT"])),
+    "pid": os.getpid(),
+}
+
+def handler(event, context):
+    return {**INIT, "instance_pid": os.getpid()}
+"""
+
+
+def test_snapshot_init_runs_with_the_network_of_an_instance(
+    node: Any, host_services: tuple[_TcpServer, _TcpServer]
+) -> None:
+    loopback, _ = host_services
+    fn = node.load(
+        {"app.py": SNAPSHOT_INIT}, name="snapinit", snapshot=True, environment={"HOST_PORT": str(loopback.port)}
+    )
+    assert fn.snapshot, fn.report
+    inst = node.start(fn)
+    try:
+        out = json.loads(node.invoke(inst, {}).payload)
+    finally:
+        node.stop(inst)
+    assert out["pid"] != out["instance_pid"]  # the module ran in the zygote, before the fork
+    assert out["interfaces"] == ["eth0", "lo"]
+    assert out["host_loopback"] == "ConnectionRefusedError"

@@ -267,6 +267,21 @@ class Node:
                 return
         fn.netns_ready.append(fd)
 
+    async def _wire_zygote(self, link: ZygoteLink, fd: int, userns_fd: int) -> None:
+        """The function zygote's own namespace (where pre-imports and snapshot init run), once, during load."""
+        userns = os.dup(userns_fd) if userns_fd >= 0 else -1
+        try:
+            if userns < 0:
+                raise PermissionError("the function has no user namespace")
+            addr = await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.wire, fd, userns)
+            link.send({"op": "netns-wired", "address": addr})
+        except Exception as e:
+            link.send({"op": "netns-wired", "error": str(e)})
+        finally:
+            os.close(fd)
+            if userns >= 0:
+                os.close(userns)
+
     def _netns_failed(self, fn: LoadedFunction, why: str) -> None:
         log.warning("function %s: %s", fn.spec.name, why)
         while fn.netns_waiters:
@@ -403,6 +418,15 @@ class Node:
             self._release_slot(slot)
             raise SandboxUnavailable(f"could not start a zygote for {spec.name}: {reply['error']}")
         fn_holder: dict[str, LoadedFunction] = {}
+        link_holder: list[ZygoteLink] = []
+        own_netns = {"asked": sd["network"] == "nat"}  # the zygote's own namespace may be wired once, at load
+
+        def on_netns(msg: dict[str, Any], fds: list[int]) -> None:
+            fn = fn_holder.get("fn")
+            if fn is None and msg.get("self") and own_netns.pop("asked", False) and len(fds) == 1 and link_holder:
+                asyncio.get_running_loop().create_task(self._wire_zygote(link_holder[0], fds[0], userns_fd))
+                return
+            self._on_netns(fn, msg, fds)
 
         def on_exit(msg: dict[str, Any]) -> None:
             f = fn_holder.get("fn")
@@ -412,9 +436,8 @@ class Node:
             if fut is not None and not fut.done():
                 fut.set_result(int(msg["status"]))
 
-        link = ZygoteLink(
-            parent, on_exit, on_fds=lambda m, fds: self._on_netns(fn_holder.get("fn"), m, fds), fd_ops=("netns",)
-        )
+        link = ZygoteLink(parent, on_exit, on_fds=on_netns, fd_ops=("netns",))
+        link_holder.append(link)
         report = await link.next_unsolicited(self.config.init_timeout_s + 60)
         if report is None or report.get("fatal"):
             link.close()

@@ -359,6 +359,25 @@ def _run_probe(fz: FunctionZygote, timeout_s: float) -> tuple[list[str] | None, 
         fz.instances.pop(pid, None)
 
 
+def _wire_own_netns(ctrl: socket.socket) -> list[str]:
+    """Network "nat": have the node wire this zygote's own namespace, so that pre-imports and snapshot init reach
+    what an instance reaches (as Lambda's init phase does).  The node answers before anything else."""
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        send_msg(ctrl, {"op": "netns", "self": True}, [fd])
+    finally:
+        os.close(fd)
+    got = recv_msg(ctrl)
+    if got is None:
+        os._exit(1)
+    msg, fds = got
+    for f in fds:
+        os.close(f)
+    if msg.get("op") != "netns-wired" or msg.get("error"):
+        return [f"no network during init and pre-imports: {msg.get('error') or msg.get('op')}"]
+    return []
+
+
 def _function_zygote_main(
     ctrl: socket.socket, spec: dict[str, Any], sb: dict[str, Any], go_r: int, ack_w: int
 ) -> NoReturn:
@@ -390,9 +409,11 @@ def _function_zygote_main(
             os.setresuid(0, 0, 0)
         if spec.get("network") != "host" and sb.get("namespaces"):
             # pre-imports and snapshot init run here: never in the host's network namespace unless the function
-            # asked for it (instances get their own namespaces; this one stays empty)
+            # asked for it (instances get their own namespaces)
             syscalls.unshare(syscalls.CLONE_NEWNET)
             syscalls.bring_loopback_up()
+            if spec.get("network") == "nat":
+                warnings += _wire_own_netns(ctrl)
         os.close(go_r)
         os.close(ack_w)
         syscalls.set_child_subreaper()
