@@ -10,6 +10,7 @@ Prints JSON lines:
   cold_start_pool_miss_ms   "nat" with netns_pool_size=0: every start waits for a namespace to be made and wired
   warm_invoke_ms{mode}      one invocation on a warm instance (modes alternated in rounds)
   burst_ms{mode}            16 instances started at once until all are READY (the pool holds 4)
+  load_ms{mode}             loading a function (its zygote; "nat" also wires the zygote's own namespace)
 
     python bench/network_modes.py [--quick]      (BENCH_IDLE_S: pause before each cold start, default 0.005 s)
 """
@@ -104,6 +105,13 @@ async def bench_node(tmp: Path, code: Path) -> None:
     await node.start()
     if not node.network.available:
         raise SystemExit(f"network nat unavailable: {node.network.why}")
+    loads: dict[str, list[float]] = {m: [] for m in MODES}
+    for i in range(3 if quick() else 10):
+        for m in MODES:
+            t0 = time.perf_counter()
+            f = await node.load(FunctionSpec(name=f"load-{m}-{i}", code_dir=code, handler="app.handler", network=m))
+            loads[m].append((time.perf_counter() - t0) * 1000)
+            await node.unload(f)
     fns = {m: await node.load(FunctionSpec(name=f"net-{m}", code_dir=code, handler="app.handler", network=m))
            for m in MODES}  # fmt: skip
     cold: dict[str, list[float]] = {m: [] for m in MODES}
@@ -141,6 +149,8 @@ async def bench_node(tmp: Path, code: Path) -> None:
     for m in MODES:
         emit("warm_invoke_ms", pct(warm[m], 50), "ms", mode=m, p99=round(pct(warm[m], 99), 3), n=n_warm,
              baseline=wbase)  # fmt: skip
+    for m in MODES:
+        emit("load_ms", pct(loads[m], 50), "ms", mode=m, n=len(loads[m]))
     for m in MODES:
         emit("burst_ms", pct(burst[m], 50), "ms", mode=m, instances=16, rounds=len(burst[m]))
 
