@@ -112,6 +112,7 @@ async def bench_node(tmp: Path, code: Path) -> None:
             f = await node.load(FunctionSpec(name=f"load-{m}-{i}", code_dir=code, handler="app.handler", network=m))
             loads[m].append((time.perf_counter() - t0) * 1000)
             await node.unload(f)
+            await asyncio.sleep(0.5)  # the kernel tears the unloaded function's namespaces down meanwhile
     fns = {m: await node.load(FunctionSpec(name=f"net-{m}", code_dir=code, handler="app.handler", network=m))
            for m in MODES}  # fmt: skip
     cold: dict[str, list[float]] = {m: [] for m in MODES}
