@@ -430,13 +430,13 @@ table inet {self.table} {{
     def _pick_slice(self) -> ipaddress.IPv4Network:
         taken: list[ipaddress.IPv4Network] = []
         for line in _run("ip", "-4", "-o", "route", "show", "table", "all", check=False).splitlines():
-            word = line.split()[0] if line.split() else ""
-            if word in ("local", "broadcast"):
-                word = line.split()[1]
-            if word == "default":
-                continue
-            with contextlib.suppress(ValueError):
-                taken.append(ipaddress.IPv4Network(word, strict=False))
+            # "10.0.0.0/8 dev ...", or a route type first: "local 10.0.0.1 dev ...", "unreachable 10.1.0.0/16"
+            for word in line.split()[:2]:
+                if word == "default":
+                    break
+                with contextlib.suppress(ValueError):
+                    taken.append(ipaddress.IPv4Network(word, strict=False))
+                    break
         pool = ipaddress.IPv4Network(self.cidr)
         # this node's preferred slice first (stable across restarts), then any free one
         slices = list(pool.subnets(new_prefix=self.slice_prefix))
@@ -496,9 +496,14 @@ table inet {self.table} {{
         """eth0 gets the address and the default route: done from inside (this thread enters the namespace, opens
         a netlink socket there, and comes back before anything else runs on it)."""
         syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+        inside: _Netlink | None = None
         try:
             inside = _Netlink()
             eth0 = socket.if_nametoindex("eth0")
+        except BaseException:
+            if inside is not None:
+                inside.close()
+            raise
         finally:
             try:
                 syscalls.setns(self._host_ns, syscalls.CLONE_NEWNET)
