@@ -40,6 +40,8 @@ class NodeConfig:
     #: /network_slice_prefix of it: a gateway address and one /32 per instance namespace
     network_cidr: str = field(default_factory=lambda: os.environ.get("SQUALL_NETWORK_CIDR", "10.250.0.0/16"))
     network_slice_prefix: int = 21
+    #: how often the node checks that its firewall table is still loaded (and reloads it), seconds
+    network_check_s: float = 5.0
     #: SQUALL_INSTANCE_SCHED: "batch" runs instances under SCHED_BATCH (same CPU share, but a woken instance does not
     #: preempt the running edge/control process: the server keeps serving while instances queue for the CPU);
     #: "normal" is SCHED_OTHER

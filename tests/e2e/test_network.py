@@ -404,7 +404,7 @@ async def _drain(n: Any) -> None:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    yield from make_node(tmp_path_factory, netns_pool_size=2)
+    yield from make_node(tmp_path_factory, netns_pool_size=2, network_check_s=0.2)
 
 
 def test_a_lying_zygote_gets_only_the_namespaces_the_node_asked_for(node: Any) -> None:
@@ -496,3 +496,20 @@ def test_snapshot_init_runs_with_the_network_of_an_instance(
     assert out["pid"] != out["instance_pid"]  # the module ran in the zygote, before the fork
     assert out["interfaces"] == ["eth0", "lo"]
     assert out["host_loopback"] == "ConnectionRefusedError"
+
+
+def test_a_removed_firewall_table_is_restored(node: Any, host_services: tuple[_TcpServer, _TcpServer]) -> None:
+    """A firewall manager reloading its rules (``nft flush ruleset``) removes ours too: the node puts it back."""
+    _, wildcard = host_services
+    table = node.node.network.table
+    listed = lambda: subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout  # noqa: E731
+    assert f"inet {table}" in listed()
+    subprocess.run(["nft", "delete", "table", "inet", table], check=True)
+    eventually(lambda: f"inet {table}" in listed(), what="firewall table restored")
+    fn = node.load({"app.py": PROBE}, name="afterflush", timeout_s=30)
+    inst = node.start(fn)
+    try:
+        got = json.loads(node.invoke(inst, {"op": "connect", "host": _host_address(), "port": wildcard.port}).payload)
+        assert got.startswith("ConnectionRefusedError"), got
+    finally:
+        node.stop(inst)

@@ -280,6 +280,7 @@ class NodeNetwork:
     _counter: int = 0
     #: veth MTU: the smallest of the uplinks' (so a full-size packet need not be fragmented on the way out)
     mtu: int = 0
+    _ports: set[int] = field(default_factory=set)
     _nl: _Netlink | None = None
     _host_ns: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -386,6 +387,17 @@ table inet {self.table} {{
     def allow_endpoint(self, port: int) -> None:
         """Let instances reach the platform at gateway:port."""
         _run("nft", "add", "element", "inet", self.table, "endpoint", f"{{ {int(port)} }}")
+        self._ports.add(int(port))
+
+    def ensure_table(self) -> bool:
+        """Reload the firewall table if something removed it (``nft flush ruleset``, a firewall manager's reload):
+        without it instances could reach the host.  Returns False when it had to be reloaded."""
+        if not self.available or _run("nft", "list", "table", "inet", self.table, check=False).strip():
+            return True
+        _run("nft", "-f", "-", stdin=self.ruleset())
+        for port in self._ports:
+            _run("nft", "add", "element", "inet", self.table, "endpoint", f"{{ {port} }}")
+        return False
 
     def teardown(self) -> None:
         self.available = False

@@ -163,6 +163,7 @@ class Node:
         self.network = NodeNetwork(c.cgroup_name, c.network_cidr, c.network_slice_prefix)
         #: one thread wires namespaces (netlink; it briefly enters each namespace) and sets the network up
         self._net_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="squall-network")
+        self._net_watch: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -196,6 +197,8 @@ class Node:
                 self._base_proc.kill()
             await asyncio.to_thread(self._base_proc.wait)
         self.cgroups.teardown()
+        if self._net_watch is not None:
+            self._net_watch.cancel()
         if self.network.available:
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.teardown)
@@ -216,6 +219,7 @@ class Node:
                     "network nat: gateway %s, instances in %s, firewall table inet %s",
                     self.network.gateway, self.network.subnet, self.network.table,
                 )  # fmt: skip
+                self._net_watch = asyncio.get_running_loop().create_task(self._watch_firewall())
                 return
             except (NetworkUnavailable, OSError) as e:
                 why = str(e)
@@ -223,6 +227,19 @@ class Node:
         log.warning(
             "sandbox degraded: network mode nat unavailable (%s): functions with network nat run with none", why
         )
+
+    async def _watch_firewall(self) -> None:
+        """Every few seconds: is the firewall table still there?  (A firewall manager reloading its rules flushes
+        everyone's; without ours, instances would reach the host.)"""
+        loop = asyncio.get_running_loop()
+        while self.network.available:
+            await asyncio.sleep(self.config.network_check_s)
+            try:
+                if not await loop.run_in_executor(self._net_exec, self.network.ensure_table):
+                    log.error("network nat: firewall table inet %s was removed by something else; reloaded",
+                              self.network.table)  # fmt: skip
+            except Exception as e:
+                log.error("network nat: cannot check the firewall table: %s", e)
 
     def allow_endpoint(self, port: int) -> None:
         """Let instances with network "nat" reach the platform at the gateway address on ``port``."""

@@ -133,8 +133,8 @@ class FunctionZygote:
     ) -> int:
         """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
         PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself: for network
-        "nat" the one the node wired and sent with the request (``netns_fd``, closed here), for "none" one from
-        this zygote's pool; without one (the import probe of a "nat" function) an empty one."""
+        "nat" the one the node wired and sent with the request (``netns_fd``, closed here; the import probe stays
+        in the zygote's own), for "none" one from this zygote's pool."""
         sb = self.sb
         dirs = isolation.cgroup_instance_dirs(
             {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
@@ -144,8 +144,8 @@ class FunctionZygote:
         network = self.spec.get("network")
         if network == "none":
             netns_fd = self.netns_pool.pop() if self.netns_pool else self._make_netns()
-        elif network == "nat" and netns_fd < 0:
-            netns_fd = self._make_netns()
+        elif network == "nat" and netns_fd < 0 and mode != "probe":
+            netns_fd = self._make_netns()  # (the import probe stays in this zygote's own, wired namespace)
         keep = False  # network "none": the namespace goes back to the pool when the instance exits
         try:
             if sb.get("namespaces"):
