@@ -134,6 +134,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _has_procs(cgroup_dir: str) -> bool:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
 def _raise_nofile() -> None:
     """Each instance holds two fds in the node (socket, log pipe): lift the soft limit to the hard one."""
     import resource
@@ -495,9 +503,10 @@ class Node:
         with contextlib.suppress(ProcessLookupError):
             os.kill(fn.pid, 9)
         self.functions.pop(fn.spec.key, None)
-        # the zygote must have left its cgroups before they can be removed: wait (bounded) for it to be gone
+        # the zygote (and its namespace factory, which dies with it) must have left its cgroups before they can be
+        # removed: wait (bounded) for them to be gone
         for _ in range(200):
-            if not _alive(fn.pid):
+            if not _alive(fn.pid) and not any(_has_procs(d) for d in fn.cgroups.values()):
                 break
             await asyncio.sleep(0.005)
         self._release_slot(fn.slot)
