@@ -34,8 +34,14 @@ class NodeConfig:
     mb_per_vcpu: int = 1769
     #: Lambda's init phase limit, seconds
     init_timeout_s: float = 10.0
-    #: network namespaces kept ready per function that uses network "none"
+    #: network namespaces kept ready per function zygote (network "nat": wired by the node; "none": empty)
     netns_pool_size: int = 4
+    #: SQUALL_NETWORK_CIDR: addresses for network "nat"; each node (server) on the host takes one free
+    #: /network_slice_prefix of it: a gateway address and one /32 per instance namespace
+    network_cidr: str = field(default_factory=lambda: os.environ.get("SQUALL_NETWORK_CIDR", "10.250.0.0/16"))
+    network_slice_prefix: int = 21
+    #: how often the node checks that its firewall table is still loaded (and reloads it), seconds
+    network_check_s: float = 5.0
     #: SQUALL_INSTANCE_SCHED: "batch" runs instances under SCHED_BATCH (same CPU share, but a woken instance does not
     #: preempt the running edge/control process: the server keeps serving while instances queue for the CPU);
     #: "normal" is SCHED_OTHER

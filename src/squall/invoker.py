@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from squall import jsonlimits
 from squall.errors import InvalidRequestContent, RequestTooLarge, SquallError
-from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, function_arn
+from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, NetworkMode, function_arn
 from squall.node.instance import InitFailed
 from squall.pool import InstancePool
 from squall.scheduler import pick_version
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from squall.observability.metrics import Metrics
     from squall.observability.tracing import Span, Tracer
 
-__all__ = ["ASYNC_PAYLOAD_MAX", "SYNC_PAYLOAD_MAX", "InvocationResult", "Invoker", "spec_from_stored"]
+__all__ = ["ASYNC_PAYLOAD_MAX", "SYNC_PAYLOAD_MAX", "InvocationResult", "Invoker", "network_mode", "spec_from_stored"]
 
 log = logging.getLogger("squall.invoker")
 
@@ -62,6 +62,17 @@ class InvocationResult:
         return base64.b64encode(tail).decode()
 
 
+def network_mode(squall: dict[str, Any]) -> NetworkMode:
+    """The stored mode; "host" only when the tag asks for it (functions stored when "host" was the default run
+    with the new default, "nat")."""
+    mode = squall.get("network")
+    if mode == "none":
+        return "none"
+    if mode == "host" and (squall.get("tags") or {}).get("squall:network") == "host":
+        return "host"
+    return "nat"
+
+
 def spec_from_stored(
     sf: StoredFunction, region: str, account: str, extra_env: dict[str, str] | None = None
 ) -> FunctionSpec:
@@ -78,7 +89,7 @@ def spec_from_stored(
         memory_mb=int(c.get("MemorySize", 128)),
         timeout_s=float(c.get("Timeout", 3)),
         environment=env,
-        network="none" if sf.squall.get("network") == "none" else "host",
+        network=network_mode(sf.squall),
         tmp_mb=int((c.get("EphemeralStorage") or {}).get("Size", 512)),
         snapshot=bool(sf.squall.get("snapshot")) and sf.version != "$LATEST" and not runtime.startswith("provided"),
         region=region,

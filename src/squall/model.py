@@ -15,7 +15,9 @@ __all__ = [
     "function_arn",
 ]
 
-NetworkMode = Literal["host", "none"]
+#: "nat" (default): own namespace, outside world through NAT plus the platform endpoint, nothing host-local;
+#: "none": own empty namespace (loopback only); "host": the host's network namespace (unsafe, explicit opt-in)
+NetworkMode = Literal["nat", "none", "host"]
 InitType = Literal["on-demand", "provisioned-concurrency", "snap-start"]
 
 
@@ -35,7 +37,7 @@ class FunctionSpec:
     memory_mb: int = 128
     timeout_s: float = 3.0
     environment: dict[str, str] = field(default_factory=dict)
-    network: NetworkMode = "host"
+    network: NetworkMode = "nat"
     tmp_mb: int = 512
     snapshot: bool = False
     region: str = "us-east-1"

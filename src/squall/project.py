@@ -19,7 +19,7 @@ Example::
         reserved_concurrency: 10      # optional, >= 0
         provisioned_concurrency: 2    # optional, >= 1 (and <= reserved_concurrency)
         ephemeral_storage: 512        # MB, 512..10240
-        network: host                 # host | none
+        network: nat                  # nat (default) | none | host (unsafe: the host's network)
         snapshot: false
         layers: [./shared, "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]  # directories or ARNs, <= 5
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
@@ -157,7 +157,7 @@ class FunctionDef:
     reserved_concurrency: int | None = None
     provisioned_concurrency: int | None = None
     ephemeral_storage: int = 512
-    network: NetworkMode = "host"
+    network: NetworkMode = "nat"
     snapshot: bool = False
     #: the requirements file to vendor (absolute), or None
     requirements: Path | None = None
@@ -436,9 +436,9 @@ def _function(c: _Checker, name: str, body: Any, base_dir: Path, check_paths: bo
                 f"{at}.provisioned_concurrency",
                 f"must not exceed reserved_concurrency ({reserved}), got {provisioned}",
             )
-    network = fn.get("network", "host")
-    if network not in ("host", "none"):
-        raise c.fail(f"{at}.network", f"must be 'host' or 'none', got {_show(network)}")
+    network = fn.get("network", "nat")
+    if network not in ("nat", "none", "host"):
+        raise c.fail(f"{at}.network", f"must be 'nat', 'none' or 'host', got {_show(network)}")
     snapshot = c.boolean(f"{at}.snapshot", fn.get("snapshot", False))
     policies, role = _permissions(c, at, fn)
 

@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -176,6 +177,11 @@ class Squall:
             part.disk = self.disk  # writes refused with DiskFull on a full disk; deletes let through
         secure_data_dir(c.data_dir)  # what the stores made or an older Squall left: dirs 0700, files 0600
 
+        #: network "nat": a listening socket on the node's gateway address (served by the HTTP server) and the
+        #: URL functions get as AWS_ENDPOINT_URL
+        self.gateway_socket: socket.socket | None = None
+        self._function_endpoint = ""
+
     def identity(self, scope: Any) -> Identity:
         """Who signed a request, as STS GetCallerIdentity reports it."""
         account = self.config.account_id
@@ -202,10 +208,41 @@ class Squall:
         except ResourceNotFound:
             return False
 
+    @property
+    def function_endpoint(self) -> str:
+        """The URL functions use for this Squall: the node's gateway address when network "nat" is up (an
+        instance reaches nothing else on the host), else the public URL."""
+        return self._function_endpoint or self.config.public_url
+
+    def _listen_on_gateway(self) -> None:
+        """Network "nat": also listen on the gateway address, the one host address instances may reach (the
+        HTTP server starts serving this socket once it is up; until then connections wait in its backlog)."""
+        net = self.node.network
+        if not net.available:
+            return
+        c = self.config
+        port = c.port
+        if c.host not in ("0.0.0.0", "", "::"):  # a wildcard bind already covers the gateway address
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((net.gateway, port))
+                sock.listen(2048)
+            except OSError as e:
+                sock.close()
+                log.warning("network nat: cannot listen on %s:%s (%s): functions cannot reach Squall", net.gateway,
+                            port, e)  # fmt: skip
+                return
+            sock.setblocking(False)
+            port = sock.getsockname()[1]
+            self.gateway_socket = sock
+        self.node.allow_endpoint(port)
+        self._function_endpoint = f"http://{net.gateway}:{port}"
+
     def function_env(self, name: str) -> dict[str, str]:
         """What every function finds in its environment so boto3 inside it talks to this Squall."""
         key = self.keyring.issue_scoped(name)
-        url = self.config.public_url
+        url = self.function_endpoint
         return {
             "AWS_ENDPOINT_URL": url,
             "AWS_ENDPOINT_URL_S3": url,
@@ -306,6 +343,7 @@ class Squall:
         self.started_at = time.time()
         self.queue_waiter = QueueWaiter(self.queues)
         await self.node.start()
+        self._listen_on_gateway()
         released = self.store.release_leases()
         if released:
             log.info("recovered %d async events in flight when the server last stopped", released)
@@ -376,6 +414,9 @@ class Squall:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.dispatcher.drain(), 10)
         await self.pool.close()
+        if self.gateway_socket is not None:
+            self.gateway_socket.close()
+            self.gateway_socket = None
         await self.node.close()
         try:
             await asyncio.to_thread(self.records.flush)

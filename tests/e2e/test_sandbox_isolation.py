@@ -396,16 +396,21 @@ def listener() -> Iterator[int]:
 
 def test_network_none_vs_host(node: NodeRunner, probe: Any, listener: int) -> None:
     isolated = node.load({"app.py": PROBE}, name="nonet", network="none")
+    hostnet = node.load({"app.py": PROBE}, name="hostnet", network="host")
     a = node.start(isolated)
-    b = node.start(probe)
+    b = node.start(hostnet)
+    c = node.start(probe)  # the default, "nat": the host's loopback is not reachable either
     try:
         (res_none,) = run(node, a, ("connect", listener))
         (res_host,) = run(node, b, ("connect", listener))
+        (res_nat,) = run(node, c, ("connect", listener))
     finally:
         node.stop(a)
         node.stop(b)
+        node.stop(c)
     assert res_host == "ok"
     assert res_none in {"ECONNREFUSED", "ENETUNREACH", "EHOSTUNREACH", "timeout"}
+    assert res_nat in {"ECONNREFUSED", "ENETUNREACH", "EHOSTUNREACH", "timeout"}
 
 
 # --------------------------------------------------------------------------------------------- environment

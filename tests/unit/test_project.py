@@ -88,7 +88,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (f.memory, f.timeout, f.ephemeral_storage) == (128, 3, 512)
     assert f.environment == {}
     assert f.reserved_concurrency is None and f.provisioned_concurrency is None
-    assert f.network == "host" and f.snapshot is False
+    assert f.network == "nat" and f.snapshot is False
     assert f.requirements is None
     assert f.events == ()
 
@@ -125,7 +125,7 @@ def test_unknown_function_name_lookup(tmp_path: Path) -> None:
             fn(reserved_concurrency=2, provisioned_concurrency=5),
             "functions.f.provisioned_concurrency: must not exceed reserved_concurrency (2), got 5",
         ),
-        (fn(network="bridge"), "functions.f.network: must be 'host' or 'none', got 'bridge'"),
+        (fn(network="bridge"), "functions.f.network: must be 'nat', 'none' or 'host', got 'bridge'"),
         (fn(snapshot="yes please"), "functions.f.snapshot: must be true or false, got 'yes please'"),
         (fn(memroy=256), "functions.f.memroy: unknown key (did you mean 'memory'?); allowed keys: handler, code,"),
         (

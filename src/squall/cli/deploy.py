@@ -242,12 +242,12 @@ def _existing(client: Client, name: str) -> dict[str, Any] | None:
 
 def _apply_network(client: Client, fn: FunctionDef, arn: str, tags: dict[str, str], result: DeployResult) -> None:
     lam = client.lambda_
-    current = tags.get(NETWORK_TAG, "host") or "host"
+    current = tags.get(NETWORK_TAG, "nat") or "nat"
     if current == fn.network:
         return
     with client.errors():
-        if fn.network == "none":
-            lam.tag_resource(Resource=arn, Tags={NETWORK_TAG: "none"})
+        if fn.network != "nat":
+            lam.tag_resource(Resource=arn, Tags={NETWORK_TAG: fn.network})
         else:
             lam.untag_resource(Resource=arn, TagKeys=[NETWORK_TAG])
     result.notes.append(f"network: {fn.network}")
@@ -329,8 +329,8 @@ def deploy_one(
     if existing is None:
         say(f"{fn.name}: uploading {_mb(len(data))} (creating the function)")
         create: dict[str, Any] = {**desired, "FunctionName": fn.name, "Code": {"ZipFile": data}, "Publish": False}
-        if fn.network == "none":
-            create["Tags"] = {NETWORK_TAG: "none"}
+        if fn.network != "nat":
+            create["Tags"] = {NETWORK_TAG: fn.network}
         with client.errors():
             created = lam.create_function(**create)
         _wait(client, "function_active_v2", fn.name)

@@ -166,6 +166,23 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _serve_gateway(server: uvicorn.Server, squall: Squall) -> None:
+    """Serve the socket the node's gateway address listens on (network "nat") with the same protocol and state as
+    the main listener; uvicorn closes it with its own at shutdown."""
+    sock = squall.gateway_socket
+    if sock is None:
+        return
+    config = server.config
+
+    def protocol() -> asyncio.Protocol:
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=server.server_state, app_state=server.lifespan.state
+        )
+
+    extra = await asyncio.get_running_loop().create_server(protocol, sock=sock, backlog=config.backlog)
+    server.servers.append(extra)
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     logging.basicConfig(
@@ -212,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         while not server.started and not serve.done():
             await asyncio.sleep(0.05)
         if server.started:
+            await _serve_gateway(server, squall)
             _banner(squall, console)
             if args.demo:
                 try:

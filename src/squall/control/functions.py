@@ -2,7 +2,8 @@
 
 Squall's own knobs travel in Lambda-compatible places and live in ``StoredFunction.squall``:
 
-* ``network`` ("host" | "none"): from the tag ``squall:network``; an absent or empty ``VpcConfig`` means "host";
+* ``network`` ("nat" | "none" | "host"): from the tag ``squall:network``; without it (and with an absent or empty
+  ``VpcConfig``) "nat";
 * ``snapshot`` (bool): the tag ``squall:snapshot=true`` (every version, ``$LATEST`` included), or Lambda's own
   ``SnapStart={"ApplyOn": "PublishedVersions"}`` (published versions only, as on Lambda);
 * ``tags``: the function's tags (reported by GetFunction and ListTags).
@@ -331,7 +332,7 @@ class FunctionsMixin(LayersMixin):
                 tags.pop(key, None)
             tags = check_tags(tags)
             network, snapshot = squall_extras_from_tags(tags)
-            before[:] = [(current.squall.get("network", "host"), bool(current.squall.get("snapshot")))]
+            before[:] = [(current.squall.get("network", "nat"), bool(current.squall.get("snapshot")))]
             squall = {**current.squall, "tags": tags, "network": network, "snapshot": snapshot}
             return dict(current.config), squall, None
 

@@ -291,12 +291,13 @@ def check_snap_start(value: Any) -> str:
 
 
 def check_vpc(value: Any) -> None:
-    """Squall has no VPCs: an absent or empty VpcConfig means host networking (see the squall:network tag)."""
+    """Squall has no VPCs: an absent or empty VpcConfig means the default network (see the squall:network tag)."""
     vpc = _get_map(value, "vpcConfig")
     if vpc.get("SubnetIds") or vpc.get("SecurityGroupIds"):
         raise UnsupportedFeature(
-            "VpcConfig with subnets or security groups is not supported by Squall: functions use the host's "
-            "network, or none at all with the tag squall:network=none."
+            "VpcConfig with subnets or security groups is not supported by Squall: functions reach the internet "
+            "through NAT (and nothing on the host but the Squall endpoint), or no network at all with the tag "
+            "squall:network=none."
         )
 
 
@@ -355,14 +356,17 @@ def check_tags(value: Any) -> dict[str, str]:
 def squall_extras_from_tags(tags: Mapping[str, str]) -> tuple[str, bool]:
     """The Squall knobs carried by tags: (network mode, snapshot flag).
 
-    * ``squall:network``: ``host`` (default) or ``none`` (the function gets no network at all);
+    * ``squall:network``: ``nat`` (default: the outside world through NAT and the Squall endpoint, nothing else
+      on the host), ``none`` (no network at all) or ``host`` (the host's own network: every service on the host
+      is reachable; unsafe, an explicit opt-in);
     * ``squall:snapshot``: ``true`` / ``false`` (default): snapshot the initialised instance (SnapStart-like) on
       every version, ``$LATEST`` included.
     """
-    network = tags.get("squall:network", "host")
-    if network not in ("host", "none"):
+    network = tags.get("squall:network", "nat")
+    if network not in ("nat", "none", "host"):
         raise InvalidParameterValue(
-            f"Invalid value for tag squall:network: '{network}'. Use 'host' (the default) or 'none' (no network)."
+            f"Invalid value for tag squall:network: '{network}'. Use 'nat' (the default: internet through NAT), "
+            "'none' (no network) or 'host' (the host's network, unsafe)."
         )
     snapshot = tags.get("squall:snapshot", "false").lower()
     if snapshot not in ("true", "false"):

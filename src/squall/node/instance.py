@@ -215,10 +215,12 @@ class Instance:
 
     def close(self) -> None:
         self.alive = False
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.log_fd)
-        with contextlib.suppress(OSError):
-            os.close(self.log_fd)
+        if self.log_fd >= 0:  # close() runs twice (stop, then the exit callback): never close a reused number
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.log_fd)
+            with contextlib.suppress(OSError):
+                os.close(self.log_fd)
+            self.log_fd = -1
         if self._peak_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._peak_fd)

@@ -24,12 +24,14 @@ from pathlib import Path
 from squall.node import syscalls
 
 __all__ = [
+    "NetnsFactory",
     "SeccompFilter",
     "build_seccomp_filter",
     "enter_function_sandbox",
     "enter_instance_sandbox",
     "make_netns",
     "masks_for",
+    "resolv_conf_for_netns",
 ]
 
 #: syscalls an instance never needs; they fail with EPERM (defence in depth behind the uid and namespaces)
@@ -92,12 +94,50 @@ def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
     return sorted(m for m in masks if not any(m != o and o in m.parents for o in masks))
 
 
-def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool, opt_dir: str | None = None) -> list[str]:
+def _nameservers(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [p[1] for p in (line.split() for line in lines) if len(p) > 1 and p[0] == "nameserver"]
+
+
+def resolv_conf_for_netns(
+    etc: str = "/etc/resolv.conf", upstream: str = "/run/systemd/resolve/resolv.conf"
+) -> tuple[str | None, str | None]:
+    """(a resolv.conf to show instances in their own network namespace instead of /etc/resolv.conf, a warning).
+
+    A loopback resolver (systemd-resolved's 127.0.0.53 stub, a local dnsmasq) is unreachable from another network
+    namespace: use systemd-resolved's list of upstream servers when it has one."""
+    servers = _nameservers(etc)
+    if not servers or any(not (s.startswith("127.") or s == "::1") for s in servers):
+        return None, None
+    if any(not (s.startswith("127.") or s == "::1") for s in _nameservers(upstream)):
+        return upstream, None
+    return None, (
+        f"{etc} lists only loopback resolvers ({', '.join(servers)}), unreachable from a function's own network "
+        "namespace: functions cannot resolve names"
+    )
+
+
+def enter_function_sandbox(
+    code_dir: str, data_dir: str, cgroups: bool, network: str = "host", opt_dir: str | None = None
+) -> list[str]:
     """Called by the function zygote, as root of its fresh user+mount namespace.  Returns warnings.
 
     ``opt_dir``: the function's merged layers (squall.node.layers), bound read-only at /opt as on Lambda."""
     warnings: list[str] = []
     syscalls.make_private("/")
+    if network == "nat":
+        resolv, why = resolv_conf_for_netns()
+        if why:
+            warnings.append(why)
+        if resolv:
+            try:
+                syscalls.mount(resolv, "/etc/resolv.conf", None, syscalls.MS_BIND)
+            except OSError as e:
+                warnings.append(f"could not show {resolv} as /etc/resolv.conf: {e}")
     needed = [p for p in needed_paths() if p.exists()]
     if opt_dir is not None and any(p == Path("/opt") or Path("/opt") in p.parents for p in needed):
         raise OSError("the Python installation or Squall lives under /opt, where the function's layers must go")
@@ -299,3 +339,66 @@ def make_netns() -> int:
     finally:
         parent.close()
         os.waitpid(pid, 0)
+
+
+class NetnsFactory:
+    """A helper process that makes network namespaces on request: it ``unshare``s a new one in place each time (its
+    previous one lives on through the fd it sent), so a namespace costs no fork.  Measured here: ~1.2 ms per
+    namespace, against ~7 ms for :func:`make_netns` (fork, unshare, exit, wait).
+
+    Started by the function zygote before any function code runs (a small, single-threaded process); it dies with
+    the zygote (parent-death signal).  Falls back to :func:`make_netns` if it is gone."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                self.sock.close()
+                os.closerange(3, child.fileno())
+                os.closerange(child.fileno() + 1, 1 << 16)
+                _factory_main(child)
+            finally:
+                os._exit(0)
+        child.close()
+        os.set_inheritable(self.sock.fileno(), False)
+
+    def make(self) -> int:
+        """A new network namespace with loopback up; returns an fd that keeps it alive."""
+        import socket
+
+        if self.pid > 0:
+            try:
+                self.sock.send(b"n")
+                msg, fds, _, _ = socket.recv_fds(self.sock, 16, 1)
+                if msg == b"1" and fds:
+                    os.set_inheritable(fds[0], False)
+                    return fds[0]
+                for fd in fds:
+                    os.close(fd)
+            except OSError:
+                pass
+            self.pid = -1  # gone or broken: the slow path from now on
+        return make_netns()
+
+
+def _factory_main(sock: object) -> None:
+    import signal
+    import socket
+
+    assert isinstance(sock, socket.socket)
+    syscalls.set_pdeathsig(signal.SIGKILL)
+    while sock.recv(1):
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.bring_loopback_up()
+            fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            sock.send(b"0")
+            continue
+        try:
+            socket.send_fds(sock, [b"1"], [fd])
+        finally:
+            os.close(fd)

@@ -137,10 +137,15 @@ class FunctionZygote:
         self.spec = spec
         self.sb = sandbox
         self.instances: dict[int, int] = {}  # pid -> slot
+        self.instance_netns: dict[int, int] = {}  # network "none": pid -> the namespace it joined
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         #: the zygote's network namespace: an instance still in it shares the network with other processes
         self.netns_ino = _netns_ino()
+        #: makes network namespaces without a fork each (started before function code runs; None for "host")
+        self.netns_factory: isolation.NetnsFactory | None = None
+        #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
+        self.netns_owed = 0
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
@@ -148,18 +153,25 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
-    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
+    def spawn(
+        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve", netns_fd: int = -1
+    ) -> int:
         """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
-        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself."""
+        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself: for network
+        "nat" the one the node wired and sent with the request (``netns_fd``, closed here; the import probe stays
+        in the zygote's own), for "none" one from this zygote's pool."""
         sb = self.sb
         dirs = isolation.cgroup_instance_dirs(
             {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
         )
         if dirs:
             isolation.prepare_instance_cgroups(dirs, self.spec["memory_mb"], sb["cpu_shares"], sb["pids_max"])
-        netns_fd = -1
-        if self.spec.get("network") == "none":
-            netns_fd = self.netns_pool.pop() if self.netns_pool else isolation.make_netns()
+        network = self.spec.get("network")
+        if network == "none":
+            netns_fd = self.netns_pool.pop() if self.netns_pool else self._make_netns()
+        elif network == "nat" and netns_fd < 0 and mode != "probe":
+            netns_fd = self._make_netns()  # (the import probe stays in this zygote's own, wired namespace)
+        keep = False  # network "none": the namespace goes back to the pool when the instance exits
         try:
             if sb.get("namespaces"):
                 pid = syscalls.clone_process(
@@ -174,9 +186,12 @@ class FunctionZygote:
                     os._exit(e.code if isinstance(e.code, int) else 1)
                 except BaseException:
                     os._exit(1)
+            keep = network == "none" and mode == "serve" and netns_fd >= 0
         finally:
-            if netns_fd >= 0:
+            if netns_fd >= 0 and not keep:
                 os.close(netns_fd)
+        if keep:
+            self.instance_netns[pid] = netns_fd
         self.instances[pid] = slot
         return pid
 
@@ -234,23 +249,51 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
+                netns_fd = fds.pop(2) if len(fds) > 2 else -1
+                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd)
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
             finally:
                 for fd in fds:
                     os.close(fd)
+        elif op == "netns-want":
+            self.netns_owed += max(0, int(msg.get("count", 0)))
+            for fd in fds:
+                os.close(fd)
         elif op == "exit":
             for pid in list(self.instances):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             os._exit(0)
 
+    def _make_netns(self) -> int:
+        return self.netns_factory.make() if self.netns_factory is not None else isolation.make_netns()
+
+    def _wants_netns(self) -> bool:
+        if self.spec.get("network") == "nat":
+            return self.netns_owed > 0
+        # below half the pool: an instance's namespace comes back to the pool when it exits
+        low = max(1, self.sb.get("netns_pool_size", 2) // 2)
+        return self.spec.get("network") == "none" and len(self.netns_pool) < low
+
     def refill(self) -> None:
+        """Make one network namespace (only when nothing else is waiting: ~1 ms of kernel work)."""
+        if self.spec.get("network") == "nat" and self.netns_owed > 0:
+            self.netns_owed -= 1
+            try:
+                fd = self._make_netns()
+            except OSError as e:
+                send_msg(self.ctrl, {"op": "netns", "error": str(e)})
+                return
+            try:
+                send_msg(self.ctrl, {"op": "netns"}, [fd])
+            finally:
+                os.close(fd)
+            return
         if self.spec.get("network") == "none" and len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
             try:
-                self.netns_pool.append(isolation.make_netns())
+                self.netns_pool.append(self._make_netns())
             except OSError as e:
                 self.warnings.append(f"network namespace pool: {e}")
 
@@ -259,7 +302,7 @@ class FunctionZygote:
         signal.set_wakeup_fd(sig_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         while True:
-            timeout = 0.0 if self.spec.get("network") == "none" and len(self.netns_pool) < 2 else None
+            timeout = 0.0 if self._wants_netns() else None
             ctrl_fd = self.ctrl.fileno()
             ready, _, _ = select.select([ctrl_fd, sig_r], [], [], timeout)
             if not ready:
@@ -271,6 +314,12 @@ class FunctionZygote:
                 for pid, status in _reap_all():
                     if self.instances.pop(pid, None) is not None:
                         send_msg(self.ctrl, {"op": "exited", "pid": pid, "status": status})
+                    netns_fd = self.instance_netns.pop(pid, None)
+                    if netns_fd is not None:
+                        if len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
+                            self.netns_pool.append(netns_fd)
+                        else:
+                            os.close(netns_fd)
             if ctrl_fd in ready:
                 got = recv_msg(self.ctrl)
                 if got is None:
@@ -339,6 +388,25 @@ def _run_probe(fz: FunctionZygote, timeout_s: float) -> tuple[list[str] | None, 
         fz.instances.pop(pid, None)
 
 
+def _wire_own_netns(ctrl: socket.socket) -> list[str]:
+    """Network "nat": have the node wire this zygote's own namespace, so that pre-imports and snapshot init reach
+    what an instance reaches (as Lambda's init phase does).  The node answers before anything else."""
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        send_msg(ctrl, {"op": "netns", "self": True}, [fd])
+    finally:
+        os.close(fd)
+    got = recv_msg(ctrl)
+    if got is None:
+        os._exit(1)
+    msg, fds = got
+    for f in fds:
+        os.close(f)
+    if msg.get("op") != "netns-wired" or msg.get("error"):
+        return [f"no network during init and pre-imports: {msg.get('error') or msg.get('op')}"]
+    return []
+
+
 def _function_zygote_main(
     ctrl: socket.socket, spec: dict[str, Any], sb: dict[str, Any], go_r: int, ack_w: int
 ) -> NoReturn:
@@ -354,7 +422,11 @@ def _function_zygote_main(
         if sb.get("namespaces"):
             syscalls.unshare(syscalls.CLONE_NEWNS)
             warnings += isolation.enter_function_sandbox(
-                spec["code_dir"], sb["data_dir"], bool(sb.get("cgroups")), spec.get("opt_dir")
+                spec["code_dir"],
+                sb["data_dir"],
+                bool(sb.get("cgroups")),
+                spec.get("network", "host"),
+                spec.get("opt_dir"),
             )
             task_root = "/var/task"
             opt_root = "/opt" if spec.get("opt_dir") else None
@@ -370,6 +442,13 @@ def _function_zygote_main(
         if sb.get("userns"):
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+        if spec.get("network") != "host" and sb.get("namespaces"):
+            # pre-imports and snapshot init run here: never in the host's network namespace unless the function
+            # asked for it (instances get their own namespaces)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.bring_loopback_up()
+            if spec.get("network") == "nat":
+                warnings += _wire_own_netns(ctrl)
         os.close(go_r)
         os.close(ack_w)
         syscalls.set_child_subreaper()
@@ -393,6 +472,11 @@ def _function_zygote_main(
     sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
+    if spec.get("network") in ("nat", "none"):
+        try:
+            fz.netns_factory = isolation.NetnsFactory()
+        except OSError as e:
+            warnings.append(f"network namespace factory: {e}")
     warnings += fz.warnings
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     deps = spec.get("preload")
@@ -456,7 +540,9 @@ def _write_id_maps(pid: int, host_base: int) -> None:
         f.write(f"0 {host_base} 65536\n")
 
 
-def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
+def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int]:
+    """Fork a function zygote; returns its pid and an fd of its user namespace (-1 without one), taken while the
+    child still waits for us: the node checks the namespaces that zygote sends against it."""
     spec, sb = msg["spec"], msg["sandbox"]
     go_r, go_w = os.pipe()
     ack_r, ack_w = os.pipe()
@@ -473,11 +559,13 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
     os.close(go_r)
     os.close(ack_w)
     os.close(ctrl_fd)
+    userns_fd = -1
     try:
         if not select.select([ack_r], [], [], 10)[0] or os.read(ack_r, 1) != b"u":
             raise OSError("function zygote did not start")
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
+            userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         groups = dict(sb.get("cgroups") or {})
         if "cpu-zygote" in groups:
             groups["cpu"] = groups.pop("cpu-zygote")
@@ -488,11 +576,13 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
     except OSError:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+        if userns_fd >= 0:
+            os.close(userns_fd)
         raise
     finally:
         os.close(go_w)
         os.close(ack_r)
-    return pid
+    return pid, userns_fd
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -513,8 +603,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg, fds = got
         if msg.get("op") == "function":
             try:
-                pid = _start_function_zygote(msg, fds[0])
-                send_msg(ctrl, {"op": "started", "id": msg["id"], "pid": pid})
+                pid, userns_fd = _start_function_zygote(msg, fds[0])
+                try:
+                    send_msg(
+                        ctrl, {"op": "started", "id": msg["id"], "pid": pid}, [userns_fd] if userns_fd >= 0 else []
+                    )
+                finally:
+                    if userns_fd >= 0:
+                        os.close(userns_fd)
             except Exception as e:
                 send_msg(ctrl, {"op": "started", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
         else:
