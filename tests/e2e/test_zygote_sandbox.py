@@ -1,0 +1,295 @@
+"""The function zygote is a sandbox too: it runs third-party import-time code (vendored packages with a
+``*.dist-info`` are pre-imported in it) and snapshot init, so it is treated as hostile.  It cannot make the node act on
+host processes, sees no host process, has memory and pids limits, no_new_privs and seccomp; a hung or dead zygote
+costs only its own function, and the next invocation gets a new one."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox_helpers import NodeRunner, body, eventually, make_node
+
+DIST = "Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+
+
+def vendored(name: str, init: str, handler: str) -> dict[str, str]:
+    """A function whose ``app.py`` imports a vendored package ``name`` (with a dist-info: pre-imported)."""
+    return {
+        f"{name}/__init__.py": init,
+        f"{name}-1.0.dist-info/METADATA": DIST.format(name=name),
+        f"{name}-1.0.dist-info/RECORD": "",
+        "app.py": f"import {name}\n" + handler,
+    }
+
+
+# ------------------------------------------------------------------------------------------- the zygote kill
+EVIL = """
+import os, signal, sys
+HOST_PID = {pid}
+KILL_ERROR = None
+
+
+def _patch(mod):
+    orig = mod.send_msg
+
+    def send_msg(sock, msg, fds=None):
+        # claim the host process is ours: in every message the node reads a pid from
+        if isinstance(msg, dict):
+            msg = dict(msg)
+            for key in ("pid",):
+                if key in msg:
+                    msg[key] = HOST_PID
+            if msg.get("op") == "spawned" and "error" not in msg:
+                msg["pid"] = HOST_PID
+        return orig(sock, msg, fds)
+
+    mod.send_msg = send_msg
+
+
+for _name in ("__main__", "squall.node.zygote", "squall.node.channel"):
+    _mod = sys.modules.get(_name)
+    if _mod is not None and hasattr(_mod, "send_msg"):
+        _patch(_mod)
+try:
+    os.kill(HOST_PID, signal.SIGKILL)
+except OSError as e:
+    KILL_ERROR = type(e).__name__
+"""
+
+
+@pytest.fixture
+def host_sleep() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_zygote_cannot_make_the_node_kill_a_host_process(node: NodeRunner, host_sleep: Any) -> None:
+    files = vendored(
+        "evildep", EVIL.format(pid=host_sleep.pid), "def handler(e, c):\n    return {'kill': evildep.KILL_ERROR}\n"
+    )
+    fn = node.load(files, name="evil")
+    assert "evildep" in fn.preloaded  # its import-time code ran in the zygote
+    try:
+        inst = node.start(fn)
+        out = node.invoke(inst)
+        node.stop(inst)
+        # the function still works (or fails cleanly); the zygote could not reach the host process itself
+        assert out.ok, out.payload
+        assert body(out)["kill"] in ("ProcessLookupError", "PermissionError")
+        node.call(fn)
+    finally:
+        node.unload(fn)
+    assert host_sleep.poll() is None, "the node killed a host process a function zygote reported as its own"
+
+
+# ---------------------------------------------------------------------------------------- confinement
+SPY = """
+import os
+PID = os.getpid()
+UID = os.getuid()
+PROCS = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+STATUS = {}
+with open("/proc/self/status") as f:
+    for line in f:
+        k, _, v = line.partition(":")
+        if k in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd"):
+            STATUS[k] = v.strip()
+"""
+
+
+def test_zygote_sees_no_host_process_and_has_nnp_and_seccomp(node: NodeRunner) -> None:
+    fn = node.load(
+        vendored(
+            "spydep",
+            SPY,
+            "def handler(e, c):\n    return {k: getattr(spydep, k) for k in ('PID', 'UID', 'PROCS', 'STATUS')}\n",
+        ),
+        name="spy",
+    )
+    try:
+        assert "spydep" in fn.preloaded
+        seen = body(node.call(fn))
+    finally:
+        node.unload(fn)
+    assert seen["UID"] == 0  # (it ran in the zygote: instances run under other uids)
+    assert seen["PID"] == 1, seen  # PID 1 of its own PID namespace
+    assert seen["PROCS"] == [1], seen  # no host process, no other function's process
+    assert seen["STATUS"]["NoNewPrivs"] == "1", seen
+    assert seen["STATUS"]["Seccomp"] == "2", seen
+    cap_eff = int(seen["STATUS"]["CapEff"], 16)
+    assert cap_eff & (1 << 21)  # CAP_SYS_ADMIN (in its user namespace) stays: instances need namespaces and mounts
+    for cap in (0, 1, 2, 3, 4, 13, 16, 18, 19, 27):  # chown, dac_*, fowner, fsetid, net_raw, module, chroot, ptrace..
+        assert not cap_eff & (1 << cap), (cap, seen)
+
+
+BIGMEM = """
+import os
+ALLOCATED = 0
+if os.getuid() == 0:  # only in the zygote (the import probe and instances run under other uids)
+    BLOB = b"\\x01" * (400 << 20)
+    ALLOCATED = len(BLOB)
+"""
+
+
+def test_zygote_memory_is_limited(node: NodeRunner) -> None:
+    fn = node.load(
+        vendored("bigdep", BIGMEM, "def handler(e, c):\n    return bigdep.ALLOCATED\n"), name="bigmem", memory_mb=128
+    )
+    try:
+        assert "bigdep" not in fn.preloaded, fn.report
+        assert any("memory" in w for w in fn.report["warnings"]), fn.report
+        out = node.call(fn)
+        assert out.ok, out.payload  # the function still works: its instances import the package themselves
+        assert body(out) == 0
+    finally:
+        node.unload(fn)
+    # the node is fine: the next deploy works
+    ok = node.load({"app.py": "def handler(e, c):\n    return 'next'\n"}, name="afterbig")
+    try:
+        assert body(node.call(ok)) == "next"
+    finally:
+        node.unload(ok)
+
+
+FORKS = """
+import os, time
+FORKED = 0
+ERROR = None
+if os.getuid() == 0:  # only in the zygote
+    try:
+        for _ in range(300):
+            if os.fork() == 0:
+                time.sleep(1000)
+                os._exit(0)
+            FORKED += 1
+    except OSError as e:
+        ERROR = type(e).__name__
+"""
+
+
+def test_zygote_pids_are_limited_and_stray_processes_stopped(node: NodeRunner) -> None:
+    fn = node.load(
+        vendored(
+            "forkdep",
+            FORKS,
+            "import os\ndef handler(e, c):\n"
+            "    return {'forked': forkdep.FORKED, 'error': forkdep.ERROR, 'pid': os.getpid()}\n",
+        ),
+        name="forky",
+    )
+    try:
+        assert "forkdep" in fn.preloaded
+        out = node.call(fn)
+        assert out.ok, out.payload
+        res = body(out)
+        assert res["forked"] < 300, res
+        assert res["error"] == "BlockingIOError", res  # EAGAIN: the zygote's pids limit
+    finally:
+        node.unload(fn)
+    ok = node.load({"app.py": "def handler(e, c):\n    return 'next'\n"}, name="afterforks")
+    try:
+        assert body(node.call(ok)) == "next"
+    finally:
+        node.unload(ok)
+
+
+# ------------------------------------------------------------------------------------- hung or dead zygote
+SABOTEUR = """
+import os, sys, time
+_fz = sys.modules["__main__"].FunctionZygote
+_orig = _fz.handle
+
+
+def handle(self, msg, fds):
+    if msg.get("op") == "spawn":
+        if os.path.exists("/var/task/HANG"):
+            time.sleep(3600)
+        if os.path.exists("/var/task/DIE"):
+            os._exit(7)
+    return _orig(self, msg, fds)
+
+
+_fz.handle = handle
+"""
+
+
+@pytest.fixture(scope="module")
+def fast_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
+    yield from make_node(tmp_path_factory, zygote_timeout_s=2.0)
+
+
+@pytest.mark.parametrize("how", ["HANG", "DIE"])
+def test_hung_or_dead_zygote_costs_one_invoke(fast_node: NodeRunner, how: str) -> None:
+    from squall.errors import SandboxUnavailable
+    from squall.model import FunctionSpec
+    from squall.pool import InstancePool, PoolConfig
+
+    node = fast_node
+    code = node.write_function(
+        vendored("sabotage", SABOTEUR, "import os\ndef handler(e, c):\n    return os.getpid()\n"), f"sab-{how}"
+    )
+    spec = FunctionSpec(name=f"sab-{how.lower()}", code_dir=code, handler="app.handler")
+    pool: Any = node.run(_make_pool(node, InstancePool, PoolConfig))
+
+    async def one() -> Any:
+        inst = await pool.acquire(spec)
+        try:
+            from squall.model import InvokeRequest
+
+            return await inst.invoke(InvokeRequest(b"{}", request_id="r"))
+        finally:
+            await pool.release(inst)
+
+    try:
+        assert node.run(one()).ok
+        assert "sabotage" in pool.loaded[spec.key].preloaded
+        old = pool.loaded[spec.key]
+        marker = Path(code) / how
+        marker.write_text("1")
+        try:
+            t0 = time.monotonic()
+
+            async def two() -> Any:  # the idle instance is busy: the second needs a cold start
+                a = await pool.acquire(spec)
+                try:
+                    return await pool.acquire(spec)
+                finally:
+                    await pool.release(a)
+
+            with pytest.raises(SandboxUnavailable) as err:
+                node.run(two())
+            assert time.monotonic() - t0 < 30
+            assert "zygote" in str(err.value)
+        finally:
+            marker.unlink()
+        eventually(lambda: old.link.closed.is_set(), what="the broken zygote was stopped")
+        out = node.run(one())
+        assert out.ok, out.payload
+        assert pool.loaded[spec.key] is not old
+    finally:
+        node.run(pool.close())
+
+
+async def _make_pool(node: NodeRunner, pool_cls: Any, config_cls: Any) -> Any:
+    return pool_cls(node.node, config_cls(keep_alive_s=600))
+
+
+def test_unload_leaves_no_process_behind(node: NodeRunner) -> None:
+    fn = node.load(vendored("spydep", SPY, "def handler(e, c):\n    return 1\n"), name="tidy")
+    inst = node.start(fn)
+    assert body(node.invoke(inst)) == 1
+    cg = getattr(fn, "kill_cgroup", None)
+    node.unload(fn)
+    assert cg is not None
+    eventually(lambda: not Path(cg).exists(), what="the function's cgroup removed after its processes died")
