@@ -26,6 +26,7 @@ from squall.node import syscalls
 __all__ = [
     "SeccompFilter",
     "build_seccomp_filter",
+    "build_zygote_seccomp_filter",
     "enter_function_sandbox",
     "enter_instance_sandbox",
     "make_netns",
@@ -161,6 +162,50 @@ def build_seccomp_filter() -> SeccompFilter | None:
             sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER),
         )
         fd = os.memfd_create("squall-seccomp", os.MFD_CLOEXEC)
+        try:
+            with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
+                f.export_bpf(out)
+            os.lseek(fd, 0, os.SEEK_SET)
+            program = b""
+            while chunk := os.read(fd, 1 << 16):
+                program += chunk
+        finally:
+            os.close(fd)
+        return SeccompFilter(program)
+    except Exception:
+        return None
+
+
+#: what a function zygote never needs once set up (it still clones instances into new PID/mount/UTS/IPC namespaces,
+#: lets them mount /tmp and /proc and join a network namespace, and unshares network namespaces for its pool)
+ZYGOTE_DENIED_SYSCALLS = (
+    "umount2", "pivot_root", "chroot", "swapon", "swapoff", "reboot", "kexec_load", "kexec_file_load",
+    "init_module", "finit_module", "delete_module", "ptrace", "process_vm_readv", "process_vm_writev", "bpf",
+    "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "open_by_handle_at", "name_to_handle_at",
+    "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog", "quotactl", "iopl", "ioperm",
+    "uselib", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "kcmp", "vhangup",
+    "lookup_dcookie", "io_uring_setup", "io_uring_enter", "io_uring_register",
+)  # fmt: skip
+
+
+def build_zygote_seccomp_filter() -> SeccompFilter | None:
+    """The function zygote's filter (default allow): the syscalls above fail with EPERM, and no clone or unshare
+    may make a user namespace (clone3 hides its flags: ENOSYS makes glibc fall back to clone).  Instances stack
+    their own, stricter filter on top of it."""
+    try:
+        import pyseccomp as sc
+
+        f = sc.SyscallFilter(defaction=sc.ALLOW)
+        for name in ZYGOTE_DENIED_SYSCALLS:
+            with contextlib.suppress(Exception):
+                f.add_rule(sc.ERRNO(errno.EPERM), name)
+        with contextlib.suppress(Exception):
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        for name in ("clone", "unshare"):
+            f.add_rule(
+                sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER)
+            )
+        fd = os.memfd_create("squall-seccomp-zygote", os.MFD_CLOEXEC)
         try:
             with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
                 f.export_bpf(out)

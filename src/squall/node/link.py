@@ -1,4 +1,8 @@
-"""The node's asyncio end of a zygote control socket: requests with replies, plus unsolicited events."""
+"""The node's asyncio end of a zygote control socket: requests with replies, plus unsolicited events.
+
+A function zygote runs the function's code, so what comes over this socket is untrusted: a malformed message, a flood
+of unsolicited ones or an unexpected descriptor closes the link (the node then stops the whole function); fds come
+only with replies to requests that expect them."""
 
 from __future__ import annotations
 
@@ -19,8 +23,17 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+#: unsolicited messages kept before the link is deemed abusive (a function zygote sends one: its load report)
+MAX_UNSOLICITED = 16
+
+
 class ZygoteLink:
-    def __init__(self, sock: socket.socket, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.sock = sock
         sock.setblocking(False)
         self.loop = asyncio.get_running_loop()
@@ -28,6 +41,7 @@ class ZygoteLink:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._unsolicited: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._on_event = on_event
+        self._on_close = on_close
         self.closed = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self.loop.add_reader(sock.fileno(), self._readable)
@@ -38,21 +52,29 @@ class ZygoteLink:
                 got = recv_msg(self.sock)
             except BlockingIOError:
                 return
-            except OSError:
+            except (OSError, ValueError, RecursionError):  # gone, or not our protocol
                 got = None
-            if got is None:
+            if got is None or not isinstance(got[0], dict):
                 self._close()
                 return
             msg, fds = got
-            for fd in fds:
-                socket.close(fd)
             mid = msg.get("id")
             if mid is not None and mid in self._waiting:
                 fut = self._waiting.pop(mid)
                 if not fut.done():
-                    fut.set_result(msg)
-            elif msg.get("op") == "exited" and self._on_event is not None:
-                self._on_event(msg)
+                    fut.set_result({**msg, "_fds": fds})
+                    continue
+            for fd in fds:
+                socket.close(fd)
+            if msg.get("op") == "exited" and self._on_event is not None:
+                try:
+                    self._on_event(msg)
+                except (TypeError, ValueError, KeyError):
+                    self._close()
+                    return
+            elif self._unsolicited.qsize() >= MAX_UNSOLICITED:
+                self._close()
+                return
             else:
                 self._unsolicited.put_nowait(msg)
 
@@ -67,10 +89,16 @@ class ZygoteLink:
                 fut.set_exception(ConnectionError("zygote exited"))
         self._waiting.clear()
         self._unsolicited.put_nowait(None)
+        if self._on_close is not None:
+            cb, self._on_close = self._on_close, None
+            self.loop.call_soon(cb)
 
     async def request(
-        self, msg: dict[str, Any], fds: list[int] | None = None, timeout_s: float = 30.0
+        self, msg: dict[str, Any], fds: list[int] | None = None, timeout_s: float = 30.0, keep_fds: bool = False
     ) -> dict[str, Any]:
+        """Send a request and wait (bounded) for its reply; TimeoutError, or ConnectionError if the zygote is gone.
+        Descriptors that come with the reply are closed unless ``keep_fds`` (then the caller owns ``reply["_fds"]``).
+        """
         if self.closed.is_set():
             raise ConnectionError("zygote exited")
         mid = next(self._ids)
@@ -78,9 +106,16 @@ class ZygoteLink:
         self._waiting[mid] = fut
         try:
             await self._send({**msg, "id": mid}, fds)
-            return await asyncio.wait_for(fut, timeout_s)
+            reply = await asyncio.wait_for(fut, timeout_s)
         finally:
             self._waiting.pop(mid, None)
+        got_fds = reply.pop("_fds", [])
+        if keep_fds:
+            reply["_fds"] = got_fds
+        else:
+            for fd in got_fds:
+                socket.close(fd)
+        return reply
 
     async def _send(self, msg: dict[str, Any], fds: list[int] | None) -> None:
         """Send, waiting for room when the socket buffer is full (a burst of spawn requests fills it).  One sender

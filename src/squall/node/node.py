@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from squall.config import NodeConfig
 from squall.errors import SandboxUnavailable
 from squall.model import FunctionSpec
 from squall.node import isolation
-from squall.node.cgroups import CgroupLayout
+from squall.node.cgroups import CgroupLayout, FunctionCgroups, OwnedCgroup, oom_kills, wait_empty
 from squall.node.instance import Instance, InstanceDied, _Conn
 from squall.node.link import ZygoteLink
 
@@ -47,6 +48,8 @@ class Capabilities:
     namespaces: bool
     cgroups: bool
     seccomp: bool
+    #: the node's own kill switch and freezer (cgroup v2 cgroup.kill / cgroup.freeze); known after Node.start
+    killable: bool = False
 
     @classmethod
     def detect(cls, cgroups: CgroupLayout) -> Capabilities:
@@ -73,6 +76,10 @@ class Capabilities:
             out.append("cgroup controllers unavailable: no memory/CPU/pids limits per instance")
         if not self.seccomp:
             out.append("seccomp unavailable: no syscall filter")
+        if self.root and not self.killable:
+            out.append(
+                "no cgroup v2 cgroup.kill/cgroup.freeze: instances are stopped through their zygote and never frozen"
+            )
         return out
 
 
@@ -81,13 +88,21 @@ class LoadedFunction:
     spec: FunctionSpec
     slot: int
     link: ZygoteLink
+    #: the function zygote's host pid, as the base zygote (the platform's own process) reported it: informational
     pid: int
     report: dict[str, Any]
+    #: controller (memory, cpu, pids, unified) -> the function's fn-<slot> directory
     cgroups: dict[str, str]
+    cg: FunctionCgroups | None = None
+    #: a pidfd for the zygote, from the base zygote: how the node stops it where it has no cgroup.kill
+    pidfd: int = -1
+    #: instance slot -> instance
     instances: dict[int, Instance] = field(default_factory=dict)
     free_slots: list[int] = field(default_factory=list)
     next_slot: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: instance slot -> the zygote's exit report (a hint)
     exits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    unloading: asyncio.Task[None] | None = None
 
     @property
     def preloaded(self) -> list[str]:
@@ -97,8 +112,17 @@ class LoadedFunction:
     def snapshot(self) -> bool:
         return bool(self.report.get("snapshot"))
 
+    @property
+    def kill_cgroup(self) -> str | None:
+        """The function's cgroup v2 directory: ``cgroup.kill`` there stops its zygote and every instance."""
+        return self.cgroups.get("unified")
+
     def take_slot(self) -> int:
         return self.free_slots.pop() if self.free_slots else next(self.next_slot)
+
+
+class _ZygoteFailed(Exception):
+    """A function zygote died or hung while loading."""
 
 
 #: the only variables of the node's environment the zygotes inherit.  Everything else (keys, tokens) stays out:
@@ -111,14 +135,6 @@ def _zygote_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in _ZYGOTE_ENV_KEEP if k in os.environ}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def _raise_nofile() -> None:
@@ -149,14 +165,15 @@ class Node:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        for why in self.caps.missing():
-            log.warning("sandbox degraded: %s", why)
         _raise_nofile()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.caps.namespaces:
             with contextlib.suppress(OSError):
                 Path("/var/task").mkdir(parents=True, exist_ok=True)
         self.cgroups.setup()
+        self.caps = dataclasses.replace(self.caps, killable=self.cgroups.killable)
+        for why in self.caps.missing():
+            log.warning("sandbox degraded: %s", why)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._base_proc = subprocess.Popen(
             [sys.executable, "-m", "squall.node.zygote", str(child.fileno())],
@@ -183,34 +200,58 @@ class Node:
         self._staged.clear()
 
     # -- functions ----------------------------------------------------------------------------------------
-    def _sandbox_for(self, slot: int, memory_mb: int) -> dict[str, Any]:
+    def _sandbox_for(self, slot: int, memory_mb: int) -> tuple[dict[str, Any], FunctionCgroups | None]:
         c = self.config
         host_base = c.uid_base + slot * 65536
-        cgroups = self.cgroups.create_function(slot, host_base) if self.caps.cgroups else {}
-        return {
+        fc = None
+        if self.caps.cgroups or self.caps.killable:
+            fc = self.cgroups.create_function(
+                slot, host_base, zygote_memory_mb=memory_mb + c.zygote_memory_mb, zygote_pids_max=c.pids_max
+            )
+        sandbox = {
             "userns": self.caps.userns,
             "namespaces": self.caps.namespaces,
             "drop_privileges": self.caps.root,
             "seccomp": self.caps.seccomp,
-            "cgroups": cgroups,
+            "cgroups": {"fn": fc.dirs, "zygote": fc.zygote_dirs()} if fc is not None else {},
+            "unified_mount": str(self.cgroups.unified) if fc is not None and "unified" in fc.dirs else None,
             "uid_base": host_base,
             "instance_uid_first": c.instance_uid_first,
             "pids_max": c.pids_max,
-            "cpu_shares": max(2, memory_mb * c.cpu_shares_per_vcpu // c.mb_per_vcpu),
+            "cpu_shares": self._cpu_shares(memory_mb),
             "nofile_max": c.nofile_max,
             "sched_batch": c.instance_sched == "batch",
             "init_timeout_s": c.init_timeout_s,
             "netns_pool_size": c.netns_pool_size,
             "data_dir": str(c.data_dir),
         }
+        return sandbox, fc
+
+    def _cpu_shares(self, memory_mb: int) -> int:
+        c = self.config
+        return max(2, memory_mb * c.cpu_shares_per_vcpu // c.mb_per_vcpu)
 
     async def load(self, spec: FunctionSpec, *, preload: list[str] | None = None) -> LoadedFunction:
-        """Start the function's zygote: probe its imports (cached by code digest) and pre-import them."""
+        """Start the function's zygote: probe its imports (cached by code digest) and pre-import them.
+
+        A zygote that does not come up (it died: out of memory, a crash in import-time code; or it hung past the
+        load timeout) is stopped and replaced by one that pre-imports nothing: the function's instances then import
+        its code themselves, under their own limits and init timeout."""
         if self._base is None:
             raise SandboxUnavailable("node not started")
         spec = self._stage(spec)
         cached = preload if preload is not None else self._probe_cache.get(spec.key) if spec.code_sha256 else None
-        fn = await self._start_zygote(spec, cached, spec.snapshot)
+        try:
+            fn = await self._start_zygote(spec, cached, spec.snapshot)
+        except _ZygoteFailed as e:
+            log.warning("function %s: %s; using a zygote that pre-imports nothing", spec.name, e)
+            try:
+                fn = await self._start_zygote(spec, [], False, probe=False)
+            except _ZygoteFailed as e2:
+                raise SandboxUnavailable(f"could not load {spec.name}: {e2}") from None
+            fn.report.setdefault("warnings", []).append(f"fell back to a zygote without pre-imports: {e}")
+            self.functions[spec.key] = fn
+            return fn
         rep = fn.report
         if rep.get("threads", 1) > 1 or rep.get("init_error"):
             why = (
@@ -223,7 +264,10 @@ class Node:
                 why,
             )
             await self.unload(fn)
-            fn = await self._start_zygote(spec, [], False, probe=False)
+            try:
+                fn = await self._start_zygote(spec, [], False, probe=False)
+            except _ZygoteFailed as e2:
+                raise SandboxUnavailable(f"could not load {spec.name}: {e2}") from None
             fn.report.setdefault("warnings", []).append(f"fell back to a zygote without pre-imports: {why}")
         if rep.get("probe") is not None and spec.code_sha256:
             self._probe_cache[spec.key] = list(rep["probe"])
@@ -253,12 +297,24 @@ class Node:
         self._staged.add(staged)
         return dataclasses.replace(spec, code_dir=staged)
 
+    def _load_timeout_s(self) -> float:
+        """A zygote's load: the import probe (init timeout), the pre-imports or snapshot init (another), a margin."""
+        return 2 * self.config.init_timeout_s + self.config.zygote_timeout_s
+
     async def _start_zygote(
         self, spec: FunctionSpec, preload: list[str] | None, snapshot: bool, probe: bool = True
     ) -> LoadedFunction:
         assert self._base is not None
         slot = self._free_fn_slots.pop() if self._free_fn_slots else next(self._slots)
-        sandbox = self._sandbox_for(slot, spec.memory_mb)
+        try:
+            sandbox, fc = self._sandbox_for(slot, spec.memory_mb)
+            if fc is not None:  # slot 0: the import probe
+                self.cgroups.prepare_instance(
+                    fc, 0, spec.memory_mb, self._cpu_shares(spec.memory_mb), self.config.pids_max
+                )
+        except OSError as e:
+            self._free_fn_slots.append(slot)
+            raise SandboxUnavailable(f"could not create the cgroups of {spec.name}: {e}") from None
         sd = asdict(spec)
         sd["code_dir"] = str(spec.code_dir)
         sd["preload"] = preload
@@ -266,12 +322,17 @@ class Node:
         sd["probe"] = probe
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            reply = await self._base.request({"op": "function", "spec": sd, "sandbox": sandbox}, [child.fileno()])
+            reply = await self._base.request(
+                {"op": "function", "spec": sd, "sandbox": sandbox}, [child.fileno()], keep_fds=True
+            )
         finally:
             child.close()
+        pidfd = (reply.get("_fds") or [-1])[0]
+        for extra in (reply.get("_fds") or [])[1:]:
+            os.close(extra)
         if "error" in reply:
             parent.close()
-            self._release_slot(slot)
+            await self._release_function(slot, fc, pidfd)
             raise SandboxUnavailable(f"could not start a zygote for {spec.name}: {reply['error']}")
         fn_holder: dict[str, LoadedFunction] = {}
 
@@ -279,90 +340,199 @@ class Node:
             f = fn_holder.get("fn")
             if f is None:
                 return
-            fut = f.exits.pop(int(msg["pid"]), None)
+            fut = f.exits.pop(int(msg["slot"]), None)
             if fut is not None and not fut.done():
                 fut.set_result(int(msg["status"]))
 
-        link = ZygoteLink(parent, on_exit)
-        report = await link.next_unsolicited(self.config.init_timeout_s + 60)
-        if report is None or report.get("fatal"):
+        def on_close() -> None:
+            f = fn_holder.get("fn")
+            if f is not None and f.unloading is None:
+                log.warning("function %s: its zygote exited; it is stopped and the next invocation starts a new one",
+                            f.spec.name)  # fmt: skip
+                f.unloading = asyncio.ensure_future(self._unload(f))
+
+        link = ZygoteLink(parent, on_exit, on_close)
+        try:
+            report = await link.next_unsolicited(self._load_timeout_s())
+        except TimeoutError:
+            report = {"fatal": f"the function zygote did not finish loading within {self._load_timeout_s():.0f} s"}
+            failed = True
+        else:
+            failed = report is None
+            if report is None:
+                report = {"fatal": "the function zygote exited during load"}
+                if fc is not None and fc.dirs.get("memory") and oom_kills(Path(fc.dirs["memory"]) / "zygote"):
+                    report["fatal"] = (
+                        "the function zygote ran out of memory during pre-import or init (limit "
+                        f"{spec.memory_mb + self.config.zygote_memory_mb} MB: MemorySize + SQUALL_ZYGOTE_MEMORY_MB)"
+                    )
+        if report.get("fatal"):
             link.close()
-            self._release_slot(slot)
-            why = report.get("fatal") if report else "the function zygote exited during load"
-            raise SandboxUnavailable(f"could not load {spec.name}: {why}")
-        fn = LoadedFunction(spec, slot, link, int(reply["pid"]), report, sandbox["cgroups"])
+            if fc is not None and fc.function is not None:
+                fc.function.kill()
+            await self._release_function(slot, fc, pidfd)
+            if failed:
+                raise _ZygoteFailed(report["fatal"])
+            raise SandboxUnavailable(f"could not load {spec.name}: {report['fatal']}")
+        fn = LoadedFunction(
+            spec, slot, link, int(reply["pid"]), report, dict(fc.dirs) if fc else {}, cg=fc, pidfd=pidfd
+        )
         fn_holder["fn"] = fn
+        if link.closed.is_set():  # it died right after its report
+            on_close()
         return fn
 
-    def _release_slot(self, slot: int) -> None:
-        self.cgroups.remove_function(slot)
-        self._free_fn_slots.append(slot)
+    async def _release_function(self, slot: int, fc: FunctionCgroups | None, pidfd: int) -> None:
+        """Stop whatever is left of a function (through its cgroup, or the zygote's pidfd), remove its cgroups and
+        free its slot once they are gone."""
+        if pidfd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        empty = True
+        if fc is not None:
+            if fc.function is not None:
+                fc.function.kill()
+                empty = await wait_empty(fc.function, 10.0)
+            elif pidfd >= 0:
+                await _wait_pidfd(pidfd, 5.0)
+            removed = self.cgroups.remove_function(fc)
+            empty = empty and removed
+        if pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(pidfd)
+        if empty:
+            self._free_fn_slots.append(slot)
+        else:
+            log.warning("function slot %d: processes or cgroups left behind; the slot is not reused", slot)
 
     async def unload(self, fn: LoadedFunction) -> None:
-        await asyncio.gather(*(self.stop_instance(i) for i in list(fn.instances.values())), return_exceptions=True)
+        """Stop the function's zygote and every instance (one ``cgroup.kill`` of the function's cgroup), remove its
+        cgroups.  Idempotent."""
+        if fn.unloading is None:
+            fn.unloading = asyncio.ensure_future(self._unload(fn))
+        await asyncio.shield(fn.unloading)
+
+    async def _unload(self, fn: LoadedFunction) -> None:
+        if self.functions.get(fn.spec.key) is fn:
+            self.functions.pop(fn.spec.key, None)
         fn.link.send({"op": "exit"})
         fn.link.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(fn.pid, 9)
-        self.functions.pop(fn.spec.key, None)
-        # the zygote must have left its cgroups before they can be removed: wait (bounded) for it to be gone
-        for _ in range(200):
-            if not _alive(fn.pid):
-                break
-            await asyncio.sleep(0.005)
-        self._release_slot(fn.slot)
+        insts = list(fn.instances.values())
+        for inst in insts:
+            inst.alive = False
+        if fn.cg is not None and fn.cg.function is not None:
+            fn.cg.function.kill()  # the zygote and every instance, frozen or not
+        else:
+            for inst in insts:
+                inst.kill()
+        await asyncio.gather(*(self.stop_instance(i) for i in insts), return_exceptions=True)
+        fn.instances.clear()
+        await self._release_function(fn.slot, fn.cg, fn.pidfd)
+        fn.pidfd = -1
 
     # -- instances ----------------------------------------------------------------------------------------
     async def start_instance(self, fn: LoadedFunction, init_type: str | None = None) -> Instance:
         """Fork a sandboxed instance and wait for its init.  Raises InitFailed with Lambda's error document."""
+        if fn.unloading is not None or fn.link.closed.is_set():
+            raise SandboxUnavailable(
+                f"the function zygote of {fn.spec.name} is gone; the next invocation starts a new one"
+            )
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
         slot = fn.take_slot()
+        inst_cg: OwnedCgroup | None = None
+        if fn.cg is not None:
+            try:
+                inst_cg = self.cgroups.prepare_instance(
+                    fn.cg, slot, fn.spec.memory_mb, self._cpu_shares(fn.spec.memory_mb), self.config.pids_max
+                )
+            except OSError as e:
+                fn.free_slots.append(slot)
+                raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
+        timeout_s = self.config.zygote_timeout_s
         try:
-            reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, [inst_end.fileno(), log_w])
+            reply = await fn.link.request(
+                {"op": "spawn", "slot": slot, "init_type": itype}, [inst_end.fileno(), log_w], timeout_s=timeout_s
+            )
         except (TimeoutError, ConnectionError) as e:
-            fn.free_slots.append(slot)
-            for s in (node_end, inst_end):
-                s.close()
-            for fd in (log_r, log_w):
-                os.close(fd)
-            raise SandboxUnavailable(f"function zygote for {fn.spec.name} is gone: {e}")
+            node_end.close()
+            os.close(log_r)
+            hung = isinstance(e, TimeoutError)
+            if fn.unloading is None:
+                fn.unloading = asyncio.ensure_future(self._unload(fn))
+            why = f"did not answer within {timeout_s:g} s" if hung else "exited"
+            log.warning("function %s: its zygote %s; stopping it", fn.spec.name, why)
+            raise SandboxUnavailable(
+                f"the function zygote of {fn.spec.name} {why}; it was stopped and the next invocation starts a new one"
+            ) from None
         finally:
             inst_end.close()
             with contextlib.suppress(OSError):
                 os.close(log_w)
         if "error" in reply:
-            fn.free_slots.append(slot)
             node_end.close()
             os.close(log_r)
+            # the zygote may lie: the slot is reused only once its cgroup is confirmed empty
+            if inst_cg is not None:
+                inst_cg.kill()
+                if await wait_empty(inst_cg, 2.0):
+                    fn.free_slots.append(slot)
+            else:
+                fn.free_slots.append(slot)
             raise SandboxUnavailable(f"could not start an instance of {fn.spec.name}: {reply['error']}")
-        pid = int(reply["pid"])
+        try:
+            pid = int(reply.get("pid", 0))
+        except (TypeError, ValueError):
+            pid = 0
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int] = loop.create_future()
-        fn.exits[pid] = exited
+        stale = fn.exits.pop(slot, None)
+        if stale is not None and not stale.done():
+            stale.cancel()
+        fn.exits[slot] = exited
         _, conn = await loop.create_connection(_Conn, sock=node_end)
         mem_dir = Path(fn.cgroups["memory"]) / f"i{slot}" if "memory" in fn.cgroups else None
+        freeze_after_s = self.config.freeze_after_ms / 1000 if self.config.freeze_after_ms >= 0 else -1.0
         inst = Instance(
             instance_id=uuid.uuid4().hex[:12], pid=pid, slot=slot, function=fn.spec.name, version=fn.spec.version,
             memory_mb=fn.spec.memory_mb, timeout_s=fn.spec.timeout_s, init_type=itype, conn=conn, log_fd=log_r,
             memory_cgroup=mem_dir, exited=exited, log_max_bytes=self.config.log_max_bytes_per_invocation,
+            cgroup=inst_cg, kill_fallback=lambda: fn.link.send({"op": "kill", "slot": slot}),
+            on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
         )  # fmt: skip
-        fn.instances[pid] = inst
-        exited.add_done_callback(lambda _f: self._forget(fn, inst))
+        fn.instances[slot] = inst
+        # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
+        exited.add_done_callback(lambda f: None if f.cancelled() else inst.ensure_gone())
         try:
             await inst.wait_ready(self.config.init_timeout_s)
         except BaseException:
-            inst.kill()
+            inst.ensure_gone()
             raise
         return inst
 
-    def _forget(self, fn: LoadedFunction, inst: Instance) -> None:
+    def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
         inst.alive = False
-        if fn.instances.pop(inst.pid, None) is not None:
-            fn.free_slots.append(inst.slot)
+        if fn.instances.get(inst.slot) is inst:
+            del fn.instances[inst.slot]
+            if empty and fn.unloading is None:
+                fn.free_slots.append(inst.slot)
+            elif not empty:
+                log.warning("function %s: instance slot %d not empty after kill; not reused", fn.spec.name, inst.slot)
         inst.close()
 
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):
             await inst.stop()
+
+
+async def _wait_pidfd(pidfd: int, timeout_s: float) -> None:
+    """Wait (bounded) until the process behind ``pidfd`` has exited (a pidfd polls readable then)."""
+    import select
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if select.select([pidfd], [], [], 0)[0]:
+            return
+        await asyncio.sleep(0.005)

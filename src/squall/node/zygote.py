@@ -1,10 +1,15 @@
 """Zygote processes (``python -m squall.node.zygote FD``), in the manner of the SOCK paper's zygote tree.
 
-base zygote        started by the node; has imported the runtime and common stdlib; forks function zygotes
- function zygote   enters the function's sandbox (user + mount namespace), pre-imports the function's
- |                 dependencies (found by a sandboxed import probe), or in snapshot mode runs the whole init;
- |                 then forks instances on request and reports their exits
- +- instance       PID 1 of its own namespaces, in its own cgroups, unprivileged: runs squall.runtime.loop
+base zygote        started by the node; has imported the runtime and common stdlib; clones function zygotes
+ function zygote   PID 1 of its own PID namespace, in its own cgroups (limits written by the node), enters the
+ |                 function's sandbox (user + mount namespace, its own /proc), drops the capabilities it does not
+ |                 need, sets no_new_privs and a seccomp filter, and only then runs the function's code: pre-imports
+ |                 its dependencies (found by a sandboxed import probe), or in snapshot mode runs the whole init;
+ |                 then clones instances on request and reports their exits (hints: the node checks its cgroups)
+ +- instance       PID 1 of its own (nested) namespaces, born in its cgroups, unprivileged: runs squall.runtime.loop
+
+Everything from the pre-import on is the function's code: the zygote is as hostile as an instance, and nothing it
+says (a pid, an exit) makes the node act on anything but the function's own cgroups.
 
 Fork hygiene: gc.freeze() before serving forks; a zygote that has started threads is never forked (it says so and
 the node replaces it with one that has pre-imported nothing); children reseed random and leave with os._exit.
@@ -32,6 +37,14 @@ from squall.node.channel import recv_msg, send_msg
 __all__ = ["main"]
 
 #: imported by the base zygote so every function and instance shares them copy-on-write
+#: cgroups an instance is born in (the zygote steps in for the clone) and cgroups it joins itself
+BORN_IN = ("memory", "unified")
+JOINED = ("cpu", "pids")
+#: capabilities (in its user namespace) a function zygote keeps once set up: kill (its instances run under other
+#: uids), setgid/setuid (instances drop to their uid), net_admin (loopback up in a new network namespace),
+#: sys_admin (new namespaces, instances' mounts, setns)
+ZYGOTE_CAPS = frozenset({5, 6, 7, 12, 21})
+
 COMMON_MODULES = (
     "asyncio", "base64", "collections", "contextlib", "dataclasses", "datetime", "decimal", "email.utils",
     "functools", "hashlib", "hmac", "http.client", "importlib.metadata", "inspect", "io", "itertools", "json",
@@ -114,6 +127,8 @@ class FunctionZygote:
         self.spec = spec
         self.sb = sandbox
         self.instances: dict[int, int] = {}  # pid -> slot
+        self._slot_fds: dict[int, list[int]] = {}  # slot -> cgroup.procs fds of what the instance is born in
+        self._home_fds: list[int] | None = None  # cgroup.procs fds of the zygote's own cgroups
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
@@ -123,32 +138,58 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
+    def _cgroup_fds(self, slot: int) -> tuple[list[int], list[int]]:
+        """(fds of instance slot ``slot``'s memory and v2 cgroup.procs, fds of the zygote's own), opened once."""
+        cg = self.sb.get("cgroups") or {}
+        if self._home_fds is None:
+            self._home_fds = [
+                os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                for c, d in (cg.get("zygote") or {}).items()
+                if c in BORN_IN
+            ]
+        fds = self._slot_fds.get(slot)
+        if fds is None:
+            fds = [
+                os.open(os.path.join(d, f"i{slot}", "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                for c, d in (cg.get("fn") or {}).items()
+                if c in BORN_IN
+            ]
+            self._slot_fds[slot] = fds
+        return fds, self._home_fds
+
     def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
-        """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
-        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself."""
+        """Clone an instance and adopt it; returns its pid (in this zygote's PID namespace).  With namespaces, one
+        clone() makes it PID 1 of new PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network
+        namespace itself.  The zygote steps into the slot's memory and v2 cgroups for the clone, so the instance is
+        born there (its page tables and first pages are charged to it, and the node's kill switch holds it from its
+        first instruction); the instance joins its cpu and pids cgroups itself."""
         sb = self.sb
-        dirs = isolation.cgroup_instance_dirs(
-            {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
-        )
-        if dirs:
-            isolation.prepare_instance_cgroups(dirs, self.spec["memory_mb"], sb["cpu_shares"], sb["pids_max"])
+        fn_dirs = (sb.get("cgroups") or {}).get("fn") or {}
+        join = {c: os.path.join(d, f"i{slot}") for c, d in fn_dirs.items() if c in JOINED}
+        born, home = self._cgroup_fds(slot) if fn_dirs else ([], [])
         netns_fd = -1
         if self.spec.get("network") == "none":
             netns_fd = self.netns_pool.pop() if self.netns_pool else isolation.make_netns()
         try:
-            if sb.get("namespaces"):
-                pid = syscalls.clone_process(
-                    syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
-                )
-            else:
-                pid = os.fork()
-            if pid == 0:
-                try:
-                    self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs, netns_fd)
-                except SystemExit as e:
-                    os._exit(e.code if isinstance(e.code, int) else 1)
-                except BaseException:
-                    os._exit(1)
+            for fd in born:
+                os.pwrite(fd, b"0", 0)
+            try:
+                if sb.get("namespaces"):
+                    pid = syscalls.clone_process(
+                        syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+                    )
+                else:
+                    pid = os.fork()
+                if pid == 0:
+                    try:
+                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd)
+                    except SystemExit as e:
+                        os._exit(e.code if isinstance(e.code, int) else 1)
+                    except BaseException:
+                        os._exit(1)
+            finally:
+                for fd in home:
+                    os.pwrite(fd, b"0", 0)
         finally:
             if netns_fd >= 0:
                 os.close(netns_fd)
@@ -212,10 +253,16 @@ class FunctionZygote:
             finally:
                 for fd in fds:
                     os.close(fd)
+        elif op == "kill":  # only where the node has no cgroup.kill of its own
+            for pid, slot in list(self.instances.items()):
+                if slot == msg.get("slot"):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
         elif op == "exit":
-            for pid in list(self.instances):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            if os.getpid() != 1:  # as PID 1 of its namespace, its exit takes every instance with it
+                for pid in list(self.instances):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
             os._exit(0)
 
     def refill(self) -> None:
@@ -240,8 +287,9 @@ class FunctionZygote:
                 with contextlib.suppress(BlockingIOError):
                     os.read(sig_r, 4096)
                 for pid, status in _reap_all():
-                    if self.instances.pop(pid, None) is not None:
-                        send_msg(self.ctrl, {"op": "exited", "pid": pid, "status": status})
+                    slot = self.instances.pop(pid, None)
+                    if slot is not None:
+                        send_msg(self.ctrl, {"op": "exited", "slot": slot, "pid": pid, "status": status})
             if ctrl_fd in ready:
                 got = recv_msg(self.ctrl)
                 if got is None:
@@ -310,21 +358,78 @@ def _run_probe(fz: FunctionZygote, timeout_s: float) -> tuple[list[str] | None, 
         fz.instances.pop(pid, None)
 
 
+def _join_own_cgroups(sb: dict[str, Any]) -> None:
+    """First thing a function zygote does, still host root: move itself into the cgroups the node made for it."""
+    for d in ((sb.get("cgroups") or {}).get("zygote") or {}).values():
+        fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+def _lockdown(sb: dict[str, Any], warnings: list[str]) -> None:
+    """The zygote's set-up is done: from here on it runs the function's code.  Keep only the capabilities it needs
+    to make instances, set no_new_privs and install the zygote's seccomp filter."""
+    if sb.get("namespaces"):
+        try:
+            syscalls.drop_capabilities(set(ZYGOTE_CAPS))
+        except OSError as e:
+            warnings.append(f"could not drop the zygote's capabilities: {e}")
+    syscalls.set_no_new_privs()
+    if sb.get("seccomp"):
+        f = isolation.build_zygote_seccomp_filter()
+        if f is None:
+            warnings.append("seccomp unavailable for the function zygote")
+        else:
+            f.load()
+
+
+def _stop_strays() -> int:
+    """Kill every process left in this zygote's PID namespace (import-time or init code may fork): instances are
+    forked from the zygote alone.  Only as PID 1 of its own namespace.  Returns how many were reaped."""
+    if os.getpid() != 1:
+        return 0
+    n = 0
+    for _ in range(3):
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)  # every process of the namespace but PID 1
+        while True:
+            try:
+                os.waitpid(-1, 0)
+                n += 1
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+        if not any(p.isdigit() and p != "1" for p in os.listdir("/proc")):
+            break
+    return n
+
+
 def _function_zygote_main(
     ctrl: socket.socket, spec: dict[str, Any], sb: dict[str, Any], go_r: int, ack_w: int
 ) -> NoReturn:
-    """Body of a freshly forked function zygote."""
+    """Body of a freshly cloned function zygote (PID 1 of its PID namespace when namespaces are available)."""
     t0 = time.perf_counter()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     syscalls.set_pdeathsig(signal.SIGKILL)
     warnings: list[str] = []
     try:
+        _join_own_cgroups(sb)
         # build the mount namespace while still host root (the Python installation may sit under a directory
         # only root can traverse); entering the user namespace afterwards locks these mounts: the function
         # cannot unmount the masks or make the host filesystem writable again
         if sb.get("namespaces"):
             syscalls.unshare(syscalls.CLONE_NEWNS)
             warnings += isolation.enter_function_sandbox(spec["code_dir"], sb["data_dir"], bool(sb.get("cgroups")))
+            # a /proc of its own PID namespace: no host process is visible (read-only: instances mount theirs so)
+            syscalls.mount(
+                "proc", "/proc", "proc",
+                syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+            )  # fmt: skip
+            if sb.get("unified_mount"):
+                syscalls.set_readonly(sb["unified_mount"], False, recursive=False)
             task_root = "/var/task"
         else:
             task_root = spec["code_dir"]
@@ -339,7 +444,8 @@ def _function_zygote_main(
             os.setresuid(0, 0, 0)
         os.close(go_r)
         os.close(ack_w)
-        syscalls.set_child_subreaper()
+        if os.getpid() != 1:
+            syscalls.set_child_subreaper()
     except Exception as e:
         send_msg(ctrl, {"op": "ready", "fatal": f"could not enter the function sandbox: {e}"})
         os._exit(1)
@@ -351,6 +457,12 @@ def _function_zygote_main(
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
     warnings += fz.warnings
+    try:
+        _lockdown(sb, warnings)
+    except OSError as e:
+        send_msg(ctrl, {"op": "ready", "fatal": f"could not confine the function zygote: {e}"})
+        os._exit(1)
+    # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     deps = spec.get("preload")
     t_probe = time.perf_counter()
@@ -388,6 +500,9 @@ def _function_zygote_main(
     # and each instance's import skips the sys.path scan
     with contextlib.suppress(Exception):
         importlib.machinery.PathFinder.find_spec(spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0])
+    strays = _stop_strays()
+    if strays:
+        warnings.append(f"stopped {strays} processes the function's init code left in the zygote")
     report["threads"] = _thread_count()
     report["load_ms"] = (time.perf_counter() - t0) * 1000
     gc.collect()
@@ -413,11 +528,13 @@ def _write_id_maps(pid: int, host_base: int) -> None:
         f.write(f"0 {host_base} 65536\n")
 
 
-def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
+def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int]:
+    """Clone a function zygote (PID 1 of a new PID namespace when namespaces are available); returns its pid and a
+    pidfd for the node (the node's own handle on it: it never signals a pid)."""
     spec, sb = msg["spec"], msg["sandbox"]
     go_r, go_w = os.pipe()
     ack_r, ack_w = os.pipe()
-    pid = os.fork()
+    pid = syscalls.clone_process(syscalls.CLONE_NEWPID) if sb.get("namespaces") else os.fork()
     if pid == 0:
         os.close(go_w)
         os.close(ack_r)
@@ -430,26 +547,24 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> int:
     os.close(go_r)
     os.close(ack_w)
     os.close(ctrl_fd)
+    pidfd = -1
     try:
+        pidfd = os.pidfd_open(pid)
         if not select.select([ack_r], [], [], 10)[0] or os.read(ack_r, 1) != b"u":
             raise OSError("function zygote did not start")
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
-        groups = dict(sb.get("cgroups") or {})
-        if "cpu-zygote" in groups:
-            groups["cpu"] = groups.pop("cpu-zygote")
-        for d in groups.values():
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
         os.write(go_w, b"g")
     except OSError:
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+            if pidfd >= 0:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
         raise
     finally:
         os.close(go_w)
         os.close(ack_r)
-    return pid
+    return pid, pidfd
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -470,8 +585,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg, fds = got
         if msg.get("op") == "function":
             try:
-                pid = _start_function_zygote(msg, fds[0])
-                send_msg(ctrl, {"op": "started", "id": msg["id"], "pid": pid})
+                pid, pidfd = _start_function_zygote(msg, fds[0])
+                try:
+                    send_msg(ctrl, {"op": "started", "id": msg["id"], "pid": pid}, [pidfd])
+                finally:
+                    os.close(pidfd)
             except Exception as e:
                 send_msg(ctrl, {"op": "started", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
         else:
