@@ -105,6 +105,43 @@ with open("/proc/self/status") as f:
         k, _, v = line.partition(":")
         if k in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd"):
             STATUS[k] = v.strip()
+
+# the cgroups the node made for it: every limit, and every way out of its function's subtree, is refused
+TRIES = {}
+for line in open("/proc/self/cgroup"):
+    _, ctrl, path = line.strip().split(":", 2)
+    if ctrl == "memory":
+        mine = "/sys/fs/cgroup/memory" + path
+        fn = os.path.dirname(mine)
+        targets = {
+            "own memory limit": (mine + "/memory.limit_in_bytes", str(1 << 40)),
+            "an instance's memory limit": (fn + "/i0/memory.limit_in_bytes", str(1 << 40)),
+            "leave the function (v1)": (fn + "/cgroup.procs", "0"),
+        }
+    elif ctrl == "pids":
+        targets = {"own pids limit": ("/sys/fs/cgroup/pids" + path + "/pids.max", "max")}
+    elif ctrl == "":
+        mine = "/sys/fs/cgroup/unified" + path
+        fn = os.path.dirname(mine)
+        targets = {
+            "leave the function (v2)": (os.path.dirname(fn) + "/cgroup.procs", "0"),
+            "thaw an instance": (fn + "/i0/cgroup.freeze", "0"),
+        }
+    else:
+        continue
+    for what, (target, value) in targets.items():
+        try:
+            with open(target, "w") as f:
+                f.write(value)
+            TRIES[what] = "ok"
+        except OSError as e:
+            TRIES[what] = type(e).__name__
+    if ctrl == "memory":
+        try:
+            os.mkdir(fn + "/mine")
+            TRIES["mkdir"] = "ok"
+        except OSError as e:
+            TRIES["mkdir"] = type(e).__name__
 """
 
 
@@ -113,7 +150,7 @@ def test_zygote_sees_no_host_process_and_has_nnp_and_seccomp(node: NodeRunner) -
         vendored(
             "spydep",
             SPY,
-            "def handler(e, c):\n    return {k: getattr(spydep, k) for k in ('PID', 'UID', 'PROCS', 'STATUS')}\n",
+            "def handler(e, c):\n    return {k: getattr(spydep, k) for k in ('PID', 'UID', 'PROCS', 'STATUS', 'TRIES')}\n",
         ),
         name="spy",
     )
@@ -131,6 +168,9 @@ def test_zygote_sees_no_host_process_and_has_nnp_and_seccomp(node: NodeRunner) -
     assert cap_eff & (1 << 21)  # CAP_SYS_ADMIN (in its user namespace) stays: instances need namespaces and mounts
     for cap in (0, 1, 2, 3, 4, 13, 16, 18, 19, 27):  # chown, dac_*, fowner, fsetid, net_raw, module, chroot, ptrace..
         assert not cap_eff & (1 << cap), (cap, seen)
+    if node.node.caps.cgroups and node.node.caps.killable:
+        assert len(seen["TRIES"]) == 7, seen["TRIES"]
+        assert all(r in ("PermissionError", "FileNotFoundError") for r in seen["TRIES"].values()), seen["TRIES"]
 
 
 BIGMEM = """
@@ -297,3 +337,23 @@ def test_unload_leaves_no_process_behind(node: NodeRunner) -> None:
     node.unload(fn)
     assert cg is not None
     eventually(lambda: not Path(cg).exists(), what="the function's cgroup removed after its processes died")
+
+
+def test_snapshot_init_runs_under_the_same_confinement(node: NodeRunner) -> None:
+    """Snapshot mode runs the whole init (the handler module) in the zygote: it is confined the same way."""
+    fn = node.load(
+        {
+            "app.py": SPY
+            + "\ndef handler(e, c):\n    return {'PID': PID, 'UID': UID, 'PROCS': PROCS, 'STATUS': STATUS}\n"
+        },
+        name="snapspy",
+        snapshot=True,
+    )
+    try:
+        assert fn.snapshot is True
+        seen = body(node.call(fn))
+    finally:
+        node.unload(fn)
+    assert (seen["PID"], seen["UID"], seen["PROCS"]) == (1, 0, [1]), seen
+    assert seen["STATUS"]["NoNewPrivs"] == "1", seen
+    assert seen["STATUS"]["Seccomp"] == "2", seen

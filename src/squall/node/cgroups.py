@@ -124,10 +124,10 @@ class OwnedCgroup:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.frozen = False
-        flags = os.O_CLOEXEC
-        self._kill = os.open(path / "cgroup.kill", os.O_WRONLY | flags)
-        self._freeze = os.open(path / "cgroup.freeze", os.O_WRONLY | flags)
-        self._events = os.open(path / "cgroup.events", os.O_RDONLY | flags)
+        d = str(path)
+        self._kill = os.open(f"{d}/cgroup.kill", os.O_WRONLY | os.O_CLOEXEC)
+        self._freeze = os.open(f"{d}/cgroup.freeze", os.O_WRONLY | os.O_CLOEXEC)
+        self._events = os.open(f"{d}/cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -359,33 +359,35 @@ class CgroupLayout:
         counter is reset for every instance."""
         limits = (memory_mb, cpu_shares, pids_max)
         name = f"i{slot}"
+        dirs = fc.dirs
         if fc.limits.get(slot) == limits:
-            if "memory" in fc.dirs:
+            if "memory" in dirs:
                 with contextlib.suppress(OSError):
-                    _write(os.path.join(fc.dirs["memory"], name, "memory.max_usage_in_bytes"), "0")
+                    _write(f"{dirs['memory']}/{name}/memory.max_usage_in_bytes", "0")
             return fc.instances.get(slot)
-        for c, d in fc.dirs.items():
-            p = Path(d) / name
+        # (plain strings and os calls: this runs on the node's event loop for every new slot of a burst)
+        uid = fc.owner_uid
+        for d in dirs.values():
+            p = f"{d}/{name}"
             with contextlib.suppress(FileExistsError):
-                p.mkdir()
-            if c in ("memory", "cpu", "pids", "unified"):
-                # memory and unified: the zygote moves itself in before the clone (the instance is born there);
-                # cpu and pids: the instance joins them itself
-                os.chown(p / "cgroup.procs", fc.owner_uid, fc.owner_uid)
-        if "memory" in fc.dirs:
-            m = Path(fc.dirs["memory"]) / name
-            _write(m / "memory.limit_in_bytes", str(memory_mb * 1024 * 1024))
+                os.mkdir(p)
+            # memory and unified: the zygote steps in for the clone (the instance is born there); cpu and pids:
+            # the instance joins them itself
+            os.chown(f"{p}/cgroup.procs", uid, uid)
+        if "memory" in dirs:
+            m = f"{dirs['memory']}/{name}"
+            _write(f"{m}/memory.limit_in_bytes", str(memory_mb * 1024 * 1024))
             with contextlib.suppress(OSError):
-                _write(m / "memory.max_usage_in_bytes", "0")
+                _write(f"{m}/memory.max_usage_in_bytes", "0")
             with contextlib.suppress(OSError):
-                _write(m / "memory.swappiness", "0")
-        if "cpu" in fc.dirs:
-            _write(Path(fc.dirs["cpu"]) / name / "cpu.shares", str(cpu_shares))
-        if "pids" in fc.dirs:
-            _write(Path(fc.dirs["pids"]) / name / "pids.max", str(pids_max))
+                _write(f"{m}/memory.swappiness", "0")
+        if "cpu" in dirs:
+            _write(f"{dirs['cpu']}/{name}/cpu.shares", str(cpu_shares))
+        if "pids" in dirs:
+            _write(f"{dirs['pids']}/{name}/pids.max", str(pids_max))
         fc.limits[slot] = limits
-        if "unified" in fc.dirs and self.killable and slot not in fc.instances:
-            fc.instances[slot] = OwnedCgroup(Path(fc.dirs["unified"]) / name)
+        if "unified" in dirs and self.killable and slot not in fc.instances:
+            fc.instances[slot] = OwnedCgroup(Path(dirs["unified"]) / name)
         return fc.instances.get(slot)
 
     def remove_function(self, fc: FunctionCgroups) -> bool:

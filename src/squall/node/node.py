@@ -395,7 +395,7 @@ class Node:
                 empty = await wait_empty(fc.function, 10.0)
             elif pidfd >= 0:
                 await _wait_pidfd(pidfd, 5.0)
-            removed = self.cgroups.remove_function(fc)
+            removed = await asyncio.to_thread(self.cgroups.remove_function, fc)  # ~0.7 ms per slot: off the loop
             empty = empty and removed
         if pidfd >= 0:
             with contextlib.suppress(OSError):
@@ -441,10 +441,12 @@ class Node:
         slot = fn.take_slot()
         inst_cg: OwnedCgroup | None = None
         if fn.cg is not None:
+            args = (fn.cg, slot, fn.spec.memory_mb, self._cpu_shares(fn.spec.memory_mb), self.config.pids_max)
             try:
-                inst_cg = self.cgroups.prepare_instance(
-                    fn.cg, slot, fn.spec.memory_mb, self._cpu_shares(fn.spec.memory_mb), self.config.pids_max
-                )
+                if slot in fn.cg.limits:  # a reused slot: one write
+                    inst_cg = self.cgroups.prepare_instance(*args)
+                else:  # a new slot: mkdir in four hierarchies (~0.6 ms of kernel work), off the event loop
+                    inst_cg = await asyncio.to_thread(self.cgroups.prepare_instance, *args)
             except OSError as e:
                 fn.free_slots.append(slot)
                 raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
