@@ -441,6 +441,7 @@ class Node:
         slot = fn.take_slot()
         inst_cg: OwnedCgroup | None = None
         if fn.cg is not None:
+            fn.cg.fit_zygote(len(fn.instances) + 1)
             args = (fn.cg, slot, fn.spec.memory_mb, self._cpu_shares(fn.spec.memory_mb), self.config.pids_max)
             try:
                 if slot in fn.cg.limits:  # a reused slot: one write
