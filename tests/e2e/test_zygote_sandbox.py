@@ -357,3 +357,18 @@ def test_snapshot_init_runs_under_the_same_confinement(node: NodeRunner) -> None
     assert (seen["PID"], seen["UID"], seen["PROCS"]) == (1, 0, [1]), seen
     assert seen["STATUS"]["NoNewPrivs"] == "1", seen
     assert seen["STATUS"]["Seccomp"] == "2", seen
+
+
+def test_back_to_back_instances_in_one_slot(node: NodeRunner) -> None:
+    """A slot is reused as soon as its cgroup is empty, which can be before the zygote reports the old instance's
+    exit: that late report must not be taken for the new instance's (exit reports name the node's token)."""
+    fn = node.load({"app.py": "def handler(e, c):\n    return 'ok'\n"}, name="reuse")
+    try:
+        for _ in range(30):
+            inst = node.start(fn)
+            try:
+                assert body(node.invoke(inst)) == "ok"
+            finally:
+                node.stop(inst)
+    finally:
+        node.unload(fn)

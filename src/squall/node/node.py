@@ -100,7 +100,7 @@ class LoadedFunction:
     instances: dict[int, Instance] = field(default_factory=dict)
     free_slots: list[int] = field(default_factory=list)
     next_slot: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    #: instance slot -> the zygote's exit report (a hint)
+    #: the node's token for an instance (unique per start, unlike slots and pids) -> the zygote's exit report (a hint)
     exits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
     unloading: asyncio.Task[None] | None = None
 
@@ -158,6 +158,7 @@ class Node:
         self._base: ZygoteLink | None = None
         self._base_proc: subprocess.Popen[bytes] | None = None
         self._slots = itertools.count(1)
+        self._tokens = itertools.count(1)
         self._free_fn_slots: list[int] = []
         self._probe_cache: dict[str, list[str]] = {}
         self.functions: dict[str, LoadedFunction] = {}
@@ -340,7 +341,7 @@ class Node:
             f = fn_holder.get("fn")
             if f is None:
                 return
-            fut = f.exits.pop(int(msg["slot"]), None)
+            fut = f.exits.pop(int(msg["token"]), None)
             if fut is not None and not fut.done():
                 fut.set_result(int(msg["status"]))
 
@@ -454,9 +455,12 @@ class Node:
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         timeout_s = self.config.zygote_timeout_s
+        token = next(self._tokens)
         try:
             reply = await fn.link.request(
-                {"op": "spawn", "slot": slot, "init_type": itype}, [inst_end.fileno(), log_w], timeout_s=timeout_s
+                {"op": "spawn", "slot": slot, "token": token, "init_type": itype},
+                [inst_end.fileno(), log_w],
+                timeout_s=timeout_s,
             )
         except (TimeoutError, ConnectionError) as e:
             node_end.close()
@@ -490,10 +494,7 @@ class Node:
             pid = 0
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int] = loop.create_future()
-        stale = fn.exits.pop(slot, None)
-        if stale is not None and not stale.done():
-            stale.cancel()
-        fn.exits[slot] = exited
+        fn.exits[token] = exited
         _, conn = await loop.create_connection(_Conn, sock=node_end)
         mem_dir = Path(fn.cgroups["memory"]) / f"i{slot}" if "memory" in fn.cgroups else None
         freeze_after_s = self.config.freeze_after_ms / 1000 if self.config.freeze_after_ms >= 0 else -1.0
@@ -501,8 +502,8 @@ class Node:
             instance_id=uuid.uuid4().hex[:12], pid=pid, slot=slot, function=fn.spec.name, version=fn.spec.version,
             memory_mb=fn.spec.memory_mb, timeout_s=fn.spec.timeout_s, init_type=itype, conn=conn, log_fd=log_r,
             memory_cgroup=mem_dir, exited=exited, log_max_bytes=self.config.log_max_bytes_per_invocation,
-            cgroup=inst_cg, kill_fallback=lambda: fn.link.send({"op": "kill", "slot": slot}),
-            on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
+            cgroup=inst_cg, kill_fallback=lambda: fn.link.send({"op": "kill", "token": token}),
+            on_gone=lambda i, empty: self._forget(fn, i, empty, token), freeze_after_s=freeze_after_s,
         )  # fmt: skip
         fn.instances[slot] = inst
         # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
@@ -514,8 +515,9 @@ class Node:
             raise
         return inst
 
-    def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
+    def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool, token: int) -> None:
         inst.alive = False
+        fn.exits.pop(token, None)
         if fn.instances.get(inst.slot) is inst:
             del fn.instances[inst.slot]
             if empty and fn.unloading is None:

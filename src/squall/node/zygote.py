@@ -126,7 +126,7 @@ class FunctionZygote:
         self.ctrl = ctrl
         self.spec = spec
         self.sb = sandbox
-        self.instances: dict[int, int] = {}  # pid -> slot
+        self.instances: dict[int, tuple[int, int]] = {}  # pid -> (slot, the node's token for this instance)
         self._slot_fds: dict[int, list[int]] = {}  # slot -> cgroup.procs fds of what the instance is born in
         self._home_fds: list[int] | None = None  # cgroup.procs fds of the zygote's own cgroups
         self.preloaded_handler: Any = None
@@ -157,7 +157,7 @@ class FunctionZygote:
             self._slot_fds[slot] = fds
         return fds, self._home_fds
 
-    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
+    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve", token: int = 0) -> int:
         """Clone an instance and adopt it; returns its pid (in this zygote's PID namespace).  With namespaces, one
         clone() makes it PID 1 of new PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network
         namespace itself.  The zygote steps into the slot's memory and v2 cgroups for the clone, so the instance is
@@ -193,7 +193,7 @@ class FunctionZygote:
         finally:
             if netns_fd >= 0:
                 os.close(netns_fd)
-        self.instances[pid] = slot
+        self.instances[pid] = (slot, token)
         return pid
 
     def _instance_main(
@@ -246,7 +246,9 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
+                pid = self.spawn(
+                    int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), token=int(msg.get("token", 0))
+                )
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
@@ -254,8 +256,8 @@ class FunctionZygote:
                 for fd in fds:
                     os.close(fd)
         elif op == "kill":  # only where the node has no cgroup.kill of its own
-            for pid, slot in list(self.instances.items()):
-                if slot == msg.get("slot"):
+            for pid, (_slot, token) in list(self.instances.items()):
+                if token == msg.get("token"):
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
         elif op == "exit":
@@ -287,9 +289,12 @@ class FunctionZygote:
                 with contextlib.suppress(BlockingIOError):
                     os.read(sig_r, 4096)
                 for pid, status in _reap_all():
-                    slot = self.instances.pop(pid, None)
-                    if slot is not None:
-                        send_msg(self.ctrl, {"op": "exited", "slot": slot, "pid": pid, "status": status})
+                    known = self.instances.pop(pid, None)
+                    if known is not None:
+                        slot, token = known
+                        send_msg(
+                            self.ctrl, {"op": "exited", "token": token, "slot": slot, "pid": pid, "status": status}
+                        )
             if ctrl_fd in ready:
                 got = recv_msg(self.ctrl)
                 if got is None:
