@@ -220,10 +220,6 @@ def build_zygote_seccomp_filter() -> SeccompFilter | None:
         return None
 
 
-def cgroup_instance_dirs(cgroups: dict[str, str], slot: int) -> dict[str, str]:
-    return {c: os.path.join(d, f"i{slot}") for c, d in cgroups.items()}
-
-
 def _write(path: str, value: str) -> None:
     """One write to a control file (os.open/os.write: no file objects; after a fork every object touched is a
     page copied)."""
@@ -232,39 +228,6 @@ def _write(path: str, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
-
-
-#: instance cgroup directories this process created and limited: directory tuple -> the limits written
-_PREPARED: dict[tuple[str, ...], tuple[int, int, int]] = {}
-
-
-def prepare_instance_cgroups(dirs: dict[str, str], memory_mb: int, cpu_shares: int, pids_max: int) -> None:
-    """Called by the function zygote before forking: create (or reuse) the instance's cgroups and set limits.
-
-    A slot's directories are reused by the next instance that gets the slot: the limits are written once per
-    slot (again only if they change); the peak-memory counter is reset for every instance."""
-    key = tuple(sorted(dirs.values()))
-    limits = (memory_mb, cpu_shares, pids_max)
-    if _PREPARED.get(key) == limits:
-        if "memory" in dirs:
-            with contextlib.suppress(OSError):
-                _write(os.path.join(dirs["memory"], "memory.max_usage_in_bytes"), "0")
-        return
-    for d in dirs.values():
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(d)
-    if "memory" in dirs:
-        m = dirs["memory"]
-        _write(os.path.join(m, "memory.limit_in_bytes"), str(memory_mb * 1024 * 1024))
-        with contextlib.suppress(OSError):
-            _write(os.path.join(m, "memory.max_usage_in_bytes"), "0")
-        with contextlib.suppress(OSError):
-            _write(os.path.join(m, "memory.swappiness"), "0")
-    if "cpu" in dirs:
-        _write(os.path.join(dirs["cpu"], "cpu.shares"), str(cpu_shares))
-    if "pids" in dirs:
-        _write(os.path.join(dirs["pids"], "pids.max"), str(pids_max))
-    _PREPARED[key] = limits
 
 
 def enter_instance_sandbox(
