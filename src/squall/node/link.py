@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from squall.node.channel import recv_msg, send_msg
+from squall.node.channel import MAX_CONTROL_BYTES, recv_msg, send_msg
 
 __all__ = ["ZygoteLink"]
 
@@ -33,8 +33,10 @@ class ZygoteLink:
         sock: socket.socket,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_close: Callable[[], None] | None = None,
+        max_bytes: int = MAX_CONTROL_BYTES,
     ) -> None:
         self.sock = sock
+        self.max_bytes = max_bytes
         sock.setblocking(False)
         self.loop = asyncio.get_running_loop()
         self._ids = itertools.count(1)
@@ -49,7 +51,7 @@ class ZygoteLink:
     def _readable(self) -> None:
         while True:
             try:
-                got = recv_msg(self.sock)
+                got = recv_msg(self.sock, max_bytes=self.max_bytes)
             except BlockingIOError:
                 return
             except (OSError, ValueError, RecursionError):  # gone, or not our protocol

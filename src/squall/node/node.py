@@ -103,6 +103,8 @@ class LoadedFunction:
     #: the node's token for an instance (unique per start, unlike slots and pids) -> the zygote's exit report (a hint)
     exits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
     unloading: asyncio.Task[None] | None = None
+    #: tokens of instances whose exit the zygote may still report (once each)
+    reportable: set[int] = field(default_factory=set)
 
     @property
     def preloaded(self) -> list[str]:
@@ -119,6 +121,39 @@ class LoadedFunction:
 
     def take_slot(self) -> int:
         return self.free_slots.pop() if self.free_slots else next(self.next_slot)
+
+
+#: largest control message a function zygote may send (its load report carries warnings and an init error document)
+ZYGOTE_MAX_MESSAGE = 256 * 1024
+
+
+def _strs(v: Any, limit: int = 1000) -> list[str]:
+    return [str(x)[:limit] for x in v][:1000] if isinstance(v, list) else []
+
+
+def _sanitize_report(rep: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A function zygote's load report, in the types the node relies on (the zygote runs the function's code)."""
+    if rep is None:
+        return None
+    out: dict[str, Any] = {
+        k: rep.get(k) for k in ("probe_ms", "preload_ms", "load_ms") if isinstance(rep.get(k), float)
+    }
+    if rep.get("fatal"):
+        out["fatal"] = str(rep["fatal"])[:2000]
+    out["op"] = str(rep.get("op", ""))
+    out["warnings"] = _strs(rep.get("warnings"))
+    out["preloaded"] = _strs(rep.get("preloaded"), 200)
+    out["snapshot"] = rep.get("snapshot") is True
+    threads = rep.get("threads", 1)
+    out["threads"] = threads if isinstance(threads, int) and not isinstance(threads, bool) else 2
+    if "probe" in rep:
+        out["probe"] = _strs(rep["probe"], 200) if isinstance(rep["probe"], list) else None
+    if rep.get("probe_error"):
+        out["probe_error"] = str(rep["probe_error"])[:2000]
+    if rep.get("init_error") is not None:
+        err = rep["init_error"]
+        out["init_error"] = err if isinstance(err, dict) else {"errorType": "Runtime.Unknown", "errorMessage": str(err)}
+    return out
 
 
 class _ZygoteFailed(Exception):
@@ -341,9 +376,13 @@ class Node:
             f = fn_holder.get("fn")
             if f is None:
                 return
-            fut = f.exits.pop(int(msg["token"]), None)
+            token, status = int(msg["token"]), int(msg["status"])
+            if token not in f.reportable:  # no instance of ours: the zygote is not following the protocol
+                raise ValueError(f"exit report for unknown instance {token}")
+            f.reportable.discard(token)
+            fut = f.exits.pop(token, None)
             if fut is not None and not fut.done():
-                fut.set_result(int(msg["status"]))
+                fut.set_result(status)
 
         def on_close() -> None:
             f = fn_holder.get("fn")
@@ -352,9 +391,9 @@ class Node:
                             f.spec.name)  # fmt: skip
                 f.unloading = asyncio.ensure_future(self._unload(f))
 
-        link = ZygoteLink(parent, on_exit, on_close)
+        link = ZygoteLink(parent, on_exit, on_close, max_bytes=ZYGOTE_MAX_MESSAGE)
         try:
-            report = await link.next_unsolicited(self._load_timeout_s())
+            report = _sanitize_report(await link.next_unsolicited(self._load_timeout_s()))
         except TimeoutError:
             report = {"fatal": f"the function zygote did not finish loading within {self._load_timeout_s():.0f} s"}
             failed = True
@@ -495,6 +534,7 @@ class Node:
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int] = loop.create_future()
         fn.exits[token] = exited
+        fn.reportable.add(token)
         _, conn = await loop.create_connection(_Conn, sock=node_end)
         mem_dir = Path(fn.cgroups["memory"]) / f"i{slot}" if "memory" in fn.cgroups else None
         freeze_after_s = self.config.freeze_after_ms / 1000 if self.config.freeze_after_ms >= 0 else -1.0
@@ -503,7 +543,7 @@ class Node:
             memory_mb=fn.spec.memory_mb, timeout_s=fn.spec.timeout_s, init_type=itype, conn=conn, log_fd=log_r,
             memory_cgroup=mem_dir, exited=exited, log_max_bytes=self.config.log_max_bytes_per_invocation,
             cgroup=inst_cg, kill_fallback=lambda: fn.link.send({"op": "kill", "token": token}),
-            on_gone=lambda i, empty: self._forget(fn, i, empty, token), freeze_after_s=freeze_after_s,
+            on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
         )  # fmt: skip
         fn.instances[slot] = inst
         # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
@@ -515,9 +555,8 @@ class Node:
             raise
         return inst
 
-    def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool, token: int) -> None:
-        inst.alive = False
-        fn.exits.pop(token, None)
+    def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
+        inst.alive = False  # (its exits entry stays until the zygote's report: the status may still come)
         if fn.instances.get(inst.slot) is inst:
             del fn.instances[inst.slot]
             if empty and fn.unloading is None:
