@@ -372,3 +372,60 @@ def test_back_to_back_instances_in_one_slot(node: NodeRunner) -> None:
                 node.stop(inst)
     finally:
         node.unload(fn)
+
+
+def empty_or_gone(cgroup_dir: Path) -> bool:
+    try:
+        return "populated 0" in (cgroup_dir / "cgroup.events").read_text()
+    except FileNotFoundError:
+        return True
+
+
+LIAR = """
+import sys
+_m = sys.modules["__main__"]
+_fz = _m.FunctionZygote
+_orig = _fz.handle
+
+
+def handle(self, msg, fds):
+    _orig(self, msg, fds)
+    if msg.get("op") == "spawn":  # claim every instance exited at once, while it runs
+        for pid, (slot, token) in list(self.instances.items()):
+            _m.send_msg(self.ctrl, {"op": "exited", "token": token, "slot": slot, "pid": pid, "status": 0})
+
+
+_fz.handle = handle
+"""
+
+
+def test_an_exit_the_zygote_claims_is_confirmed_by_the_cgroup(node: NodeRunner) -> None:
+    """Exit reports are hints: an instance the zygote says has exited is made so (killed through its cgroup), its
+    slot is reused only once the cgroup is empty, and a zygote whose reports do not add up (a second report for the
+    same instance) is stopped with its function.  Every outcome is a clean error; no process is left behind."""
+    from squall.errors import SandboxUnavailable
+    from squall.node.instance import InitFailed
+
+    fn = node.load(vendored("liar", LIAR, "def handler(e, c):\n    return 1\n"), name="liar")
+    assert "liar" in fn.preloaded
+    slots = fn.cg.instances if fn.cg is not None else {}
+    outcomes = []
+    try:
+        for _ in range(3):
+            try:
+                inst = node.start(fn)
+                outcomes.append(node.invoke(inst).error_type or "ok")
+            except InitFailed as e:
+                outcomes.append(e.document["errorType"])
+            except SandboxUnavailable as e:
+                outcomes.append(str(e))
+        assert all(o.startswith("Runtime.") or "zygote" in o for o in outcomes), outcomes
+        for path in [cg.path for cg in slots.values()]:
+            eventually(lambda p=path: empty_or_gone(p), what=f"no process left in {path}")
+    finally:
+        node.unload(fn)
+    ok = node.load({"app.py": "def handler(e, c):\n    return 'next'\n"}, name="afterliar")
+    try:
+        assert body(node.call(ok)) == "next"
+    finally:
+        node.unload(ok)
