@@ -106,6 +106,24 @@ with open("/proc/self/status") as f:
         if k in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd"):
             STATUS[k] = v.strip()
 
+# what its seccomp filter refuses (x86-64 numbers): a new user namespace, keyrings, bpf, io_uring, ptrace
+import ctypes, errno
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _try(rc):
+    return "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+
+
+SYSCALLS = {
+    "unshare(CLONE_NEWUSER)": _try(_libc.unshare(0x10000000)),
+    "keyctl": _try(_libc.syscall(250, 0, -3, 0, 0, 0)),
+    "bpf": _try(_libc.syscall(321, 0, 0, 0)),
+    "io_uring_setup": _try(_libc.syscall(425, 1, 0)),
+    "ptrace": _try(_libc.syscall(101, 16, 1, 0, 0)),
+}
+
 # the cgroups the node made for it: every limit, and every way out of its function's subtree, is refused
 TRIES = {}
 for line in open("/proc/self/cgroup"):
@@ -150,7 +168,7 @@ def test_zygote_sees_no_host_process_and_has_nnp_and_seccomp(node: NodeRunner) -
         vendored(
             "spydep",
             SPY,
-            "def handler(e, c):\n    return {k: getattr(spydep, k) for k in ('PID', 'UID', 'PROCS', 'STATUS', 'TRIES')}\n",
+            "def handler(e, c):\n    return {k: getattr(spydep, k) for k in ('PID', 'UID', 'PROCS', 'STATUS', 'TRIES', 'SYSCALLS')}\n",
         ),
         name="spy",
     )
@@ -164,6 +182,7 @@ def test_zygote_sees_no_host_process_and_has_nnp_and_seccomp(node: NodeRunner) -
     assert seen["PROCS"] == [1], seen  # no host process, no other function's process
     assert seen["STATUS"]["NoNewPrivs"] == "1", seen
     assert seen["STATUS"]["Seccomp"] == "2", seen
+    assert set(seen["SYSCALLS"].values()) == {"EPERM"}, seen["SYSCALLS"]
     cap_eff = int(seen["STATUS"]["CapEff"], 16)
     assert cap_eff & (1 << 21)  # CAP_SYS_ADMIN (in its user namespace) stays: instances need namespaces and mounts
     for cap in (0, 1, 2, 3, 4, 13, 16, 18, 19, 27):  # chown, dac_*, fowner, fsetid, net_raw, module, chroot, ptrace..
