@@ -226,6 +226,8 @@ class Instance:
     def kill(self) -> None:
         """SIGKILL everything in the instance's cgroup (frozen or not).  Without a cgroup of its own (no cgroup
         v2 here) the node asks the zygote, which only reaches its own PID namespace."""
+        if self._gone is not None and self._gone.done():
+            return  # confirmed gone: the slot (and its cgroup) may already hold the next instance
         if self.cgroup is not None:
             self.cgroup.kill()
         elif self._kill_fallback is not None:
