@@ -386,10 +386,15 @@ class Node:
 
         def on_close() -> None:
             f = fn_holder.get("fn")
-            if f is not None and f.unloading is None:
-                log.warning("function %s: its zygote exited; it is stopped and the next invocation starts a new one",
-                            f.spec.name)  # fmt: skip
-                f.unloading = asyncio.ensure_future(self._unload(f))
+            if f is None or f.unloading is not None:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # the node's loop is shutting down
+                return
+            log.warning("function %s: its zygote exited; it is stopped and the next invocation starts a new one",
+                        f.spec.name)  # fmt: skip
+            f.unloading = loop.create_task(self._unload(f))
 
         link = ZygoteLink(parent, on_exit, on_close, max_bytes=ZYGOTE_MAX_MESSAGE)
         try:
