@@ -5,6 +5,7 @@ costs only its own function, and the next invocation gets a new one."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -289,7 +290,7 @@ _fz.handle = handle
 
 @pytest.fixture(scope="module")
 def fast_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
-    yield from make_node(tmp_path_factory, zygote_timeout_s=2.0)
+    yield from make_node(tmp_path_factory, zygote_timeout_s=2.0, init_timeout_s=3.0)
 
 
 @pytest.mark.parametrize("how", ["HANG", "DIE"])
@@ -448,3 +449,56 @@ def test_an_exit_the_zygote_claims_is_confirmed_by_the_cgroup(node: NodeRunner) 
         assert body(node.call(ok)) == "next"
     finally:
         node.unload(ok)
+
+
+HANGS_IN_ZYGOTE = """
+import os, time
+if os.getuid() == 0:  # only in the zygote: pre-import never finishes
+    time.sleep(3600)
+"""
+
+
+def test_zygote_that_hangs_while_loading_is_replaced(fast_node: NodeRunner) -> None:
+    node = fast_node
+    t0 = time.monotonic()
+    fn = node.load(vendored("sleepy", HANGS_IN_ZYGOTE, "def handler(e, c):\n    return 'ok'\n"), name="hangload")
+    try:
+        assert time.monotonic() - t0 < 30  # bounded: 2 x init timeout + zygote timeout, then a bare zygote
+        assert fn.preloaded == []
+        assert any("did not finish loading" in w for w in fn.report["warnings"]), fn.report
+        assert body(node.call(fn)) == "ok"  # its instances import the package themselves (and do not hang)
+    finally:
+        node.unload(fn)
+
+
+def test_stale_cgroups_of_a_crashed_server_are_killed_at_start(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A server that was SIGKILLed leaves its cgroups behind; the next node of the same name stops what runs in
+    them through cgroup.kill (never by pids read from them) and removes them."""
+    import uuid
+
+    unified = Path("/sys/fs/cgroup/unified")  # (hybrid mode, as here)
+    if not (unified / "cgroup.procs").exists():
+        pytest.skip("no cgroup v2 hierarchy at /sys/fs/cgroup/unified")
+    name = f"squall-test-{uuid.uuid4().hex[:8]}"
+    stale = unified / name / "fn-7" / "i3"
+    stale.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    try:
+        (stale / "cgroup.procs").write_text(str(sleeper.pid))
+        gen = make_node(tmp_path_factory, cgroup_name=name)
+        node = next(gen)
+        try:
+            assert sleeper.wait(timeout=10) == -9  # killed by the node's start
+            assert not (unified / name / "fn-7").exists()
+            fn = node.load({"app.py": "def handler(e, c):\n    return 1\n"})
+            assert body(node.call(fn)) == 1
+        finally:
+            with contextlib.suppress(StopIteration):
+                next(gen)
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        sleeper.wait()
+        for d in sorted((unified / name).glob("**/"), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
