@@ -460,8 +460,9 @@ if os.getuid() == 0:  # only in the zygote: pre-import never finishes
 
 def test_zygote_that_hangs_while_loading_is_replaced(fast_node: NodeRunner) -> None:
     node = fast_node
+    code = node.write_function(vendored("sleepy", HANGS_IN_ZYGOTE, "def handler(e, c):\n    return 'ok'\n"))
     t0 = time.monotonic()
-    fn = node.load(vendored("sleepy", HANGS_IN_ZYGOTE, "def handler(e, c):\n    return 'ok'\n"), name="hangload")
+    fn = node.load({}, name="hangload", code_dir=code, code_sha256="c0ffee")
     try:
         assert time.monotonic() - t0 < 30  # bounded: 2 x init timeout + zygote timeout, then a bare zygote
         assert fn.preloaded == []
@@ -469,6 +470,13 @@ def test_zygote_that_hangs_while_loading_is_replaced(fast_node: NodeRunner) -> N
         assert body(node.call(fn)) == "ok"  # its instances import the package themselves (and do not hang)
     finally:
         node.unload(fn)
+    # the same code's next zygote (after scale to zero) does not wait for the hang again
+    again = node.load({}, name="hangload", code_dir=code, code_sha256="c0ffee")
+    try:
+        assert any("died or hung while loading before" in w for w in again.report["warnings"]), again.report
+        assert body(node.call(again)) == "ok"
+    finally:
+        node.unload(again)
 
 
 def test_stale_cgroups_of_a_crashed_server_are_killed_at_start(tmp_path_factory: pytest.TempPathFactory) -> None:

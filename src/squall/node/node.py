@@ -196,6 +196,8 @@ class Node:
         self._tokens = itertools.count(1)
         self._free_fn_slots: list[int] = []
         self._probe_cache: dict[str, list[str]] = {}
+        #: function versions (by code digest) whose zygote died or hung while loading: later zygotes pre-import nothing
+        self._bare: set[str] = set()
         self.functions: dict[str, LoadedFunction] = {}
         self._staged: set[Path] = set()
 
@@ -277,10 +279,17 @@ class Node:
             raise SandboxUnavailable("node not started")
         spec = self._stage(spec)
         cached = preload if preload is not None else self._probe_cache.get(spec.key) if spec.code_sha256 else None
+        bare = spec.key in self._bare
         try:
-            fn = await self._start_zygote(spec, cached, spec.snapshot)
+            fn = await self._start_zygote(spec, [] if bare else cached, spec.snapshot and not bare, probe=not bare)
+            if bare:
+                fn.report.setdefault("warnings", []).append(
+                    "a zygote without pre-imports: this code's zygote died or hung while loading before"
+                )
         except _ZygoteFailed as e:
             log.warning("function %s: %s; using a zygote that pre-imports nothing", spec.name, e)
+            if spec.code_sha256:  # the same code would do the same again: its next zygotes skip it
+                self._bare.add(spec.key)
             try:
                 fn = await self._start_zygote(spec, [], False, probe=False)
             except _ZygoteFailed as e2:
