@@ -510,3 +510,44 @@ def test_stale_cgroups_of_a_crashed_server_are_killed_at_start(tmp_path_factory:
         for d in sorted((unified / name).glob("**/"), key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+@pytest.fixture(scope="module")
+def nokill_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
+    """A node as on a kernel without cgroup.kill (< 5.14): instances are stopped by asking their zygote (by the
+    node's token), zygotes through the node's pidfd; still never by a pid a zygote reported."""
+    import dataclasses
+
+    for runner in make_node(tmp_path_factory):
+        runner.node.cgroups.killable = False
+        runner.node.caps = dataclasses.replace(runner.node.caps, killable=False)
+        yield runner
+
+
+def test_without_cgroup_kill_the_node_still_acts_only_on_what_it_owns(nokill_node: NodeRunner, host_sleep: Any) -> None:
+    node = nokill_node
+    files = vendored(
+        "evildep", EVIL.format(pid=host_sleep.pid), "import time\ndef handler(e, c):\n    time.sleep(e.get('s', 0))\n"
+    )
+    fn = node.load(files, name="evil-nokill", timeout_s=1)
+    try:
+        assert fn.cg is None or fn.cg.function is None
+        inst = node.start(fn)
+        assert inst.cgroup is None
+        assert node.invoke(inst).ok
+        out = node.invoke(inst, {"s": 30})  # the timeout still stops it (the zygote kills it, by token)
+        assert out.error_type == "Sandbox.Timedout"
+        assert not inst.alive
+        assert node.call(fn).ok
+        node.start(fn)  # left running: unload must stop it
+    finally:
+        node.unload(fn)
+
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] in "ZX"
+        except FileNotFoundError:
+            return True
+
+    eventually(lambda: gone(fn.pid), what="the zygote stopped through the node's pidfd")
+    assert host_sleep.poll() is None, "the node killed a host process a function zygote reported as its own"

@@ -248,12 +248,9 @@ class Instance:
             if self.cgroup.frozen:
                 with contextlib.suppress(OSError):
                     self.cgroup.thaw()  # the slot's next instance must not be born frozen
-        else:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
-                empty = True
-            except TimeoutError:
-                empty = False
+        else:  # no cgroup of its own: the zygote's report (or the zygote's own end: the future is cancelled)
+            await asyncio.wait({self.exited}, timeout=5.0)
+            empty = self.exited.done()
         if self._on_gone is not None:
             self._on_gone(self, empty)
         return empty
@@ -283,10 +280,11 @@ class Instance:
     async def _exit_status(self, timeout_s: float = 5.0) -> int | None:
         """Make sure the instance is gone, then the exit status its zygote reported, if it did (a hint)."""
         await asyncio.wait_for(asyncio.shield(self.ensure_gone()), timeout_s + 1)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.exited), 1.0 if self.cgroup is not None else 0.0)
-        except TimeoutError:
-            return None
+        if not self.exited.done():
+            await asyncio.wait({self.exited}, timeout=1.0)
+        if self.exited.done() and not self.exited.cancelled():
+            return self.exited.result()
+        return None
 
     # -- freezer -------------------------------------------------------------------------------------------
     def _schedule_freeze(self) -> None:

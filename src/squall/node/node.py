@@ -476,9 +476,14 @@ class Node:
             inst.alive = False
         if fn.cg is not None and fn.cg.function is not None:
             fn.cg.function.kill()  # the zygote and every instance, frozen or not
-        else:
-            for inst in insts:
-                inst.kill()
+        elif fn.pidfd >= 0:
+            # no cgroup.kill here: the zygote asked to exit took its instances (PID 1 of their namespaces' parent,
+            # or it killed them itself); make sure it is gone through the node's pidfd, then no report will come
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fn.pidfd, signal.SIGKILL)
+            await _wait_pidfd(fn.pidfd, 5.0)
+            for fut in fn.exits.values():
+                fut.cancel()
         await asyncio.gather(*(self.stop_instance(i) for i in insts), return_exceptions=True)
         fn.instances.clear()
         await self._release_function(fn.slot, fn.cg, fn.pidfd)
