@@ -57,13 +57,14 @@ def fnode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
 
 @pytest.fixture(scope="module")
 def ticker(fnode: NodeRunner) -> Any:
-    if not fnode.node.caps.killable:
+    if not getattr(fnode.node.caps, "killable", True):
         pytest.skip("no cgroup v2 freezer here")
     return fnode.load({"app.py": TICKER}, name="ticker", timeout_s=1)
 
 
 def frozen(inst: Any) -> bool:
-    return inst.cgroup is not None and inst.cgroup.events().get("frozen") == 1
+    cg = getattr(inst, "cgroup", None)
+    return cg is not None and cg.events().get("frozen") == 1
 
 
 def test_no_progress_between_invocations(fnode: NodeRunner, ticker: Any) -> None:
