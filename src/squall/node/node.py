@@ -199,6 +199,8 @@ class Node:
         #: function versions (by code digest) whose zygote died or hung while loading: later zygotes pre-import nothing
         self._bare: set[str] = set()
         self.functions: dict[str, LoadedFunction] = {}
+        #: every function zygote this node runs (a version loaded twice has two), by id: close() stops them all
+        self._running: dict[int, LoadedFunction] = {}
         self._staged: set[Path] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -225,7 +227,8 @@ class Node:
             raise SandboxUnavailable("the base zygote did not start; see the server log")
 
     async def close(self) -> None:
-        await asyncio.gather(*(self.unload(fn) for fn in list(self.functions.values())), return_exceptions=True)
+        every = {id(fn): fn for fn in [*self.functions.values(), *self._running.values()]}
+        await asyncio.gather(*(self.unload(fn) for fn in every.values()), return_exceptions=True)
         if self._base is not None:
             self._base.close()
         if self._base_proc is not None:
@@ -432,6 +435,7 @@ class Node:
             spec, slot, link, int(reply["pid"]), report, dict(fc.dirs) if fc else {}, cg=fc, pidfd=pidfd
         )
         fn_holder["fn"] = fn
+        self._running[id(fn)] = fn
         if link.closed.is_set():  # it died right after its report
             on_close()
         return fn
@@ -469,6 +473,7 @@ class Node:
     async def _unload(self, fn: LoadedFunction) -> None:
         if self.functions.get(fn.spec.key) is fn:
             self.functions.pop(fn.spec.key, None)
+        self._running.pop(id(fn), None)
         fn.link.send({"op": "exit"})
         fn.link.close()
         insts = list(fn.instances.values())
