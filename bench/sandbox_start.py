@@ -40,7 +40,8 @@ async def main() -> None:
     os.chmod(tmp, 0o755)
     os.chmod(code, 0o755)
     os.chmod(code / "app.py", 0o644)
-    node = Node(NodeConfig(data_dir=tmp / "data"))
+    # a cgroup name of its own: a node's start stops whatever runs in the cgroups of its name
+    node = Node(NodeConfig(data_dir=tmp / "data", cgroup_name=f"squall-bench-{os.getpid()}"))
     await node.start()
     fn = await node.load(FunctionSpec(name="bench", code_dir=code, handler="app.handler"))
     cold, cold_invoke = [], []

@@ -37,6 +37,12 @@ from squall.node.node import Node
 HANDLER = "def handler(event, context):\n    return 1\n"
 
 
+def _host_pid(inst: object) -> int:
+    host = getattr(inst, "host_pid", None)
+    pid = host() if callable(host) else getattr(inst, "pid", 0)
+    return int(pid or 0)
+
+
 def _instance(pid: int) -> tuple[float, int]:
     """(CPU ms from /proc/<pid>/schedstat: exact, unlike the tick-rounded stat fields; minor page faults)."""
     try:
@@ -76,7 +82,8 @@ async def run(n: int, concurrency: int, rounds: int, off: str | None) -> None:
             insts = await asyncio.gather(*(one() for _ in range(n)))
             wall = time.perf_counter() - t0
             z1, busy1, self1 = proc_times_ms(fn.pid), busy_ms(), self_ms()
-            per = [_instance(i.pid) for i in insts]  # type: ignore[attr-defined]
+            # host pids: the zygote reports pids of its own PID namespace
+            per = [_instance(_host_pid(i)) for i in insts]
             cpu = {
                 "node": (self1 - self0) / n,
                 "zygote": (z1[0] + z1[1] - z0[0] - z0[1]) / n,

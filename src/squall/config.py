@@ -48,6 +48,15 @@ class NodeConfig:
     instance_sched: str = field(default_factory=lambda: os.environ.get("SQUALL_INSTANCE_SCHED", "batch"))
     #: cgroup directories kept ready per function zygote
     cgroup_pool_size: int = 4
+    #: SQUALL_ZYGOTE_MEMORY_MB: memory a function zygote may use beyond the function's MemorySize, MB (its limit is
+    #: MemorySize + this: room for the init Lambda would run in MemorySize, plus what forking instances costs it)
+    zygote_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SQUALL_ZYGOTE_MEMORY_MB") or 64))
+    #: SQUALL_ZYGOTE_TIMEOUT_S: how long the node waits for a function zygote's answer to a request (start an
+    #: instance), seconds; a zygote that does not answer is stopped and the next invocation starts a new one
+    zygote_timeout_s: float = field(default_factory=lambda: float(os.environ.get("SQUALL_ZYGOTE_TIMEOUT_S") or 10.0))
+    #: SQUALL_FREEZE_AFTER_MS: an instance idle this long is frozen (cgroup freezer) until its next invocation,
+    #: milliseconds; negative disables freezing
+    freeze_after_ms: float = field(default_factory=lambda: float(os.environ.get("SQUALL_FREEZE_AFTER_MS") or 50.0))
     #: bytes of log kept per invocation (the rest is cut with a marker)
     log_max_bytes_per_invocation: int = 256 * 1024
     #: name of the cgroup directory under each controller

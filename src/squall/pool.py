@@ -166,6 +166,11 @@ class InstancePool:
         fn = self.loaded.get(key)
         if fn is not None and not fn.link.closed.is_set():
             return fn
+        if fn is not None:
+            # its zygote died or was stopped (hung, broke the protocol): the node stopped the whole function, so its
+            # idle instances are gone too; forget them now rather than when a request or the reaper meets them
+            self.loaded.pop(key, None)
+            self._forget_dead(spec)
         pending = self._loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -182,6 +187,19 @@ class InstancePool:
             raise
         finally:
             self._loading.pop(key, None)
+
+    def _forget_dead(self, spec: FunctionSpec) -> None:
+        dead = [
+            v.id
+            for v in self.state.instances
+            if v.function == spec.name and v.version == spec.version and v.state == "idle"
+            and (inst := self.instances.get(v.id)) is not None and not inst.alive
+        ]  # fmt: skip
+        if dead:
+            self.state = self.state.without(dead)
+            for inst_id in dead:
+                self.instances.pop(inst_id, None)
+            self.waiters.wake_all()
 
     # -- acquire/release ----------------------------------------------------------------------------------
     async def acquire(self, spec: FunctionSpec, wait_s: float | None = None, init_type: str | None = None) -> Instance:

@@ -473,11 +473,11 @@ def _connect(host, port):
 INIT = {
     "interfaces": sorted(name for _, name in socket.if_nameindex()),
     "host_loopback": _connect("127.0.0.1", int(os.environ["HOST_PORT"])),
-    "pid": os.getpid(),
+    "pidns": os.readlink("/proc/self/ns/pid"),
 }
 
 def handler(event, context):
-    return {**INIT, "instance_pid": os.getpid()}
+    return {**INIT, "instance_pidns": os.readlink("/proc/self/ns/pid")}
 """
 
 
@@ -494,7 +494,7 @@ def test_snapshot_init_runs_with_the_network_of_an_instance(
         out = json.loads(node.invoke(inst, {}).payload)
     finally:
         node.stop(inst)
-    assert out["pid"] != out["instance_pid"]  # the module ran in the zygote, before the fork
+    assert out["pidns"] != out["instance_pidns"]  # the module ran in the zygote, before the fork
     assert out["interfaces"] == ["eth0", "lo"]
     assert out["host_loopback"] == "ConnectionRefusedError"
 

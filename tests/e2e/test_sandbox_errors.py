@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,7 +129,7 @@ def test_timeout(node: NodeRunner, crashy: Any) -> None:
     assert out.duration_ms == pytest.approx(1000)
     assert not inst.alive
     assert inst.exited.done()  # the process is gone, not just abandoned
-    assert inst.pid not in crashy.instances
+    assert inst not in crashy.instances.values()
     assert_new_instance_works(node, crashy)
 
 
@@ -220,10 +218,7 @@ def test_malformed_frame_kills_the_instance(node: NodeRunner, abuser: Any) -> No
     assert out.error_type == "Runtime.InvalidResponse"
     assert not inst.alive
     assert inst.exited.done()
-    assert (
-        not os.path.exists(f"/proc/{inst.pid}")
-        or Path(f"/proc/{inst.pid}/stat").read_text().rsplit(") ", 1)[1][0] == "Z"
-    )
+    assert inst.cgroup is None or not inst.cgroup.populated()  # the node's own view: nothing left in its cgroup
     assert_new_instance_works(node, abuser)
 
 

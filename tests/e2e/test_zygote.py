@@ -11,7 +11,7 @@ from sandbox_helpers import NodeRunner, body, eventually
 FAKEDEP = {
     "fakedep/__init__.py": """
         import os
-        IMPORTED_IN = os.getpid()
+        IMPORTED_IN = [os.getpid(), os.getuid()]
         IMPORTS = 0
         IMPORTS += 1
         def answer():
@@ -45,8 +45,9 @@ def test_vendored_dependency_is_preloaded(node: NodeRunner, fakedep_fn: Any) -> 
     assert fakedep_fn.report.get("warnings") == []
     out = body(node.call(fakedep_fn))
     assert out["answer"] == 42
-    # the dependency was imported once, in the zygote (host pid namespace), and inherited by the instance (PID 1)
-    assert out["dep_imported_in"] == fakedep_fn.pid
+    # the dependency was imported once, in the zygote (PID 1 of its own PID namespace, root of the function's user
+    # namespace), and inherited by the instance (PID 1 of a namespace nested in the zygote's, another uid)
+    assert out["dep_imported_in"] == [1, 0]
     assert out["dep_imports"] == 1
     assert out["pid"] == 1
 
@@ -116,14 +117,15 @@ SNAP = {
     "app.py": """
         import os, random
         from snapshot_restore_py import register_after_restore, register_before_snapshot
-        STATE = {"module_init_pid": os.getpid(), "before": [], "after": [], "seed_at_init": random.random()}
+        STATE = {"module_init_pid": [os.getpid(), os.getuid()], "before": [], "after": [],
+                 "seed_at_init": random.random()}
 
         @register_before_snapshot
         def before():
-            STATE["before"].append(os.getpid())
+            STATE["before"].append([os.getpid(), os.getuid()])
 
         def after(tag):
-            STATE["after"].append([tag, os.getpid()])
+            STATE["after"].append([tag, os.getpid(), os.getuid() != 0])
 
         register_after_restore(after, "restored")
 
@@ -149,11 +151,12 @@ def test_snapshot_hooks(node: NodeRunner, snap_fn: Any) -> None:
         node.stop(a)
         node.stop(b)
     for r in (ra1, ra2, rb):
-        # init and the before-snapshot hook ran once, in the zygote
-        assert r["module_init_pid"] == snap_fn.pid
-        assert r["before"] == [snap_fn.pid]
-        # the after-restore hook ran once per instance, inside it (PID 1), with its arguments
-        assert r["after"] == [["restored", 1]]
+        # init and the before-snapshot hook ran once, in the zygote (PID 1 of its namespace, uid 0 in its user
+        # namespace)
+        assert r["module_init_pid"] == [1, 0]
+        assert r["before"] == [[1, 0]]
+        # the after-restore hook ran once per instance, inside it (PID 1, an unprivileged uid), with its arguments
+        assert r["after"] == [["restored", 1, True]]
         assert r["pid"] == 1
         assert r["itype"] == "snap-start"
     assert a.init_type == b.init_type == "snap-start"
@@ -206,6 +209,8 @@ def test_init_type_env(node: NodeRunner, init_type: str) -> None:
 
 
 def test_unload_kills_instances_and_zygote(node: NodeRunner) -> None:
+    from pathlib import Path
+
     fn = node.load({"app.py": "def handler(e, c):\n    return 1\n"})
     inst = node.start(fn)
     assert body(node.invoke(inst)) == 1
@@ -219,8 +224,9 @@ def test_unload_kills_instances_and_zygote(node: NodeRunner) -> None:
         except FileNotFoundError:
             return True
 
-    for pid in (inst.pid, fn.pid):
-        eventually(lambda pid=pid: gone(pid), what=f"process {pid} gone after unload")
+    eventually(lambda: gone(fn.pid), what=f"zygote {fn.pid} gone after unload")
+    if fn.kill_cgroup is not None:  # the node's own view: nothing left in the function's cgroup (then removed)
+        eventually(lambda: not Path(fn.kill_cgroup, "cgroup.events").exists(), what="function cgroup removed")
     assert fn.spec.key not in node.node.functions
 
 

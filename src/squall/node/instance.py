@@ -1,4 +1,9 @@
-"""The node's handle on one running instance: frames over its socket, its log pipe, its limits."""
+"""The node's handle on one running instance: frames over its socket, its log pipe, its limits, and its own cgroup.
+
+The node stops an instance through the instance's cgroup (``cgroup.kill``), never by the pid its zygote reported;
+the zygote's exit report is a hint (for the exit status in error messages): the instance is gone when its cgroup says
+so (``cgroup.events``: ``populated 0``).  Between invocations the instance is frozen (``cgroup.freeze``) after
+``freeze_after_s`` idle, and thawed before the next INVOKE frame is sent."""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from squall.model import InvokeOutcome, InvokeRequest
-from squall.node.cgroups import oom_kills
+from squall.node.cgroups import OwnedCgroup, oom_kills, wait_empty
 from squall.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
 
 __all__ = ["InitFailed", "Instance", "InstanceDied", "exit_reason"]
@@ -115,8 +121,13 @@ class Instance:
         memory_cgroup: Path | None,
         exited: asyncio.Future[int],
         log_max_bytes: int = 256 * 1024,
+        cgroup: OwnedCgroup | None = None,
+        kill_fallback: Callable[[], None] | None = None,
+        on_gone: Callable[[Instance, bool], None] | None = None,
+        freeze_after_s: float = -1.0,
     ) -> None:
         self.id = instance_id
+        #: the instance's pid as its zygote reported it (in the zygote's PID namespace): informational only
         self.pid = pid
         self.slot = slot
         self.function = function
@@ -127,8 +138,18 @@ class Instance:
         self.conn = conn
         self.log_fd = log_fd
         self.memory_cgroup = memory_cgroup
+        #: the zygote's exit report (a hint: status for the error message)
         self.exited = exited
         self.log_max_bytes = log_max_bytes
+        #: the node's own kill switch and freezer for this instance (cgroup v2), if the kernel has them
+        self.cgroup = cgroup
+        self._kill_fallback = kill_fallback
+        self._on_gone = on_gone
+        self._gone: asyncio.Task[bool] | None = None
+        self.freeze_after_s = freeze_after_s if cgroup is not None else -1.0
+        self._freeze_timer: asyncio.TimerHandle | None = None
+        self.busy = False
+        self.freezes = 0
         self.init_ms: float | None = None
         self.invocations = 0
         self._peak_fd = -1
@@ -176,7 +197,7 @@ class Instance:
         try:
             frame = await asyncio.wait_for(self.conn.next_frame(), timeout_s)
         except TimeoutError:
-            self.kill()
+            self.ensure_gone()
             raise InitFailed(
                 {"errorType": "Runtime.InitTimeout", "errorMessage": f"Init timed out after {timeout_s:.2f} seconds",
                  "requestId": "", "stackTrace": []},
@@ -192,8 +213,10 @@ class Instance:
         if frame.kind == Kind.READY:
             self.init_ms = float(frame.header.get("init_ms", 0.0))
             self._init_logs = self._take_logs()
+            self.last_used = time.monotonic()
+            self._schedule_freeze()
             return
-        self.kill()
+        self.ensure_gone()
         try:
             doc = json.loads(frame.body)
         except ValueError:
@@ -201,20 +224,47 @@ class Instance:
         raise InitFailed(doc, self._take_logs(), (time.perf_counter() - t0) * 1000)
 
     def kill(self) -> None:
-        if self.alive:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
+        """SIGKILL everything in the instance's cgroup (frozen or not).  Without a cgroup of its own (no cgroup
+        v2 here) the node asks the zygote, which only reaches its own PID namespace."""
+        if self._gone is not None and self._gone.done():
+            return  # confirmed gone: the slot (and its cgroup) may already hold the next instance
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        elif self._kill_fallback is not None:
+            self._kill_fallback()
+
+    def ensure_gone(self) -> asyncio.Task[bool]:
+        """Kill the instance and confirm it is gone (its cgroup empty); True if confirmed.  Idempotent."""
+        if self._gone is None:
+            self._gone = self._loop.create_task(self._confirm_gone())
+        return self._gone
+
+    async def _confirm_gone(self) -> bool:
+        self.alive = False
+        self._cancel_freeze()
+        self.kill()
+        if self.cgroup is not None:
+            empty = await wait_empty(self.cgroup, 5.0)
+            if self.cgroup.frozen:
+                with contextlib.suppress(OSError):
+                    self.cgroup.thaw()  # the slot's next instance must not be born frozen
+        else:  # no cgroup of its own: the zygote's report (or the zygote's own end: the future is cancelled)
+            await asyncio.wait({self.exited}, timeout=5.0)
+            empty = self.exited.done()
+        if self._on_gone is not None:
+            self._on_gone(self, empty)
+        return empty
 
     async def stop(self) -> None:
         if self.alive:
             with contextlib.suppress(InstanceDied):
                 self.conn.send(encode(Kind.SHUTDOWN))
-            self.kill()
-        await self._exit_status(2.0)
+        await self.ensure_gone()
         self.close()
 
     def close(self) -> None:
         self.alive = False
+        self._cancel_freeze()
         if self.log_fd >= 0:  # close() runs twice (stop, then the exit callback): never close a reused number
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self.log_fd)
@@ -229,10 +279,61 @@ class Instance:
             self.conn.transport.close()
 
     async def _exit_status(self, timeout_s: float = 5.0) -> int | None:
+        """Make sure the instance is gone, then the exit status its zygote reported, if it did (a hint)."""
+        await asyncio.wait_for(asyncio.shield(self.ensure_gone()), timeout_s + 1)
+        if not self.exited.done():
+            await asyncio.wait({self.exited}, timeout=1.0)
+        if self.exited.done() and not self.exited.cancelled():
+            return self.exited.result()
+        return None
+
+    # -- freezer -------------------------------------------------------------------------------------------
+    def _schedule_freeze(self) -> None:
+        if self.freeze_after_s >= 0 and self._freeze_timer is None and self.alive:
+            self._freeze_timer = self._loop.call_later(self.freeze_after_s, self._freeze_if_idle)
+
+    def _cancel_freeze(self) -> None:
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
+
+    def _freeze_if_idle(self) -> None:
+        self._freeze_timer = None
+        if not self.alive or self.busy or self.cgroup is None or self.cgroup.frozen:
+            return
+        idle = time.monotonic() - self.last_used
+        if idle < self.freeze_after_s:
+            self._freeze_timer = self._loop.call_later(self.freeze_after_s - idle, self._freeze_if_idle)
+            return
         try:
-            return await asyncio.wait_for(asyncio.shield(self.exited), timeout_s)
-        except TimeoutError:
+            self.cgroup.freeze()
+            self.freezes += 1
+        except OSError:
+            self.freeze_after_s = -1.0
+
+    def thaw(self) -> None:
+        if self.cgroup is not None and self.cgroup.frozen:
+            try:
+                self.cgroup.thaw()
+            except OSError:
+                pass
+
+    def host_pid(self) -> int | None:
+        """The instance's PID 1 as the host sees it (from its cgroup, for diagnostics: never signalled)."""
+        if self.cgroup is None:
+            return self.pid
+        try:
+            pids = [int(x) for x in (self.cgroup.path / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
             return None
+        for p in pids:
+            try:
+                for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                    if line.startswith("NSpid:") and line.split()[-1] == "1":
+                        return p
+            except OSError:
+                continue
+        return None
 
     def _oom_happened(self) -> bool:
         return self.memory_cgroup is not None and oom_kills(self.memory_cgroup) > self._oom_base
@@ -265,6 +366,9 @@ class Instance:
         t0 = time.perf_counter()
         error_type: str | None = None
         status_word = ""
+        self.busy = True
+        if self.cgroup is not None and self.cgroup.frozen:
+            self.thaw()
         fut = self.conn.next_frame()
         try:
             self.conn.send(encode(Kind.INVOKE, header, req.payload))
@@ -279,7 +383,6 @@ class Instance:
                 error_type = str(frame.header.get("error_type") or "Unhandled")
         except TimeoutError:
             duration_ms = self.timeout_s * 1000
-            self.kill()
             await self._exit_status()
             self.alive = False
             error_type = "Sandbox.Timedout"
@@ -289,8 +392,8 @@ class Instance:
             self._log += f"{_iso_now()} {req.request_id} Task timed out after {self.timeout_s:.2f} seconds\n".encode()
         except InstanceDied:
             duration_ms = (time.perf_counter() - t0) * 1000
-            if not self.exited.done():
-                self.kill()  # the connection broke or the runtime broke the protocol: make sure it is gone
+            # the connection broke or the runtime broke the protocol: make sure it is gone (_exit_status kills it
+            # through its cgroup and waits until the cgroup is empty)
             status = await self._exit_status()
             self.alive = False
             error_type, tail = exit_reason(status, self._oom_happened())
@@ -305,6 +408,8 @@ class Instance:
             ).encode()
             self._log += f"{tail}\n".encode()
         self.last_used = time.monotonic()
+        self.busy = False
+        self._schedule_freeze()
         billed = max(1, math.ceil(duration_ms))
         max_mem = self.max_memory_mb()
         init_ms = self.init_ms if cold else None

@@ -27,6 +27,7 @@ __all__ = [
     "NetnsFactory",
     "SeccompFilter",
     "build_seccomp_filter",
+    "build_zygote_seccomp_filter",
     "enter_function_sandbox",
     "enter_instance_sandbox",
     "make_netns",
@@ -225,8 +226,48 @@ def build_seccomp_filter() -> SeccompFilter | None:
         return None
 
 
-def cgroup_instance_dirs(cgroups: dict[str, str], slot: int) -> dict[str, str]:
-    return {c: os.path.join(d, f"i{slot}") for c, d in cgroups.items()}
+#: what a function zygote never needs once set up (it still clones instances into new PID/mount/UTS/IPC namespaces,
+#: lets them mount /tmp and /proc and join a network namespace, and unshares network namespaces for its pool)
+ZYGOTE_DENIED_SYSCALLS = (
+    "umount2", "pivot_root", "chroot", "swapon", "swapoff", "reboot", "kexec_load", "kexec_file_load",
+    "init_module", "finit_module", "delete_module", "ptrace", "process_vm_readv", "process_vm_writev", "bpf",
+    "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "open_by_handle_at", "name_to_handle_at",
+    "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog", "quotactl", "iopl", "ioperm",
+    "uselib", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "kcmp", "vhangup",
+    "lookup_dcookie", "io_uring_setup", "io_uring_enter", "io_uring_register",
+)  # fmt: skip
+
+
+def build_zygote_seccomp_filter() -> SeccompFilter | None:
+    """The function zygote's filter (default allow): the syscalls above fail with EPERM, and no clone or unshare
+    may make a user namespace (clone3 hides its flags: ENOSYS makes glibc fall back to clone).  Instances stack
+    their own, stricter filter on top of it."""
+    try:
+        import pyseccomp as sc
+
+        f = sc.SyscallFilter(defaction=sc.ALLOW)
+        for name in ZYGOTE_DENIED_SYSCALLS:
+            with contextlib.suppress(Exception):
+                f.add_rule(sc.ERRNO(errno.EPERM), name)
+        with contextlib.suppress(Exception):
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        for name in ("clone", "unshare"):
+            f.add_rule(
+                sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER)
+            )
+        fd = os.memfd_create("squall-seccomp-zygote", os.MFD_CLOEXEC)
+        try:
+            with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
+                f.export_bpf(out)
+            os.lseek(fd, 0, os.SEEK_SET)
+            program = b""
+            while chunk := os.read(fd, 1 << 16):
+                program += chunk
+        finally:
+            os.close(fd)
+        return SeccompFilter(program)
+    except Exception:
+        return None
 
 
 def _write(path: str, value: str) -> None:
@@ -237,39 +278,6 @@ def _write(path: str, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
-
-
-#: instance cgroup directories this process created and limited: directory tuple -> the limits written
-_PREPARED: dict[tuple[str, ...], tuple[int, int, int]] = {}
-
-
-def prepare_instance_cgroups(dirs: dict[str, str], memory_mb: int, cpu_shares: int, pids_max: int) -> None:
-    """Called by the function zygote before forking: create (or reuse) the instance's cgroups and set limits.
-
-    A slot's directories are reused by the next instance that gets the slot: the limits are written once per
-    slot (again only if they change); the peak-memory counter is reset for every instance."""
-    key = tuple(sorted(dirs.values()))
-    limits = (memory_mb, cpu_shares, pids_max)
-    if _PREPARED.get(key) == limits:
-        if "memory" in dirs:
-            with contextlib.suppress(OSError):
-                _write(os.path.join(dirs["memory"], "memory.max_usage_in_bytes"), "0")
-        return
-    for d in dirs.values():
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(d)
-    if "memory" in dirs:
-        m = dirs["memory"]
-        _write(os.path.join(m, "memory.limit_in_bytes"), str(memory_mb * 1024 * 1024))
-        with contextlib.suppress(OSError):
-            _write(os.path.join(m, "memory.max_usage_in_bytes"), "0")
-        with contextlib.suppress(OSError):
-            _write(os.path.join(m, "memory.swappiness"), "0")
-    if "cpu" in dirs:
-        _write(os.path.join(dirs["cpu"], "cpu.shares"), str(cpu_shares))
-    if "pids" in dirs:
-        _write(os.path.join(dirs["pids"], "pids.max"), str(pids_max))
-    _PREPARED[key] = limits
 
 
 def enter_instance_sandbox(
@@ -390,6 +398,9 @@ def _factory_main(sock: object) -> None:
 
     assert isinstance(sock, socket.socket)
     syscalls.set_pdeathsig(signal.SIGKILL)
+    # it keeps the zygote's pre-lockdown capabilities (in the function's user namespace) and no seccomp filter:
+    # the zygote, once it runs function code, must not be able to take it over (ptrace, /proc/<pid>/mem)
+    syscalls.set_not_dumpable()
     while sock.recv(1):
         try:
             syscalls.unshare(syscalls.CLONE_NEWNET)

@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from squall.config import NodeConfig
 from squall.errors import SandboxUnavailable
 from squall.model import FunctionSpec
 from squall.node import isolation
-from squall.node.cgroups import CgroupLayout
+from squall.node.cgroups import CgroupLayout, FunctionCgroups, OwnedCgroup, oom_kills, wait_empty
 from squall.node.instance import Instance, InstanceDied, _Conn
 from squall.node.layers import merge_layers
 from squall.node.link import ZygoteLink
@@ -50,6 +51,8 @@ class Capabilities:
     namespaces: bool
     cgroups: bool
     seccomp: bool
+    #: the node's own kill switch and freezer (cgroup v2 cgroup.kill / cgroup.freeze); known after Node.start
+    killable: bool = False
 
     @classmethod
     def detect(cls, cgroups: CgroupLayout) -> Capabilities:
@@ -76,6 +79,10 @@ class Capabilities:
             out.append("cgroup controllers unavailable: no memory/CPU/pids limits per instance")
         if not self.seccomp:
             out.append("seccomp unavailable: no syscall filter")
+        if self.root and not self.killable:
+            out.append(
+                "no cgroup v2 cgroup.kill/cgroup.freeze: instances are stopped through their zygote and never frozen"
+            )
         return out
 
 
@@ -84,12 +91,19 @@ class LoadedFunction:
     spec: FunctionSpec
     slot: int
     link: ZygoteLink
+    #: the function zygote's host pid, as the base zygote (the platform's own process) reported it: informational
     pid: int
     report: dict[str, Any]
+    #: controller (memory, cpu, pids, unified) -> the function's fn-<slot> directory
     cgroups: dict[str, str]
+    cg: FunctionCgroups | None = None
+    #: a pidfd for the zygote, from the base zygote: how the node stops it where it has no cgroup.kill
+    pidfd: int = -1
+    #: instance slot -> instance
     instances: dict[int, Instance] = field(default_factory=dict)
     free_slots: list[int] = field(default_factory=list)
     next_slot: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: the node's token for an instance (unique per start, unlike slots and pids) -> the zygote's exit report (a hint)
     exits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
     #: the network mode the zygote runs ("nat" falls back to "none" when the node cannot wire namespaces)
     network: str = "none"
@@ -99,9 +113,12 @@ class LoadedFunction:
     netns_ready: list[int] = field(default_factory=list)
     netns_asked: int = 0
     netns_waiters: list[asyncio.Future[int]] = field(default_factory=list)
-    #: the namespace each live instance joined (pid -> fd): back to the pool when the instance is gone
+    #: the namespace each live instance joined (slot -> fd): back to the pool when the instance is gone
     netns_in_use: dict[int, int] = field(default_factory=dict)
     unloaded: bool = False
+    unloading: asyncio.Task[None] | None = None
+    #: tokens of instances whose exit the zygote may still report (once each)
+    reportable: set[int] = field(default_factory=set)
 
     @property
     def preloaded(self) -> list[str]:
@@ -111,8 +128,50 @@ class LoadedFunction:
     def snapshot(self) -> bool:
         return bool(self.report.get("snapshot"))
 
+    @property
+    def kill_cgroup(self) -> str | None:
+        """The function's cgroup v2 directory: ``cgroup.kill`` there stops its zygote and every instance."""
+        return self.cgroups.get("unified")
+
     def take_slot(self) -> int:
         return self.free_slots.pop() if self.free_slots else next(self.next_slot)
+
+
+#: largest control message a function zygote may send (its load report carries warnings and an init error document)
+ZYGOTE_MAX_MESSAGE = 256 * 1024
+
+
+def _strs(v: Any, limit: int = 1000) -> list[str]:
+    return [str(x)[:limit] for x in v][:1000] if isinstance(v, list) else []
+
+
+def _sanitize_report(rep: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A function zygote's load report, in the types the node relies on (the zygote runs the function's code)."""
+    if rep is None:
+        return None
+    out: dict[str, Any] = {
+        k: rep.get(k) for k in ("probe_ms", "preload_ms", "load_ms") if isinstance(rep.get(k), float)
+    }
+    if rep.get("fatal"):
+        out["fatal"] = str(rep["fatal"])[:2000]
+    out["op"] = str(rep.get("op", ""))
+    out["warnings"] = _strs(rep.get("warnings"))
+    out["preloaded"] = _strs(rep.get("preloaded"), 200)
+    out["snapshot"] = rep.get("snapshot") is True
+    threads = rep.get("threads", 1)
+    out["threads"] = threads if isinstance(threads, int) and not isinstance(threads, bool) else 2
+    if "probe" in rep:
+        out["probe"] = _strs(rep["probe"], 200) if isinstance(rep["probe"], list) else None
+    if rep.get("probe_error"):
+        out["probe_error"] = str(rep["probe_error"])[:2000]
+    if rep.get("init_error") is not None:
+        err = rep["init_error"]
+        out["init_error"] = err if isinstance(err, dict) else {"errorType": "Runtime.Unknown", "errorMessage": str(err)}
+    return out
+
+
+class _ZygoteFailed(Exception):
+    """A function zygote died or hung while loading."""
 
 
 #: the only variables of the node's environment the zygotes inherit.  Everything else (keys, tokens) stays out:
@@ -125,22 +184,6 @@ def _zygote_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in _ZYGOTE_ENV_KEEP if k in os.environ}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def _has_procs(cgroup_dir: str) -> bool:
-    try:
-        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
-            return bool(f.read().strip())
-    except OSError:
-        return False
 
 
 def _raise_nofile() -> None:
@@ -164,9 +207,14 @@ class Node:
         self._base: ZygoteLink | None = None
         self._base_proc: subprocess.Popen[bytes] | None = None
         self._slots = itertools.count(1)
+        self._tokens = itertools.count(1)
         self._free_fn_slots: list[int] = []
         self._probe_cache: dict[str, list[str]] = {}
+        #: function versions (by code digest) whose zygote died or hung while loading: later zygotes pre-import nothing
+        self._bare: set[str] = set()
         self.functions: dict[str, LoadedFunction] = {}
+        #: every function zygote this node runs (a version loaded twice has two), by id: close() stops them all
+        self._running: dict[int, LoadedFunction] = {}
         self._staged: set[Path] = set()
         c = self.config
         self.network = NodeNetwork(c.cgroup_name, c.network_cidr, c.network_slice_prefix)
@@ -176,14 +224,15 @@ class Node:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        for why in self.caps.missing():
-            log.warning("sandbox degraded: %s", why)
         _raise_nofile()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.caps.namespaces:
             with contextlib.suppress(OSError):
                 Path("/var/task").mkdir(parents=True, exist_ok=True)
         self.cgroups.setup()
+        self.caps = dataclasses.replace(self.caps, killable=self.cgroups.killable)
+        for why in self.caps.missing():
+            log.warning("sandbox degraded: %s", why)
         await self._setup_network()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._base_proc = subprocess.Popen(
@@ -198,7 +247,8 @@ class Node:
             raise SandboxUnavailable("the base zygote did not start; see the server log")
 
     async def close(self) -> None:
-        await asyncio.gather(*(self.unload(fn) for fn in list(self.functions.values())), return_exceptions=True)
+        every = {id(fn): fn for fn in [*self.functions.values(), *self._running.values()]}
+        await asyncio.gather(*(self.unload(fn) for fn in every.values()), return_exceptions=True)
         if self._base is not None:
             self._base.close()
         if self._base_proc is not None:
@@ -343,34 +393,65 @@ class Node:
         return fd
 
     # -- functions ----------------------------------------------------------------------------------------
-    def _sandbox_for(self, slot: int, memory_mb: int) -> dict[str, Any]:
+    def _sandbox_for(self, slot: int, memory_mb: int) -> tuple[dict[str, Any], FunctionCgroups | None]:
         c = self.config
         host_base = c.uid_base + slot * 65536
-        cgroups = self.cgroups.create_function(slot, host_base) if self.caps.cgroups else {}
-        return {
+        fc = None
+        if self.caps.cgroups or self.caps.killable:
+            fc = self.cgroups.create_function(
+                slot, host_base, zygote_memory_mb=memory_mb + c.zygote_memory_mb, zygote_pids_max=c.pids_max
+            )
+        sandbox = {
             "userns": self.caps.userns,
             "namespaces": self.caps.namespaces,
             "drop_privileges": self.caps.root,
             "seccomp": self.caps.seccomp,
-            "cgroups": cgroups,
+            "cgroups": {"fn": fc.dirs, "zygote": fc.zygote_dirs()} if fc is not None else {},
+            "unified_mount": str(self.cgroups.unified) if fc is not None and "unified" in fc.dirs else None,
             "uid_base": host_base,
             "instance_uid_first": c.instance_uid_first,
             "pids_max": c.pids_max,
-            "cpu_shares": max(2, memory_mb * c.cpu_shares_per_vcpu // c.mb_per_vcpu),
+            "cpu_shares": self._cpu_shares(memory_mb),
             "nofile_max": c.nofile_max,
             "sched_batch": c.instance_sched == "batch",
             "init_timeout_s": c.init_timeout_s,
             "netns_pool_size": c.netns_pool_size,
             "data_dir": str(c.data_dir),
         }
+        return sandbox, fc
+
+    def _cpu_shares(self, memory_mb: int) -> int:
+        c = self.config
+        return max(2, memory_mb * c.cpu_shares_per_vcpu // c.mb_per_vcpu)
 
     async def load(self, spec: FunctionSpec, *, preload: list[str] | None = None) -> LoadedFunction:
-        """Start the function's zygote: probe its imports (cached by code digest) and pre-import them."""
+        """Start the function's zygote: probe its imports (cached by code digest) and pre-import them.
+
+        A zygote that does not come up (it died: out of memory, a crash in import-time code; or it hung past the
+        load timeout) is stopped and replaced by one that pre-imports nothing: the function's instances then import
+        its code themselves, under their own limits and init timeout."""
         if self._base is None:
             raise SandboxUnavailable("node not started")
         spec = self._stage(spec)
         cached = preload if preload is not None else self._probe_cache.get(spec.key) if spec.code_sha256 else None
-        fn = await self._start_zygote(spec, cached, spec.snapshot)
+        bare = spec.key in self._bare
+        try:
+            fn = await self._start_zygote(spec, [] if bare else cached, spec.snapshot and not bare, probe=not bare)
+            if bare:
+                fn.report.setdefault("warnings", []).append(
+                    "a zygote without pre-imports: this code's zygote died or hung while loading before"
+                )
+        except _ZygoteFailed as e:
+            log.warning("function %s: %s; using a zygote that pre-imports nothing", spec.name, e)
+            if spec.code_sha256:  # the same code would do the same again: its next zygotes skip it
+                self._bare.add(spec.key)
+            try:
+                fn = await self._start_zygote(spec, [], False, probe=False)
+            except _ZygoteFailed as e2:
+                raise SandboxUnavailable(f"could not load {spec.name}: {e2}") from None
+            fn.report.setdefault("warnings", []).append(f"fell back to a zygote without pre-imports: {e}")
+            self.functions[spec.key] = fn
+            return fn
         rep = fn.report
         if rep.get("threads", 1) > 1 or rep.get("init_error"):
             why = (
@@ -383,7 +464,10 @@ class Node:
                 why,
             )
             await self.unload(fn)
-            fn = await self._start_zygote(spec, [], False, probe=False)
+            try:
+                fn = await self._start_zygote(spec, [], False, probe=False)
+            except _ZygoteFailed as e2:
+                raise SandboxUnavailable(f"could not load {spec.name}: {e2}") from None
             fn.report.setdefault("warnings", []).append(f"fell back to a zygote without pre-imports: {why}")
         if rep.get("probe") is not None and spec.code_sha256:
             self._probe_cache[spec.key] = list(rep["probe"])
@@ -416,12 +500,24 @@ class Node:
         self._staged.add(staged)
         return dataclasses.replace(spec, code_dir=staged)
 
+    def _load_timeout_s(self) -> float:
+        """A zygote's load: the import probe (init timeout), the pre-imports or snapshot init (another), a margin."""
+        return 2 * self.config.init_timeout_s + self.config.zygote_timeout_s
+
     async def _start_zygote(
         self, spec: FunctionSpec, preload: list[str] | None, snapshot: bool, probe: bool = True
     ) -> LoadedFunction:
         assert self._base is not None
         slot = self._free_fn_slots.pop() if self._free_fn_slots else next(self._slots)
-        sandbox = self._sandbox_for(slot, spec.memory_mb)
+        try:
+            sandbox, fc = self._sandbox_for(slot, spec.memory_mb)
+            if fc is not None:  # slot 0: the import probe
+                self.cgroups.prepare_instance(
+                    fc, 0, spec.memory_mb, self._cpu_shares(spec.memory_mb), self.config.pids_max
+                )
+        except OSError as e:
+            self._free_fn_slots.append(slot)
+            raise SandboxUnavailable(f"could not create the cgroups of {spec.name}: {e}") from None
         sd = asdict(spec)
         sd["code_dir"] = str(spec.code_dir)
         sd["layers"] = [str(p) for p in spec.layers]
@@ -442,15 +538,16 @@ class Node:
             )
         finally:
             child.close()
-        got_fds: list[int] = reply.pop("_fds", [])
-        userns_fd = got_fds.pop(0) if got_fds else -1
-        for fd in got_fds:
-            os.close(fd)
+        got_fds: list[int] = reply.pop("_fds", None) or []
+        pidfd = got_fds.pop(0) if got_fds else -1
+        userns_fd = got_fds.pop(0) if got_fds and reply.get("userns") else -1
+        for extra in got_fds:
+            os.close(extra)
         if "error" in reply:
             parent.close()
             if userns_fd >= 0:
                 os.close(userns_fd)
-            self._release_slot(slot)
+            await self._release_function(slot, fc, pidfd)
             raise SandboxUnavailable(f"could not start a zygote for {spec.name}: {reply['error']}")
         fn_holder: dict[str, LoadedFunction] = {}
         link_holder: list[ZygoteLink] = []
@@ -467,33 +564,115 @@ class Node:
             f = fn_holder.get("fn")
             if f is None:
                 return
-            fut = f.exits.pop(int(msg["pid"]), None)
+            token, status = int(msg["token"]), int(msg["status"])
+            if token not in f.reportable:  # no instance of ours: the zygote is not following the protocol
+                raise ValueError(f"exit report for unknown instance {token}")
+            f.reportable.discard(token)
+            fut = f.exits.pop(token, None)
             if fut is not None and not fut.done():
-                fut.set_result(int(msg["status"]))
+                fut.set_result(status)
 
-        link = ZygoteLink(parent, on_exit, on_fds=on_netns, fd_ops=("netns",))
+        def on_close() -> None:
+            f = fn_holder.get("fn")
+            if f is None or f.unloading is not None:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # the node's loop is shutting down
+                return
+            log.warning("function %s: its zygote exited; it is stopped and the next invocation starts a new one",
+                        f.spec.name)  # fmt: skip
+            f.unloading = loop.create_task(self._unload(f))
+
+        link = ZygoteLink(parent, on_exit, on_close, max_bytes=ZYGOTE_MAX_MESSAGE, on_fds=on_netns, fd_ops=("netns",))
         link_holder.append(link)
-        report = await link.next_unsolicited(self.config.init_timeout_s + 60)
-        if report is None or report.get("fatal"):
+        try:
+            report = _sanitize_report(await link.next_unsolicited(self._load_timeout_s()))
+        except TimeoutError:
+            report = {"fatal": f"the function zygote did not finish loading within {self._load_timeout_s():.0f} s"}
+            failed = True
+        else:
+            failed = report is None
+            if report is None:
+                report = {"fatal": "the function zygote exited during load"}
+                if fc is not None and fc.dirs.get("memory") and oom_kills(Path(fc.dirs["memory"]) / "zygote"):
+                    report["fatal"] = (
+                        "the function zygote ran out of memory during pre-import or init (limit "
+                        f"{spec.memory_mb + self.config.zygote_memory_mb} MB: MemorySize + SQUALL_ZYGOTE_MEMORY_MB)"
+                    )
+        if report.get("fatal"):
             link.close()
             if userns_fd >= 0:
                 os.close(userns_fd)
-            self._release_slot(slot)
-            why = report.get("fatal") if report else "the function zygote exited during load"
-            raise SandboxUnavailable(f"could not load {spec.name}: {why}")
-        fn = LoadedFunction(spec, slot, link, int(reply["pid"]), report, sandbox["cgroups"])
+            if fc is not None and fc.function is not None:
+                fc.function.kill()
+            await self._release_function(slot, fc, pidfd)
+            if failed:
+                raise _ZygoteFailed(report["fatal"])
+            raise SandboxUnavailable(f"could not load {spec.name}: {report['fatal']}")
+        fn = LoadedFunction(
+            spec, slot, link, int(reply["pid"]), report, dict(fc.dirs) if fc else {}, cg=fc, pidfd=pidfd
+        )
         fn.network, fn.userns_fd = sd["network"], userns_fd
         fn_holder["fn"] = fn
+        self._running[id(fn)] = fn
         if fn.network == "nat":
             self._ask_netns(fn)
+        if link.closed.is_set():  # it died right after its report
+            on_close()
         return fn
 
-    def _release_slot(self, slot: int) -> None:
-        self.cgroups.remove_function(slot)
-        self._free_fn_slots.append(slot)
+    async def _release_function(self, slot: int, fc: FunctionCgroups | None, pidfd: int) -> None:
+        """Stop whatever is left of a function (through its cgroup, or the zygote's pidfd), remove its cgroups and
+        free its slot once they are gone."""
+        if pidfd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        empty = True
+        if fc is not None:
+            if fc.function is not None:
+                fc.function.kill()
+                empty = await wait_empty(fc.function, 10.0)
+            elif pidfd >= 0:
+                await _wait_pidfd(pidfd, 5.0)
+            removed = await asyncio.to_thread(self.cgroups.remove_function, fc)  # ~0.7 ms per slot: off the loop
+            empty = empty and removed
+        if pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(pidfd)
+        if empty:
+            self._free_fn_slots.append(slot)
+        else:
+            log.warning("function slot %d: processes or cgroups left behind; the slot is not reused", slot)
 
     async def unload(self, fn: LoadedFunction) -> None:
-        await asyncio.gather(*(self.stop_instance(i) for i in list(fn.instances.values())), return_exceptions=True)
+        """Stop the function's zygote and every instance (one ``cgroup.kill`` of the function's cgroup), remove its
+        cgroups.  Idempotent."""
+        if fn.unloading is None:
+            fn.unloading = asyncio.ensure_future(self._unload(fn))
+        await asyncio.shield(fn.unloading)
+
+    async def _unload(self, fn: LoadedFunction) -> None:
+        if self.functions.get(fn.spec.key) is fn:
+            self.functions.pop(fn.spec.key, None)
+        self._running.pop(id(fn), None)
+        fn.link.send({"op": "exit"})
+        fn.link.close()
+        insts = list(fn.instances.values())
+        for inst in insts:
+            inst.alive = False
+        if fn.cg is not None and fn.cg.function is not None:
+            fn.cg.function.kill()  # the zygote and every instance, frozen or not
+        elif fn.pidfd >= 0:
+            # no cgroup.kill here: the zygote asked to exit took its instances (PID 1 of their namespaces' parent,
+            # or it killed them itself); make sure it is gone through the node's pidfd, then no report will come
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fn.pidfd, signal.SIGKILL)
+            await _wait_pidfd(fn.pidfd, 5.0)
+            for fut in fn.exits.values():
+                fut.cancel()
+        await asyncio.gather(*(self.stop_instance(i) for i in insts), return_exceptions=True)
+        fn.instances.clear()
         fn.unloaded = True
         for fd in fn.netns_ready:
             os.close(fd)
@@ -508,76 +687,117 @@ class Node:
         if fn.userns_fd >= 0:
             os.close(fn.userns_fd)
             fn.userns_fd = -1
-        fn.link.send({"op": "exit"})
-        fn.link.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(fn.pid, 9)
-        self.functions.pop(fn.spec.key, None)
-        # the zygote (and its namespace factory, which dies with it) must have left its cgroups before they can be
-        # removed: wait (bounded) for them to be gone
-        for _ in range(200):
-            if not _alive(fn.pid) and not any(_has_procs(d) for d in fn.cgroups.values()):
-                break
-            await asyncio.sleep(0.005)
-        self._release_slot(fn.slot)
+        await self._release_function(fn.slot, fn.cg, fn.pidfd)
+        fn.pidfd = -1
 
     # -- instances ----------------------------------------------------------------------------------------
     async def start_instance(self, fn: LoadedFunction, init_type: str | None = None) -> Instance:
         """Fork a sandboxed instance and wait for its init.  Raises InitFailed with Lambda's error document."""
+        if fn.unloading is not None or fn.link.closed.is_set():
+            raise SandboxUnavailable(
+                f"the function zygote of {fn.spec.name} is gone; the next invocation starts a new one"
+            )
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
         netns_fd = await self._take_netns(fn) if fn.network == "nat" else -1
         slot = fn.take_slot()
+        inst_cg: OwnedCgroup | None = None
+        if fn.cg is not None:
+            fn.cg.fit_zygote(len(fn.instances) + 1)
+            args = (fn.cg, slot, fn.spec.memory_mb, self._cpu_shares(fn.spec.memory_mb), self.config.pids_max)
+            try:
+                if slot in fn.cg.limits:  # a reused slot: one write
+                    inst_cg = self.cgroups.prepare_instance(*args)
+                else:  # a new slot: mkdir in four hierarchies (~0.6 ms of kernel work), off the event loop
+                    inst_cg = await asyncio.to_thread(self.cgroups.prepare_instance, *args)
+            except OSError as e:
+                fn.free_slots.append(slot)
+                raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
+        timeout_s = self.config.zygote_timeout_s
+        token = next(self._tokens)
         fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else [])
         try:
-            reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, fds)
+            reply = await fn.link.request(
+                {"op": "spawn", "slot": slot, "token": token, "init_type": itype}, fds, timeout_s=timeout_s
+            )
         except (TimeoutError, ConnectionError) as e:
-            fn.free_slots.append(slot)
             node_end.close()
             os.close(log_r)  # inst_end and log_w: closed once, below (a second close could hit a reused number)
             if netns_fd >= 0:
                 os.close(netns_fd)
-            raise SandboxUnavailable(f"function zygote for {fn.spec.name} is gone: {e}")
+            hung = isinstance(e, TimeoutError)
+            if fn.unloading is None:
+                fn.unloading = asyncio.ensure_future(self._unload(fn))
+            why = f"did not answer within {timeout_s:g} s" if hung else "exited"
+            log.warning("function %s: its zygote %s; stopping it", fn.spec.name, why)
+            raise SandboxUnavailable(
+                f"the function zygote of {fn.spec.name} {why}; it was stopped and the next invocation starts a new one"
+            ) from None
         finally:
             inst_end.close()
             os.close(log_w)
         if "error" in reply:
-            fn.free_slots.append(slot)
             node_end.close()
             os.close(log_r)
+            # the zygote may lie: the slot (and its network namespace) is reused only once its cgroup is empty
+            if inst_cg is not None:
+                inst_cg.kill()
+                empty = await wait_empty(inst_cg, 2.0)
+            else:
+                empty = True
+            if empty:
+                fn.free_slots.append(slot)
             if netns_fd >= 0:
-                self._return_netns(fn, netns_fd)
+                if empty:
+                    self._return_netns(fn, netns_fd)
+                else:
+                    os.close(netns_fd)
             raise SandboxUnavailable(f"could not start an instance of {fn.spec.name}: {reply['error']}")
-        pid = int(reply["pid"])
+        try:
+            pid = int(reply.get("pid", 0))
+        except (TypeError, ValueError):
+            pid = 0
         if netns_fd >= 0:
-            fn.netns_in_use[pid] = netns_fd
+            fn.netns_in_use[slot] = netns_fd
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int] = loop.create_future()
-        fn.exits[pid] = exited
+        fn.exits[token] = exited
+        fn.reportable.add(token)
         _, conn = await loop.create_connection(_Conn, sock=node_end)
         mem_dir = Path(fn.cgroups["memory"]) / f"i{slot}" if "memory" in fn.cgroups else None
+        freeze_after_s = self.config.freeze_after_ms / 1000 if self.config.freeze_after_ms >= 0 else -1.0
         inst = Instance(
             instance_id=uuid.uuid4().hex[:12], pid=pid, slot=slot, function=fn.spec.name, version=fn.spec.version,
             memory_mb=fn.spec.memory_mb, timeout_s=fn.spec.timeout_s, init_type=itype, conn=conn, log_fd=log_r,
             memory_cgroup=mem_dir, exited=exited, log_max_bytes=self.config.log_max_bytes_per_invocation,
+            cgroup=inst_cg, kill_fallback=lambda: fn.link.send({"op": "kill", "token": token}),
+            on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
         )  # fmt: skip
-        fn.instances[pid] = inst
-        exited.add_done_callback(lambda _f: self._forget(fn, inst))
+        fn.instances[slot] = inst
+        # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
+        exited.add_done_callback(lambda f: None if f.cancelled() else inst.ensure_gone())
         try:
             await inst.wait_ready(self.config.init_timeout_s)
         except BaseException:
-            inst.kill()
+            inst.ensure_gone()
             raise
         return inst
 
-    def _forget(self, fn: LoadedFunction, inst: Instance) -> None:
-        inst.alive = False
-        if fn.instances.pop(inst.pid, None) is not None:
-            fn.free_slots.append(inst.slot)
-        netns_fd = fn.netns_in_use.pop(inst.pid, None)
-        if netns_fd is not None:
-            self._return_netns(fn, netns_fd)
+    def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
+        inst.alive = False  # (its exits entry stays until the zygote's report: the status may still come)
+        if fn.instances.get(inst.slot) is inst:
+            del fn.instances[inst.slot]
+            if empty and fn.unloading is None:
+                fn.free_slots.append(inst.slot)
+            elif not empty:
+                log.warning("function %s: instance slot %d not empty after kill; not reused", fn.spec.name, inst.slot)
+            netns_fd = fn.netns_in_use.pop(inst.slot, None)
+            if netns_fd is not None:
+                if empty:  # nothing of the instance is left in it: the next instance may have it
+                    self._return_netns(fn, netns_fd)
+                else:
+                    os.close(netns_fd)
         inst.close()
 
     def _return_netns(self, fn: LoadedFunction, fd: int) -> None:
@@ -598,3 +818,15 @@ class Node:
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):
             await inst.stop()
+
+
+async def _wait_pidfd(pidfd: int, timeout_s: float) -> None:
+    """Wait (bounded) until the process behind ``pidfd`` has exited (a pidfd polls readable then)."""
+    import select
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if select.select([pidfd], [], [], 0)[0]:
+            return
+        await asyncio.sleep(0.005)

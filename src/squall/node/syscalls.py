@@ -18,12 +18,14 @@ __all__ = [
     "SockFprog",
     "bring_loopback_up",
     "clone_process",
+    "drop_capabilities",
     "install_seccomp",
     "mount",
     "move_tree",
     "open_tree_clone",
     "set_child_subreaper",
     "set_no_new_privs",
+    "set_not_dumpable",
     "set_pdeathsig",
     "set_readonly",
     "sethostname",
@@ -64,6 +66,10 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SECCOMP_MODE_FILTER = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -202,6 +208,33 @@ def install_seccomp(fprog: SockFprog) -> None:
     _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "prctl(SET_SECCOMP)")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities(keep: set[int]) -> None:
+    """Keep only the capabilities ``keep`` (numbers, as in linux/capability.h): drop the rest from the bounding,
+    ambient, inheritable, permitted and effective sets, for this process and everything it starts."""
+    try:
+        last = int(open("/proc/sys/kernel/cap_last_cap").read())  # noqa: SIM115
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        if cap not in keep:
+            _check(_libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"prctl(CAPBSET_DROP {cap})")
+    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(CAP_AMBIENT_CLEAR_ALL)")
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    data = (_CapData * 2)(_CapData(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0), _CapData(mask >> 32, mask >> 32, 0))
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
 def sethostname(name: str) -> None:
     b = name.encode()
     _check(_libc.sethostname(b, len(b)), "sethostname")
@@ -213,6 +246,12 @@ def set_no_new_privs() -> None:
 
 def set_child_subreaper() -> None:
     _check(_libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
+
+
+def set_not_dumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): processes of the same uid without CAP_SYS_PTRACE cannot ptrace this one or open
+    its /proc/<pid>/mem."""
+    _check(_libc.prctl(4, 0, 0, 0, 0), "prctl(SET_DUMPABLE)")
 
 
 def set_pdeathsig(sig: int) -> None:

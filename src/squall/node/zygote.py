@@ -1,10 +1,15 @@
 """Zygote processes (``python -m squall.node.zygote FD``), in the manner of the SOCK paper's zygote tree.
 
-base zygote        started by the node; has imported the runtime and common stdlib; forks function zygotes
- function zygote   enters the function's sandbox (user + mount namespace), pre-imports the function's
- |                 dependencies (found by a sandboxed import probe), or in snapshot mode runs the whole init;
- |                 then forks instances on request and reports their exits
- +- instance       PID 1 of its own namespaces, in its own cgroups, unprivileged: runs squall.runtime.loop
+base zygote        started by the node; has imported the runtime and common stdlib; clones function zygotes
+ function zygote   PID 1 of its own PID namespace, in its own cgroups (limits written by the node), enters the
+ |                 function's sandbox (user + mount namespace, its own /proc), drops the capabilities it does not
+ |                 need, sets no_new_privs and a seccomp filter, and only then runs the function's code: pre-imports
+ |                 its dependencies (found by a sandboxed import probe), or in snapshot mode runs the whole init;
+ |                 then clones instances on request and reports their exits (hints: the node checks its cgroups)
+ +- instance       PID 1 of its own (nested) namespaces, born in its cgroups, unprivileged: runs squall.runtime.loop
+
+Everything from the pre-import on is the function's code: the zygote is as hostile as an instance, and nothing it
+says (a pid, an exit) makes the node act on anything but the function's own cgroups.
 
 Fork hygiene: gc.freeze() before serving forks; a zygote that has started threads is never forked (it says so and
 the node replaces it with one that has pre-imported nothing); children reseed random and leave with os._exit.
@@ -32,6 +37,14 @@ from squall.node.channel import recv_msg, send_msg
 __all__ = ["main"]
 
 #: imported by the base zygote so every function and instance shares them copy-on-write
+#: cgroups an instance is born in (the zygote steps in for the clone) and cgroups it joins itself
+BORN_IN = ("memory", "unified")
+JOINED = ("cpu", "pids")
+#: capabilities (in its user namespace) a function zygote keeps once set up: kill (its instances run under other
+#: uids), setgid/setuid (instances drop to their uid), net_admin (loopback up in a new network namespace),
+#: sys_admin (new namespaces, instances' mounts, setns)
+ZYGOTE_CAPS = frozenset({5, 6, 7, 12, 21})
+
 COMMON_MODULES = (
     "asyncio", "base64", "collections", "contextlib", "dataclasses", "datetime", "decimal", "email.utils",
     "functools", "hashlib", "hmac", "http.client", "importlib.metadata", "inspect", "io", "itertools", "json",
@@ -136,8 +149,10 @@ class FunctionZygote:
         self.ctrl = ctrl
         self.spec = spec
         self.sb = sandbox
-        self.instances: dict[int, int] = {}  # pid -> slot
+        self.instances: dict[int, tuple[int, int]] = {}  # pid -> (slot, the node's token for this instance)
         self.instance_netns: dict[int, int] = {}  # network "none": pid -> the namespace it joined
+        self._slot_fds: dict[int, list[int]] = {}  # slot -> cgroup.procs fds of what the instance is born in
+        self._home_fds: list[int] | None = None  # cgroup.procs fds of the zygote's own cgroups
         self.preloaded_handler: Any = None
         self.netns_pool: list[int] = []
         #: the zygote's network namespace: an instance still in it shares the network with other processes
@@ -153,19 +168,46 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
+    def _cgroup_fds(self, slot: int) -> tuple[list[int], list[int]]:
+        """(fds of instance slot ``slot``'s memory and v2 cgroup.procs, fds of the zygote's own), opened once."""
+        cg = self.sb.get("cgroups") or {}
+        if self._home_fds is None:
+            self._home_fds = [
+                os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                for c, d in (cg.get("zygote") or {}).items()
+                if c in BORN_IN
+            ]
+        fds = self._slot_fds.get(slot)
+        if fds is None:
+            fds = [
+                os.open(os.path.join(d, f"i{slot}", "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                for c, d in (cg.get("fn") or {}).items()
+                if c in BORN_IN
+            ]
+            self._slot_fds[slot] = fds
+        return fds, self._home_fds
+
     def spawn(
-        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve", netns_fd: int = -1
+        self,
+        slot: int,
+        sock_fd: int,
+        log_fd: int,
+        init_type: str,
+        mode: str = "serve",
+        netns_fd: int = -1,
+        token: int = 0,
     ) -> int:
-        """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
-        PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself: for network
-        "nat" the one the node wired and sent with the request (``netns_fd``, closed here; the import probe stays
-        in the zygote's own), for "none" one from this zygote's pool."""
+        """Clone an instance and adopt it; returns its pid (in this zygote's PID namespace).  With namespaces, one
+        clone() makes it PID 1 of new PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network
+        namespace itself: for network "nat" the one the node wired and sent with the request (``netns_fd``, closed
+        here; the import probe stays in the zygote's own), for "none" one from this zygote's pool.  The zygote steps
+        into the slot's memory and v2 cgroups for the clone, so the instance is born there (its page tables and
+        first pages are charged to it, and the node's kill switch holds it from its first instruction); the
+        instance joins its cpu and pids cgroups itself."""
         sb = self.sb
-        dirs = isolation.cgroup_instance_dirs(
-            {c: d for c, d in (sb.get("cgroups") or {}).items() if c != "cpu-zygote"}, slot
-        )
-        if dirs:
-            isolation.prepare_instance_cgroups(dirs, self.spec["memory_mb"], sb["cpu_shares"], sb["pids_max"])
+        fn_dirs = (sb.get("cgroups") or {}).get("fn") or {}
+        join = {c: os.path.join(d, f"i{slot}") for c, d in fn_dirs.items() if c in JOINED}
+        born, home = self._cgroup_fds(slot) if fn_dirs else ([], [])
         network = self.spec.get("network")
         if network == "none":
             netns_fd = self.netns_pool.pop() if self.netns_pool else self._make_netns()
@@ -173,26 +215,32 @@ class FunctionZygote:
             netns_fd = self._make_netns()  # (the import probe stays in this zygote's own, wired namespace)
         keep = False  # network "none": the namespace goes back to the pool when the instance exits
         try:
-            if sb.get("namespaces"):
-                pid = syscalls.clone_process(
-                    syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
-                )
-            else:
-                pid = os.fork()
-            if pid == 0:
-                try:
-                    self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs, netns_fd)
-                except SystemExit as e:
-                    os._exit(e.code if isinstance(e.code, int) else 1)
-                except BaseException:
-                    os._exit(1)
+            for fd in born:
+                os.pwrite(fd, b"0", 0)
+            try:
+                if sb.get("namespaces"):
+                    pid = syscalls.clone_process(
+                        syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+                    )
+                else:
+                    pid = os.fork()
+                if pid == 0:
+                    try:
+                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd)
+                    except SystemExit as e:
+                        os._exit(e.code if isinstance(e.code, int) else 1)
+                    except BaseException:
+                        os._exit(1)
+            finally:
+                for fd in home:
+                    os.pwrite(fd, b"0", 0)
             keep = network == "none" and mode == "serve" and netns_fd >= 0
         finally:
             if netns_fd >= 0 and not keep:
                 os.close(netns_fd)
         if keep:
             self.instance_netns[pid] = netns_fd
-        self.instances[pid] = slot
+        self.instances[pid] = (slot, token)
         return pid
 
     def _instance_main(
@@ -250,7 +298,10 @@ class FunctionZygote:
         if op == "spawn":
             try:
                 netns_fd = fds.pop(2) if len(fds) > 2 else -1
-                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd)
+                pid = self.spawn(
+                    int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd,
+                    token=int(msg.get("token", 0)),
+                )  # fmt: skip
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
@@ -261,10 +312,16 @@ class FunctionZygote:
             self.netns_owed += max(0, int(msg.get("count", 0)))
             for fd in fds:
                 os.close(fd)
+        elif op == "kill":  # only where the node has no cgroup.kill of its own
+            for pid, (_slot, token) in list(self.instances.items()):
+                if token == msg.get("token"):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
         elif op == "exit":
-            for pid in list(self.instances):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            if os.getpid() != 1:  # as PID 1 of its namespace, its exit takes every instance with it
+                for pid in list(self.instances):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
             os._exit(0)
 
     def _make_netns(self) -> int:
@@ -312,8 +369,12 @@ class FunctionZygote:
                 with contextlib.suppress(BlockingIOError):
                     os.read(sig_r, 4096)
                 for pid, status in _reap_all():
-                    if self.instances.pop(pid, None) is not None:
-                        send_msg(self.ctrl, {"op": "exited", "pid": pid, "status": status})
+                    known = self.instances.pop(pid, None)
+                    if known is not None:
+                        slot, token = known
+                        send_msg(
+                            self.ctrl, {"op": "exited", "token": token, "slot": slot, "pid": pid, "status": status}
+                        )
                     netns_fd = self.instance_netns.pop(pid, None)
                     if netns_fd is not None:
                         if len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
@@ -407,15 +468,76 @@ def _wire_own_netns(ctrl: socket.socket) -> list[str]:
     return []
 
 
+def _join_own_cgroups(sb: dict[str, Any]) -> None:
+    """First thing a function zygote does, still host root: move itself into the cgroups the node made for it."""
+    for d in ((sb.get("cgroups") or {}).get("zygote") or {}).values():
+        fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+def _lockdown(sb: dict[str, Any], warnings: list[str]) -> None:
+    """The zygote's set-up is done: from here on it runs the function's code.  Keep only the capabilities it needs
+    to make instances, set no_new_privs and install the zygote's seccomp filter."""
+    if sb.get("namespaces"):
+        try:
+            syscalls.drop_capabilities(set(ZYGOTE_CAPS))
+        except OSError as e:
+            warnings.append(f"could not drop the zygote's capabilities: {e}")
+    syscalls.set_no_new_privs()
+    if sb.get("seccomp"):
+        f = isolation.build_zygote_seccomp_filter()
+        if f is None:
+            warnings.append("seccomp unavailable for the function zygote")
+        else:
+            f.load()
+
+
+def _stop_strays(keep: int = -1) -> int:
+    """Kill every process left in this zygote's PID namespace (import-time or init code may fork): instances are
+    forked from the zygote alone; ``keep`` (the network namespace factory, started before any function code) is
+    spared.  Only as PID 1 of its own namespace.  Returns how many were reaped."""
+    if os.getpid() != 1:
+        return 0
+    n = 0
+    deadline = time.monotonic() + 2.0
+    for _ in range(3):
+        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, keep)]
+        if not others:
+            break
+        for pid in others:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid == 0:
+                if time.monotonic() > deadline or not any(
+                    p.isdigit() and int(p) not in (1, keep) for p in os.listdir("/proc")
+                ):
+                    break
+                time.sleep(0.001)
+                continue
+            n += 1
+    return n
+
+
 def _function_zygote_main(
     ctrl: socket.socket, spec: dict[str, Any], sb: dict[str, Any], go_r: int, ack_w: int
 ) -> NoReturn:
-    """Body of a freshly forked function zygote."""
+    """Body of a freshly cloned function zygote (PID 1 of its PID namespace when namespaces are available)."""
     t0 = time.perf_counter()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     syscalls.set_pdeathsig(signal.SIGKILL)
     warnings: list[str] = []
     try:
+        _join_own_cgroups(sb)
         # build the mount namespace while still host root (the Python installation may sit under a directory
         # only root can traverse); entering the user namespace afterwards locks these mounts: the function
         # cannot unmount the masks or make the host filesystem writable again
@@ -428,6 +550,13 @@ def _function_zygote_main(
                 spec.get("network", "host"),
                 spec.get("opt_dir"),
             )
+            # a /proc of its own PID namespace: no host process is visible (read-only: instances mount theirs so)
+            syscalls.mount(
+                "proc", "/proc", "proc",
+                syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+            )  # fmt: skip
+            if sb.get("unified_mount"):
+                syscalls.set_readonly(sb["unified_mount"], False, recursive=False)
             task_root = "/var/task"
             opt_root = "/opt" if spec.get("opt_dir") else None
         else:
@@ -451,7 +580,8 @@ def _function_zygote_main(
                 warnings += _wire_own_netns(ctrl)
         os.close(go_r)
         os.close(ack_w)
-        syscalls.set_child_subreaper()
+        if os.getpid() != 1:
+            syscalls.set_child_subreaper()
     except Exception as e:
         send_msg(ctrl, {"op": "ready", "fatal": f"could not enter the function sandbox: {e}"})
         os._exit(1)
@@ -478,6 +608,12 @@ def _function_zygote_main(
         except OSError as e:
             warnings.append(f"network namespace factory: {e}")
     warnings += fz.warnings
+    try:
+        _lockdown(sb, warnings)
+    except OSError as e:
+        send_msg(ctrl, {"op": "ready", "fatal": f"could not confine the function zygote: {e}"})
+        os._exit(1)
+    # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     deps = spec.get("preload")
     t_probe = time.perf_counter()
@@ -515,6 +651,9 @@ def _function_zygote_main(
     # and each instance's import skips the sys.path scan
     with contextlib.suppress(Exception):
         importlib.machinery.PathFinder.find_spec(spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0])
+    strays = _stop_strays(fz.netns_factory.pid if fz.netns_factory is not None else -1)
+    if strays:
+        warnings.append(f"stopped {strays} processes the function's init code left in the zygote")
     report["threads"] = _thread_count()
     report["load_ms"] = (time.perf_counter() - t0) * 1000
     gc.collect()
@@ -540,13 +679,15 @@ def _write_id_maps(pid: int, host_base: int) -> None:
         f.write(f"0 {host_base} 65536\n")
 
 
-def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int]:
-    """Fork a function zygote; returns its pid and an fd of its user namespace (-1 without one), taken while the
-    child still waits for us: the node checks the namespaces that zygote sends against it."""
+def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int, int]:
+    """Clone a function zygote (PID 1 of a new PID namespace when namespaces are available); returns its pid, a
+    pidfd for the node (the node's own handle on it: it never signals a pid) and an fd of its user namespace (-1
+    without one), taken while the child still waits for us: the node checks the namespaces that zygote sends
+    against it."""
     spec, sb = msg["spec"], msg["sandbox"]
     go_r, go_w = os.pipe()
     ack_r, ack_w = os.pipe()
-    pid = os.fork()
+    pid = syscalls.clone_process(syscalls.CLONE_NEWPID) if sb.get("namespaces") else os.fork()
     if pid == 0:
         os.close(go_w)
         os.close(ack_r)
@@ -559,30 +700,28 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int]
     os.close(go_r)
     os.close(ack_w)
     os.close(ctrl_fd)
+    pidfd = -1
     userns_fd = -1
     try:
+        pidfd = os.pidfd_open(pid)
         if not select.select([ack_r], [], [], 10)[0] or os.read(ack_r, 1) != b"u":
             raise OSError("function zygote did not start")
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
             userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-        groups = dict(sb.get("cgroups") or {})
-        if "cpu-zygote" in groups:
-            groups["cpu"] = groups.pop("cpu-zygote")
-        for d in groups.values():
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
         os.write(go_w, b"g")
     except OSError:
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+            if pidfd >= 0:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
         if userns_fd >= 0:
             os.close(userns_fd)
         raise
     finally:
         os.close(go_w)
         os.close(ack_r)
-    return pid, userns_fd
+    return pid, pidfd, userns_fd
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -603,12 +742,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg, fds = got
         if msg.get("op") == "function":
             try:
-                pid, userns_fd = _start_function_zygote(msg, fds[0])
+                pid, pidfd, userns_fd = _start_function_zygote(msg, fds[0])
                 try:
                     send_msg(
-                        ctrl, {"op": "started", "id": msg["id"], "pid": pid}, [userns_fd] if userns_fd >= 0 else []
-                    )
+                        ctrl, {"op": "started", "id": msg["id"], "pid": pid, "userns": userns_fd >= 0},
+                        [pidfd, userns_fd] if userns_fd >= 0 else [pidfd],
+                    )  # fmt: skip
                 finally:
+                    os.close(pidfd)
                     if userns_fd >= 0:
                         os.close(userns_fd)
             except Exception as e:
