@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,13 @@ def blocks(language: str) -> list[str]:
 
 
 def bash_lines() -> list[str]:
-    return [ln.strip() for b in blocks("bash") for ln in b.splitlines() if ln.strip() and not ln.startswith("#")]
+    """The commands of the bash blocks, a line continued with a trailing backslash joined to the next."""
+    out: list[str] = []
+    for b in blocks("bash"):
+        for ln in b.replace("\\\n", " ").splitlines():
+            if ln.strip() and not ln.startswith("#"):
+                out.append(ln.strip())
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +75,8 @@ def test_the_readme_has_examples() -> None:
 
 def test_aws_cli_v1_commands_run(squall: SquallProcess, tmp_path: Path) -> None:
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with zipfile.ZipFile(tmp_path / "shared.zip", "w") as z:  # the layer the README publishes
+        z.writestr("python/shared.py", "GREETING = 'hello from a layer'\n")
     env = cli_env(squall)
     ran = 0
     for line in bash_lines():
@@ -122,6 +131,12 @@ def test_yaml_block_parses_and_deploys(squall: SquallProcess, tmp_path: Path, in
     if kind == "squall.yaml":
         yaml.safe_load(text)  # plain YAML, no tags
     (tmp_path / kind).write_text(text)
+    if kind == "squall.yaml":  # local layer directories the example names
+        for f in doc["functions"].values():
+            for layer in f.get("layers") or []:
+                if not str(layer).startswith("arn:"):
+                    (tmp_path / layer / "python").mkdir(parents=True, exist_ok=True)
+                    (tmp_path / layer / "python" / "shared.py").write_text("GREETING = 'hi'\n")
     for code, handler in _handlers(kind, doc):
         module, function = handler.rsplit(".", 1)
         path = tmp_path / code / f"{module}.py"
