@@ -128,7 +128,8 @@ def test_idle_time_counts_only_when_nothing_runs_and_busy_keeps_everything() -> 
     p.invocation_started(t + 1)  # overlapping: not an idle time
     p.invocation_ended(t + 2)
     keep = p.keep_until(t + 2)
-    assert keep is not None and keep.keeps(t + 10**6)  # one still running: keep everything
+    assert keep is not None and keep.keeps(t + 10**6)  # one still running: the function stays ...
+    assert keep.max_idle_s == 300  # ... but extras idle longer than the window still go
     p.invocation_ended(t + 3)
     assert p.last_end == t + 3 and p.samples == 0
     p.invocation_started(t + 63)

@@ -126,10 +126,6 @@ class KeepUntil:
         return self.zygote_from <= now <= self.zygote_until
 
 
-#: while an invocation runs, everything stays
-_BUSY = KeepUntil(-math.inf, math.inf, math.inf, -math.inf, math.inf)
-
-
 @dataclass(frozen=True)
 class PrewarmAt:
     """Start one instance of the function at ``at`` (``None``: do not pre-warm)."""
@@ -214,9 +210,9 @@ class FunctionKeepAlive:
         """The window in which idle instances (and the zygote) of this function may stay loaded; ``None`` when no
         invocation has finished since the last reset (no opinion: the caller's fixed keep-alive applies)."""
         del now  # the window is relative to the last end; kept for the uniform (state, input, now) signature
-        if self.in_flight > 0:
-            return _BUSY
         w = self.windows()
+        if self.in_flight > 0:  # while an invocation runs the function stays; extras still age out
+            return KeepUntil(-math.inf, math.inf, w.prewarm_s + w.keep_alive_s, -math.inf, math.inf)
         base = self.last_end
         if base is None:
             return None
