@@ -125,10 +125,13 @@ class Squall:
                 memory_budget_mb=c.memory_budget_mb,
                 keep_alive_policy=c.keep_alive_policy,
                 keep_alive_histogram=HistogramConfig(
-                    bin_s=c.keep_alive_bin_s, range_s=c.keep_alive_range_s, min_samples=c.keep_alive_min_samples,
-                    cv_min=c.keep_alive_cv_min, head_percentile=c.keep_alive_head_pct,
+                    bin_s=c.keep_alive_bin_s,
+                    range_s=c.keep_alive_range_s,
+                    min_samples=c.keep_alive_min_samples,
+                    cv_min=c.keep_alive_cv_min,
+                    head_percentile=c.keep_alive_head_pct,
                     tail_percentile=c.keep_alive_tail_pct,
-                ),  # fmt: skip
+                ),
             ),
         )
         self.records = RecordWriter(self.store)
@@ -419,12 +422,15 @@ class Squall:
             # what the adaptive keep-alive learned per function (windows in seconds after its last invocation)
             "keep_alive": {
                 fn: {
-                    "mode": w.mode, "prewarm_s": w.prewarm_s, "keep_alive_s": w.keep_alive_s,
-                    "idle_times": h.samples, "reason": w.reason,
+                    "mode": w.mode,
+                    "prewarm_s": w.prewarm_s,
+                    "keep_alive_s": w.keep_alive_s,
+                    "idle_times": h.samples,
+                    "reason": w.reason,
                 }
                 for fn, h in self.pool.keep_alive.items()
                 for w in (h.windows(),)
-            },  # fmt: skip
+            },
             "node_memory_bytes": self.node.cgroups.node_memory_in_use(),
             "async_queue_depth": self.store.depth(),
         }
