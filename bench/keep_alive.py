@@ -164,9 +164,10 @@ def main() -> None:
         "fixed_300": (None, 300.0),
         "fixed_600": (None, 600.0),
         "hybrid": (hybrid, 300.0),
-        # a leaner point on the same policy's frontier: tail at the 80th percentile, 30 idle times before trusting
-        # the histogram, 60 s fixed fallback
-        "hybrid_lean": (replace(hybrid, tail_percentile=80.0, min_samples=30, fixed_keep_alive_s=60.0), 60.0),
+        # a leaner point on the same policy's frontier: keep until the 80th percentile of idle times, 50 idle times
+        # before trusting the histogram, 60 s fixed fallback (SQUALL_KEEP_ALIVE_TAIL_PCT=80, _MIN_SAMPLES=50,
+        # SQUALL_KEEP_ALIVE_S=60)
+        "hybrid_lean": (replace(hybrid, tail_percentile=80.0, min_samples=50, fixed_keep_alive_s=60.0), 60.0),
     }
     results: dict[str, dict[str, Tally]] = {p: {} for p in policies}
     for name, (cfg, fixed_s) in policies.items():
