@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def test_periodic_function_is_prewarmed_unloaded_between_calls_and_redeploy_forg
         tmp_path / "data",
         SQUALL_KEEP_ALIVE_POLICY="hybrid", SQUALL_KEEP_ALIVE_BIN_S="4", SQUALL_KEEP_ALIVE_RANGE_S="60",
         SQUALL_KEEP_ALIVE_MIN_SAMPLES="3", SQUALL_KEEP_ALIVE_S="0.5", SQUALL_ZYGOTE_KEEP_ALIVE_S="0.5",
-        SQUALL_REAP_INTERVAL_S="0.1",
+        SQUALL_REAP_INTERVAL_S="0.1", SQUALL_METRICS_PUBLIC="1",
     ).start()  # fmt: skip
     try:
         lam = proc.client()
@@ -73,6 +74,8 @@ def test_periodic_function_is_prewarmed_unloaded_between_calls_and_redeploy_forg
             cold, end = invoke(lam)
             assert not cold, f"call {cycle + 1} after learning was a cold start"
         assert pool(proc)["prewarms"] >= prewarms + 2
+        with urllib.request.urlopen(proc.url + "/metrics", timeout=30) as resp:  # SQUALL_METRICS_PUBLIC=1
+            assert f"squall_prewarms_total {float(pool(proc)['prewarms'])}" in resp.read().decode()
 
         def records() -> Any:
             _, body = signed_get(proc.url, "/_squall/api/invocations?function=tick&limit=10")
