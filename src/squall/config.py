@@ -98,6 +98,9 @@ class ServerConfig:
     #: SQUALL_KEEP_ALIVE_HEAD_PCT / _TAIL_PCT: percentiles of idle times that end the pre-warm and keep-alive windows
     keep_alive_head_pct: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_HEAD_PCT", 5.0))
     keep_alive_tail_pct: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_TAIL_PCT", 99.0))
+    #: SQUALL_KEEP_ALIVE_CAP: 1 = when a function's pre-warm window is 0, keep it warm no longer than
+    #: SQUALL_KEEP_ALIVE_S (not in the paper; 0 = the paper's policy as published)
+    keep_alive_cap: bool = field(default_factory=lambda: _env_bool("SQUALL_KEEP_ALIVE_CAP", True))
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))
     #: SQUALL_MAX_CONCURRENT_STARTS: instances initialising at once (0 = 4 per CPU); more requests queue for a slot

@@ -131,6 +131,7 @@ class Squall:
                     cv_min=c.keep_alive_cv_min,
                     head_percentile=c.keep_alive_head_pct,
                     tail_percentile=c.keep_alive_tail_pct,
+                    cap_without_prewarm=c.keep_alive_cap,
                 ),
             ),
         )

@@ -74,6 +74,18 @@ def test_bursty_function_keeps_warm_from_the_end() -> None:
     assert 60 <= w.keep_alive_s < 300
 
 
+@pytest.mark.parametrize(("cap", "until"), [(True, 300.0), (False, 1320.0)])
+def test_a_window_without_prewarm_is_capped_at_the_fixed_keep_alive(cap: bool, until: float) -> None:
+    clock = FakeClock()
+    p = FunctionKeepAlive(HistogramConfig(min_samples=10, fixed_keep_alive_s=300.0, cap_without_prewarm=cap))
+    run(p, clock, 0)
+    for gap in [10.0] * 30 + [1150.0]:  # mostly seconds apart, once ~20 minutes: head 0, 99th percentile 20 min
+        run(p, clock, gap)
+    w = p.windows()
+    assert w.mode == "histogram" and w.prewarm_s == 0
+    assert w.keep_alive_s == pytest.approx(until)
+
+
 def test_rare_function_falls_back_to_the_fixed_keep_alive() -> None:
     clock = FakeClock()
     p = FunctionKeepAlive(CFG)

@@ -76,6 +76,10 @@ class HistogramConfig:
     fixed_keep_alive_s: float = 300.0
     #: zygote keep-alive while the histogram is not representative, seconds
     fixed_zygote_keep_alive_s: float = 600.0
+    #: not in the paper: when the pre-warm window is 0 (the next call may come at any moment, so pre-warming cannot
+    #: help), keep warm no longer than ``fixed_keep_alive_s`` -- a longer window only trades memory for cold starts
+    #: along the same curve (see docs/design.md)
+    cap_without_prewarm: bool = True
 
     def __post_init__(self) -> None:
         if not (self.bin_s > 0 and self.range_s >= self.bin_s):
@@ -204,6 +208,8 @@ class FunctionKeepAlive:
         tail = (_percentile_bin(self.counts, in_range, c.tail_percentile) + 1) * c.bin_s
         prewarm = head * (1 - c.margin)
         until = tail * (1 + c.margin)
+        if prewarm <= 0 and c.cap_without_prewarm:
+            until = min(until, c.fixed_keep_alive_s)
         return Windows("histogram", prewarm, until - prewarm, prewarm, until, f"{self.samples} idle times, CV {cv:.2f}")
 
     def keep_until(self, now: float) -> KeepUntil | None:
