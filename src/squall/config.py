@@ -86,7 +86,7 @@ class ServerConfig:
     #: SQUALL_KEEP_ALIVE_POLICY: "fixed" (every idle instance stays SQUALL_KEEP_ALIVE_S) or "hybrid" (per function,
     #: the idle-time histogram policy of Shahrad et al. 2020: unload between predictable calls, pre-warm before them;
     #: SQUALL_KEEP_ALIVE_S / SQUALL_ZYGOTE_KEEP_ALIVE_S while a function's histogram is not representative)
-    keep_alive_policy: str = field(default_factory=lambda: os.environ.get("SQUALL_KEEP_ALIVE_POLICY", "fixed"))
+    keep_alive_policy: str = field(default_factory=lambda: os.environ.get("SQUALL_KEEP_ALIVE_POLICY", "hybrid"))
     #: SQUALL_KEEP_ALIVE_BIN_S: width of one idle-time histogram bin, seconds
     keep_alive_bin_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_BIN_S", 60.0))
     #: SQUALL_KEEP_ALIVE_RANGE_S: idle times the histogram covers, seconds (longer ones are out of bounds)

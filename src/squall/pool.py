@@ -57,7 +57,7 @@ class PoolConfig:
     #: "fixed": every idle instance stays ``keep_alive_s``; "hybrid": per function, the idle-time histogram policy of
     #: Shahrad et al. (scheduler.keep_alive) decides when to unload and when to pre-warm, with ``keep_alive_s`` and
     #: ``zygote_keep_alive_s`` as its fallback while a function's histogram is not representative
-    keep_alive_policy: str = "fixed"
+    keep_alive_policy: str = "hybrid"
     #: the histogram's knobs (its fixed_* fields are replaced by keep_alive_s and zygote_keep_alive_s)
     keep_alive_histogram: HistogramConfig = field(default_factory=HistogramConfig)
 

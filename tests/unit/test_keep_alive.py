@@ -84,6 +84,7 @@ def test_a_window_without_prewarm_is_capped_at_the_fixed_keep_alive(cap: bool, u
     w = p.windows()
     assert w.mode == "histogram" and w.prewarm_s == 0
     assert w.keep_alive_s == pytest.approx(until)
+    assert w.zygote_until_s == pytest.approx(600.0 if cap else until)  # capped: the fixed zygote keep-alive too
 
 
 def test_rare_function_falls_back_to_the_fixed_keep_alive() -> None:

@@ -208,9 +208,12 @@ class FunctionKeepAlive:
         tail = (_percentile_bin(self.counts, in_range, c.tail_percentile) + 1) * c.bin_s
         prewarm = head * (1 - c.margin)
         until = tail * (1 + c.margin)
-        if prewarm <= 0 and c.cap_without_prewarm:
-            until = min(until, c.fixed_keep_alive_s)
-        return Windows("histogram", prewarm, until - prewarm, prewarm, until, f"{self.samples} idle times, CV {cv:.2f}")
+        zygote_until = until
+        if prewarm <= 0 and c.cap_without_prewarm and until > c.fixed_keep_alive_s:
+            # capped: as under the fixed keep-alive, instances and the zygote keep their fixed keep-alives
+            until, zygote_until = c.fixed_keep_alive_s, c.fixed_zygote_keep_alive_s
+        why = f"{self.samples} idle times, CV {cv:.2f}"
+        return Windows("histogram", prewarm, until - prewarm, prewarm, zygote_until, why)
 
     def keep_until(self, now: float) -> KeepUntil | None:
         """The window in which idle instances (and the zygote) of this function may stay loaded; ``None`` when no
