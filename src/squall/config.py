@@ -98,6 +98,24 @@ class ServerConfig:
     keep_alive_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_S", 300.0))
     #: SQUALL_ZYGOTE_KEEP_ALIVE_S: idle seconds before a function's zygote is stopped
     zygote_keep_alive_s: float = field(default_factory=lambda: _env_float("SQUALL_ZYGOTE_KEEP_ALIVE_S", 600.0))
+    #: SQUALL_KEEP_ALIVE_POLICY: "fixed" (every idle instance stays SQUALL_KEEP_ALIVE_S) or "hybrid" (per function,
+    #: the idle-time histogram policy of Shahrad et al. 2020: unload between predictable calls, pre-warm before them;
+    #: SQUALL_KEEP_ALIVE_S / SQUALL_ZYGOTE_KEEP_ALIVE_S while a function's histogram is not representative)
+    keep_alive_policy: str = field(default_factory=lambda: os.environ.get("SQUALL_KEEP_ALIVE_POLICY", "hybrid"))
+    #: SQUALL_KEEP_ALIVE_BIN_S: width of one idle-time histogram bin, seconds
+    keep_alive_bin_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_BIN_S", 60.0))
+    #: SQUALL_KEEP_ALIVE_RANGE_S: idle times the histogram covers, seconds (longer ones are out of bounds)
+    keep_alive_range_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_RANGE_S", 14400.0))
+    #: SQUALL_KEEP_ALIVE_MIN_SAMPLES: idle times a function needs before its histogram is trusted
+    keep_alive_min_samples: int = field(default_factory=lambda: _env_int("SQUALL_KEEP_ALIVE_MIN_SAMPLES", 10))
+    #: SQUALL_KEEP_ALIVE_CV_MIN: coefficient of variation of the bin counts a trusted histogram reaches
+    keep_alive_cv_min: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_CV_MIN", 2.0))
+    #: SQUALL_KEEP_ALIVE_HEAD_PCT / _TAIL_PCT: percentiles of idle times that end the pre-warm and keep-alive windows
+    keep_alive_head_pct: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_HEAD_PCT", 5.0))
+    keep_alive_tail_pct: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_TAIL_PCT", 99.0))
+    #: SQUALL_KEEP_ALIVE_CAP: 1 = when a function's pre-warm window is 0, keep it warm no longer than
+    #: SQUALL_KEEP_ALIVE_S (not in the paper; 0 = the paper's policy as published)
+    keep_alive_cap: bool = field(default_factory=lambda: _env_bool("SQUALL_KEEP_ALIVE_CAP", True))
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))
     #: SQUALL_MAX_CONCURRENT_STARTS: instances initialising at once (0 = 4 per CPU); more requests queue for a slot

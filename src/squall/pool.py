@@ -18,7 +18,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from squall import scheduler
 from squall.errors import SquallError
@@ -26,6 +26,9 @@ from squall.model import FunctionSpec
 from squall.node.instance import Instance
 from squall.node.node import LoadedFunction, Node
 from squall.scheduler import Evict, SchedulerState, Start, UseIdle, Wait
+from squall.scheduler.keep_alive import FunctionKeepAlive, HistogramConfig, KeepUntil
+from squall.scheduler.keep_alive import reap_idle as keep_alive_reap_idle
+from squall.scheduler.keep_alive import reap_zygotes_adaptive as keep_alive_reap_zygotes
 
 __all__ = ["CapacityWaiters", "InstancePool", "PoolConfig"]
 
@@ -51,6 +54,12 @@ class PoolConfig:
     #: instances initialising at once on this node (more queue for a slot): a storm of simultaneous cold starts
     #: on a small machine otherwise starves every init past its timeout (0 = 4 per CPU)
     max_concurrent_starts: int = 0
+    #: "fixed": every idle instance stays ``keep_alive_s``; "hybrid": per function, the idle-time histogram policy of
+    #: Shahrad et al. (scheduler.keep_alive) decides when to unload and when to pre-warm, with ``keep_alive_s`` and
+    #: ``zygote_keep_alive_s`` as its fallback while a function's histogram is not representative
+    keep_alive_policy: str = "hybrid"
+    #: the histogram's knobs (its fixed_* fields are replaced by keep_alive_s and zygote_keep_alive_s)
+    keep_alive_histogram: HistogramConfig = field(default_factory=HistogramConfig)
 
 
 class CapacityWaiters:
@@ -134,6 +143,23 @@ class InstancePool:
         self.waiters = CapacityWaiters()
         self.provision_targets: dict[tuple[str, str], tuple[FunctionSpec, int]] = {}
         self.cold_starts = 0
+        #: instances started ahead of an expected invocation by the adaptive keep-alive (not cold starts, not billed)
+        self.prewarms = 0
+        if self.config.keep_alive_policy not in ("fixed", "hybrid"):
+            raise ValueError(f"keep-alive policy must be 'fixed' or 'hybrid', not {self.config.keep_alive_policy!r}")
+        self._histogram: HistogramConfig | None = (
+            replace(
+                self.config.keep_alive_histogram,
+                fixed_keep_alive_s=self.config.keep_alive_s,
+                fixed_zygote_keep_alive_s=self.config.zygote_keep_alive_s,
+            )
+            if self.config.keep_alive_policy == "hybrid"
+            else None
+        )
+        #: function name -> its idle-time histogram (hybrid policy only)
+        self.keep_alive: dict[str, FunctionKeepAlive] = {}
+        self._last_spec: dict[str, FunctionSpec] = {}
+        self._prewarming: set[asyncio.Task[None]] = set()
         self._starts = asyncio.Semaphore(self.config.max_concurrent_starts or 4 * (os.cpu_count() or 1))
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
@@ -206,7 +232,8 @@ class InstancePool:
         """An instance for one request: warm if possible, else a cold start; waits up to ``wait_s`` for capacity,
         then raises TooManyRequestsException."""
         wait_s = self.config.throttle_wait_s if wait_s is None else wait_s
-        deadline = self.clock() + wait_s
+        arrived = self.clock()
+        deadline = arrived + wait_s
         while True:
             decision = scheduler.acquire(self.state, spec.name, spec.version, self._estimate(spec), self.clock())
             if isinstance(decision, UseIdle):
@@ -215,19 +242,26 @@ class InstancePool:
                     self.state = self.state.without([decision.instance_id])
                     continue
                 self._set(inst.id, state="busy")
+                self._began(spec, arrived)
                 return inst
             if isinstance(decision, Evict):
                 await self._stop_many(decision.instance_ids)
                 continue
             if isinstance(decision, Start):
-                return await self._start(spec, init_type)
+                inst = await self._start(spec, init_type)
+                self._began(spec, arrived)
+                return inst
             assert isinstance(decision, Wait)
             left = deadline - self.clock()
             if left <= 0:
                 raise scheduler.throttle_error(decision)
             await self.waiters.wait((spec.name, spec.version), left)
 
-    async def _start(self, spec: FunctionSpec, init_type: str | None, provisioned: bool = False) -> Instance:
+    async def _start(
+        self, spec: FunctionSpec, init_type: str | None, provisioned: bool = False, prewarm: bool = False
+    ) -> Instance:
+        """Start an instance: busy for the request that caused it, or ``starting`` (then the caller makes it idle)
+        when ``provisioned`` or a ``prewarm`` of the adaptive keep-alive (not counted as a cold start)."""
         placeholder = f"starting-{id(object())}-{self.clock()}"
         now = self.clock()
         view = scheduler.InstanceView(
@@ -242,15 +276,23 @@ class InstancePool:
             self.state = self.state.without([placeholder])
             await self._notify()
             raise
-        self.cold_starts += 1
+        if prewarm:
+            inst.prewarmed = True  # its first invocation is not a cold start (no Init Duration, as provisioned)
+            self.prewarms += 1
+        else:
+            self.cold_starts += 1
         self.state = self.state.without([placeholder]).upsert(
-            replace(view, id=inst.id, state="starting" if provisioned else "busy")
+            replace(view, id=inst.id, state="starting" if provisioned or prewarm else "busy")
         )
         self.instances[inst.id] = inst
         return inst
 
     async def release(self, inst: Instance) -> None:
         """The request is done: the instance goes back to idle (or away, if it died)."""
+        if self._histogram is not None:
+            history = self.keep_alive.get(inst.function)
+            if history is not None:
+                history.invocation_ended(self.clock())
         if not inst.alive:
             self.state = self.state.without([inst.id])
             self.instances.pop(inst.id, None)
@@ -284,12 +326,24 @@ class InstancePool:
 
     # -- lifecycle management -----------------------------------------------------------------------------
     async def reap_once(self) -> list[str]:
-        gone = scheduler.reap(self.state, self.clock(), self.config.keep_alive_s)
+        now = self.clock()
+        keep = self._keep_windows(now)
+        if keep is None:
+            gone = scheduler.reap(self.state, now, self.config.keep_alive_s)
+        else:
+            gone = keep_alive_reap_idle(self.state, now, keep, self.config.keep_alive_s)
         await self._stop_many(gone)
         live = {(i.function, i.version) for i in self.state.instances}
         live_keys = {k for k, fn in self.loaded.items() if (fn.spec.name, fn.spec.version) in live}
         live_keys |= {spec.key for spec, n in self.provision_targets.values() if n > 0}
-        for key in scheduler.reap_zygotes(self._zygote_used, self.clock(), self.config.zygote_keep_alive_s, live_keys):
+        if keep is None:
+            zygotes = scheduler.reap_zygotes(self._zygote_used, now, self.config.zygote_keep_alive_s, live_keys)
+        else:
+            by_key = {k: fn.spec.name for k, fn in self.loaded.items()}
+            zygotes = keep_alive_reap_zygotes(
+                by_key, self._zygote_used, now, keep, self.config.zygote_keep_alive_s, live_keys
+            )
+        for key in zygotes:
             fn = self.loaded.pop(key, None)
             self._zygote_used.pop(key, None)
             if fn is not None:
@@ -302,11 +356,17 @@ class InstancePool:
             try:
                 await self.reap_once()
                 await self.provision_once()
+                self.prewarm_once()
             except Exception:
                 log.exception("reaper")
 
     async def drop(self, function: str, version: str | None = None) -> None:
-        """Code or configuration changed: stop idle instances and zygotes of that function (busy ones finish)."""
+        """Code or configuration changed: stop idle instances and zygotes of that function (busy ones finish), and
+        forget what the adaptive keep-alive learned about it (the new code may behave differently)."""
+        history = self.keep_alive.get(function)
+        if history is not None:
+            history.reset()
+        self._last_spec.pop(function, None)
         await self._stop_many(
             [v.id for v in self.state.instances if v.function == function and version in (None, v.version)]
         )
@@ -354,7 +414,59 @@ class InstancePool:
         if plan.start or plan.stop:
             await self._notify()
 
+    # -- adaptive keep-alive ------------------------------------------------------------------------------
+    def _began(self, spec: FunctionSpec, arrived: float) -> None:
+        """An invocation of ``spec`` that arrived at ``arrived`` got its instance."""
+        if self._histogram is None:
+            return
+        history = self.keep_alive.get(spec.name)
+        if history is None:
+            history = self.keep_alive[spec.name] = FunctionKeepAlive(self._histogram)
+        history.invocation_started(arrived)
+        self._last_spec[spec.name] = spec
+
+    def _keep_windows(self, now: float) -> dict[str, KeepUntil] | None:
+        """Each function's keep window under the hybrid policy (``None``: the fixed policy is configured)."""
+        if self._histogram is None:
+            return None
+        out = {}
+        for function, history in self.keep_alive.items():
+            k = history.keep_until(now)
+            if k is not None:
+                out[function] = k
+        return out
+
+    def prewarm_once(self) -> None:
+        """Start one instance of each function whose pre-warm time has come and that has none (no eviction: only
+        if it fits in memory).  The start runs in the background; it is not a cold start and is not billed."""
+        if self._histogram is None:
+            return
+        now = self.clock()
+        present = {i.function for i in self.state.instances}
+        for function, history in self.keep_alive.items():
+            at = history.prewarm_at(now).at
+            spec = self._last_spec.get(function)
+            if at is None or now < at or spec is None:
+                continue
+            history.prewarm_started()
+            if function in present or scheduler.make_room(self.state, self._estimate(spec)) != ():
+                continue
+            task = asyncio.get_running_loop().create_task(self._prewarm(spec), name=f"prewarm {function}")
+            self._prewarming.add(task)
+            task.add_done_callback(self._prewarming.discard)
+
+    async def _prewarm(self, spec: FunctionSpec) -> None:
+        try:
+            inst = await self._start(spec, None, prewarm=True)
+        except Exception as e:  # an init failure shows on the next real invocation
+            log.warning("pre-warm of %s:%s failed: %s", spec.name, spec.version, e)
+            return
+        self._set(inst.id, state="idle", last_used=self.clock())
+        self.waiters.wake_one((spec.name, spec.version))
+
     async def close(self) -> None:
+        for task in list(self._prewarming):
+            task.cancel()
         await asyncio.gather(*(self._stop(i) for i in list(self.instances)), return_exceptions=True)
         await asyncio.gather(*(self.node.unload(fn) for fn in self.loaded.values()), return_exceptions=True)
         self.loaded.clear()

@@ -47,6 +47,7 @@ from squall.model import FunctionSpec
 from squall.node.node import Node
 from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
+from squall.scheduler.keep_alive import HistogramConfig
 from squall.store.code import CodeStore
 from squall.store.credentials import Credentials, KeyRing
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
@@ -123,6 +124,16 @@ class Squall:
                 throttle_wait_s=c.throttle_wait_s,
                 account_concurrency=c.account_concurrency,
                 memory_budget_mb=c.memory_budget_mb,
+                keep_alive_policy=c.keep_alive_policy,
+                keep_alive_histogram=HistogramConfig(
+                    bin_s=c.keep_alive_bin_s,
+                    range_s=c.keep_alive_range_s,
+                    min_samples=c.keep_alive_min_samples,
+                    cv_min=c.keep_alive_cv_min,
+                    head_percentile=c.keep_alive_head_pct,
+                    tail_percentile=c.keep_alive_tail_pct,
+                    cap_without_prewarm=c.keep_alive_cap,
+                ),
             ),
         )
         self.records = RecordWriter(self.store)
@@ -448,6 +459,20 @@ class Squall:
             "zygotes": [{"function": f.spec.name, "version": f.spec.version} for f in self.pool.loaded.values()],
             "concurrency": self.pool.concurrency(),
             "cold_starts": self.pool.cold_starts,
+            "prewarms": self.pool.prewarms,
+            "keep_alive_policy": self.pool.config.keep_alive_policy,
+            # what the adaptive keep-alive learned per function (windows in seconds after its last invocation)
+            "keep_alive": {
+                fn: {
+                    "mode": w.mode,
+                    "prewarm_s": w.prewarm_s,
+                    "keep_alive_s": w.keep_alive_s,
+                    "idle_times": h.samples,
+                    "reason": w.reason,
+                }
+                for fn, h in self.pool.keep_alive.items()
+                for w in (h.windows(),)
+            },
             "node_memory_bytes": self.node.cgroups.node_memory_in_use(),
             "async_queue_depth": self.store.depth(),
         }

@@ -79,6 +79,7 @@ def test_state_gauges_are_read_at_scrape_time() -> None:
         async_succeeded=3,
         async_failed=1,
         node_memory_bytes=123456,
+        prewarms=4,
     )
     calls = []
 
@@ -99,6 +100,7 @@ def test_state_gauges_are_read_at_scrape_time() -> None:
     assert value(m, "squall_async_events_finished_total", outcome="success") == 3
     assert value(m, "squall_async_events_finished_total", outcome="failure") == 1
     assert value(m, "squall_node_memory_bytes") == 123456
+    assert value(m, "squall_prewarms_total") == 4
     state.async_queue_depth = 0
     assert value(m, "squall_async_queue_depth") == 0
 

@@ -152,6 +152,8 @@ class Instance:
         self.freezes = 0
         self.init_ms: float | None = None
         self.invocations = 0
+        #: started ahead of an expected invocation by the adaptive keep-alive: its first invocation is not cold
+        self.prewarmed = False
         self._peak_fd = -1
         self.last_max_memory_mb = 0
         self.alive = True
@@ -355,7 +357,7 @@ class Instance:
         first = self.invocations == 0
         # a provisioned instance initialised ahead of any request: its first invocation is not a cold start and
         # its REPORT has no Init Duration (as on Lambda); the init's logs still come with that first invocation
-        cold = first and self.init_type != "provisioned-concurrency"
+        cold = first and self.init_type != "provisioned-concurrency" and not self.prewarmed
         self.invocations += 1
         deadline_ms = int((time.time() + self.timeout_s) * 1000)
         header = {

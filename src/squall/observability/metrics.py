@@ -22,6 +22,8 @@ Read when scraped (a custom collector, nothing on the invocation path):
   the oldest one
 * ``squall_async_events_finished_total{outcome}``: async events finished for good (``success`` | ``failure``)
 * ``squall_node_memory_bytes``: memory in use by all instances and zygotes of the node (cgroup)
+* ``squall_prewarms_total``: instances the adaptive keep-alive (``SQUALL_KEEP_ALIVE_POLICY=hybrid``) started ahead
+  of an expected invocation (not cold starts)
 * ``process_*``: the server process (prometheus_client's process collector)
 """
 
@@ -63,6 +65,8 @@ class StateSnapshot:
     async_succeeded: int = 0
     async_failed: int = 0
     node_memory_bytes: int = 0
+    #: instances the adaptive keep-alive started ahead of an expected invocation
+    prewarms: int = 0
 
 
 class _StateCollector(Collector):
@@ -118,6 +122,11 @@ class _StateCollector(Collector):
         yield finished
         yield GaugeMetricFamily(
             "squall_node_memory_bytes", "Memory in use by the node's instances and zygotes", value=s.node_memory_bytes
+        )
+        yield CounterMetricFamily(
+            "squall_prewarms",
+            "Instances started ahead of an expected invocation (adaptive keep-alive)",
+            value=s.prewarms,
         )
 
 

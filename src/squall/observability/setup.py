@@ -196,6 +196,7 @@ def _snapshot(squall: Squall) -> Callable[[], StateSnapshot]:
             async_succeeded=squall.dispatcher.delivered,
             async_failed=squall.dispatcher.failed,
             node_memory_bytes=memory,
+            prewarms=squall.pool.prewarms,
         )
 
     return snapshot
