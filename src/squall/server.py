@@ -23,10 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from squall.aws.auth import SigV4Middleware, send_error
+from squall.aws.credentials import Credentials, KeyRing
 from squall.clock import SystemClock
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
-from squall.edge.auth import SigV4Middleware, send_error
 from squall.edge.dashboard_api import dashboard_api_routes
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
@@ -47,7 +48,6 @@ from squall.node.node import Node
 from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
 from squall.store.code import CodeStore
-from squall.store.credentials import Credentials, KeyRing
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
-from squall.edge.auth import SigV4Middleware
+from squall.aws.auth import SigV4Middleware
 from squall.edge.s3_api import s3_app
 from squall.store.objects import ObjectEvent, ObjectStore
 

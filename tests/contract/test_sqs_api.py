@@ -26,7 +26,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from squall.edge.auth import SigV4Middleware
+from squall.aws.auth import SigV4Middleware
 from squall.edge.sqs_api import sqs_app
 from squall.store.queues import QueueStore
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from squall.aws.sigv4 import AuthContext
 from squall.clock import FakeClock
-from squall.edge.sigv4 import AuthContext
 from squall.errors import InvalidParameterValue
 from squall.store.queue_moves import ResourceNotFound, list_move_tasks, peek_messages, start_move_task
 from squall.store.queues import QueueStore

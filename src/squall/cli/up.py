@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.panel import Panel
 
+from squall.aws.http_protocol import EdgeLimits, edge_protocol
 from squall.config import ServerConfig
-from squall.edge.http_protocol import EdgeLimits, edge_protocol
 from squall.server import Squall
 
 __all__ = ["add_parser", "bind_listener", "run"]

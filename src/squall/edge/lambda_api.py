@@ -6,7 +6,7 @@ operation except Invoke (``POST /2015-03-31/functions/{FunctionName}/invocations
 ``Code.Location`` points at.  No authentication here: the application puts SigV4 (and auth for the code route)
 in front.
 
-Errors are rendered by ``squall.edge.aws_errors.render_lambda``.  Request bodies must be JSON objects of at most
+Errors are rendered by ``squall.aws.errors.render_lambda``.  Request bodies must be JSON objects of at most
 70167211 bytes (Lambda's limit); anything else is refused before the service sees it.
 """
 
@@ -24,8 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
+from squall.aws.errors import render_lambda
 from squall.control import FunctionService, RequestEntityTooLarge
-from squall.edge.aws_errors import render_lambda
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
 
 __all__ = ["MAX_BODY_BYTES", "lambda_routes"]

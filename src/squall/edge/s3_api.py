@@ -2,7 +2,7 @@
 
 ``s3_app(store)`` serves every request routed to it (in Squall: every request whose SigV4 credential scope names
 the service 's3') with path-style addressing: ``/`` (ListBuckets), ``/BUCKET`` and ``/BUCKET/KEY``, the key
-percent-decoded from ``scope["raw_path"]``.  Behind ``squall.edge.auth.SigV4Middleware`` it takes the body from
+percent-decoded from ``scope["raw_path"]``.  Behind ``squall.aws.auth.SigV4Middleware`` it takes the body from
 ``scope["squall.body"]`` and the signer from ``scope["squall.auth"]`` (aws-chunked uploads then have their chunk
 signatures verified); without it, it reads the body itself and only decodes aws-chunked framing.
 
@@ -13,7 +13,7 @@ requests, ``response-*`` overrides), HeadObject, DeleteObject, DeleteObjects, Co
 (``scope["squall.s3_post"]``, set by the auth middleware: ``squall.edge.s3_post`` streams the form and checks its
 policy signature with ``lookup_secret``).  Other sub-resources
 (``?acl``, ``?tagging``, ``?policy``, ...) answer ``NotImplemented``.  Errors are S3's XML errors
-(``squall.edge.aws_errors.render("s3", ...)``).
+(``squall.aws.errors.render("s3", ...)``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import anyio.to_thread
 
-from squall.edge import aws_errors
+from squall.aws import errors as aws_errors
+from squall.aws.sigv2 import is_v2_query
 from squall.edge.s3_http import S3Request, S3Response
 from squall.edge.s3_ops import S3Operations
 from squall.edge.s3_post import post_object
-from squall.edge.sigv2 import is_v2_query
 from squall.errors import ServiceError, SquallError
 from squall.store.objects import ObjectStore
 from squall.store.objects_errors import InvalidURI, MethodNotAllowed, NotImplementedOperation, NotModified

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
-from squall.edge.sigv4 import (
+from squall.aws.sigv4 import (
     AuthContext,
     PayloadHashMismatch,
     decode_aws_chunked,

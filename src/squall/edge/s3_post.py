@@ -37,16 +37,16 @@ from urllib.parse import quote, unquote_to_bytes, urlencode
 import anyio.to_thread
 
 from squall import jsonlimits
-from squall.edge import s3_xml
-from squall.edge.s3_http import S3Response, attrs_from_headers
-from squall.edge.sigv2 import sign_v2
-from squall.edge.sigv4 import (
+from squall.aws.sigv2 import sign_v2
+from squall.aws.sigv4 import (
     ALGORITHM,
     AuthContext,
     SignatureMismatch,
     UnrecognizedAccessKey,
     signing_key,
 )
+from squall.edge import s3_xml
+from squall.edge.s3_http import S3Response, attrs_from_headers
 from squall.errors import SquallError
 from squall.store.objects import EventOrigin, ObjectStore
 from squall.store.objects_errors import EntityTooSmall, InvalidArgument, S3Error

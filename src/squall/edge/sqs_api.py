@@ -4,7 +4,7 @@ Requests are ``POST`` with ``X-Amz-Target: AmazonSQS.<Operation>`` and a JSON bo
 (``application/x-amz-json-1.0``), sent to the endpoint root or to a queue URL
 (``{public_url}/{account_id}/{queue_name}``); a queue URL in the body wins over the path.  The body is taken from
 ``scope["squall.body"]`` when ``SigV4Middleware`` already read it.  Errors are rendered by
-``squall.edge.aws_errors.render("sqs", ...)``.
+``squall.aws.errors.render("sqs", ...)``.
 
 ReceiveMessage long-polls through a ``QueueWaiter`` (``squall.store.queue_wait``): no busy waiting, it returns
 as soon as a message arrives.  Other operations run in a worker thread so an fsync never blocks the loop.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from squall import jsonlimits
-from squall.edge import aws_errors
+from squall.aws import errors as aws_errors
 from squall.edge.sqs_shapes import (
     batch_entries,
     batch_failure,

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from squall import jsonlimits
-from squall.edge.aws_errors import error_code
+from squall.aws.errors import error_code
 from squall.errors import InvalidParameterValue, SquallError
 from squall.store.queue_attrs import SYSTEM_ATTRIBUTE_NAMES
 from squall.store.queue_errors import (

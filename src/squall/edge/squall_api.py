@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall.edge import aws_errors
+from squall.aws import errors as aws_errors
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import (
     HOURS_PER_MONTH,

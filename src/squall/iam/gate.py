@@ -192,7 +192,7 @@ def lambda_not_implemented_route() -> Any:
     from starlette.responses import PlainTextResponse, Response
     from starlette.routing import Route
 
-    from squall.edge.aws_errors import render_lambda
+    from squall.aws.errors import render_lambda
 
     async def endpoint(request: Request) -> Response:
         path = request.url.path

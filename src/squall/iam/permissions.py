@@ -29,8 +29,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
+from squall.aws.errors import render_lambda
 from squall.control.names import parse_function_name, validation_error
-from squall.edge.aws_errors import render_lambda
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ResourceConflict, ResourceNotFound, SquallError
 from squall.iam.authorizer import statements_json
 from squall.iam.store import IamStore

@@ -1,6 +1,6 @@
 """The S3 errors of the object store, each with S3's own code and status.
 
-``squall.edge.aws_errors.render("s3", error, ...)`` renders them as S3's XML error document; ``details`` become
+``squall.aws.errors.render("s3", error, ...)`` renders them as S3's XML error document; ``details`` become
 extra elements of that document (``<Key>``, ``<BucketName>``, ``<ActualObjectSize>``, ...), as S3 sends them.
 """
 

@@ -1,6 +1,6 @@
 """SQS errors under their modeled names, so botocore raises ``client.exceptions.QueueDoesNotExist`` and friends.
 
-Each class's ``code`` is the shape name in botocore's SQS model (the JSON ``__type``); ``squall.edge.aws_errors``
+Each class's ``code`` is the shape name in botocore's SQS model (the JSON ``__type``); ``squall.aws.errors``
 adds the legacy query code (``AWS.SimpleQueueService.NonExistentQueue``, ...).  Parameter errors use
 ``squall.errors.InvalidParameterValue``, which renders as SQS's ``InvalidParameterValue``.
 """

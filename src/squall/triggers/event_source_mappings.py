@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
-from squall.edge.aws_errors import render
+from squall.aws.errors import render
 from squall.errors import (
     InvalidParameterValue,
     InvalidRequestContent,

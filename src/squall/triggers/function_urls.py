@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
 from squall import jsonlimits
-from squall.edge.aws_errors import render_lambda
+from squall.aws.errors import render_lambda
 from squall.errors import (
     InvalidParameterValue,
     RequestTooLarge,

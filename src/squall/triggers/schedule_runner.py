@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
-from squall.edge import aws_errors
+from squall.aws import errors as aws_errors
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.store.records import NewEvent
 from squall.store.schedules import ScheduleRule, ScheduleStore

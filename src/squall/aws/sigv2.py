@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import unquote, unquote_to_bytes
 
-from squall.edge.sigv4 import (
+from squall.aws.sigv4 import (
     AuthContext,
     MalformedPresignedUrl,
     PresignedUrlExpired,

@@ -4,7 +4,7 @@ Every request except the explicitly public paths must be signed with a key from 
 once here (bounded), checked against the signature, and replayed to the app; routes find it in
 ``scope["squall.body"]`` and the caller in ``scope["squall.auth"]``.
 
-S3 also takes SigV2 presigned URLs (``AWSAccessKeyId``/``Signature``/``Expires``, ``squall.edge.sigv2``), verified
+S3 also takes SigV2 presigned URLs (``AWSAccessKeyId``/``Signature``/``Expires``, ``squall.aws.sigv2``), verified
 here like SigV4, and browser form uploads (``is_s3_post_upload``: an unsigned multipart POST to ``/bucket``), which
 pass through unread with ``scope["squall.s3_post"]`` set: the S3 app streams the form and checks the policy
 signature itself (``squall.edge.s3_post``).
@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from squall.edge import aws_errors
-from squall.edge.sigv2 import is_v2_query, verify_query_v2
-from squall.edge.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
+from squall.aws import errors as aws_errors
+from squall.aws.sigv2 import is_v2_query, verify_query_v2
+from squall.aws.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
 from squall.errors import RequestTooLarge
 
 __all__ = ["SigV4Middleware", "is_s3_post_upload", "service_for_unsigned"]
