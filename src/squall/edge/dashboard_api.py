@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall import jsonlimits
-from squall.edge.squall_api import QueryParams, json_response, lambda_error, parse_time
+from squall.aws.json_api import json_object, json_response, lambda_error
+from squall.edge.squall_api import QueryParams, parse_time
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import PriceTable
 from squall.store.event_source_mappings import MappingStore
@@ -346,12 +346,8 @@ def dashboard_api_routes(squall: Squall) -> list[Route]:
         return await asyncio.to_thread(api.messages, request.path_params["name"], limit)
 
     async def redrive(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        try:
-            body = jsonlimits.loads(raw) if raw.strip() else {}
-        except ValueError as e:
-            raise InvalidParameterValue(f"The request body is not valid JSON: {e}")
-        destination = body.get("destination") if isinstance(body, dict) else None
+        body = json_object(await request.body())
+        destination = body.get("destination")
         if destination is not None and not isinstance(destination, str):
             raise InvalidParameterValue("'destination' must be a queue name.")
         return await asyncio.to_thread(api.redrive, request.path_params["name"], destination or None)

@@ -60,7 +60,8 @@ class Observability:
         return (METRICS_PATH,) if self.metrics is not None and self.metrics_public else ()
 
     def routes(self) -> list[Route]:
-        from squall.edge.squall_api import API_PREFIX, QueryParams, json_response, lambda_error
+        from squall.aws.json_api import json_response, lambda_error
+        from squall.edge.squall_api import API_PREFIX, QueryParams
 
         routes: list[Route] = []
         metrics = self.metrics

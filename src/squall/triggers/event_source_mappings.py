@@ -24,21 +24,17 @@ import json
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
-from squall.aws.errors import render
+from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, lambda_endpoint, read_json_object
 from squall.errors import (
     InvalidParameterValue,
-    InvalidRequestContent,
     ResourceConflict,
     ResourceNotFound,
-    ServiceError,
     SquallError,
 )
 from squall.model import function_arn
@@ -427,51 +423,12 @@ class EventSourceMappings:
         return out
 
 
-Handler = Callable[[Request], Awaitable[tuple[int, dict[str, Any]]]]
-
-
-def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        request_id = str(uuidlib.uuid4())
-        try:
-            status, payload = await handler(request)
-        except SquallError as exc:
-            code, headers, body = render("lambda", exc, request_id)
-            return Response(body, code, headers=headers)
-        except Exception:
-            log.exception("%s failed", operation)
-            code, headers, body = render("lambda", ServiceError(f"{operation} failed: internal error"), request_id)
-            return Response(body, code, headers=headers)
-        return Response(
-            json.dumps(payload).encode(),
-            status,
-            headers={"x-amzn-RequestId": request_id},
-            media_type="application/json",
-        )
-
-    endpoint.__name__ = operation
-    return endpoint
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = jsonlimits.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestContent(f"Could not parse request body into json: {exc}")
-    if not isinstance(value, dict):
-        raise InvalidRequestContent("Could not parse request body into json: expected a JSON object")
-    return value
-
-
 def install(squall: Squall) -> Plugin:
     """The event-source-mapping plugin of ``squall``."""
     esm = EventSourceMappings(squall)
 
     async def create(r: Request) -> tuple[int, dict[str, Any]]:
-        return 202, await esm.create(await _json_body(r))
+        return 202, await esm.create(await read_json_object(r, LAMBDA_MAX_BODY_BYTES, "CreateEventSourceMapping"))
 
     async def list_(r: Request) -> tuple[int, dict[str, Any]]:
         return 200, await esm.list(r)
@@ -480,7 +437,9 @@ def install(squall: Squall) -> Plugin:
         return 200, await esm.get(r.path_params["UUID"])
 
     async def update(r: Request) -> tuple[int, dict[str, Any]]:
-        return 202, await esm.update(r.path_params["UUID"], await _json_body(r))
+        return 202, await esm.update(
+            r.path_params["UUID"], await read_json_object(r, LAMBDA_MAX_BODY_BYTES, "UpdateEventSourceMapping")
+        )
 
     async def delete(r: Request) -> tuple[int, dict[str, Any]]:
         return 202, await esm.delete(r.path_params["UUID"])
@@ -488,14 +447,14 @@ def install(squall: Squall) -> Plugin:
     routes = []
     for path in (PATH, PATH + "/"):
         routes += [
-            Route(path, _endpoint("CreateEventSourceMapping", create), methods=["POST"]),
-            Route(path, _endpoint("ListEventSourceMappings", list_), methods=["GET"]),
+            Route(path, lambda_endpoint("CreateEventSourceMapping", create), methods=["POST"]),
+            Route(path, lambda_endpoint("ListEventSourceMappings", list_), methods=["GET"]),
         ]
     item = PATH + "/{UUID}"
     routes += [
-        Route(item, _endpoint("GetEventSourceMapping", get), methods=["GET"]),
-        Route(item, _endpoint("UpdateEventSourceMapping", update), methods=["PUT"]),
-        Route(item, _endpoint("DeleteEventSourceMapping", delete), methods=["DELETE"]),
+        Route(item, lambda_endpoint("GetEventSourceMapping", get), methods=["GET"]),
+        Route(item, lambda_endpoint("UpdateEventSourceMapping", update), methods=["PUT"]),
+        Route(item, lambda_endpoint("DeleteEventSourceMapping", delete), methods=["DELETE"]),
     ]
     return Plugin(
         name="event-source-mappings",

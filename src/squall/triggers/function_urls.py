@@ -33,8 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
-from squall import jsonlimits
-from squall.aws.errors import render_lambda
+from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, error_response, read_json_object, request_id
 from squall.errors import (
     InvalidParameterValue,
     RequestTooLarge,
@@ -175,21 +174,6 @@ def _invoke_mode(value: Any) -> str:
     )
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = request.scope.get("squall.body")
-    if raw is None:
-        raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        doc = jsonlimits.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidParameterValue(f"The request body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise InvalidParameterValue("The request body must be a JSON object")
-    return doc
-
-
 def _route_entry(entry: Any) -> tuple[str, str]:
     """(route key, payload format version) of one entry of a PUT routes body."""
     if isinstance(entry, str):
@@ -305,7 +289,7 @@ class FunctionUrls:
 
     async def create_url(self, request: Request) -> Response:
         name, qualifier = self._target(request)
-        body = await _json_body(request)
+        body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "CreateFunctionUrlConfig")
         now = _now_iso()
         cfg = UrlConfig(
             url_id="".join(secrets.choice(_URL_ID_CHARS) for _ in range(32)),
@@ -332,7 +316,7 @@ class FunctionUrls:
 
     async def update_url(self, request: Request) -> Response:
         name, qualifier = self._target(request)
-        body = await _json_body(request)
+        body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "UpdateFunctionUrlConfig")
         cfg = self._existing(name, qualifier)
         updated = UrlConfig(
             url_id=cfg.url_id,
@@ -376,7 +360,7 @@ class FunctionUrls:
     async def put_routes(self, request: Request) -> Response:
         name = unquote(request.path_params["function"])
         self.squall.store.get_function(name, None)
-        body = await _json_body(request)
+        body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "PutRoutes")
         entries = body.get("routes")
         if not isinstance(entries, list):
             raise InvalidParameterValue('The body must be {"routes": ["GET /hello/{name}", ...]}')
@@ -579,17 +563,15 @@ def _api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request
     """Render SquallErrors as Lambda rest-json errors."""
 
     async def endpoint(request: Request) -> Response:
-        request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
+        rid = request_id(request.scope)
         try:
             response = await handler(request)
         except SquallError as e:
-            status, headers, body = render_lambda(e, request_id)
-            return Response(body, status_code=status, headers=headers)
+            return error_response(rid, e)
         except Exception:
             log.exception("function URL API %s %s", request.method, request.url.path)
-            status, headers, body = render_lambda(ServiceError("Internal error"), request_id)
-            return Response(body, status_code=status, headers=headers)
-        response.headers["x-amzn-RequestId"] = request_id
+            return error_response(rid, ServiceError("Internal error"))
+        response.headers["x-amzn-RequestId"] = rid
         return response
 
     return endpoint
