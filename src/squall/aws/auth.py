@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query, verify_query_v2
@@ -25,11 +27,6 @@ from squall.errors import RequestTooLarge
 
 __all__ = ["SigV4Middleware", "is_s3_post_upload", "service_for_unsigned"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: the dashboard's session check (``squall.ui.sessions.SessionGate``): for an unsigned request, the caller it
 #: authenticates, an ASGI response to send instead (a redirect to the login page, a refusal), or None (use SigV4)
 SessionHook = Callable[[Scope, Mapping[str, str]], "AuthContext | ASGIApp | None"]

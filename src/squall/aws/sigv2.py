@@ -23,7 +23,6 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from urllib.parse import unquote, unquote_to_bytes
 
 from squall.aws.sigv4 import (
@@ -34,6 +33,7 @@ from squall.aws.sigv4 import (
     SigV4Error,
     UnrecognizedAccessKey,
 )
+from squall.core.timefmt import iso_s
 
 __all__ = [
     "SUBRESOURCES",
@@ -122,10 +122,6 @@ def sign_v2(secret: str, string_to_sign: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def verify_query_v2(
     method: str,
     raw_path: str | bytes,
@@ -156,10 +152,10 @@ def verify_query_v2(
         )
     if now > int(expires):
         raise PresignedUrlExpired(
-            f"Request has expired: the presigned URL was valid until {_iso(int(expires))}. Presign a new URL, with a "
+            f"Request has expired: the presigned URL was valid until {iso_s(int(expires))}. Presign a new URL, with a "
             "longer ExpiresIn if needed.",
             service="s3",
-            details={"Expires": _iso(int(expires)), "ServerTime": _iso(now)},
+            details={"Expires": iso_s(int(expires)), "ServerTime": iso_s(now)},
         )
     secret = lookup_secret(access_key)
     if secret is None:

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall.aws.json_api import json_object, json_response, lambda_error
+from squall.core.arn import function_of_arn, resource_name
 from squall.edge.squall_api import QueryParams, parse_time
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import PriceTable
@@ -125,7 +126,7 @@ class DashboardApi:
                 fn,
                 {
                     "type": "sqs",
-                    "label": str(esm.get("EventSourceArn", "")).rsplit(":", 1)[-1],
+                    "label": resource_name(str(esm.get("EventSourceArn", ""))),
                     "detail": f"batch {esm.get('BatchSize')}",
                     "enabled": esm.get("State") == "Enabled",
                     "uuid": esm.get("UUID"),
@@ -138,9 +139,9 @@ class DashboardApi:
             except SquallError:
                 continue
             for item in config.get("LambdaFunctionConfigurations", []):
-                name = str(item.get("LambdaFunctionArn", "")).split(":")[6:7]
-                if name:
-                    add(name[0], {"type": "s3", "label": bucket.name, "detail": ", ".join(item.get("Events", []))})
+                ref = function_of_arn(str(item.get("LambdaFunctionArn", "")))
+                if ref is not None:
+                    add(ref[0], {"type": "s3", "label": bucket.name, "detail": ", ".join(item.get("Events", []))})
         return out
 
     # -- functions --------------------------------------------------------------------------------------------

@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query
@@ -40,11 +40,6 @@ __all__ = ["S3Operations", "s3_app"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[[S3Request], S3Response]
 
 _BUCKET_SUBRESOURCES = frozenset(

@@ -11,8 +11,8 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import formatdate, parsedate_to_datetime
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
 from squall.aws.sigv4 import (
@@ -21,6 +21,7 @@ from squall.aws.sigv4 import (
     decode_aws_chunked,
     verify_aws_chunked,
 )
+from squall.core.timefmt import http_date
 from squall.store.objects import ByteRange, ObjectAttrs, ObjectBody, ObjectMeta
 from squall.store.objects_errors import (
     BadDigest,
@@ -36,8 +37,6 @@ __all__ = [
     "attrs_from_headers",
     "check_conditions",
     "content_md5",
-    "http_date",
-    "iso_date",
     "object_headers",
     "parse_copy_source",
     "parse_range",
@@ -94,16 +93,6 @@ class S3Response:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     stream: ObjectBody | None = None
-
-
-def http_date(ts: float) -> str:
-    """RFC 1123, as in Last-Modified: ``Wed, 12 Oct 2009 17:50:00 GMT``."""
-    return formatdate(int(ts), usegmt=True)
-
-
-def iso_date(ts: float) -> str:
-    """ISO 8601 with milliseconds, as in XML bodies: ``2009-10-12T17:50:30.000Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
 
 
 def _parse_http_date(value: str) -> float | None:

@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Callable
 from urllib.parse import quote
 
+from squall.core.timefmt import iso_ms
 from squall.edge import s3_xml
 from squall.edge.s3_http import (
     S3Request,
@@ -16,7 +17,6 @@ from squall.edge.s3_http import (
     attrs_from_headers,
     check_conditions,
     content_md5,
-    iso_date,
     object_headers,
     parse_copy_source,
     parse_range,
@@ -299,9 +299,7 @@ class S3Operations:
         part = self.store.upload_part_copy(
             request.bucket, request.key, upload_id, number, src_bucket, src_key, byte_range
         )
-        body = s3_xml.document(
-            ("CopyPartResult", [("LastModified", iso_date(part.last_modified)), ("ETag", part.etag)])
-        )
+        body = s3_xml.document(("CopyPartResult", [("LastModified", iso_ms(part.last_modified)), ("ETag", part.etag)]))
         return _xml(body)
 
     def complete_multipart_upload(self, request: S3Request) -> S3Response:

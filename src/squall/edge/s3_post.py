@@ -28,13 +28,14 @@ import hashlib
 import hmac
 import json
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlencode
 
 import anyio.to_thread
+from starlette.types import Receive
 
 from squall import jsonlimits
 from squall.aws.sigv2 import sign_v2
@@ -74,8 +75,6 @@ _SPOOL_BYTES = 1024 * 1024
 _MAX_PART_HEADER_BYTES = 8 * 1024
 #: fields never named by a policy condition
 _EXEMPT = frozenset({"policy", "x-amz-signature", "signature", "awsaccesskeyid", "file"})
-
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 # --------------------------------------------------------------------------------------------------- errors

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from squall.edge.s3_http import iso_date
+from squall.core.timefmt import iso_ms
 from squall.store.objects import OWNER_ID, Bucket, ListResult, ObjectMeta, Part, Upload
 from squall.store.objects_errors import MalformedXML, S3Error
 
@@ -88,8 +88,7 @@ def _owner(name: str = "Owner") -> Node:
 
 def list_buckets(buckets: Iterable[Bucket]) -> bytes:
     items: list[Node | None] = [
-        ("Bucket", [("Name", b.name), ("CreationDate", iso_date(b.created)), ("BucketRegion", b.region)])
-        for b in buckets
+        ("Bucket", [("Name", b.name), ("CreationDate", iso_ms(b.created)), ("BucketRegion", b.region)]) for b in buckets
     ]
     return document(("ListAllMyBucketsResult", [_owner(), ("Buckets", items)]))
 
@@ -99,7 +98,7 @@ def _contents(meta: ObjectMeta, encode: bool, owner: bool) -> Node:
         "Contents",
         [
             ("Key", _enc(meta.key, encode)),
-            ("LastModified", iso_date(meta.last_modified)),
+            ("LastModified", iso_ms(meta.last_modified)),
             ("ETag", meta.etag),
             ("Size", str(meta.size)),
             _owner() if owner else None,
@@ -155,7 +154,7 @@ def list_objects(
 
 def copy_result(root: str, meta: ObjectMeta) -> bytes:
     """CopyObjectResult / CopyPartResult."""
-    return document((root, [("LastModified", iso_date(meta.last_modified)), ("ETag", meta.etag)]))
+    return document((root, [("LastModified", iso_ms(meta.last_modified)), ("ETag", meta.etag)]))
 
 
 def list_parts(upload: Upload, parts: Sequence[Part], truncated: bool, marker: int, max_parts: int) -> bytes:
@@ -176,7 +175,7 @@ def list_parts(upload: Upload, parts: Sequence[Part], truncated: bool, marker: i
             "Part",
             [
                 ("PartNumber", str(p.part_number)),
-                ("LastModified", iso_date(p.last_modified)),
+                ("LastModified", iso_ms(p.last_modified)),
                 ("ETag", p.etag),
                 ("Size", str(p.size)),
             ],
@@ -206,7 +205,7 @@ def list_uploads(bucket: str, uploads: Sequence[Upload], truncated: bool, prefix
                 _owner("Initiator"),
                 _owner(),
                 ("StorageClass", "STANDARD"),
-                ("Initiated", iso_date(u.initiated)),
+                ("Initiated", iso_ms(u.initiated)),
             ],
         )
         for u in uploads

@@ -19,9 +19,11 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.types import Receive, Scope, Send
 
 from squall import jsonlimits
 from squall.aws import errors as aws_errors
@@ -52,10 +54,6 @@ __all__ = ["SqsApp", "is_sqs_request", "sqs_app"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _TARGET_PREFIX = "AmazonSQS."
 _CONTENT_TYPE = "application/x-amz-json-1.0"

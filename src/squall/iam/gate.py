@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.datastructures import QueryParams
+from starlette.types import Scope
 
 from squall import jsonlimits
 from squall.edge import s3_xml
@@ -34,7 +35,6 @@ __all__ = [
     "render_unknown_service",
 ]
 
-Scope = MutableMapping[str, Any]
 
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>.+)/invocations$")
 

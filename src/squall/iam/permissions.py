@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, lambda_endpoint, read_json_object
 from squall.control.names import parse_function_name, validation_error
+from squall.core.arn import function_arn
 from squall.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, SquallError
 from squall.iam.authorizer import statements_json
 from squall.iam.store import IamStore
@@ -64,8 +65,7 @@ class FunctionPermissions:
         ref = parse_function_name(function_name, qualifier, region=self.region, account_id=self.account)
         self.function_exists(ref.name, ref.qualifier)
         key = "" if ref.qualifier in (None, "$LATEST") else str(ref.qualifier)
-        arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{ref.name}"
-        return ref.name, key, f"{arn}:{key}" if key else arn
+        return ref.name, key, function_arn(self.region, self.account, ref.name, key or None)
 
     @staticmethod
     def _principal(value: str) -> Any:

@@ -14,10 +14,11 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
 
+from squall.core.arn import bucket_arn
+from squall.core.timefmt import iso_ms
 from squall.store.objects_errors import InvalidArgument
 
 __all__ = [
@@ -282,10 +283,6 @@ def matching_notifications(config: Mapping[str, Any], event: ObjectEvent) -> lis
 # --------------------------------------------------------------------------------------------------- records
 
 
-def _iso_ms(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
-
-
 def s3_event_record(
     event: ObjectEvent,
     region: str,
@@ -312,7 +309,7 @@ def s3_event_record(
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
         "awsRegion": region,
-        "eventTime": _iso_ms(event.time),
+        "eventTime": iso_ms(event.time),
         "eventName": event.event_name,
         "userIdentity": {"principalId": origin.principal_id or owner_id},
         "requestParameters": {"sourceIPAddress": origin.source_ip or "127.0.0.1"},
@@ -323,7 +320,7 @@ def s3_event_record(
             "bucket": {
                 "name": event.bucket,
                 "ownerIdentity": {"principalId": owner_id},
-                "arn": f"arn:aws:s3:::{event.bucket}",
+                "arn": bucket_arn(event.bucket),
             },
             "object": obj,
         },

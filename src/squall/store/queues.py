@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.clock import Clock, SystemClock
+from squall.core.arn import queue_arn, queue_of_arn
 from squall.errors import InvalidParameterValue, ServiceError, SquallError
 from squall.store.queue_attrs import (
     DEFAULT_ATTRIBUTES,
@@ -102,10 +103,10 @@ _PURGE_INTERVAL_S = 60.0
 
 def parse_queue_arn(arn: str) -> tuple[str, str, str]:
     """``arn:aws:sqs:REGION:ACCOUNT:NAME`` -> (region, account, name); QueueDoesNotExist if malformed."""
-    parts = arn.split(":")
-    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[5]:
+    parsed = queue_of_arn(arn)
+    if parsed is None:
         raise QueueDoesNotExist(f"The specified queue does not exist: {arn}")
-    return parts[3], parts[4], parts[5]
+    return parsed
 
 
 def _encode_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> str:
@@ -196,7 +197,7 @@ class QueueStore(SqliteDb):
     # -- queues ---------------------------------------------------------------------------------------------
 
     def queue_arn(self, name: str) -> str:
-        return f"arn:aws:sqs:{self.region}:{self.account_id}:{name}"
+        return queue_arn(self.region, self.account_id, name)
 
     def name_from_arn(self, arn: str) -> str:
         """The queue name an ARN of this region and account names; QueueDoesNotExist otherwise."""

@@ -31,13 +31,13 @@ from starlette.routing import Route
 
 from squall import jsonlimits
 from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, lambda_endpoint, read_json_object
+from squall.core.arn import function_arn, function_of_arn, queue_of_arn, resource_name
 from squall.errors import (
     InvalidParameterValue,
     ResourceConflict,
     ResourceNotFound,
     SquallError,
 )
-from squall.model import function_arn
 from squall.store.event_source_mappings import MappingStore
 from squall.store.queue_records import QueueMessage, lambda_record
 from squall.triggers.plugin import Plugin
@@ -80,9 +80,10 @@ def parse_function_name(value: Any) -> tuple[str, str | None]:
         raise InvalidParameterValue("FunctionName is required")
     parts = value.split(":")
     if value.startswith("arn:"):
-        if len(parts) not in (7, 8) or parts[2] != "lambda" or parts[5] != "function":
+        ref = function_of_arn(value)
+        if ref is None:
             raise InvalidParameterValue(f"Invalid FunctionName: {value}")
-        rest = parts[6:]
+        rest = [ref[0]] if ref[1] is None else [ref[0], ref[1]]
     elif len(parts) >= 3 and parts[1] == "function":
         rest = parts[2:]
     else:
@@ -138,7 +139,7 @@ class Poller:
         self.config = config
         self.name, self.qualifier = parse_function_name(config["FunctionArn"])
         self.queue_arn: str = config["EventSourceArn"]
-        self.queue = self.queue_arn.split(":")[-1]
+        self.queue = resource_name(self.queue_arn)
         self.batch_size = int(config["BatchSize"])
         self.window = float(config.get("MaximumBatchingWindowInSeconds", 0))
         self.report_failures = "ReportBatchItemFailures" in (config.get("FunctionResponseTypes") or [])
@@ -294,11 +295,12 @@ class EventSourceMappings:
     def _queue_arn(self, value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise InvalidParameterValue("EventSourceArn is required")
-        parts = value.split(":")
-        if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs":
+        queue = queue_of_arn(value)
+        if queue is None:
             raise InvalidParameterValue(f"Unsupported event source: {value} (only SQS queues are supported)")
         c = self.squall.config
-        if parts[3] != c.region or parts[4] != c.account_id or not self.squall.queues.queue_exists(parts[5]):
+        region, account, name = queue
+        if region != c.region or account != c.account_id or not self.squall.queues.queue_exists(name):
             raise InvalidParameterValue(
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {value}"
@@ -414,7 +416,7 @@ class EventSourceMappings:
         if not marker.isdigit():
             raise InvalidParameterValue(f"Invalid Marker: {marker}")
         rows = await asyncio.to_thread(self.store.list, name, source, int(marker), 100_000)
-        if fn_arn is not None and ":" in fn_arn.split(":function:")[1]:
+        if fn_arn is not None and (function_of_arn(fn_arn) or ("", None))[1] is not None:
             rows = [r for r in rows if r[2]["FunctionArn"] == fn_arn]
         page = rows[:limit]
         out: dict[str, Any] = {"EventSourceMappings": [self._view(cfg) for _, _, cfg in page]}

@@ -24,7 +24,6 @@ import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -34,6 +33,8 @@ from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
 from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, error_response, read_json_object, request_id
+from squall.core.arn import function_of_arn
+from squall.core.timefmt import iso_us
 from squall.errors import (
     InvalidParameterValue,
     RequestTooLarge,
@@ -83,10 +84,6 @@ _RESERVED_PREFIXES = ("/_squall/", "/lambda-url/", "/2015-03-31/", "/2021-10-31/
 RawResponse = tuple[int, list[tuple[str, str]], bytes]
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _message(status: int, text: str) -> RawResponse:
     return status, [("content-type", "application/json")], json.dumps({"Message": text}).encode()
 
@@ -102,9 +99,10 @@ def _is_signed(scope: Any) -> bool:
 def _split_function(raw: str) -> tuple[str, str | None]:
     """A function name, full ARN or partial ARN -> (name, qualifier from the ARN or None)."""
     name = unquote(raw)
+    if name.startswith("arn:"):
+        ref = function_of_arn(name)
+        return ref if ref is not None else (name, None)
     parts = name.split(":")
-    if name.startswith("arn:") and len(parts) >= 7:
-        return parts[6], parts[7] if len(parts) > 7 else None
     if len(parts) >= 3 and parts[1] == "function":
         return parts[2], parts[3] if len(parts) > 3 else None
     return name, None
@@ -290,7 +288,7 @@ class FunctionUrls:
     async def create_url(self, request: Request) -> Response:
         name, qualifier = self._target(request)
         body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "CreateFunctionUrlConfig")
-        now = _now_iso()
+        now = iso_us(time.time())
         cfg = UrlConfig(
             url_id="".join(secrets.choice(_URL_ID_CHARS) for _ in range(32)),
             function=name,
@@ -326,7 +324,7 @@ class FunctionUrls:
             cors=_validate_cors(body["Cors"]) if "Cors" in body else cfg.cors,
             invoke_mode=_invoke_mode(body["InvokeMode"]) if "InvokeMode" in body else cfg.invoke_mode,
             created=cfg.created,
-            modified=_now_iso(),
+            modified=iso_us(time.time()),
         )
         self.store.update(updated)
         self.refresh()

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from squall.core.arn import function_of_arn
 from squall.store.metadata import SqliteMetadataStore
 from squall.store.objects import ObjectStore
 from squall.store.objects_events import ObjectEvent, event_payload
@@ -47,9 +48,10 @@ class StorageEvents:
         for target in self.objects.notification_targets(event):
             body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
             if target.kind == "lambda":
-                parts = target.arn.split(":")
-                name = parts[6]
-                qualifier = parts[7] if len(parts) > 7 else "$LATEST"
+                ref = function_of_arn(target.arn)
+                if ref is None:  # refused when the configuration was put; never reached
+                    continue
+                name, qualifier = ref[0], ref[1] or "$LATEST"
                 batch.append(
                     {
                         "function": name, "qualifier": qualifier, "payload": body.encode(),

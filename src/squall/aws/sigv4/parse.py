@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import unquote_to_bytes
 
 from squall.aws.sigv4.errors import MalformedAuthorization, MalformedPresignedUrl, MissingAuthentication, SigV4Error
+from squall.core import timefmt
 
 __all__ = [
     "ALGORITHM",
@@ -220,7 +221,7 @@ def _header_amz_date(headers: Mapping[str, list[str]], service: str) -> str:
         )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return timefmt.amz_date(parsed.timestamp())
 
 
 def _check_signature_format(signature: str, error: type[SigV4Error], service: str) -> str:

@@ -41,6 +41,7 @@ from squall.aws.sigv4.parse import (
     _parse_auth,
     _query_pairs,
 )
+from squall.core.timefmt import amz_date
 
 __all__ = ["verify_request"]
 
@@ -56,10 +57,6 @@ def _epoch(amz_date: str) -> float:
     ).timestamp()
 
 
-def _amz(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
 def _check_header_time(auth: _Auth, now: float, max_skew_s: float) -> None:
     service = auth.scope.service
     t = _epoch(auth.amz_date)
@@ -68,7 +65,7 @@ def _check_header_time(auth: _Auth, now: float, max_skew_s: float) -> None:
     minutes = f"{max_skew_s / 60:g} min."
     details = {
         "RequestTime": auth.amz_date,
-        "ServerTime": _amz(now),
+        "ServerTime": amz_date(now),
         "MaxAllowedSkewMilliseconds": str(int(max_skew_s * 1000)),
     }
     fix = " Check the clock of the machine that signed the request (Squall allows " + minutes + ")."
@@ -76,13 +73,13 @@ def _check_header_time(auth: _Auth, now: float, max_skew_s: float) -> None:
         msg = "The difference between the request time and the current time is too large." + fix
     elif t < now:
         msg = (
-            f"Signature expired: {auth.amz_date} is now earlier than {_amz(now - max_skew_s)} "
-            f"({_amz(now)} - {minutes})" + fix
+            f"Signature expired: {auth.amz_date} is now earlier than {amz_date(now - max_skew_s)} "
+            f"({amz_date(now)} - {minutes})" + fix
         )
     else:
         msg = (
-            f"Signature not yet current: {auth.amz_date} is still later than {_amz(now + max_skew_s)} "
-            f"({_amz(now)} + {minutes})" + fix
+            f"Signature not yet current: {auth.amz_date} is still later than {amz_date(now + max_skew_s)} "
+            f"({amz_date(now)} + {minutes})" + fix
         )
     raise RequestTimeSkewed(msg, service=service, details=details)
 
@@ -96,15 +93,15 @@ def _check_presigned_time(auth: _Auth, now: float, max_skew_s: float) -> None:
             f"Request is not valid yet: the presigned URL was signed for {auth.amz_date}, which is in the "
             "future. Check the clock of the machine that presigned it.",
             service=service,
-            details={"X-Amz-Date": auth.amz_date, "ServerTime": _amz(now)},
+            details={"X-Amz-Date": auth.amz_date, "ServerTime": amz_date(now)},
         )
     if now > t + expires:
         raise PresignedUrlExpired(
-            f"Request has expired: the presigned URL was valid until {_amz(t + expires)} "
+            f"Request has expired: the presigned URL was valid until {amz_date(t + expires)} "
             f"(X-Amz-Date {auth.amz_date} + X-Amz-Expires {expires}s). Presign a new URL, with a longer "
             "ExpiresIn if needed.",
             service=service,
-            details={"X-Amz-Expires": str(expires), "Expires": _amz(t + expires), "ServerTime": _amz(now)},
+            details={"X-Amz-Expires": str(expires), "Expires": amz_date(t + expires), "ServerTime": amz_date(now)},
         )
 
 
