@@ -31,8 +31,6 @@ from squall.control import FunctionService
 from squall.edge.dashboard_api import dashboard_api_routes
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
-from squall.edge.s3_api import s3_app
-from squall.edge.sqs_api import is_sqs_request, sqs_app
 from squall.edge.squall_api import squall_api_routes
 from squall.errors import ResourceNotFound, SquallError
 from squall.iam.actions import s3_checks
@@ -47,20 +45,22 @@ from squall.model import FunctionSpec
 from squall.node.node import Node
 from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
+from squall.s3.api import s3_app
+from squall.s3.notifications import StorageEvents
+from squall.s3.store.objects import ObjectStore
+from squall.sqs.api import is_sqs_request, sqs_app
+from squall.sqs.store.queues import QueueStore
+from squall.sqs.store.wait import QueueWaiter
 from squall.store.code import CodeStore
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
 from squall.store.layers import LayerStore
 from squall.store.metadata import SqliteMetadataStore
-from squall.store.objects import ObjectStore
-from squall.store.queue_wait import QueueWaiter
-from squall.store.queues import QueueStore
 from squall.store.retention import Retention
 from squall.triggers import event_source_mappings, function_urls, schedule_runner
 from squall.triggers.async_queue import AsyncDispatcher
 from squall.triggers.plugin import Plugin
-from squall.triggers.storage_events import StorageEvents
 from squall.ui.routes import ui_routes
 from squall.ui.sessions import SessionGate, Sessions
 

@@ -39,8 +39,8 @@ from squall.aws.sigv4 import (
     signing_key,
     string_to_sign,
 )
-from squall.edge.s3_api import s3_app
-from squall.store.objects import ObjectEvent, ObjectStore
+from squall.s3.api import s3_app
+from squall.s3.store.objects import ObjectEvent, ObjectStore
 
 KEY = "AKIASQUALLTEST000001"
 SECRET = "squall-test-secret-key-0123456789abcdef"

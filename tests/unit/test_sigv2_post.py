@@ -16,7 +16,7 @@ from botocore.credentials import Credentials
 from squall.aws.auth import is_s3_post_upload
 from squall.aws.sigv2 import is_v2_query, sign_v2, string_to_sign_v2, verify_query_v2
 from squall.aws.sigv4 import PresignedUrlExpired, SignatureMismatch, UnrecognizedAccessKey
-from squall.edge.s3_post import (
+from squall.s3.post import (
     EntityTooLarge,
     InvalidPolicyDocument,
     MalformedPOSTRequest,

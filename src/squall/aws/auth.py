@@ -7,7 +7,7 @@ once here (bounded), checked against the signature, and replayed to the app; rou
 S3 also takes SigV2 presigned URLs (``AWSAccessKeyId``/``Signature``/``Expires``, ``squall.aws.sigv2``), verified
 here like SigV4, and browser form uploads (``is_s3_post_upload``: an unsigned multipart POST to ``/bucket``), which
 pass through unread with ``scope["squall.s3_post"]`` set: the S3 app streams the form and checks the policy
-signature itself (``squall.edge.s3_post``).
+signature itself (``squall.s3.post``).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ __all__ = [
     "S3_PLATFORM_CODES",
     "SQS_PLATFORM_CODES",
     "SQS_QUERY_CODES",
+    "AwsClientError",
     "Response",
     "error_code",
     "error_status",
@@ -97,6 +98,20 @@ SQS_QUERY_CODES: Mapping[str, str] = {
 _SQS_NAMESPACE = "com.amazonaws.sqs#"
 _CORAL_NAMESPACE = "com.amazon.coral.service#"
 _SQS_MODELED = frozenset(SQS_QUERY_CODES) - {"InvalidParameterValue", "InternalFailure"}
+
+
+class AwsClientError(SquallError):
+    """The base of a service's own client errors (S3's ``S3Error``, SQS's ``SqsError``): a wire ``code``, a
+    ``status`` (400 unless the subclass says otherwise) and ``details``, extra fields of the error document (S3
+    puts them in its XML error as elements such as ``<Key>``; SQS sends none)."""
+
+    code = "InvalidRequest"
+    status = 400
+    fault = "user"
+
+    def __init__(self, message: str, details: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, str] = dict(details or {})
 
 
 def _per_service(error: SquallError, name: str, service: str) -> Any:

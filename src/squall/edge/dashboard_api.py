@@ -34,10 +34,10 @@ from squall.core.arn import function_of_arn, resource_name
 from squall.edge.squall_api import QueryParams, parse_time
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import PriceTable
+from squall.sqs.store.attrs import redrive_policy
+from squall.sqs.store.moves import list_move_tasks, peek_messages, start_move_task
 from squall.store.event_source_mappings import MappingStore
 from squall.store.function_urls import FunctionUrlStore
-from squall.store.queue_attrs import redrive_policy
-from squall.store.queue_moves import list_move_tasks, peek_messages, start_move_task
 from squall.store.schedules import ScheduleStore
 
 if TYPE_CHECKING:

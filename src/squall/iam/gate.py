@@ -19,13 +19,13 @@ from starlette.datastructures import QueryParams
 from starlette.types import Scope
 
 from squall import jsonlimits
-from squall.edge import s3_xml
-from squall.edge.s3_api import _request as s3_request  # the S3 app's own request decoding
-from squall.edge.s3_http import parse_copy_source, payload
 from squall.errors import SquallError
 from squall.iam.actions import invoke_check, s3_checks, sqs_checks
 from squall.iam.authorizer import Authorizer
 from squall.iam.errors import IMPLEMENTED, NotAuthorized
+from squall.s3 import xml as s3_xml
+from squall.s3.api import _request as s3_request  # the S3 app's own request decoding
+from squall.s3.http import parse_copy_source, payload
 
 __all__ = [
     "SERVICE_NAMES",

@@ -38,8 +38,8 @@ from squall.errors import (
     ResourceNotFound,
     SquallError,
 )
+from squall.sqs.store.records import QueueMessage, lambda_record
 from squall.store.event_source_mappings import MappingStore
-from squall.store.queue_records import QueueMessage, lambda_record
 from squall.triggers.plugin import Plugin
 
 if TYPE_CHECKING:

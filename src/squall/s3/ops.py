@@ -1,6 +1,6 @@
 """The S3 operations: one blocking method per API call, from a decoded ``S3Request`` to an ``S3Response``.
 
-They run in a worker thread (the store does file and SQLite I/O); ``s3_api`` routes requests to them.
+They run in a worker thread (the store does file and SQLite I/O); ``squall.s3.api`` routes requests to them.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from squall.core.timefmt import iso_ms
-from squall.edge import s3_xml
-from squall.edge.s3_http import (
+from squall.s3 import xml as s3_xml
+from squall.s3.errors import BadDigest, InvalidArgument, InvalidRequest
+from squall.s3.http import (
     S3Request,
     S3Response,
     attrs_from_headers,
@@ -22,8 +23,7 @@ from squall.edge.s3_http import (
     parse_range,
     payload,
 )
-from squall.store.objects import EventOrigin, ObjectStore
-from squall.store.objects_errors import BadDigest, InvalidArgument, InvalidRequest
+from squall.s3.store.objects import EventOrigin, ObjectStore
 
 __all__ = ["S3Operations"]
 

@@ -17,7 +17,7 @@ Semantics follow standard SQS queues:
 * receives prefer the oldest messages (send order).
 
 Listeners (``add_listener``) are called with a queue name, outside the lock and after the commit, whenever
-messages were added to that queue or made visible early; ``squall.store.queue_wait.QueueWaiter`` turns that
+messages were added to that queue or made visible early; ``squall.sqs.store.wait.QueueWaiter`` turns that
 into an asyncio wake-up for long polling.
 """
 
@@ -37,7 +37,15 @@ from typing import Any
 from squall.clock import Clock, SystemClock
 from squall.core.arn import queue_arn, queue_of_arn
 from squall.errors import InvalidParameterValue, ServiceError, SquallError
-from squall.store.queue_attrs import (
+from squall.sqs.errors import (
+    InvalidAttributeName,
+    MessageNotInflight,
+    PurgeQueueInProgress,
+    QueueDoesNotExist,
+    QueueNameExists,
+    ReceiptHandleIsInvalid,
+)
+from squall.sqs.store.attrs import (
     DEFAULT_ATTRIBUTES,
     QUEUE_ATTRIBUTE_NAMES,
     check_body,
@@ -48,16 +56,8 @@ from squall.store.queue_attrs import (
     validate_queue_attributes,
     validate_queue_name,
 )
-from squall.store.queue_errors import (
-    InvalidAttributeName,
-    MessageNotInflight,
-    PurgeQueueInProgress,
-    QueueDoesNotExist,
-    QueueNameExists,
-    ReceiptHandleIsInvalid,
-)
-from squall.store.queue_md5 import md5_of_attributes, md5_of_body
-from squall.store.queue_records import QueueInfo, QueueMessage, SendEntry, SentMessage
+from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
+from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]

@@ -22,14 +22,14 @@ from squall.aws.sigv4 import (
     verify_aws_chunked,
 )
 from squall.core.timefmt import http_date
-from squall.store.objects import ByteRange, ObjectAttrs, ObjectBody, ObjectMeta
-from squall.store.objects_errors import (
+from squall.s3.errors import (
     BadDigest,
     InvalidArgument,
     InvalidDigest,
     NotModified,
     PreconditionFailed,
 )
+from squall.s3.store.objects import ByteRange, ObjectAttrs, ObjectBody, ObjectMeta
 
 __all__ = [
     "S3Request",

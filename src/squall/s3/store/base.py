@@ -26,11 +26,11 @@ from typing import Any, Self
 
 from squall.clock import Clock, SystemClock
 from squall.errors import ServiceError
+from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
+from squall.s3.store.events import EventOrigin, ObjectEvent
+from squall.s3.store.files import DataFiles
+from squall.s3.store.types import ObjectAttrs, ObjectMeta
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
-from squall.store.objects_errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
-from squall.store.objects_events import EventOrigin, ObjectEvent
-from squall.store.objects_files import DataFiles
-from squall.store.objects_types import ObjectAttrs, ObjectMeta
 
 __all__ = ["MIN_PART_SIZE", "OWNER_ID", "StoreBase", "check_bucket_name", "check_key"]
 

@@ -46,11 +46,11 @@ from squall.aws.sigv4 import (
     UnrecognizedAccessKey,
     signing_key,
 )
-from squall.edge import s3_xml
-from squall.edge.s3_http import S3Response, attrs_from_headers
 from squall.errors import SquallError
-from squall.store.objects import EventOrigin, ObjectStore
-from squall.store.objects_errors import EntityTooSmall, InvalidArgument, S3Error
+from squall.s3 import xml as s3_xml
+from squall.s3.errors import EntityTooSmall, InvalidArgument, S3Error
+from squall.s3.http import S3Response, attrs_from_headers
+from squall.s3.store.objects import EventOrigin, ObjectStore
 
 __all__ = [
     "MAX_FIELDS_BYTES",

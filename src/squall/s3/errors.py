@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from squall.errors import SquallError
+from squall.aws.errors import AwsClientError
 
 __all__ = [
     "BadDigest",
@@ -36,16 +36,10 @@ __all__ = [
 ]
 
 
-class S3Error(SquallError):
+class S3Error(AwsClientError):
     """An error with an S3 error code (``code``) and status; ``details`` are extra XML elements."""
 
     code = "InvalidRequest"
-    status = 400
-    fault = "user"
-
-    def __init__(self, message: str, details: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.details: dict[str, str] = dict(details or {})
 
 
 class NoSuchBucket(S3Error):

@@ -6,7 +6,7 @@
   ('../../etc/passwd', unicode, 1024 bytes, ...) stays a database value and cannot reach the filesystem; objects
   of up to ``INLINE_MAX`` bytes (64 KiB) live in their metadata row instead (no file at all);
 * metadata (size, ETag, Last-Modified, Content-Type, Cache-Control, Content-Disposition, Content-Encoding,
-  Content-Language, Expires, x-amz-meta-*) in one SQLite database; see ``objects_base`` for why SQLite rather
+  Content-Language, Expires, x-amz-meta-*) in one SQLite database; see ``squall.s3.store.base`` for why SQLite rather
   than sidecar JSON.
 
 Writes are atomic and durable: the data goes to a temporary file that is fsync'd and ``os.replace``d into
@@ -17,7 +17,7 @@ old or the new object, never a mix; files no row points to are removed when the 
 
 Storage events: ``on_event(ObjectEvent)`` is called synchronously after the write is durable and before the
 method returns (so before the API answers); if it raises, the exception reaches the caller (the write stays).
-ObjectRemoved events are sent only for keys that existed.  See ``objects_events`` for notification matching
+ObjectRemoved events are sent only for keys that existed.  See ``squall.s3.store.events`` for notification matching
 and S3 event records.
 """
 
@@ -32,8 +32,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, BinaryIO
 
-from squall.store.objects_base import OBJECT_COLUMNS, OWNER_ID, check_bucket_name, check_key, row_meta
-from squall.store.objects_errors import (
+from squall.s3.errors import (
     BadDigest,
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
@@ -43,7 +42,8 @@ from squall.store.objects_errors import (
     PreconditionFailed,
     S3Error,
 )
-from squall.store.objects_events import (
+from squall.s3.store.base import OBJECT_COLUMNS, OWNER_ID, check_bucket_name, check_key, row_meta
+from squall.s3.store.events import (
     EventOrigin,
     NotificationTarget,
     ObjectEvent,
@@ -53,9 +53,9 @@ from squall.store.objects_events import (
     s3_event_record,
     validate_notification_config,
 )
-from squall.store.objects_files import Written
-from squall.store.objects_multipart import MultipartMixin
-from squall.store.objects_types import (
+from squall.s3.store.files import Written
+from squall.s3.store.multipart import MultipartMixin
+from squall.s3.store.types import (
     Bucket,
     ByteRange,
     ListResult,

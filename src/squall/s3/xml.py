@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 from squall.core.timefmt import iso_ms
-from squall.store.objects import OWNER_ID, Bucket, ListResult, ObjectMeta, Part, Upload
-from squall.store.objects_errors import MalformedXML, S3Error
+from squall.s3.errors import MalformedXML, S3Error
+from squall.s3.store.objects import OWNER_ID, Bucket, ListResult, ObjectMeta, Part, Upload
 
 __all__ = [
     "NAMESPACE",

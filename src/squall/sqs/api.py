@@ -6,7 +6,7 @@ Requests are ``POST`` with ``X-Amz-Target: AmazonSQS.<Operation>`` and a JSON bo
 ``scope["squall.body"]`` when ``SigV4Middleware`` already read it.  Errors are rendered by
 ``squall.aws.errors.render("sqs", ...)``.
 
-ReceiveMessage long-polls through a ``QueueWaiter`` (``squall.store.queue_wait``): no busy waiting, it returns
+ReceiveMessage long-polls through a ``QueueWaiter`` (``squall.sqs.store.wait``): no busy waiting, it returns
 as soon as a message arrives.  Other operations run in a worker thread so an fsync never blocks the loop.
 
 Mounting: route requests whose ``X-Amz-Target`` starts with ``AmazonSQS.`` (``is_sqs_request(scope)``) to
@@ -27,7 +27,9 @@ from starlette.types import Receive, Scope, Send
 
 from squall import jsonlimits
 from squall.aws import errors as aws_errors
-from squall.edge.sqs_shapes import (
+from squall.errors import InvalidParameterValue, ServiceError, SquallError
+from squall.sqs.errors import BatchRequestTooLong, MissingParameter, QueueDoesNotExist, UnknownOperation
+from squall.sqs.shapes import (
     batch_entries,
     batch_failure,
     decode_token,
@@ -43,12 +45,10 @@ from squall.edge.sqs_shapes import (
     string_map,
     system_attribute_names,
 )
-from squall.errors import InvalidParameterValue, ServiceError, SquallError
-from squall.store.queue_errors import BatchRequestTooLong, MissingParameter, QueueDoesNotExist, UnknownOperation
-from squall.store.queue_moves import list_move_tasks, start_move_task
-from squall.store.queue_records import SendEntry
-from squall.store.queue_wait import QueueWaiter
-from squall.store.queues import QueueStore
+from squall.sqs.store.moves import list_move_tasks, start_move_task
+from squall.sqs.store.queues import QueueStore
+from squall.sqs.store.records import SendEntry
+from squall.sqs.store.wait import QueueWaiter
 
 __all__ = ["SqsApp", "is_sqs_request", "sqs_app"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from squall import jsonlimits
 from squall.errors import InvalidParameterValue
-from squall.store.queue_errors import (
+from squall.sqs.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
     InvalidMessageContents,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from squall.errors import InvalidParameterValue
-from squall.store.queue_errors import QueueDoesNotExist, SqsError
-from squall.store.queues import QueueStore
+from squall.sqs.errors import QueueDoesNotExist, SqsError
+from squall.sqs.store.queues import QueueStore
 
 __all__ = ["MoveTask", "ResourceNotFound", "list_move_tasks", "peek_messages", "start_move_task"]
 

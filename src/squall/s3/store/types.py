@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from squall.store.objects_errors import InvalidRange
+from squall.s3.errors import InvalidRange
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",

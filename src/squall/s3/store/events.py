@@ -19,7 +19,7 @@ from urllib.parse import quote_plus
 
 from squall.core.arn import bucket_arn
 from squall.core.timefmt import iso_ms
-from squall.store.objects_errors import InvalidArgument
+from squall.s3.errors import InvalidArgument
 
 __all__ = [
     "NOTIFICATION_KINDS",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from squall.store.queue_records import QueueMessage
-from squall.store.queues import QueueStore
+from squall.sqs.store.queues import QueueStore
+from squall.sqs.store.records import QueueMessage
 
 __all__ = ["QueueWaiter"]
 

@@ -10,34 +10,38 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
 from squall.core.arn import function_of_arn
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.objects import ObjectStore
-from squall.store.objects_events import ObjectEvent, event_payload
-from squall.store.queues import QueueStore
-from squall.store.records import NewEvent
+from squall.core.ports import Enqueue, NewEvent, QueueSink
+from squall.s3.store.events import ObjectEvent, event_payload
+from squall.s3.store.objects import ObjectStore
 
-__all__ = ["StorageEvents"]
+__all__ = ["EventStore", "StorageEvents"]
 
 log = logging.getLogger("squall.storage_events")
+
+
+class EventStore(Protocol):
+    """The durable async queue, when no ``enqueue`` is given (tests)."""
+
+    def enqueue_many(self, events: list[NewEvent]) -> object: ...
 
 
 class StorageEvents:
     def __init__(
         self,
-        meta: SqliteMetadataStore,
-        queues: QueueStore,
+        meta: EventStore,
+        queues: QueueSink,
         region: str,
-        enqueue: Callable[[list[NewEvent]], object] | None = None,
+        enqueue: Enqueue | None = None,
     ) -> None:
         self.meta = meta
         self.queues = queues
         self.region = region
         #: how Lambda targets' events get into the durable async queue (durable when it returns); the server
         #: passes its dispatcher's enqueue_threadsafe, which also hands them over for delivery
-        self.enqueue: Callable[[list[NewEvent]], object] = enqueue or meta.enqueue_many
+        self.enqueue: Enqueue = enqueue or meta.enqueue_many
         self.objects: ObjectStore | None = None  # set once the object store exists (it takes this as on_event)
         self.emitted = 0
 

@@ -6,7 +6,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from squall.store.queue_md5 import md5_of_attributes
+from squall.sqs.store.md5 import md5_of_attributes
 
 __all__ = ["QueueInfo", "QueueMessage", "SendEntry", "SentMessage", "lambda_record"]
 
@@ -27,7 +27,7 @@ class QueueInfo:
 
 @dataclass(frozen=True)
 class SendEntry:
-    """One message to send.  ``message_attributes`` use the normal form of ``queue_attrs`` (BinaryValue as
+    """One message to send.  ``message_attributes`` use the normal form of ``squall.sqs.store.attrs`` (BinaryValue as
     bytes); ``delay_seconds`` None means the queue's DelaySeconds."""
 
     body: str

@@ -7,7 +7,7 @@ adds the legacy query code (``AWS.SimpleQueueService.NonExistentQueue``, ...).  
 
 from __future__ import annotations
 
-from squall.errors import SquallError
+from squall.aws.errors import AwsClientError
 
 __all__ = [
     "BatchEntryIdsNotDistinct",
@@ -30,12 +30,10 @@ __all__ = [
 ]
 
 
-class SqsError(SquallError):
+class SqsError(AwsClientError):
     """A client error with an SQS code."""
 
     code = "InvalidParameterValue"
-    status = 400
-    fault = "user"
 
 
 class QueueDoesNotExist(SqsError):

@@ -13,8 +13,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import BinaryIO
 
-from squall.store.objects_base import StoreBase, check_key, decode_key
-from squall.store.objects_errors import (
+from squall.s3.errors import (
     BadDigest,
     EntityTooSmall,
     InvalidArgument,
@@ -23,8 +22,9 @@ from squall.store.objects_errors import (
     MalformedXML,
     NoSuchUpload,
 )
-from squall.store.objects_events import EventOrigin
-from squall.store.objects_types import ObjectAttrs, ObjectBody, ObjectMeta, Part, Upload
+from squall.s3.store.base import StoreBase, check_key, decode_key
+from squall.s3.store.events import EventOrigin
+from squall.s3.store.types import ObjectAttrs, ObjectBody, ObjectMeta, Part, Upload
 
 __all__ = ["MAX_PART_NUMBER", "MultipartMixin"]
 

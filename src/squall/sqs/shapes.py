@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 from squall import jsonlimits
 from squall.aws.errors import error_code
 from squall.errors import InvalidParameterValue, SquallError
-from squall.store.queue_attrs import SYSTEM_ATTRIBUTE_NAMES
-from squall.store.queue_errors import (
+from squall.sqs.errors import (
     BatchEntryIdsNotDistinct,
     EmptyBatchRequest,
     InvalidAttributeName,
@@ -28,8 +27,9 @@ from squall.store.queue_errors import (
     SqsError,
     TooManyEntriesInBatchRequest,
 )
-from squall.store.queue_md5 import md5_of_attributes
-from squall.store.queue_records import QueueMessage, SendEntry, SentMessage
+from squall.sqs.store.attrs import SYSTEM_ATTRIBUTE_NAMES
+from squall.sqs.store.md5 import md5_of_attributes
+from squall.sqs.store.records import QueueMessage, SendEntry, SentMessage
 
 __all__ = [
     "InvalidAddress",

@@ -10,7 +10,7 @@ Supported: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocatio
 Get/PutBucketNotificationConfiguration, ListObjects (v1 and v2), PutObject, GetObject (ranges, conditional
 requests, ``response-*`` overrides), HeadObject, DeleteObject, DeleteObjects, CopyObject, and multipart uploads
 (create, upload part, upload part copy, list parts, complete, abort, list uploads), and POST Object form uploads
-(``scope["squall.s3_post"]``, set by the auth middleware: ``squall.edge.s3_post`` streams the form and checks its
+(``scope["squall.s3_post"]``, set by the auth middleware: ``squall.s3.post`` streams the form and checks its
 policy signature with ``lookup_secret``).  Other sub-resources
 (``?acl``, ``?tagging``, ``?policy``, ...) answer ``NotImplemented``.  Errors are S3's XML errors
 (``squall.aws.errors.render("s3", ...)``).
@@ -29,12 +29,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query
-from squall.edge.s3_http import S3Request, S3Response
-from squall.edge.s3_ops import S3Operations
-from squall.edge.s3_post import post_object
 from squall.errors import ServiceError, SquallError
-from squall.store.objects import ObjectStore
-from squall.store.objects_errors import InvalidURI, MethodNotAllowed, NotImplementedOperation, NotModified
+from squall.s3.errors import InvalidURI, MethodNotAllowed, NotImplementedOperation, NotModified
+from squall.s3.http import S3Request, S3Response
+from squall.s3.ops import S3Operations
+from squall.s3.post import post_object
+from squall.s3.store.objects import ObjectStore
 
 __all__ = ["S3Operations", "s3_app"]
 
