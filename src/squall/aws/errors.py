@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 from squall.errors import SquallError, TooManyRequests
 
 __all__ = [
+    "QUERY_NAMESPACES",
     "S3_PLATFORM_CODES",
     "SQS_PLATFORM_CODES",
     "SQS_QUERY_CODES",
@@ -33,9 +34,26 @@ __all__ = [
     "error_status",
     "render",
     "render_lambda",
+    "render_query",
     "render_s3",
     "render_sqs",
 ]
+
+#: XML namespaces of the Query-protocol services Squall serves
+QUERY_NAMESPACES = {
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
+}
+
+
+#: the signature errors' names in the Query protocols (IAM and STS say InvalidClientTokenId for an unknown key)
+_QUERY_AUTH_CODES = {
+    "UnrecognizedClientException": "InvalidClientTokenId",
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+    "IncompleteSignatureException": "IncompleteSignature",
+    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+}
+
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -211,11 +229,30 @@ def render_sqs(error: SquallError, request_id: str, resource: str = "") -> Respo
     return status, headers, json.dumps(body).encode()
 
 
+def render_query(service: str, error: SquallError, request_id: str) -> tuple[int, dict[str, str], bytes]:
+    """The Query protocol's error document (IAM, STS, and any Query service Squall refuses).  Errors whose class sets
+    ``query_code_as_is`` (IAM's modeled ones) keep their code; generic 400s drop the ``Exception`` suffix."""
+    code_for = getattr(error, "code_for", None)
+    code = code_for(service) if callable(code_for) else error.code
+    status_for = getattr(error, "status_for", None)
+    status = status_for(service) if callable(status_for) else error.status
+    if code in _QUERY_AUTH_CODES:
+        code = _QUERY_AUTH_CODES[code]
+    elif not getattr(error, "query_code_as_is", False) and status == 400 and code.endswith("Exception"):
+        code = code[: -len("Exception")]  # generic platform errors: InvalidParameterValueException -> ..Value
+    kind = "Receiver" if status >= 500 else "Sender"
+    ns = QUERY_NAMESPACES.get(service)
+    xmlns = f' xmlns="{ns}"' if ns else ""
+    body = (
+        f"<ErrorResponse{xmlns}><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
+        f"<Message>{escape(error.message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return status, {"Content-Type": "text/xml", "x-amzn-RequestId": request_id}, body.encode()
+
+
 def render(service: str, error: SquallError, request_id: str, resource: str = "", *, head: bool = False) -> Response:
     """Dispatch on the service name ("s3", "sqs", "iam" and "sts" (Query XML), anything else like Lambda)."""
     if service in ("iam", "sts"):
-        from squall.iam.errors import render_query
-
         return render_query(service, error, request_id)
     if service == "s3":
         return render_s3(error, request_id, resource, head=head)
