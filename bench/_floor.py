@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall.edge.http_protocol import CoalescingHttpProtocol
+from squall.aws.http_protocol import CoalescingHttpProtocol
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:

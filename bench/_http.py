@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import time
 
-from squall.edge.sigv4 import canonical_request, signing_key, string_to_sign
+from squall.aws.sigv4 import canonical_request, signing_key, string_to_sign
 
 
 class Signer:

@@ -9,5 +9,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
+# the dependency rules (pyproject.toml [tool.importlinter], docs/design.md "Code map")
+.venv/bin/lint-imports
 # pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from squall.core.arn import queue_of_arn
 from squall.project import (
     BucketDef,
     EventSpec,
@@ -129,10 +130,8 @@ def layer_arn(name: str) -> str:
 
 
 def queue_name_from_arn(arn: str) -> str | None:
-    parts = arn.split(":")
-    if len(parts) == 6 and parts[0] == "arn" and parts[2] == "sqs" and parts[5]:
-        return parts[5]
-    return None
+    parsed = queue_of_arn(arn)
+    return parsed[2] if parsed else None
 
 
 # -- a template's resources and the intrinsics over them --

@@ -11,6 +11,7 @@ __all__ = [
     "InvalidParameterValue",
     "InvalidRequestContent",
     "NotRoot",
+    "RequestEntityTooLarge",
     "RequestTooLarge",
     "ResourceConflict",
     "ResourceNotFound",
@@ -66,6 +67,13 @@ class RequestTooLarge(SquallError):
     code = "RequestTooLargeException"
     status = 413
     fault = "user"
+
+
+class RequestEntityTooLarge(RequestTooLarge):
+    """A Lambda API request body over the operation's limit (70167211 bytes for the control plane)."""
+
+    code = "RequestEntityTooLargeException"
+    status = 413
 
 
 class TooManyRequests(SquallError):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from squall import jsonlimits
+from squall.core.report import billed_ms, end_line, report_line, start_line
 from squall.errors import InvalidRequestContent, RequestTooLarge, SquallError
 from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, NetworkMode, function_arn
 from squall.node.instance import InitFailed
@@ -311,14 +312,13 @@ class Invoker:
         doc = dict(e.document)
         doc["requestId"] = request_id
         report = (
-            f"START RequestId: {request_id} Version: {spec.version}\n{e.logs}"
-            f"END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {e.init_ms:.2f} ms\t"
-            f"Billed Duration: {max(1, int(e.init_ms + 0.999))} ms\tMemory Size: {spec.memory_mb} MB\t"
-            f"Max Memory Used: 0 MB\tStatus: error\tError Type: {doc.get('errorType')}\t\n"
-        )
+            start_line(request_id, spec.version) + e.logs + end_line(request_id)
+            + report_line(request_id, e.init_ms, spec.memory_mb, 0, status="error",
+                          error_type=str(doc.get("errorType"))) + "\n"
+        )  # fmt: skip
         self.records.add(
             InvocationRecord(
-                request_id, spec.name, spec.version, trigger, start, e.init_ms, max(1, int(e.init_ms + 0.999)),
+                request_id, spec.name, spec.version, trigger, start, e.init_ms, billed_ms(e.init_ms),
                 e.init_ms, spec.memory_mb, 0, "error", str(doc.get("errorType")), True, False,
             )
         )  # fmt: skip

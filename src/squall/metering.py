@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
+from squall.core.report import billed_ms
 from squall.errors import InvalidParameterValue
 
 if TYPE_CHECKING:
@@ -95,11 +96,6 @@ class PriceTable:
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
-
-
-def billed_ms(duration_ms: float) -> int:
-    """Lambda's billed duration: rounded up to the next 1 ms (at least 1 ms)."""
-    return max(1, math.ceil(duration_ms))
 
 
 def gb_seconds(billed_ms: float, memory_mb: float) -> float:

@@ -24,15 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from squall.aws.auth import SigV4Middleware, send_error
+from squall.aws.credentials import Credentials, KeyRing
 from squall.clock import SystemClock
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
-from squall.edge.auth import SigV4Middleware, send_error
+from squall.core.arn import function_of_arn, resource_name
 from squall.edge.dashboard_api import dashboard_api_routes
 from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
 from squall.edge.lambda_api import lambda_routes
-from squall.edge.s3_api import s3_app
-from squall.edge.sqs_api import is_sqs_request, sqs_app
 from squall.edge.squall_api import squall_api_routes
 from squall.errors import ResourceNotFound, SquallError
 from squall.iam.actions import s3_checks
@@ -47,22 +47,23 @@ from squall.model import FunctionSpec
 from squall.node.node import Node
 from squall.observability import setup as observability
 from squall.pool import InstancePool, PoolConfig
+from squall.s3.api import s3_app
+from squall.s3.notifications import StorageEvents
+from squall.s3.store.objects import ObjectStore
 from squall.scheduler.keep_alive import HistogramConfig
+from squall.sqs.api import is_sqs_request, sqs_app
+from squall.sqs.store.queues import QueueStore
+from squall.sqs.store.wait import QueueWaiter
 from squall.store.code import CodeStore
-from squall.store.credentials import Credentials, KeyRing
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
 from squall.store.layers import LayerStore
 from squall.store.metadata import SqliteMetadataStore
-from squall.store.objects import ObjectStore
-from squall.store.queue_wait import QueueWaiter
-from squall.store.queues import QueueStore
 from squall.store.retention import Retention
 from squall.triggers import event_source_mappings, function_urls, schedule_runner
 from squall.triggers.async_queue import AsyncDispatcher
 from squall.triggers.plugin import Plugin
-from squall.triggers.storage_events import StorageEvents
 from squall.ui.routes import ui_routes
 from squall.ui.sessions import SessionGate, Sessions
 
@@ -264,15 +265,17 @@ class Squall:
         }
 
     def _function_exists(self, arn: str) -> bool:
-        parts = arn.split(":")
+        ref = function_of_arn(arn)
+        if ref is None:
+            return False
         try:
-            self.store.get_function(parts[6], parts[7] if len(parts) > 7 else None)
+            self.store.get_function(*ref)
             return True
-        except (ResourceNotFound, IndexError):
+        except ResourceNotFound:
             return False
 
     def _queue_exists(self, arn: str) -> bool:
-        return self.queues.queue_exists(arn.split(":")[-1])
+        return self.queues.queue_exists(resource_name(arn))
 
     def _authorize_post(self, access_key_id: str, bucket: str, key: str) -> SquallError | None:
         """A POST Object form upload signed with a function's key: s3:PutObject as its role allows."""

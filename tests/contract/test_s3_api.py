@@ -30,9 +30,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from squall.edge.auth import SigV4Middleware
-from squall.edge.s3_api import s3_app
-from squall.edge.sigv4 import (
+from squall.aws.auth import SigV4Middleware
+from squall.aws.sigv4 import (
     EMPTY_SHA256,
     STREAMING_PAYLOAD,
     STREAMING_UNSIGNED_TRAILER,
@@ -40,7 +39,8 @@ from squall.edge.sigv4 import (
     signing_key,
     string_to_sign,
 )
-from squall.store.objects import ObjectEvent, ObjectStore
+from squall.s3.api import s3_app
+from squall.s3.store.objects import ObjectEvent, ObjectStore
 
 KEY = "AKIASQUALLTEST000001"
 SECRET = "squall-test-secret-key-0123456789abcdef"

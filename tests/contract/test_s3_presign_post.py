@@ -21,9 +21,9 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
-from squall.edge.auth import SigV4Middleware
-from squall.edge.s3_api import s3_app
-from squall.store.objects import ObjectEvent, ObjectStore
+from squall.aws.auth import SigV4Middleware
+from squall.s3.api import s3_app
+from squall.s3.store.objects import ObjectEvent, ObjectStore
 
 KEY = "AKIASQUALLTEST000002"
 SECRET = "squall-test-secret-key-presign-0123456"

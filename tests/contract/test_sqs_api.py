@@ -1,5 +1,5 @@
 """The SQS API against real clients: boto3 (JSON protocol) and the AWS CLI, through a real uvicorn server on
-127.0.0.1 with SigV4 verification in front of ``squall.edge.sqs_api``."""
+127.0.0.1 with SigV4 verification in front of ``squall.sqs.api``."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from squall.edge.auth import SigV4Middleware
-from squall.edge.sqs_api import sqs_app
-from squall.store.queues import QueueStore
+from squall.aws.auth import SigV4Middleware
+from squall.sqs.api import sqs_app
+from squall.sqs.store.queues import QueueStore
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -14,8 +14,8 @@ from botocore.awsrequest import AWSResponse, HeadersDict
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from squall.edge.aws_errors import Response, render, render_lambda, render_s3, render_sqs
-from squall.edge.sigv4 import (
+from squall.aws.errors import Response, render, render_lambda, render_s3, render_sqs
+from squall.aws.sigv4 import (
     MissingAuthentication,
     PresignedUrlExpired,
     SignatureMismatch,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from squall.store.credentials import (
+from squall.aws.credentials import (
     CREDENTIALS_FILE,
     Credentials,
     CredentialsError,

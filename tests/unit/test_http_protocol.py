@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from squall.edge.http_protocol import CoalescingTransport
+from squall.aws.http_protocol import CoalescingTransport
 
 
 class RecordingTransport:

@@ -9,8 +9,8 @@ import pytest
 from squall import jsonlimits
 from squall.control.validation import check_handler
 from squall.errors import InvalidParameterValue
-from squall.store.objects_base import check_bucket_name, check_key
-from squall.store.objects_errors import InvalidArgument, InvalidBucketName, KeyTooLong
+from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong
+from squall.s3.store.base import check_bucket_name, check_key
 
 
 @pytest.mark.parametrize("value", ["app.handler", "dir/app.handler", "a.b.c", "x" * 128, "app.handler\u00a0"])

@@ -15,21 +15,7 @@ import pytest
 
 from squall.clock import FakeClock
 from squall.errors import ServiceError
-from squall.store import objects_files
-from squall.store.disk import DiskFull
-from squall.store.objects import (
-    INLINE_MAX,
-    EventOrigin,
-    ObjectAttrs,
-    ObjectEvent,
-    ObjectStore,
-    event_payload,
-    matching_configurations,
-    matching_notifications,
-    s3_event_record,
-    validate_notification_config,
-)
-from squall.store.objects_errors import (
+from squall.s3.errors import (
     BadDigest,
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
@@ -44,6 +30,20 @@ from squall.store.objects_errors import (
     NoSuchUpload,
     PreconditionFailed,
 )
+from squall.s3.store import files as objects_files
+from squall.s3.store.objects import (
+    INLINE_MAX,
+    EventOrigin,
+    ObjectAttrs,
+    ObjectEvent,
+    ObjectStore,
+    event_payload,
+    matching_configurations,
+    matching_notifications,
+    s3_event_record,
+    validate_notification_config,
+)
+from squall.store.disk import DiskFull
 
 MB = 1024 * 1024
 

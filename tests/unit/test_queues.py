@@ -1,4 +1,4 @@
-"""Tests of the SQS-compatible queue store (squall.store.queues) with a fake clock, and of its MD5s and waiter."""
+"""Tests of the SQS-compatible queue store (squall.sqs.store.queues) with a fake clock, and of its MD5s and waiter."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from squall.clock import FakeClock
 from squall.errors import InvalidParameterValue
-from squall.store.queue_errors import (
+from squall.sqs.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
     InvalidMessageContents,
@@ -24,10 +24,10 @@ from squall.store.queue_errors import (
     ReceiptHandleIsInvalid,
     UnsupportedOperation,
 )
-from squall.store.queue_md5 import md5_of_attributes, md5_of_body
-from squall.store.queue_records import SendEntry, lambda_record
-from squall.store.queue_wait import QueueWaiter
-from squall.store.queues import QueueStore
+from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
+from squall.sqs.store.queues import QueueStore
+from squall.sqs.store.records import SendEntry, lambda_record
+from squall.sqs.store.wait import QueueWaiter
 
 ARN = "arn:aws:sqs:us-east-1:000000000000"
 

@@ -1,4 +1,4 @@
-"""Dashboard sessions (squall.ui.sessions) and dead-letter redrive (squall.store.queue_moves), without a server."""
+"""Dashboard sessions (squall.ui.sessions) and dead-letter redrive (squall.sqs.store.moves), without a server."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from squall.aws.sigv4 import AuthContext
 from squall.clock import FakeClock
-from squall.edge.sigv4 import AuthContext
 from squall.errors import InvalidParameterValue
-from squall.store.queue_moves import ResourceNotFound, list_move_tasks, peek_messages, start_move_task
-from squall.store.queues import QueueStore
+from squall.sqs.store.moves import ResourceNotFound, list_move_tasks, peek_messages, start_move_task
+from squall.sqs.store.queues import QueueStore
 from squall.ui.sessions import CSRF_HEADER, SessionGate, Sessions
 
 ADMIN, SECRET = "AKSQADMIN", "s3cret"

@@ -13,8 +13,10 @@ from botocore.auth import HmacV1QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from squall.edge.auth import is_s3_post_upload
-from squall.edge.s3_post import (
+from squall.aws.auth import is_s3_post_upload
+from squall.aws.sigv2 import is_v2_query, sign_v2, string_to_sign_v2, verify_query_v2
+from squall.aws.sigv4 import PresignedUrlExpired, SignatureMismatch, UnrecognizedAccessKey
+from squall.s3.post import (
     EntityTooLarge,
     InvalidPolicyDocument,
     MalformedPOSTRequest,
@@ -23,8 +25,6 @@ from squall.edge.s3_post import (
     check_policy,
     check_signature,
 )
-from squall.edge.sigv2 import is_v2_query, sign_v2, string_to_sign_v2, verify_query_v2
-from squall.edge.sigv4 import PresignedUrlExpired, SignatureMismatch, UnrecognizedAccessKey
 
 KEY, SECRET = "AKIDV2TEST", "v2-secret"
 NOW = 1_700_000_000

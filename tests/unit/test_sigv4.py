@@ -17,8 +17,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from squall.edge import sigv4
-from squall.edge.sigv4 import (
+from squall.aws import sigv4
+from squall.aws.sigv4 import (
     AuthContext,
     MalformedAuthorization,
     MalformedChunkedBody,

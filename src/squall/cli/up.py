@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.panel import Panel
 
+from squall.aws.http_protocol import EdgeLimits, edge_protocol
 from squall.config import ServerConfig
-from squall.edge.http_protocol import EdgeLimits, edge_protocol
 from squall.server import Squall
 
 __all__ = ["add_parser", "bind_listener", "run"]
@@ -71,7 +71,7 @@ async def _deploy_thumbnails_demo(squall: Squall, console: Console) -> None:
     from squall.iam.roles import ensure_role_in_store
     from squall.packaging import build_package
     from squall.project import load_project
-    from squall.store.objects_errors import BucketAlreadyOwnedByYou
+    from squall.s3.errors import BucketAlreadyOwnedByYou
 
     example = Path(squall_pkg.__file__).resolve().parents[2] / "examples" / "thumbnails"
     if not (example / "app.py").is_file():

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 from squall.clock import Clock
 from squall.control.errors import UnsupportedFeature
 from squall.control.names import LATEST, FunctionRef, parse_function_name, validation_error
-from squall.control.shapes import code_hex, format_date
+from squall.control.shapes import code_hex
+from squall.core.arn import function_arn
+from squall.core.timefmt import lambda_time
 from squall.errors import InvalidParameterValue, InvalidRequestContent
-from squall.model import function_arn
 from squall.scheduler import ACCOUNT_CONCURRENCY_DEFAULT, UNRESERVED_MIN_DEFAULT
 from squall.store.code import CodeStore
 from squall.store.functions import RevisionMismatch
@@ -90,7 +91,7 @@ class ServiceBase:
         return function_arn(self.region, self.account_id, name, qualifier)
 
     def now(self) -> str:
-        return format_date(self.clock.now())
+        return lambda_time(self.clock.now())
 
     def code_url(self, stored: StoredFunction) -> str:
         return f"{self.public_url}/_squall/code/{code_hex(stored)}"

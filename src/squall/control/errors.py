@@ -6,7 +6,7 @@ Each is a subclass of the generic error it refines, so callers that catch ``Reso
 
 from __future__ import annotations
 
-from squall.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound, SquallError
+from squall.errors import InvalidParameterValue, RequestEntityTooLarge, ResourceNotFound, SquallError
 
 __all__ = [
     "AccessDenied",
@@ -27,13 +27,6 @@ class AccessDenied(SquallError):
     code = "AccessDeniedException"
     status = 403
     fault = "user"
-
-
-class RequestEntityTooLarge(RequestTooLarge):
-    """A control-plane request body over Lambda's limit (70167211 bytes)."""
-
-    code = "RequestEntityTooLargeException"
-    status = 413
 
 
 class UnsupportedFeature(InvalidParameterValue):

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from squall.control.names import validation_error
-from squall.model import function_arn
+from squall.core.arn import function_arn
 from squall.store.records import StoredFunction
 
 __all__ = [
     "LIST_HIDDEN",
     "check_max_items",
     "code_hex",
-    "format_date",
     "render_config",
 ]
 
@@ -27,13 +25,6 @@ LIST_HIDDEN = (
     "LastUpdateStatusReason",
     "LastUpdateStatusReasonCode",
 )
-
-
-def format_date(ts: float) -> str:
-    """Lambda's LastModified: ``2024-01-01T00:00:00.000+0000``."""
-    millis = round(ts * 1000)
-    seconds, ms = divmod(millis, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}+0000"
 
 
 def code_hex(stored: StoredFunction) -> str:

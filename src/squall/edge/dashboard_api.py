@@ -29,14 +29,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall import jsonlimits
-from squall.edge.squall_api import QueryParams, json_response, lambda_error, parse_time
+from squall.aws.json_api import json_object, json_response, lambda_error
+from squall.core.arn import function_of_arn, resource_name
+from squall.edge.squall_api import QueryParams, parse_time
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import PriceTable
+from squall.sqs.store.attrs import redrive_policy
+from squall.sqs.store.moves import list_move_tasks, peek_messages, start_move_task
 from squall.store.event_source_mappings import MappingStore
 from squall.store.function_urls import FunctionUrlStore
-from squall.store.queue_attrs import redrive_policy
-from squall.store.queue_moves import list_move_tasks, peek_messages, start_move_task
 from squall.store.schedules import ScheduleStore
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class DashboardApi:
                 fn,
                 {
                     "type": "sqs",
-                    "label": str(esm.get("EventSourceArn", "")).rsplit(":", 1)[-1],
+                    "label": resource_name(str(esm.get("EventSourceArn", ""))),
                     "detail": f"batch {esm.get('BatchSize')}",
                     "enabled": esm.get("State") == "Enabled",
                     "uuid": esm.get("UUID"),
@@ -138,9 +139,9 @@ class DashboardApi:
             except SquallError:
                 continue
             for item in config.get("LambdaFunctionConfigurations", []):
-                name = str(item.get("LambdaFunctionArn", "")).split(":")[6:7]
-                if name:
-                    add(name[0], {"type": "s3", "label": bucket.name, "detail": ", ".join(item.get("Events", []))})
+                ref = function_of_arn(str(item.get("LambdaFunctionArn", "")))
+                if ref is not None:
+                    add(ref[0], {"type": "s3", "label": bucket.name, "detail": ", ".join(item.get("Events", []))})
         return out
 
     # -- functions --------------------------------------------------------------------------------------------
@@ -346,12 +347,8 @@ def dashboard_api_routes(squall: Squall) -> list[Route]:
         return await asyncio.to_thread(api.messages, request.path_params["name"], limit)
 
     async def redrive(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        try:
-            body = jsonlimits.loads(raw) if raw.strip() else {}
-        except ValueError as e:
-            raise InvalidParameterValue(f"The request body is not valid JSON: {e}")
-        destination = body.get("destination") if isinstance(body, dict) else None
+        body = json_object(await request.body())
+        destination = body.get("destination")
         if destination is not None and not isinstance(destination, str):
             raise InvalidParameterValue("'destination' must be a queue name.")
         return await asyncio.to_thread(api.redrive, request.path_params["name"], destination or None)

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
+from squall.aws import errors as aws_errors
 from squall.control.names import parse_function_name
-from squall.edge import aws_errors
 from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
 from squall.invoker import Invoker
 from squall.observability.tracing import KIND_SERVER, Span

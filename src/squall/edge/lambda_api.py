@@ -6,38 +6,32 @@ operation except Invoke (``POST /2015-03-31/functions/{FunctionName}/invocations
 ``Code.Location`` points at.  No authentication here: the application puts SigV4 (and auth for the code route)
 in front.
 
-Errors are rendered by ``squall.edge.aws_errors.render_lambda``.  Request bodies must be JSON objects of at most
+Bodies are read and errors rendered by ``squall.aws.json_api``.  Request bodies must be JSON objects of at most
 70167211 bytes (Lambda's limit); anything else is refused before the service sees it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from squall import jsonlimits
-from squall.control import FunctionService, RequestEntityTooLarge
-from squall.edge.aws_errors import render_lambda
-from squall.errors import InvalidParameterValue, InvalidRequestContent, ServiceError, SquallError
+from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, Operation, lambda_endpoint, read_json_object
+from squall.control import FunctionService
+from squall.errors import InvalidParameterValue
 
 __all__ = ["MAX_BODY_BYTES", "lambda_routes"]
 
 log = logging.getLogger(__name__)
 
 #: Lambda refuses control-plane request bodies larger than this (a 50 MB zip, base64-encoded, plus JSON)
-MAX_BODY_BYTES = 70_167_211
+MAX_BODY_BYTES = LAMBDA_MAX_BODY_BYTES
 
 #: (status, JSON payload or None for an empty body)
 Result = tuple[int, Any]
-Operation = Callable[[Request], Awaitable[Result]]
 
 
 def _fn(request: Request) -> str:
@@ -64,60 +58,7 @@ def _max_items(request: Request) -> int | None:
 
 async def _body(request: Request, operation: str) -> dict[str, Any]:
     """The JSON object of the request body ({} when empty)."""
-    too_large = RequestEntityTooLarge(
-        f"Request must be smaller than {MAX_BODY_BYTES} bytes for the {operation} operation"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
-    try:
-        value = jsonlimits.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidRequestContent("Could not parse request body into json: the body is not valid UTF-8")
-    except jsonlimits.JsonTooDeep as exc:
-        raise InvalidRequestContent(f"Could not parse request body into json: {exc}")
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestContent(
-            f"Could not parse request body into json: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        )
-    if not isinstance(value, dict):
-        raise InvalidRequestContent(
-            f"Could not parse request body into json: expected a JSON object, got {type(value).__name__}"
-        )
-    return value
-
-
-def _endpoint(operation: str, handler: Operation) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        try:
-            status, payload = await handler(request)
-        except SquallError as exc:
-            code, headers, body = render_lambda(exc, request_id)
-            return Response(body, code, headers=headers)
-        except Exception:
-            log.exception("%s failed", operation)
-            code, headers, body = render_lambda(ServiceError(f"{operation} failed: internal error"), request_id)
-            return Response(body, code, headers=headers)
-        headers = {"x-amzn-RequestId": request_id}
-        if payload is None:
-            return Response(b"", status, headers=headers)
-        if isinstance(payload, bytes):
-            return Response(payload, status, headers=headers, media_type="application/zip")
-        return Response(json.dumps(payload).encode(), status, headers=headers, media_type="application/json")
-
-    endpoint.__name__ = operation
-    return endpoint
+    return await read_json_object(request, MAX_BODY_BYTES, operation)
 
 
 class _Api:
@@ -377,4 +318,6 @@ def lambda_routes(service: FunctionService) -> list[Route]:
     ]
     # one Route per (path, method) keeps the model's one-operation-per-route shape; Starlette answers 405 only
     # when no route of the path takes the method
-    return [Route(path, _endpoint(operation, handler), methods=[method]) for path, method, operation, handler in table]
+    return [
+        Route(path, lambda_endpoint(operation, handler), methods=[method]) for path, method, operation, handler in table
+    ]

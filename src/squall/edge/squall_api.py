@@ -26,10 +26,8 @@ invocation duration is priced at the on-demand rate.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -39,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall.edge import aws_errors
+from squall.aws.json_api import json_response, lambda_error
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.metering import (
     HOURS_PER_MONTH,
@@ -54,7 +52,7 @@ from squall.metering import (
 from squall.store.metadata import MetadataStore
 from squall.store.records import InvocationRecord, LogLine, UsageRow
 
-__all__ = ["QueryParams", "json_response", "lambda_error", "parse_time", "squall_api_routes", "usage_report"]
+__all__ = ["QueryParams", "parse_time", "squall_api_routes", "usage_report"]
 
 API_PREFIX = "/_squall/api"
 DEFAULT_USAGE_WINDOW_S = 24 * 3600.0
@@ -141,16 +139,6 @@ def _record_dict(record: InvocationRecord) -> dict[str, Any]:
 
 def _line_dict(line: LogLine) -> dict[str, Any]:
     return {"id": line.id, "ts": line.ts, "request_id": line.request_id, "function": line.function, "text": line.text}
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, allow_nan=False), status, media_type="application/json")
-
-
-def lambda_error(request: Request, error: SquallError) -> Response:
-    request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
-    status, headers, body = aws_errors.render("lambda", error, request_id)
-    return Response(body, status, headers=headers)
 
 
 def _finite(value: float) -> float | None:

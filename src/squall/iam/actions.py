@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from squall.core.arn import bucket_arn, function_arn, object_arn, queue_arn
+
 __all__ = ["Check", "invoke_check", "s3_checks", "sqs_checks"]
 
 
@@ -54,14 +56,6 @@ _BUCKET_SUBRESOURCES = frozenset(
 _OBJECT_SUBRESOURCES = ("acl", "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent")
 
 
-def _bucket_arn(bucket: str) -> str:
-    return f"arn:aws:s3:::{bucket}"
-
-
-def _object_arn(bucket: str, key: str) -> str:
-    return f"arn:aws:s3:::{bucket}/{key}"
-
-
 def _camel(sub: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in sub.split("-"))
 
@@ -82,7 +76,7 @@ def s3_checks(
     if not bucket:
         return [Check("s3:ListAllMyBuckets", "arn:aws:s3:::*")]
     if not key:
-        arn = _bucket_arn(bucket)
+        arn = bucket_arn(bucket)
         sub = next((q for q in query if q in _BUCKET_SUBRESOURCES), None)
         if sub is not None:
             action = _BUCKET_SUB_ACTIONS.get((method, sub)) or f"s3:{method.title()}Bucket{_camel(sub)}"
@@ -101,17 +95,17 @@ def s3_checks(
         if method == "DELETE":
             return [Check("s3:DeleteBucket", arn)]
         if method == "POST" and "delete" in query:
-            return [Check("s3:DeleteObject", _object_arn(bucket, k)) for k in delete_keys] or [
-                Check("s3:DeleteObject", _object_arn(bucket, "*"))
+            return [Check("s3:DeleteObject", object_arn(bucket, k)) for k in delete_keys] or [
+                Check("s3:DeleteObject", object_arn(bucket, "*"))
             ]
         return [Check(f"s3:{method.title()}Bucket", arn)]
-    arn = _object_arn(bucket, key)
+    arn = object_arn(bucket, key)
     sub = next((q for q in _OBJECT_SUBRESOURCES if q in query), None)
     if sub is not None:
         verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "POST": "Post", "HEAD": "Get"}.get(method, method)
         return [Check(f"s3:{verb}Object{_camel(sub)}", arn)]
     upload = "uploadId" in query
-    source = [Check("s3:GetObject", _object_arn(*copy_source))] if copy_source is not None else []
+    source = [Check("s3:GetObject", object_arn(*copy_source))] if copy_source is not None else []
     if method == "PUT":
         return [Check("s3:PutObject", arn), *source]
     if method in ("GET", "HEAD"):
@@ -129,7 +123,7 @@ _SQS_FOLDED = {
 
 
 def sqs_queue_arn(region: str, account: str, queue: str) -> str:
-    return f"arn:aws:sqs:{region}:{account}:{queue}"
+    return queue_arn(region, account, queue)
 
 
 def sqs_checks(
@@ -165,5 +159,4 @@ def sqs_checks(
 
 
 def invoke_check(region: str, account: str, name: str, qualifier: str | None) -> Check:
-    arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
-    return Check("lambda:InvokeFunction", f"{arn}:{qualifier}" if qualifier else arn)
+    return Check("lambda:InvokeFunction", function_arn(region, account, name, qualifier))

@@ -15,14 +15,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote
 from xml.sax.saxutils import escape
 
 import anyio.to_thread
+from starlette.types import Receive, Scope, Send
 
+from squall.core.timefmt import iso_s
 from squall.errors import ServiceError, SquallError
 from squall.iam.errors import (
     IMPLEMENTED,
@@ -43,9 +44,6 @@ from squall.iam.store import IamStore, ManagedPolicy, Role, new_id
 
 __all__ = ["IAM_OPERATIONS", "IamApi", "Identity", "parse_role_arn"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _NAME = re.compile(r"^[\w+=,.@-]+$")
 _PATH = re.compile(r"^(/|/[\x21-\x7e]+/)$")
@@ -66,10 +64,6 @@ class Identity:
 
     def __init__(self, arn: str, user_id: str, account: str, admin: bool) -> None:
         self.arn, self.user_id, self.account, self.admin = arn, user_id, account, admin
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _x(name: str, value: Any) -> str:
@@ -230,7 +224,7 @@ class IamApi:
             + _x("RoleName", role.name)
             + _x("RoleId", role.role_id)
             + _x("Arn", self.role_arn(role))
-            + _x("CreateDate", _iso(role.created_at))
+            + _x("CreateDate", iso_s(role.created_at))
             + _x("AssumeRolePolicyDocument", quote(role.assume_role_policy))
             + (_x("Description", role.description) if role.description else "")
             + _x("MaxSessionDuration", role.max_session)
@@ -332,8 +326,8 @@ class IamApi:
             + _x("PermissionsBoundaryUsageCount", 0)
             + _x("IsAttachable", True)
             + (_x("Description", policy.description) if policy.description else "")
-            + _x("CreateDate", _iso(policy.created_at))
-            + _x("UpdateDate", _iso(policy.updated_at))
+            + _x("CreateDate", iso_s(policy.created_at))
+            + _x("UpdateDate", iso_s(policy.updated_at))
             + _tags(policy.tags)
             + f"</{tag}>"
         )
@@ -398,7 +392,7 @@ class IamApi:
             + _x("Document", quote(policy.document))
             + _x("VersionId", "v1")
             + _x("IsDefaultVersion", True)
-            + _x("CreateDate", _iso(policy.created_at))
+            + _x("CreateDate", iso_s(policy.created_at))
             + "</PolicyVersion>"
         )
 

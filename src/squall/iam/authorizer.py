@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from squall.core import arn as arns
 from squall.iam.actions import Check
 from squall.iam.api import IamApi, parse_role_arn
 from squall.iam.errors import NotAuthorized
@@ -120,7 +121,7 @@ class Authorizer:
 
     def caller(self, function: str) -> Caller:
         config = self.function_config(function)
-        function_arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{function}"
+        function_arn = arns.function_arn(self.region, self.account, function)
         role_arn = str((config or {}).get("Role") or "")
         parsed = parse_role_arn(role_arn)
         role_name = parsed[2] if parsed else "unknown"

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.datastructures import QueryParams
+from starlette.types import Scope
 
 from squall import jsonlimits
-from squall.edge import s3_xml
-from squall.edge.s3_api import _request as s3_request  # the S3 app's own request decoding
-from squall.edge.s3_http import parse_copy_source, payload
 from squall.errors import SquallError
 from squall.iam.actions import invoke_check, s3_checks, sqs_checks
 from squall.iam.authorizer import Authorizer
 from squall.iam.errors import IMPLEMENTED, NotAuthorized
+from squall.s3 import xml as s3_xml
+from squall.s3.api import _request as s3_request  # the S3 app's own request decoding
+from squall.s3.http import parse_copy_source, payload
 
 __all__ = [
     "SERVICE_NAMES",
@@ -34,7 +35,6 @@ __all__ = [
     "render_unknown_service",
 ]
 
-Scope = MutableMapping[str, Any]
 
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>.+)/invocations$")
 
@@ -192,7 +192,7 @@ def lambda_not_implemented_route() -> Any:
     from starlette.responses import PlainTextResponse, Response
     from starlette.routing import Route
 
-    from squall.edge.aws_errors import render_lambda
+    from squall.aws.errors import render_lambda
 
     async def endpoint(request: Request) -> Response:
         path = request.url.path

@@ -19,19 +19,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from squall import jsonlimits
+from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, lambda_endpoint, read_json_object
 from squall.control.names import parse_function_name, validation_error
-from squall.edge.aws_errors import render_lambda
-from squall.errors import InvalidParameterValue, InvalidRequestContent, ResourceConflict, ResourceNotFound, SquallError
+from squall.core.arn import function_arn
+from squall.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, SquallError
 from squall.iam.authorizer import statements_json
 from squall.iam.store import IamStore
 
@@ -67,8 +65,7 @@ class FunctionPermissions:
         ref = parse_function_name(function_name, qualifier, region=self.region, account_id=self.account)
         self.function_exists(ref.name, ref.qualifier)
         key = "" if ref.qualifier in (None, "$LATEST") else str(ref.qualifier)
-        arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{ref.name}"
-        return ref.name, key, f"{arn}:{key}" if key else arn
+        return ref.name, key, function_arn(self.region, self.account, ref.name, key or None)
 
     @staticmethod
     def _principal(value: str) -> Any:
@@ -186,42 +183,8 @@ class PolicyLengthExceeded(InvalidParameterValue):
     status = 400
 
 
-Handler = Callable[[Request], Awaitable[tuple[int, Any]]]
-
-
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
-        try:
-            status, payload = await handler(request)
-        except SquallError as e:
-            code, headers, body = render_lambda(e, request_id)
-            return Response(body, code, headers=headers)
-        headers = {"x-amzn-RequestId": request_id}
-        if payload is None:
-            return Response(b"", status, headers=headers)
-        return Response(json.dumps(payload).encode(), status, headers=headers, media_type="application/json")
-
-    return endpoint
-
-
 def _qualifier(request: Request) -> str | None:
     return request.query_params.get("Qualifier") or None
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = request.scope.get("squall.body")
-    if raw is None:
-        raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = jsonlimits.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidRequestContent("Could not parse request body into json: the body is not valid JSON")
-    if not isinstance(value, dict):
-        raise InvalidRequestContent("Could not parse request body into json: expected a JSON object")
-    return value
 
 
 def permission_routes(perms: FunctionPermissions) -> list[Route]:
@@ -229,7 +192,9 @@ def permission_routes(perms: FunctionPermissions) -> list[Route]:
 
     async def add(r: Request) -> tuple[int, Any]:
         fn = unquote(r.path_params["FunctionName"])
-        return 201, await perms.add_permission(fn, _qualifier(r), await _json(r))
+        return 201, await perms.add_permission(
+            fn, _qualifier(r), await read_json_object(r, LAMBDA_MAX_BODY_BYTES, "AddPermission")
+        )
 
     async def get(r: Request) -> tuple[int, Any]:
         return 200, await perms.get_policy(unquote(r.path_params["FunctionName"]), _qualifier(r))
@@ -244,7 +209,7 @@ def permission_routes(perms: FunctionPermissions) -> list[Route]:
         return 204, None
 
     return [
-        Route(base, _endpoint(add), methods=["POST"]),
-        Route(base, _endpoint(get), methods=["GET"]),
-        Route(base + "/{StatementId:str}", _endpoint(remove), methods=["DELETE"]),
+        Route(base, lambda_endpoint("AddPermission", add), methods=["POST"]),
+        Route(base, lambda_endpoint("GetPolicy", get), methods=["GET"]),
+        Route(base + "/{StatementId:str}", lambda_endpoint("RemovePermission", remove), methods=["DELETE"]),
     ]

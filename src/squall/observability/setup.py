@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Scope
 
 from squall.errors import ResourceNotFound, SquallError
 from squall.observability.metrics import Metrics, StateSnapshot
@@ -40,9 +41,6 @@ __all__ = ["Observability", "install"]
 
 log = logging.getLogger("squall.observability")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 METRICS_PATH = "/metrics"
 
@@ -60,7 +58,8 @@ class Observability:
         return (METRICS_PATH,) if self.metrics is not None and self.metrics_public else ()
 
     def routes(self) -> list[Route]:
-        from squall.edge.squall_api import API_PREFIX, QueryParams, json_response, lambda_error
+        from squall.aws.json_api import json_response, lambda_error
+        from squall.edge.squall_api import API_PREFIX, QueryParams
 
         routes: list[Route] = []
         metrics = self.metrics

@@ -7,7 +7,9 @@ never changes what is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import Any
+
+from squall.core.ports import NewEvent
 
 __all__ = [
     "InvocationRecord",
@@ -46,22 +48,6 @@ class QualifiedConfig:
     function: str
     qualifier: str
     config: dict[str, Any]
-
-
-class NewEvent(TypedDict):
-    """What ``enqueue`` takes.  Missing optional keys get defaults (qualifier "$LATEST", enqueued_at now,
-    next_attempt_at = enqueued_at, source "lambda-invoke", a fresh id)."""
-
-    function: str
-    payload: bytes
-    request_id: str
-    qualifier: NotRequired[str]
-    enqueued_at: NotRequired[float]
-    next_attempt_at: NotRequired[float]
-    source: NotRequired[str]
-    extra: NotRequired[dict[str, Any]]
-    attempt: NotRequired[int]
-    id: NotRequired[str]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from squall.clock import Clock, SystemClock
+from squall.core.arn import function_arn
 from squall.errors import InvalidParameterValue, ResourceNotFound, ServiceError
-from squall.model import function_arn
 from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from squall import jsonlimits, scheduler
+from squall.core.arn import function_arn, function_of_arn, queue_of_arn
+from squall.core.timefmt import iso_ms
 from squall.errors import ResourceNotFound, SquallError
 from squall.group_commit import GroupCommit
 from squall.invoker import InvocationResult, Invoker
@@ -49,7 +51,7 @@ def invocation_record(
         request_payload = ev.payload.decode(errors="replace")
     rec: dict[str, Any] = {
         "version": "1.0",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+        "timestamp": iso_ms(time.time()),
         "requestContext": {
             "requestId": ev.request_id,
             "functionArn": function_arn,
@@ -218,7 +220,7 @@ class AsyncDispatcher:
             log.warning("dropping event %s: function %s:%s no longer exists", ev.id, ev.function, ev.qualifier)
             await asyncio.to_thread(self.store.ack, ev.id)
             return
-        fn_arn = f"arn:aws:lambda:{self.invoker.region}:{self.invoker.account_id}:function:{ev.function}:{spec.version}"
+        fn_arn = function_arn(self.invoker.region, self.invoker.account_id, ev.function, spec.version)
         if now - ev.enqueued_at > max_age:
             await self._finish(ev, fn_arn, "EventAgeExceeded", None, ev.attempt, destinations)
             return
@@ -286,16 +288,15 @@ class AsyncDispatcher:
         self.store.ack_many(event_ids)
 
     async def _send(self, dest: str, body: str, ev: QueuedEvent) -> None:
-        parts = dest.split(":")
-        if len(parts) >= 7 and parts[2] == "lambda":
-            name = parts[6]
-            qualifier = parts[7] if len(parts) > 7 else None
+        target = function_of_arn(dest)
+        if target is not None:
+            name, qualifier = target
             await asyncio.to_thread(
                 self.enqueue_threadsafe,
                 [{"function": name, "qualifier": qualifier or "$LATEST", "payload": body.encode(),
                   "request_id": f"{ev.request_id}-destination", "source": "destination"}],
             )  # fmt: skip
-        elif len(parts) >= 6 and parts[2] == "sqs":
+        elif queue_of_arn(dest) is not None:
             if self.queue_sink is None:
                 log.error("destination %s: queues are not available; invocation record: %s", dest, body)
                 return

@@ -24,26 +24,22 @@ import json
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from squall import jsonlimits
-from squall.edge.aws_errors import render
+from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, lambda_endpoint, read_json_object
+from squall.core.arn import function_arn, function_of_arn, queue_of_arn, resource_name
 from squall.errors import (
     InvalidParameterValue,
-    InvalidRequestContent,
     ResourceConflict,
     ResourceNotFound,
-    ServiceError,
     SquallError,
 )
-from squall.model import function_arn
+from squall.sqs.store.records import QueueMessage, lambda_record
 from squall.store.event_source_mappings import MappingStore
-from squall.store.queue_records import QueueMessage, lambda_record
 from squall.triggers.plugin import Plugin
 
 if TYPE_CHECKING:
@@ -84,9 +80,10 @@ def parse_function_name(value: Any) -> tuple[str, str | None]:
         raise InvalidParameterValue("FunctionName is required")
     parts = value.split(":")
     if value.startswith("arn:"):
-        if len(parts) not in (7, 8) or parts[2] != "lambda" or parts[5] != "function":
+        ref = function_of_arn(value)
+        if ref is None:
             raise InvalidParameterValue(f"Invalid FunctionName: {value}")
-        rest = parts[6:]
+        rest = [ref[0]] if ref[1] is None else [ref[0], ref[1]]
     elif len(parts) >= 3 and parts[1] == "function":
         rest = parts[2:]
     else:
@@ -142,7 +139,7 @@ class Poller:
         self.config = config
         self.name, self.qualifier = parse_function_name(config["FunctionArn"])
         self.queue_arn: str = config["EventSourceArn"]
-        self.queue = self.queue_arn.split(":")[-1]
+        self.queue = resource_name(self.queue_arn)
         self.batch_size = int(config["BatchSize"])
         self.window = float(config.get("MaximumBatchingWindowInSeconds", 0))
         self.report_failures = "ReportBatchItemFailures" in (config.get("FunctionResponseTypes") or [])
@@ -298,11 +295,12 @@ class EventSourceMappings:
     def _queue_arn(self, value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise InvalidParameterValue("EventSourceArn is required")
-        parts = value.split(":")
-        if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs":
+        queue = queue_of_arn(value)
+        if queue is None:
             raise InvalidParameterValue(f"Unsupported event source: {value} (only SQS queues are supported)")
         c = self.squall.config
-        if parts[3] != c.region or parts[4] != c.account_id or not self.squall.queues.queue_exists(parts[5]):
+        region, account, name = queue
+        if region != c.region or account != c.account_id or not self.squall.queues.queue_exists(name):
             raise InvalidParameterValue(
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {value}"
@@ -418,7 +416,7 @@ class EventSourceMappings:
         if not marker.isdigit():
             raise InvalidParameterValue(f"Invalid Marker: {marker}")
         rows = await asyncio.to_thread(self.store.list, name, source, int(marker), 100_000)
-        if fn_arn is not None and ":" in fn_arn.split(":function:")[1]:
+        if fn_arn is not None and (function_of_arn(fn_arn) or ("", None))[1] is not None:
             rows = [r for r in rows if r[2]["FunctionArn"] == fn_arn]
         page = rows[:limit]
         out: dict[str, Any] = {"EventSourceMappings": [self._view(cfg) for _, _, cfg in page]}
@@ -427,51 +425,12 @@ class EventSourceMappings:
         return out
 
 
-Handler = Callable[[Request], Awaitable[tuple[int, dict[str, Any]]]]
-
-
-def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        request_id = str(uuidlib.uuid4())
-        try:
-            status, payload = await handler(request)
-        except SquallError as exc:
-            code, headers, body = render("lambda", exc, request_id)
-            return Response(body, code, headers=headers)
-        except Exception:
-            log.exception("%s failed", operation)
-            code, headers, body = render("lambda", ServiceError(f"{operation} failed: internal error"), request_id)
-            return Response(body, code, headers=headers)
-        return Response(
-            json.dumps(payload).encode(),
-            status,
-            headers={"x-amzn-RequestId": request_id},
-            media_type="application/json",
-        )
-
-    endpoint.__name__ = operation
-    return endpoint
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = jsonlimits.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestContent(f"Could not parse request body into json: {exc}")
-    if not isinstance(value, dict):
-        raise InvalidRequestContent("Could not parse request body into json: expected a JSON object")
-    return value
-
-
 def install(squall: Squall) -> Plugin:
     """The event-source-mapping plugin of ``squall``."""
     esm = EventSourceMappings(squall)
 
     async def create(r: Request) -> tuple[int, dict[str, Any]]:
-        return 202, await esm.create(await _json_body(r))
+        return 202, await esm.create(await read_json_object(r, LAMBDA_MAX_BODY_BYTES, "CreateEventSourceMapping"))
 
     async def list_(r: Request) -> tuple[int, dict[str, Any]]:
         return 200, await esm.list(r)
@@ -480,7 +439,9 @@ def install(squall: Squall) -> Plugin:
         return 200, await esm.get(r.path_params["UUID"])
 
     async def update(r: Request) -> tuple[int, dict[str, Any]]:
-        return 202, await esm.update(r.path_params["UUID"], await _json_body(r))
+        return 202, await esm.update(
+            r.path_params["UUID"], await read_json_object(r, LAMBDA_MAX_BODY_BYTES, "UpdateEventSourceMapping")
+        )
 
     async def delete(r: Request) -> tuple[int, dict[str, Any]]:
         return 202, await esm.delete(r.path_params["UUID"])
@@ -488,14 +449,14 @@ def install(squall: Squall) -> Plugin:
     routes = []
     for path in (PATH, PATH + "/"):
         routes += [
-            Route(path, _endpoint("CreateEventSourceMapping", create), methods=["POST"]),
-            Route(path, _endpoint("ListEventSourceMappings", list_), methods=["GET"]),
+            Route(path, lambda_endpoint("CreateEventSourceMapping", create), methods=["POST"]),
+            Route(path, lambda_endpoint("ListEventSourceMappings", list_), methods=["GET"]),
         ]
     item = PATH + "/{UUID}"
     routes += [
-        Route(item, _endpoint("GetEventSourceMapping", get), methods=["GET"]),
-        Route(item, _endpoint("UpdateEventSourceMapping", update), methods=["PUT"]),
-        Route(item, _endpoint("DeleteEventSourceMapping", delete), methods=["DELETE"]),
+        Route(item, lambda_endpoint("GetEventSourceMapping", get), methods=["GET"]),
+        Route(item, lambda_endpoint("UpdateEventSourceMapping", update), methods=["PUT"]),
+        Route(item, lambda_endpoint("DeleteEventSourceMapping", delete), methods=["DELETE"]),
     ]
     return Plugin(
         name="event-source-mappings",

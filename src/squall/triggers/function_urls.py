@@ -24,7 +24,6 @@ import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -33,8 +32,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
-from squall import jsonlimits
-from squall.edge.aws_errors import render_lambda
+from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, error_response, read_json_object, request_id
+from squall.core.arn import function_of_arn
+from squall.core.timefmt import iso_us
 from squall.errors import (
     InvalidParameterValue,
     RequestTooLarge,
@@ -84,10 +84,6 @@ _RESERVED_PREFIXES = ("/_squall/", "/lambda-url/", "/2015-03-31/", "/2021-10-31/
 RawResponse = tuple[int, list[tuple[str, str]], bytes]
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _message(status: int, text: str) -> RawResponse:
     return status, [("content-type", "application/json")], json.dumps({"Message": text}).encode()
 
@@ -103,9 +99,10 @@ def _is_signed(scope: Any) -> bool:
 def _split_function(raw: str) -> tuple[str, str | None]:
     """A function name, full ARN or partial ARN -> (name, qualifier from the ARN or None)."""
     name = unquote(raw)
+    if name.startswith("arn:"):
+        ref = function_of_arn(name)
+        return ref if ref is not None else (name, None)
     parts = name.split(":")
-    if name.startswith("arn:") and len(parts) >= 7:
-        return parts[6], parts[7] if len(parts) > 7 else None
     if len(parts) >= 3 and parts[1] == "function":
         return parts[2], parts[3] if len(parts) > 3 else None
     return name, None
@@ -173,21 +170,6 @@ def _invoke_mode(value: Any) -> str:
         f"1 validation error detected: Value '{value}' at 'invokeMode' failed to satisfy constraint: Member must "
         "satisfy enum value set: [BUFFERED, RESPONSE_STREAM]"
     )
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = request.scope.get("squall.body")
-    if raw is None:
-        raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        doc = jsonlimits.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidParameterValue(f"The request body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise InvalidParameterValue("The request body must be a JSON object")
-    return doc
 
 
 def _route_entry(entry: Any) -> tuple[str, str]:
@@ -305,8 +287,8 @@ class FunctionUrls:
 
     async def create_url(self, request: Request) -> Response:
         name, qualifier = self._target(request)
-        body = await _json_body(request)
-        now = _now_iso()
+        body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "CreateFunctionUrlConfig")
+        now = iso_us(time.time())
         cfg = UrlConfig(
             url_id="".join(secrets.choice(_URL_ID_CHARS) for _ in range(32)),
             function=name,
@@ -332,7 +314,7 @@ class FunctionUrls:
 
     async def update_url(self, request: Request) -> Response:
         name, qualifier = self._target(request)
-        body = await _json_body(request)
+        body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "UpdateFunctionUrlConfig")
         cfg = self._existing(name, qualifier)
         updated = UrlConfig(
             url_id=cfg.url_id,
@@ -342,7 +324,7 @@ class FunctionUrls:
             cors=_validate_cors(body["Cors"]) if "Cors" in body else cfg.cors,
             invoke_mode=_invoke_mode(body["InvokeMode"]) if "InvokeMode" in body else cfg.invoke_mode,
             created=cfg.created,
-            modified=_now_iso(),
+            modified=iso_us(time.time()),
         )
         self.store.update(updated)
         self.refresh()
@@ -376,7 +358,7 @@ class FunctionUrls:
     async def put_routes(self, request: Request) -> Response:
         name = unquote(request.path_params["function"])
         self.squall.store.get_function(name, None)
-        body = await _json_body(request)
+        body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "PutRoutes")
         entries = body.get("routes")
         if not isinstance(entries, list):
             raise InvalidParameterValue('The body must be {"routes": ["GET /hello/{name}", ...]}')
@@ -579,17 +561,15 @@ def _api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request
     """Render SquallErrors as Lambda rest-json errors."""
 
     async def endpoint(request: Request) -> Response:
-        request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
+        rid = request_id(request.scope)
         try:
             response = await handler(request)
         except SquallError as e:
-            status, headers, body = render_lambda(e, request_id)
-            return Response(body, status_code=status, headers=headers)
+            return error_response(rid, e)
         except Exception:
             log.exception("function URL API %s %s", request.method, request.url.path)
-            status, headers, body = render_lambda(ServiceError("Internal error"), request_id)
-            return Response(body, status_code=status, headers=headers)
-        response.headers["x-amzn-RequestId"] = request_id
+            return error_response(rid, ServiceError("Internal error"))
+        response.headers["x-amzn-RequestId"] = rid
         return response
 
     return endpoint

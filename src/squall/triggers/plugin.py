@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 __all__ = ["Plugin"]
-
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 @dataclass

@@ -30,8 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall import jsonlimits
-from squall.edge import aws_errors
+from squall.aws.json_api import json_response, lambda_error, parse_json
 from squall.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.store.records import NewEvent
 from squall.store.schedules import ScheduleRule, ScheduleStore
@@ -156,16 +155,6 @@ class ScheduleRunner:
         return d
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data), status, media_type="application/json")
-
-
-def _error(request: Request, error: SquallError) -> Response:
-    request_id = request.scope.get("squall.request_id") or str(uuid.uuid4())
-    status, headers, body = aws_errors.render("lambda", error, request_id)
-    return Response(body, status, headers=headers)
-
-
 def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
     """The schedules plugin: API routes, the firing task and the function-deleted hook."""
     c = squall.config
@@ -185,22 +174,19 @@ def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
     async def put_schedules(request: Request) -> Response:
         function = request.path_params["function"]
         try:
-            try:
-                body = jsonlimits.loads(await request.body() or b"null")
-            except ValueError as e:
-                raise InvalidParameterValue(f"The request body is not valid JSON: {e}") from None
+            body = parse_json(await request.body() or b"null")
             rules = parse_rules(function, body)
             if not await asyncio.to_thread(function_exists, function):
                 raise ResourceNotFound(f"Function not found: {function}")
             stored = await asyncio.to_thread(store.replace, function, rules, time.time())
         except SquallError as e:
-            return _error(request, e)
-        return _json({"function": function, "schedules": [runner.describe(r) for r in stored]})
+            return lambda_error(request, e)
+        return json_response({"function": function, "schedules": [runner.describe(r) for r in stored]})
 
     async def list_schedules(request: Request) -> Response:
         function = request.path_params.get("function") or request.query_params.get("function") or None
         rules = await asyncio.to_thread(store.list, function)
-        return _json({"schedules": [runner.describe(r) for r in rules]})
+        return json_response({"schedules": [runner.describe(r) for r in rules]})
 
     async def run_forever() -> None:
         while True:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +43,7 @@ from typing import Any, Literal
 from croniter import croniter
 from croniter.croniter import CroniterError
 
+from squall.core.timefmt import iso_s
 from squall.errors import InvalidParameterValue
 
 __all__ = [
@@ -324,10 +324,6 @@ def due_fires(
     return fires
 
 
-def _iso_z(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.floor(t)))
-
-
 def event_id(rule_arn: str, fire_time: float) -> str:
     """The deterministic id of the event for one tick of one rule (uuid5 of the rule ARN and the tick)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"squall:schedule:{rule_arn}@{fire_time:.3f}"))
@@ -345,7 +341,7 @@ def scheduled_event(rule_name: str, rule_arn: str, fire_time: float, region: str
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": account,
-        "time": _iso_z(fire_time),
+        "time": iso_s(fire_time),
         "region": region,
         "resources": [rule_arn],
         "detail": {},

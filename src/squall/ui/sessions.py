@@ -28,8 +28,8 @@ from urllib.parse import quote
 
 from starlette.responses import RedirectResponse, Response
 
-from squall.edge import aws_errors
-from squall.edge.sigv4 import AuthContext
+from squall.aws import errors as aws_errors
+from squall.aws.sigv4 import AuthContext
 from squall.errors import SquallError
 
 __all__ = ["COOKIE", "CSRF_HEADER", "SessionGate", "Sessions"]

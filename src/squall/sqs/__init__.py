@@ -1,0 +1,1 @@
+"""SQS: the API (api, shapes), its errors and the queue store (store/)."""
