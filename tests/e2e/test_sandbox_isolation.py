@@ -98,6 +98,10 @@ def filtered():
         "keyctl": libc_call("syscall", 250, 0, -3, 0),
         "clone3": libc_call("syscall", 435, None, 0),
         "clone_newuser": libc_call("syscall", 56, 0x10000000 | 17, None, None, None, None),
+        # without the filter: io_uring_setup(1, NULL) is EFAULT, enter/register on fd -1 are EBADF
+        "io_uring_setup": libc_call("syscall", 425, 1, None),
+        "io_uring_enter": libc_call("syscall", 426, -1, 0, 0, 0, None),
+        "io_uring_register": libc_call("syscall", 427, -1, 0, None, 0),
     }
 
 def connect(port):
@@ -367,6 +371,8 @@ def test_seccomp_filter_installed_from_the_precompiled_program(node: NodeRunner,
     assert res["keyctl"] == [-1, "EPERM"]
     assert res["clone3"] == [-1, "ENOSYS"]
     assert res["clone_newuser"] == [-1, "EPERM"]
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        assert res[name] == [-1, "ENOSYS"], (name, res[name])
     (st,) = run(node, inst, ("status",))
     assert st.get("Seccomp_filters", "1") == "1"
 

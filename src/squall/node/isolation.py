@@ -42,6 +42,9 @@ DENIED_SYSCALLS = (
     "fsconfig", "fsmount", "fspick", "kcmp", "vhangup", "lookup_dcookie",
 )  # fmt: skip
 
+#: refused with ENOSYS ("not implemented here"), as container runtimes do
+IO_URING_SYSCALLS = ("io_uring_setup", "io_uring_enter", "io_uring_register")
+
 
 def _untraversable_ancestor(path: Path) -> Path | None:
     """The first directory on the way to ``path`` that 'other' users cannot traverse, if any."""
@@ -155,6 +158,11 @@ def build_seccomp_filter() -> SeccompFilter | None:
         # can check, and refuse new user namespaces (the way container runtimes do)
         with contextlib.suppress(Exception):
             f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        # io_uring: a large kernel attack surface that also performs I/O outside the syscalls this filter sees.
+        # ENOSYS (not EPERM) so that libraries which probe for it (libuv, liburing users) fall back to epoll/read
+        for name in IO_URING_SYSCALLS:
+            with contextlib.suppress(Exception):
+                f.add_rule(sc.ERRNO(errno.ENOSYS), name)
         f.add_rule(
             sc.ERRNO(errno.EPERM),
             "clone",
