@@ -458,11 +458,6 @@ def handler(event, context):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the instance is PID 1 of its namespace but never reaps orphans: every exited grandchild stays a "
-    "zombie for the instance's lifetime and counts against pids_max",
-)
 def test_pid1_reaps_orphans(node: NodeRunner) -> None:
     fn = node.load({"app.py": ORPHANS})
     inst = node.start(fn)

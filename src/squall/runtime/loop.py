@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from squall.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
-from squall.runtime import logs
+from squall.runtime import init, logs
 from squall.runtime.context import LambdaContext
 from squall.runtime.errors import InitError, error_document, exception_document, format_for_log
 from squall.runtime.handler import load_handler
@@ -110,6 +110,7 @@ def serve(
     """Initialise (unless ``preloaded``: snapshot mode) and serve invocations until the node says stop."""
     conn = _Conn(sock)
     logs.install()
+    init.install()  # PID 1 reaps orphans (before any user code can create processes)
     t0 = time.perf_counter()
     try:
         if preloaded is not None:
@@ -149,3 +150,4 @@ def serve(
         logs.flush()
         header = {"request_id": frame.header.get("request_id", ""), "ok": error_type is None}
         conn.send(Kind.RESULT, {**header, "error_type": error_type, "duration_ms": duration_ms}, body)
+        init.after_invoke()
