@@ -87,10 +87,10 @@ def reap_orphans() -> list[int]:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 reaped.append(pid)
     # forget children of ours that someone has reaped since
-    for pid, start in list(_own.items()):
-        st = _stat(pid)
-        if st is None or st[2] != start or st[1] != me:
-            _own.pop(pid, None)
+    for own_pid, own_start in list(_own.items()):
+        now = _stat(own_pid)
+        if now is None or now[2] != own_start or now[1] != me:
+            _own.pop(own_pid, None)
     return reaped
 
 
