@@ -132,7 +132,10 @@ class Instance:
         self.init_ms: float | None = None
         self.invocations = 0
         self._peak_fd = -1
+        #: peak of the instance's cgroup (memory charged to it): what the platform trusts (the pool's estimates)
         self.last_max_memory_mb = 0
+        #: peak resident memory the instance reports about itself (shared pages included): display only
+        self.reported_rss_mb = 0
         self.alive = True
         self.last_used = time.monotonic()
         self._log = bytearray()
@@ -247,6 +250,18 @@ class Instance:
             pass
         return self.last_max_memory_mb
 
+    def _note_reported_rss(self, value: Any) -> None:
+        """Keep the instance's own peak-RSS figure, bounded to [0, MemorySize]: the instance is hostile, and this
+        number only ever reaches its own REPORT line and records, never a limit, a budget or billing."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            self.reported_rss_mb = max(self.reported_rss_mb, min(math.ceil(value / 1024), self.memory_mb))
+
+    def max_memory_used_mb(self) -> int:
+        """REPORT's "Max Memory Used", as Lambda users size MemorySize by it: the instance's peak resident memory,
+        pages it shares with its zygote included (its own getrusage peak), or its cgroup's peak if larger (children
+        and page cache are charged there).  See docs/design.md."""
+        return max(self.max_memory_mb(), self.reported_rss_mb)
+
     # -- invocation ----------------------------------------------------------------------------------------
     async def invoke(self, req: InvokeRequest) -> InvokeOutcome:
         first = self.invocations == 0
@@ -272,6 +287,7 @@ class Instance:
                 self.conn.protocol_error = True
                 raise InstanceDied()
             duration_ms = float(frame.header.get("duration_ms", (time.perf_counter() - t0) * 1000))
+            self._note_reported_rss(frame.header.get("max_rss_kb"))
             body = frame.body
             if not frame.header.get("ok", False):
                 error_type = str(frame.header.get("error_type") or "Unhandled")
@@ -304,7 +320,7 @@ class Instance:
             self._log += f"{tail}\n".encode()
         self.last_used = time.monotonic()
         billed = max(1, math.ceil(duration_ms))
-        max_mem = self.max_memory_mb()
+        max_mem = self.max_memory_used_mb()
         init_ms = self.init_ms if cold else None
         text = self._take_logs()
         report = (
