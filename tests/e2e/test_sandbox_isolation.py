@@ -357,6 +357,37 @@ def test_fork_bomb_is_contained(node: NodeRunner, probe: Any) -> None:
         node.stop(fresh)
 
 
+BOMB = """
+import os
+
+def handler(event, context):
+    hog = []
+    while True:  # every process forks and keeps allocating: the process limit is hit, then memory runs out
+        try:
+            os.fork()
+        except OSError:
+            pass
+        hog.append(bytearray(event["mb"] << 20))
+"""
+
+
+def test_fork_bomb_is_reported_as_the_process_limit_not_out_of_memory(node: NodeRunner) -> None:
+    """A fork bomb that also exhausts memory died because of the process limit: Runtime.ExitError naming it."""
+    if not node.node.caps.cgroups:
+        pytest.skip("no cgroups")
+    fn = node.load({"app.py": BOMB}, memory_mb=128, timeout_s=60)
+    inst = node.start(fn)
+    try:
+        out = node.invoke(inst, {"mb": 1}, request_id="bomb-1")
+    finally:
+        node.stop(inst)
+    assert out.error_type == "Runtime.ExitError", out.payload
+    msg = body(out)["errorMessage"]
+    assert msg.startswith("RequestId: bomb-1 Error: Runtime exited with error: "), msg
+    assert f"limit of {PIDS_MAX} processes and threads" in msg
+    assert "Error Type: Runtime.ExitError" in out.logs
+
+
 def test_dangerous_syscalls_fail(node: NodeRunner, inst: Any) -> None:
     (res,) = run(node, inst, ("syscalls",))
     for name, (rc, err) in res.items():

@@ -32,8 +32,20 @@ class InitFailed(Exception):
     init_ms: float
 
 
-def exit_reason(status: int | None, oom: bool) -> tuple[str, str]:
-    """(errorType, message tail) for an instance that died, the way Lambda words it."""
+def exit_reason(status: int | None, oom: bool, pids_limit: int | None = None) -> tuple[str, str]:
+    """(errorType, message tail) for an instance that died, the way Lambda words it.
+
+    ``oom``: its memory cgroup's OOM killer fired.  ``pids_limit``: the limit of processes and threads it reached
+    (a fork failed on it), if it did.  A fork bomb usually also exhausts memory (every process it forks
+    copies pages), but its cause is the process limit: it is reported as ``Runtime.ExitError`` naming that limit,
+    never as ``Runtime.OutOfMemory`` (Lambda has no error type of its own for it)."""
+    type_, tail = _exit_reason(status, oom)
+    if pids_limit is not None:
+        return "Runtime.ExitError", f"{tail} (the function reached its limit of {pids_limit} processes and threads)"
+    return type_, tail
+
+
+def _exit_reason(status: int | None, oom: bool) -> tuple[str, str]:
     if status is None:
         return "Runtime.ExitError", "Runtime exited without providing a reason"
     if os.WIFSIGNALED(status):
@@ -115,6 +127,7 @@ class Instance:
         memory_cgroup: Path | None,
         exited: asyncio.Future[int],
         log_max_bytes: int = 256 * 1024,
+        pids_cgroup: Path | None = None,
     ) -> None:
         self.id = instance_id
         self.pid = pid
@@ -142,6 +155,8 @@ class Instance:
         self._log_truncated = False
         self._init_logs = ""
         self._oom_base = oom_kills(memory_cgroup) if memory_cgroup else 0
+        self.pids_cgroup = pids_cgroup if pids_cgroup is not None else _sibling_cgroup(memory_cgroup, "pids")
+        self._pids_base = _pids_limit_hits(self.pids_cgroup)
         self._loop = asyncio.get_running_loop()
         os.set_blocking(log_fd, False)
         self._loop.add_reader(log_fd, self._drain_logs)
@@ -187,7 +202,7 @@ class Instance:
             )  # fmt: skip
         except InstanceDied:
             status = await self._exit_status()
-            etype, msg = exit_reason(status, self._oom_happened())
+            etype, msg = self._death(status)
             raise InitFailed(
                 {"errorType": etype, "errorMessage": msg, "requestId": "", "stackTrace": []},
                 self._take_logs(), (time.perf_counter() - t0) * 1000,
@@ -237,6 +252,19 @@ class Instance:
 
     def _oom_happened(self) -> bool:
         return self.memory_cgroup is not None and oom_kills(self.memory_cgroup) > self._oom_base
+
+    def _pids_limit_reached(self) -> int | None:
+        """The instance's limit of processes and threads if a fork failed on it during this instance's life
+        (the pids cgroup's own counter: ``pids.events`` ``max``, read from the platform's cgroup files)."""
+        if self.pids_cgroup is None or _pids_limit_hits(self.pids_cgroup) <= self._pids_base:
+            return None
+        try:
+            return int((self.pids_cgroup / "pids.max").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _death(self, status: int | None) -> tuple[str, str]:
+        return exit_reason(status, self._oom_happened(), self._pids_limit_reached())
 
     def max_memory_mb(self) -> int:
         """Peak memory of this instance from its cgroup (one pread on a kept fd: this is on every invocation)."""
@@ -307,7 +335,7 @@ class Instance:
                 self.kill()  # the connection broke or the runtime broke the protocol: make sure it is gone
             status = await self._exit_status()
             self.alive = False
-            error_type, tail = exit_reason(status, self._oom_happened())
+            error_type, tail = self._death(status)
             if self.conn.protocol_error:
                 error_type, tail = (
                     "Runtime.InvalidResponse",
@@ -345,6 +373,29 @@ class Instance:
             billed_ms=billed, init_ms=init_ms, max_memory_mb=max_mem, memory_mb=self.memory_mb, logs=logs,
             cold=cold, instance_id=self.id,
         )  # fmt: skip
+
+
+def _sibling_cgroup(memory_dir: Path | None, controller: str) -> Path | None:
+    """The instance's cgroup of ``controller`` next to its memory cgroup (v1: /sys/fs/cgroup/<controller>/...)."""
+    if memory_dir is None:
+        return None
+    parts = memory_dir.parts
+    if len(parts) > 4 and parts[:4] == ("/", "sys", "fs", "cgroup") and parts[4] == "memory":
+        return Path("/sys/fs/cgroup", controller, *parts[5:])
+    return memory_dir  # cgroup v2: one directory for every controller
+
+
+def _pids_limit_hits(pids_dir: Path | None) -> int:
+    """How many forks the pids controller refused in this cgroup (cumulative; compare with a baseline)."""
+    if pids_dir is None:
+        return 0
+    try:
+        for line in (pids_dir / "pids.events").read_text().splitlines():
+            if line.startswith("max "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _iso_now() -> str:

@@ -264,7 +264,11 @@ def enter_instance_sandbox(
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_max, nofile_max))
     if drop_privileges:
-        resource.setrlimit(resource.RLIMIT_NPROC, (pids_max, pids_max))
+        # RLIMIT_NPROC is checked before the pids cgroup: with a pids cgroup, leave it a little above pids.max so
+        # the cgroup refuses the fork and counts it (pids.events), which is how the node tells a fork bomb from
+        # an out-of-memory death; without one, it is the limit
+        nproc = pids_max + 8 if "pids" in cgroup_dirs else pids_max
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     syscalls.set_no_new_privs()
