@@ -54,8 +54,15 @@ def handler(event, context):
         makers = [threading.Thread(target=make_orphans, args=(stop,)) for _ in range(2)]
         for t in makers:
             t.start()
-        results = []
-        workers = [threading.Thread(target=lambda: results.extend(codes(event["n"]))) for _ in range(2)]
+        results, crashed = [], []
+
+        def work():
+            try:
+                results.extend(codes(event["n"]))
+            except BaseException as e:
+                crashed.append(repr(e))
+
+        workers = [threading.Thread(target=work) for _ in range(2)]
         for t in workers:
             t.start()
         results.extend(codes(event["n"]))
@@ -65,7 +72,7 @@ def handler(event, context):
         for t in makers:
             t.join()
         bad = [r for r in results if r[0] != r[1]]
-        return {"checked": len(results), "bad": bad}
+        return {"checked": len(results), "bad": bad, "crashed": crashed}
     if event["do"] == "zombies":
         deadline = time.monotonic() + 5
         while zombies() and time.monotonic() < deadline:
@@ -89,6 +96,7 @@ def test_handler_children_keep_their_exit_status(node: NodeRunner, children: Any
         out = node.invoke(inst, {"do": "codes", "n": 20})
         assert out.ok, out.payload
         res = body(out)
+        assert res["crashed"] == []
         assert res["bad"] == [] and res["checked"] == 3 * (3 * 20 + 1)
         # and nothing is left as a zombie: the orphans were reaped, the handler's children waited for
         assert body(node.invoke(inst, {"do": "zombies"})) == []

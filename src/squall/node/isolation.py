@@ -18,18 +18,22 @@ import os
 import resource
 import stat
 import sys
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
-from squall.node import syscalls
+from squall.node import runtime_site, syscalls
 
 __all__ = [
     "SeccompFilter",
     "build_seccomp_filter",
     "enter_function_sandbox",
     "enter_instance_sandbox",
+    "forget_platform_modules",
+    "function_sys_path",
     "make_netns",
     "masks_for",
+    "platform_paths",
 ]
 
 #: syscalls an instance never needs; they fail with EPERM (defence in depth behind the uid and namespaces)
@@ -61,11 +65,56 @@ def _untraversable_ancestor(path: Path) -> Path | None:
 
 
 def needed_paths() -> list[Path]:
-    """Directories instances must be able to read: the Python installation(s) and Squall's own package."""
+    """Directories instances must be able to read: the Python installation (interpreter, stdlib).  Not the
+    server's virtualenv nor Squall's source: the runtime loop is already imported when the sandbox is entered."""
+    return [Path(sys.base_prefix).resolve()]
+
+
+def _stdlib_entries() -> list[str]:
+    """The ``sys.path`` entries of the stdlib (zip, stdlib, lib-dynload), in their order."""
+    base = Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"])
+    keep = {base, base / "lib-dynload", base.parent / f"python{sys.version_info.major}{sys.version_info.minor}.zip"}
+    return [p for p in sys.path if p and Path(p) in keep]
+
+
+def platform_paths() -> list[Path]:
+    """What of the server's Python environment a function must not see: the virtualenv, every site-packages, and
+    every other directory on the server's ``sys.path`` (Squall's source tree, editable installs)."""
+    import site
+
     import squall
 
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(squall.__file__).resolve().parent.parent}
-    return sorted(p.resolve() for p in paths)
+    out: set[Path] = set()
+    if sys.prefix != sys.base_prefix:
+        out.add(Path(sys.prefix))
+    base_paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})
+    candidates = [*site.getsitepackages(), site.getusersitepackages(), base_paths["purelib"], base_paths["platlib"]]
+    stdlib = set(_stdlib_entries())
+    candidates += [p for p in sys.path if p and os.path.isabs(p) and p not in stdlib]
+    candidates.append(str(Path(squall.__file__).resolve().parent.parent))
+    needed = needed_paths()
+    for c in candidates:
+        p = Path(c).resolve()
+        if p == Path("/") or not p.is_dir() or any(p == n or p in n.parents for n in needed if p != n):
+            continue
+        if any(p == n for n in needed):
+            continue
+        out.add(p)
+    return sorted(m for m in out if not any(m != o and o in m.parents for o in out))
+
+
+def function_sys_path(task_root: str, runtime_dir: str) -> list[str]:
+    """A function's ``sys.path`` as on Lambda: its code, its layers, the runtime's site-packages, the stdlib."""
+    py = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return [task_root, f"/opt/python/lib/{py}/site-packages", "/opt/python", runtime_dir, *_stdlib_entries()]
+
+
+def forget_platform_modules() -> None:
+    """After the function's ``sys.path`` is set: ``import squall`` (and anything under it not yet imported) fails
+    as it would on Lambda.  The runtime's own modules stay loaded under their full names (``from squall.x import
+    y`` of a loaded module still works for the runtime loop); only the top-level package is forgotten."""
+    sys.modules.pop("squall", None)
+    sys.executable = getattr(sys, "_base_executable", sys.executable)
 
 
 _UNDER_TMP: list[str] | None = None
@@ -98,10 +147,16 @@ def masks_for(data_dir: Path, needed: Iterable[Path]) -> list[Path]:
 def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[str]:
     """Called by the function zygote, as root of its fresh user+mount namespace.  Returns warnings."""
     warnings: list[str] = []
+    # what the zygote still imports from the server's environment after it is hidden: load it now
+    with contextlib.suppress(ImportError):
+        import pyseccomp  # noqa: F401
+    site_dir = runtime_site.ensure(Path(data_dir))
+    hide = platform_paths()
     syscalls.make_private("/")
     needed = [p for p in needed_paths() if p.exists()]
     masks = masks_for(Path(data_dir), needed)
     code_fd = syscalls.open_tree_clone(code_dir)
+    site_fd = syscalls.open_tree_clone(str(site_dir))
     reexpose = [(p, syscalls.open_tree_clone(str(p))) for p in needed if any(m in p.parents or m == p for m in masks)]
     for m in masks:
         if m.exists():
@@ -112,6 +167,13 @@ def enter_function_sandbox(code_dir: str, data_dir: str, cgroups: bool) -> list[
         os.close(fd)
     syscalls.move_tree(code_fd, "/var/task")
     os.close(code_fd)
+    os.makedirs(runtime_site.SANDBOX_PATH, mode=0o755, exist_ok=True)
+    syscalls.move_tree(site_fd, runtime_site.SANDBOX_PATH)
+    os.close(site_fd)
+    # the server's virtualenv and source tree: an empty directory in here
+    for p in hide:
+        if p.is_dir():  # (not there: under a mask already)
+            syscalls.mount("tmpfs", str(p), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=4k,mode=755")
     try:
         syscalls.set_readonly("/", True, recursive=True)
     except OSError as e:

@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from squall.node import isolation, syscalls
+from squall.node import isolation, runtime_site, syscalls
 from squall.node.channel import recv_msg, send_msg
 
 __all__ = ["main"]
@@ -66,13 +66,16 @@ def _reap_all() -> list[tuple[int, int]]:
 
 def _function_env(spec: dict[str, Any]) -> dict[str, str]:
     name = spec["name"]
-    py_bin = os.path.dirname(sys.executable)
+    # the interpreter itself, not the server's virtualenv (hidden from functions)
+    py_bin = os.path.dirname(getattr(sys, "_base_executable", sys.executable))
+    runtime_dir = spec.get("runtime_dir", runtime_site.SANDBOX_PATH)
     env = {
         "PATH": f"{py_bin}:/usr/local/bin:/usr/bin:/bin",
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
         "LAMBDA_TASK_ROOT": "/var/task",
-        "LAMBDA_RUNTIME_DIR": str(Path(__file__).resolve().parent.parent / "runtime"),
+        "LAMBDA_RUNTIME_DIR": runtime_dir,
+        "PYTHONPATH": runtime_dir,
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
         "AWS_LAMBDA_FUNCTION_NAME": name,
         "AWS_LAMBDA_FUNCTION_VERSION": spec.get("version", "$LATEST"),
@@ -343,11 +346,13 @@ def _function_zygote_main(
     except Exception as e:
         send_msg(ctrl, {"op": "ready", "fatal": f"could not enter the function sandbox: {e}"})
         os._exit(1)
+    # the function's runtime: its code, layers, Lambda's runtime site-packages and the stdlib; not the server's
+    runtime_dir = runtime_site.SANDBOX_PATH if sb.get("namespaces") else str(runtime_site.ensure(Path(sb["data_dir"])))
     os.environ.clear()
-    os.environ.update(_function_env(spec))
+    os.environ.update(_function_env({**spec, "runtime_dir": runtime_dir}))
     os.environ["LAMBDA_TASK_ROOT"] = task_root
-    sys.path.insert(0, task_root)
-    sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
+    sys.path[:] = isolation.function_sys_path(task_root, runtime_dir)
+    isolation.forget_platform_modules()
     importlib.invalidate_caches()
     fz = FunctionZygote(ctrl, spec, sb)
     warnings += fz.warnings

@@ -13,8 +13,10 @@ cold start (~1 ms, ~20% of one), so PID 1 tells the two kinds of children apart 
   process);
 * on SIGCHLD (and after each invocation if a pass was deferred), PID 1 reads its children from
   ``/proc/self/task/*/children`` and reaps, one ``waitpid(pid, WNOHANG)`` each, the zombies it did not create;
-* a pass is deferred while a wrapped call is between creating a child and recording it, and while ``os.system``
-  runs (its child's pid is never visible to Python); the next SIGCHLD or the end of the invocation runs it.
+* creating-and-recording and a reaping pass exclude each other (one lock; the pass, which runs in the SIGCHLD
+  handler, only ever *tries* it): a pass never sees a child of ours not yet recorded.  A pass that cannot run
+  (the lock is taken, or ``os.system`` runs: its child's pid is never visible to Python) is deferred to the next
+  SIGCHLD, the end of the creating call, or the end of the invocation.
 
 Limit (documented in docs/design.md): a child made by C code outside these APIs (``ctypes`` ``fork()``, an
 extension module's own fork/waitpid) is indistinguishable from an orphan; if it exits before that code waits for
@@ -28,6 +30,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +38,10 @@ __all__ = ["after_invoke", "install", "reap_orphans"]
 
 #: children this process created through Python's APIs: pid -> start time (clock ticks since boot)
 _own: dict[int, int | None] = {}
-_busy = 0  # > 0 while a child may exist that is not yet in _own
+#: held while a wrapped call creates a child and records it, and by a reaping pass: a pass never sees a child of
+#: ours that is not recorded yet (a pass that cannot take it at once is deferred, never waited for)
+_lock = threading.Lock()
+_hidden = 0  # os.system calls in progress: their child is never visible to Python
 _pending = False  # a SIGCHLD arrived while a pass could not run
 _active = False
 
@@ -66,10 +72,20 @@ def _children() -> list[int]:
 def reap_orphans() -> list[int]:
     """Reap every zombie child this process did not create itself; returns their pids."""
     global _pending
-    if _busy:
+    if not _lock.acquire(blocking=False):
         _pending = True
         return []
-    _pending = False
+    try:
+        if _hidden:
+            _pending = True
+            return []
+        _pending = False
+        return _reap()
+    finally:
+        _lock.release()
+
+
+def _reap() -> list[int]:
     reaped = []
     me = os.getpid()
     for pid in _children():
@@ -108,18 +124,14 @@ def _record(pid: int) -> None:
 def _creates_child(create: Callable[..., Any], result_pid: Callable[[Any], int]) -> Callable[..., Any]:
     @functools.wraps(create)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        global _busy
-        _busy += 1
-        try:
+        with _lock:
             result = create(*args, **kwargs)
             pid = result_pid(result)
             if pid > 0:
                 _record(pid)
-            return result
-        finally:
-            _busy -= 1
-            if _pending and not _busy and _active:
-                reap_orphans()
+        if _pending and _active:
+            reap_orphans()
+        return result
 
     wrapper.__squall_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper
@@ -128,12 +140,16 @@ def _creates_child(create: Callable[..., Any], result_pid: Callable[[Any], int])
 def _hides_child(call: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(call)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        global _busy
-        _busy += 1
+        global _hidden
+        with _lock:  # a pass in progress ends first; later ones see _hidden
+            _hidden += 1
         try:
-            return call(*args, **kwargs)
+            result = call(*args, **kwargs)
         finally:
-            _busy -= 1
+            _hidden -= 1
+        if _pending and _active:
+            reap_orphans()
+        return result
 
     wrapper.__squall_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper
