@@ -296,6 +296,7 @@ def enter_instance_sandbox(
     *,
     cgroup_dirs: dict[str, str],
     tmp_mb: int,
+    tmp_fd: int = -1,
     uid: int,
     hostname: str,
     pids_max: int,
@@ -311,7 +312,13 @@ def enter_instance_sandbox(
         # Squall itself (or its Python) may live under /tmp (a checkout there): keep those paths visible through
         # the private /tmp by binding them back in from fds opened before it covers them
         keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in _under_tmp() if os.path.isdir(p)]
-        syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmp_mb}m,mode=1777")
+        if tmp_fd >= 0:  # this slot's filesystem on disk (ephemeral.py), not charged to the memory limit
+            syscalls.move_tree(tmp_fd, "/tmp")
+            os.close(tmp_fd)
+        else:
+            syscalls.mount(
+                "tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmp_mb}m,mode=1777"
+            )
         for path, fd in keep:
             os.makedirs(path, exist_ok=True)
             syscalls.mount(f"/proc/self/fd/{fd}", path, None, syscalls.MS_BIND | syscalls.MS_REC)
@@ -333,9 +340,26 @@ def enter_instance_sandbox(
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+    if tmp_fd >= 0:
+        _wipe("/tmp")  # what the slot's previous instance left (same uid: it can remove all of it)
     syscalls.set_no_new_privs()
     if seccomp_filter is not None:
         seccomp_filter.load()
+
+
+def _wipe(path: str) -> None:
+    """Empty a directory whose contents this process owns (it runs as their uid, so it may chmod a directory
+    left unreadable); one scandir when it is already empty.  Symbolic links are removed, never followed."""
+    with os.scandir(path) as it:
+        entries = list(it)
+    for e in entries:
+        with contextlib.suppress(OSError):
+            if e.is_dir(follow_symlinks=False):
+                os.chmod(e.path, 0o700)
+                _wipe(e.path)
+                os.rmdir(e.path)
+            else:
+                os.unlink(e.path)
 
 
 def make_netns() -> int:

@@ -28,8 +28,9 @@ from typing import Any
 from squall.config import NodeConfig
 from squall.errors import SandboxUnavailable
 from squall.model import FunctionSpec
-from squall.node import isolation
+from squall.node import ephemeral, isolation
 from squall.node.cgroups import CgroupLayout
+from squall.node.ephemeral import EphemeralStorage
 from squall.node.instance import Instance, InstanceDied, _Conn
 from squall.node.link import ZygoteLink
 
@@ -88,6 +89,8 @@ class LoadedFunction:
     free_slots: list[int] = field(default_factory=list)
     next_slot: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     exits: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    #: per-slot /tmp filesystems (on disk, not charged to memory); None: instances use a tmpfs
+    tmp: EphemeralStorage | None = None
 
     @property
     def preloaded(self) -> list[str]:
@@ -146,6 +149,8 @@ class Node:
         self._probe_cache: dict[str, list[str]] = {}
         self.functions: dict[str, LoadedFunction] = {}
         self._staged: set[Path] = set()
+        #: /tmp of instances on disk (ephemeral.py) where loop devices can be used
+        self._ephemeral = self.caps.root and ephemeral.available()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -291,6 +296,9 @@ class Node:
             why = report.get("fatal") if report else "the function zygote exited during load"
             raise SandboxUnavailable(f"could not load {spec.name}: {why}")
         fn = LoadedFunction(spec, slot, link, int(reply["pid"]), report, sandbox["cgroups"])
+        if self._ephemeral and sandbox["namespaces"]:
+            fn.tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
+            fn.tmp.prefetch(1)  # the first cold start's /tmp, made while nothing waits for it
         fn_holder["fn"] = fn
         return fn
 
@@ -305,6 +313,8 @@ class Node:
         with contextlib.suppress(ProcessLookupError):
             os.kill(fn.pid, 9)
         self.functions.pop(fn.spec.key, None)
+        if fn.tmp is not None:
+            fn.tmp.close()
         # the zygote must have left its cgroups before they can be removed: wait (bounded) for it to be gone
         for _ in range(200):
             if not _alive(fn.pid):
@@ -317,10 +327,12 @@ class Node:
         """Fork a sandboxed instance and wait for its init.  Raises InitFailed with Lambda's error document."""
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
         slot = fn.take_slot()
+        tmp_fd = await self._tmp_mount(fn, slot)
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
+        fds = [inst_end.fileno(), log_w] + ([tmp_fd] if tmp_fd >= 0 else [])
         try:
-            reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, [inst_end.fileno(), log_w])
+            reply = await fn.link.request({"op": "spawn", "slot": slot, "init_type": itype}, fds)
         except (TimeoutError, ConnectionError) as e:
             fn.free_slots.append(slot)
             for s in (node_end, inst_end):
@@ -332,6 +344,8 @@ class Node:
             inst_end.close()
             with contextlib.suppress(OSError):
                 os.close(log_w)
+            if tmp_fd >= 0:
+                os.close(tmp_fd)
         if "error" in reply:
             fn.free_slots.append(slot)
             node_end.close()
@@ -356,6 +370,20 @@ class Node:
             inst.kill()
             raise
         return inst
+
+    async def _tmp_mount(self, fn: LoadedFunction, slot: int) -> int:
+        """A detached mount of ``slot``'s /tmp filesystem for one instance, or -1 (the instance mounts a tmpfs)."""
+        if fn.tmp is None:
+            return -1
+        try:
+            if fn.tmp.ready(slot):
+                return fn.tmp.instance_mount(slot)
+            return await asyncio.to_thread(fn.tmp.instance_mount, slot)
+        except OSError as e:
+            log.warning("function %s: /tmp on disk unavailable (%s): instances use a tmpfs", fn.spec.name, e)
+            fn.tmp.close()
+            fn.tmp = None
+            return -1
 
     def _forget(self, fn: LoadedFunction, inst: Instance) -> None:
         inst.alive = False

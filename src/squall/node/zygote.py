@@ -126,7 +126,7 @@ class FunctionZygote:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
     # -- spawning ------------------------------------------------------------------------------------------
-    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve") -> int:
+    def spawn(self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str = "serve", tmp_fd: int = -1) -> int:
         """Fork an instance and adopt it; returns its pid.  With namespaces, one clone() makes it PID 1 of new
         PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network namespace itself."""
         sb = self.sb
@@ -147,7 +147,7 @@ class FunctionZygote:
                 pid = os.fork()
             if pid == 0:
                 try:
-                    self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs, netns_fd)
+                    self._instance_main(slot, sock_fd, log_fd, init_type, mode, dirs, netns_fd, tmp_fd)
                 except SystemExit as e:
                     os._exit(e.code if isinstance(e.code, int) else 1)
                 except BaseException:
@@ -159,7 +159,15 @@ class FunctionZygote:
         return pid
 
     def _instance_main(
-        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str, dirs: dict[str, str], netns_fd: int
+        self,
+        slot: int,
+        sock_fd: int,
+        log_fd: int,
+        init_type: str,
+        mode: str,
+        dirs: dict[str, str],
+        netns_fd: int,
+        tmp_fd: int = -1,
     ) -> NoReturn:
         sb = self.sb
         try:
@@ -170,7 +178,10 @@ class FunctionZygote:
             os.dup2(log_fd, 2)
             devnull = os.open("/dev/null", os.O_RDONLY)
             os.dup2(devnull, 0)
-            os.closerange(4, 1 << 16)
+            if tmp_fd >= 0:  # the node's detached mount of this slot's /tmp filesystem
+                os.dup2(tmp_fd, 4)
+                tmp_fd = 4
+            os.closerange(5 if tmp_fd >= 0 else 4, 1 << 16)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             sock = socket.socket(fileno=3)
@@ -180,6 +191,7 @@ class FunctionZygote:
             isolation.enter_instance_sandbox(
                 cgroup_dirs=dirs,
                 tmp_mb=self.spec.get("tmp_mb", 512),
+                tmp_fd=tmp_fd,
                 uid=uid,
                 hostname="localhost",
                 pids_max=sb["pids_max"],
@@ -208,7 +220,8 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"))
+                tmp_fd = fds[2] if len(fds) > 2 else -1
+                pid = self.spawn(int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), tmp_fd=tmp_fd)
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
