@@ -232,11 +232,15 @@ class Instance:
         self.close()
 
     def close(self) -> None:
+        """Idempotent (stop() and the exit callback both call it): a descriptor closed twice may by then be
+        another's (the node creates descriptors in worker threads too, e.g. for /tmp filesystems)."""
         self.alive = False
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.log_fd)
-        with contextlib.suppress(OSError):
-            os.close(self.log_fd)
+        if self.log_fd >= 0:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.log_fd)
+            with contextlib.suppress(OSError):
+                os.close(self.log_fd)
+            self.log_fd = -1
         if self._peak_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._peak_fd)

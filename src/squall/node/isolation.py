@@ -1,12 +1,14 @@
 """Entering the sandbox.  Runs inside zygote and instance processes (root only inside their user namespace).
 
 Per function zygote (once):  user namespace mapped to the function's host uid range, mount namespace with the host
-root read-only, the code bound read-only at /var/task, the data directory and any directory the instance uids
-cannot traverse masked by an empty tmpfs (the Python installation is re-exposed inside it).
+root read-only, the code bound read-only at /var/task, the runtime site-packages (runtime_site.py) at /var/runtime,
+the data directory and any directory the instance uids cannot traverse masked by an empty tmpfs (the Python
+installation is re-exposed inside it), the server's virtualenv and source tree hidden the same way.
 
 Per instance (every cold start): PID, mount, UTS and IPC namespaces (PID 1 of its own PID namespace: killing it
-kills everything it started), cgroups (memory, CPU share, pids), a private size-limited tmpfs at /tmp, its own
-/proc, a distinct unprivileged uid, rlimits, no_new_privs and a seccomp filter.  Network mode ``none`` adds an
+kills everything it started; it reaps orphans, runtime/init.py), cgroups (memory, CPU share, pids), a private
+size-limited /tmp (its slot's filesystem on disk from the node, ephemeral.py; a tmpfs without one), its own /proc,
+a distinct unprivileged uid, rlimits, no_new_privs and a seccomp filter.  Network mode ``none`` adds an
 empty network namespace (loopback only) taken from the zygote's pool.
 """
 

@@ -337,8 +337,7 @@ class Node:
             fn.free_slots.append(slot)
             for s in (node_end, inst_end):
                 s.close()
-            for fd in (log_r, log_w):
-                os.close(fd)
+            os.close(log_r)  # (log_w: closed below, once)
             raise SandboxUnavailable(f"function zygote for {fn.spec.name} is gone: {e}")
         finally:
             inst_end.close()
