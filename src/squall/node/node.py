@@ -269,12 +269,18 @@ class Node:
         sd["preload"] = preload
         sd["snapshot"] = snapshot
         sd["probe"] = probe
+        tmp = None
+        if self._ephemeral and sandbox["namespaces"]:
+            tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
+            tmp.prefetch(1)  # the first cold start's /tmp, made while the zygote loads
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             reply = await self._base.request({"op": "function", "spec": sd, "sandbox": sandbox}, [child.fileno()])
         finally:
             child.close()
         if "error" in reply:
+            if tmp is not None:
+                tmp.close()
             parent.close()
             self._release_slot(slot)
             raise SandboxUnavailable(f"could not start a zygote for {spec.name}: {reply['error']}")
@@ -291,14 +297,14 @@ class Node:
         link = ZygoteLink(parent, on_exit)
         report = await link.next_unsolicited(self.config.init_timeout_s + 60)
         if report is None or report.get("fatal"):
+            if tmp is not None:
+                tmp.close()
             link.close()
             self._release_slot(slot)
             why = report.get("fatal") if report else "the function zygote exited during load"
             raise SandboxUnavailable(f"could not load {spec.name}: {why}")
         fn = LoadedFunction(spec, slot, link, int(reply["pid"]), report, sandbox["cgroups"])
-        if self._ephemeral and sandbox["namespaces"]:
-            fn.tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
-            fn.tmp.prefetch(1)  # the first cold start's /tmp, made while nothing waits for it
+        fn.tmp = tmp
         fn_holder["fn"] = fn
         return fn
 
