@@ -32,9 +32,10 @@ import struct
 import subprocess
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["EphemeralStorage", "available"]
+__all__ = ["EXECUTOR", "EphemeralStorage", "available"]
 
 log = logging.getLogger("squall.node")
 
@@ -48,6 +49,10 @@ _OPEN_TREE_CLONE, _AT_EMPTY_PATH = 1, 0x1000
 _LOOP_CTL_GET_FREE, _LOOP_CONFIGURE = 0x4C82, 0x4C0A
 _LO_FLAGS_AUTOCLEAR = 4
 
+#: where new slots' filesystems are made: creating one is mostly waiting (an RCU grace period in LOOP_CONFIGURE,
+#: block reads through the loop worker at mount), so many at once share those waits (a burst of new slots)
+EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="squall-tmp")
+
 
 def _check(rc: int, what: str) -> int:
     if rc < 0:
@@ -60,16 +65,39 @@ def available() -> bool:
     return os.geteuid() == 0 and os.path.exists("/dev/loop-control")
 
 
-def _loop_attach(image: Path) -> int:
-    """Attach ``image`` to a free loop device (auto-cleared when its last user goes); returns the device's fd."""
-    backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for _attempt in range(64):
-            ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+_LOOP_CTL_ADD = 0x4C80
+_fresh_lock = threading.Lock()
+_fresh_next = -1
+
+
+def _fresh_loop_number(ctl: int) -> int:
+    """A loop device nobody else in this process is trying: a new one (LOOP_CTL_ADD) above the existing ones."""
+    global _fresh_next
+    with _fresh_lock:
+        if _fresh_next < 0:
+            existing = [int(n[4:]) for n in os.listdir("/dev") if n.startswith("loop") and n[4:].isdigit()]
+            _fresh_next = max(existing, default=-1) + 1
+        while True:
+            n = _fresh_next
+            _fresh_next += 1
             try:
-                n = fcntl.ioctl(ctl, _LOOP_CTL_GET_FREE)
-            finally:
-                os.close(ctl)
+                fcntl.ioctl(ctl, _LOOP_CTL_ADD, n)
+                return n
+            except OSError as e:
+                if e.errno != errno.EEXIST:
+                    raise
+
+
+def _loop_attach(image: Path) -> int:
+    """Attach ``image`` to a free loop device (auto-cleared when its last user goes); returns the device's fd.
+
+    A free device is asked of the kernel (LOOP_CTL_GET_FREE); threads creating slots at the same time all get the
+    same one and all but one lose the race (EBUSY), so after a few losses a thread adds a device of its own."""
+    backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for attempt in range(64):
+            n = fcntl.ioctl(ctl, _LOOP_CTL_GET_FREE) if attempt < 2 else _fresh_loop_number(ctl)
             dev = f"/dev/loop{n}"
             if not os.path.exists(dev):
                 with contextlib.suppress(FileExistsError):
@@ -81,10 +109,11 @@ def _loop_attach(image: Path) -> int:
                 return lfd
             except OSError as e:
                 os.close(lfd)
-                if e.errno != errno.EBUSY:  # EBUSY: taken by someone else meanwhile: ask for another one
+                if e.errno != errno.EBUSY:  # EBUSY: taken by someone else meanwhile: try another one
                     raise
         raise OSError(errno.EBUSY, "no free loop device")
     finally:
+        os.close(ctl)
         os.close(backing)
 
 

@@ -378,16 +378,18 @@ class Node:
 
     async def _tmp_mount(self, fn: LoadedFunction, slot: int) -> int:
         """A detached mount of ``slot``'s /tmp filesystem for one instance, or -1 (the instance mounts a tmpfs)."""
-        if fn.tmp is None:
+        tmp = fn.tmp
+        if tmp is None:
             return -1
         try:
-            if fn.tmp.ready(slot):
-                return fn.tmp.instance_mount(slot)
-            return await asyncio.to_thread(fn.tmp.instance_mount, slot)
+            if tmp.ready(slot):
+                return tmp.instance_mount(slot)
+            return await asyncio.get_running_loop().run_in_executor(ephemeral.EXECUTOR, tmp.instance_mount, slot)
         except OSError as e:
-            log.warning("function %s: /tmp on disk unavailable (%s): instances use a tmpfs", fn.spec.name, e)
-            fn.tmp.close()
-            fn.tmp = None
+            if fn.tmp is tmp and not tmp.closed:
+                log.warning("function %s: /tmp on disk unavailable (%s): instances use a tmpfs", fn.spec.name, e)
+                fn.tmp = None
+                tmp.close()
             return -1
 
     def _forget(self, fn: LoadedFunction, inst: Instance) -> None:
