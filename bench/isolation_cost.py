@@ -41,6 +41,7 @@ from _server import KEY_ID, SECRET, Server, deploy
 HELLO = "def handler(event, context):\n    return {'ok': True}\n"
 SLEEPY = "import time\ndef handler(event, context):\n    time.sleep(1)\n    return {'ok': True}\n"
 PILLOW = "from PIL import Image\ndef handler(event, context):\n    return {'size': Image.new('RGB', (8, 8)).size}\n"
+BURST_REQUEST_TIMEOUT_S = 90.0  # a request of the burst that takes longer counts as an error
 KEEP_ALIVE_S = 0.3  # idle instances go quickly: every cold sample finds the zygote but no instance
 
 
@@ -91,7 +92,7 @@ async def burst(port: int, name: str, n: int) -> tuple[float, int]:
         nonlocal errors
         conn = Conn("127.0.0.1", port)
         try:
-            await invoke(conn, signer, port, name)
+            await asyncio.wait_for(invoke(conn, signer, port, name), BURST_REQUEST_TIMEOUT_S)
         except Exception:
             errors += 1
         finally:
@@ -138,6 +139,7 @@ class Side:
         wall, errors = asyncio.run(burst(port, "sleepy", burst_n))
         self.burst_errors += errors
         self.add("burst_wall_s", wall)
+        print(f"# {self.label}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in self.results.items()), file=sys.stderr)
         time.sleep(2.0)  # the burst's instances go before the other side runs
 
 
