@@ -16,7 +16,7 @@ baseline's median.  (The issue's budget: at most +10% on each.)
     git -C /work/main worktree add /work/wt/baseline fcfeb43
     python bench/isolation_cost.py --baseline-src /work/wt/baseline/src [--quick] [--rounds N]
 
-``--quick``: 2 rounds, 5 cold starts per round, burst N = 200 (under a minute and a half here); full: 3 rounds,
+``--only cold_start_pillow_ms,burst_wall_s`` measures only those; ``--quick``: 2 rounds, 5 cold starts per round, burst N = 200 (under a minute and a half here); full: 3 rounds,
 15 cold starts, burst N = 1000.
 """
 
@@ -41,6 +41,7 @@ from _server import KEY_ID, SECRET, Server, deploy
 HELLO = "def handler(event, context):\n    return {'ok': True}\n"
 SLEEPY = "import time\ndef handler(event, context):\n    time.sleep(1)\n    return {'ok': True}\n"
 PILLOW = "from PIL import Image\ndef handler(event, context):\n    return {'size': Image.new('RGB', (8, 8)).size}\n"
+UNITS = {"cold_start_hello_ms": "ms", "cold_start_pillow_ms": "ms", "warm_invoke_p50_ms": "ms", "burst_wall_s": "s"}
 BURST_REQUEST_TIMEOUT_S = 90.0  # a request of the burst that takes longer counts as an error
 KEEP_ALIVE_S = 0.3  # idle instances go quickly: every cold sample finds the zygote but no instance
 
@@ -120,12 +121,22 @@ class Side:
     def add(self, metric: str, value: float) -> None:
         self.results.setdefault(metric, []).append(value)
 
-    def round(self, colds: int, warm_n: int, burst_n: int, pillow: bytes) -> None:
+    def round(self, colds: int, warm_n: int, burst_n: int, pillow: bytes, only: set[str]) -> None:
         port = self.server.port
         asyncio.run(sequential(port, "hello", 1))  # the zygote is loaded (and stays: zygote keep-alive 600 s)
-        self.add("cold_start_hello_ms", statistics.median(asyncio.run(sequential(port, "hello", colds, 0.5))))
-        warm = asyncio.run(sequential(port, "hello", warm_n))
-        self.add("warm_invoke_p50_ms", pct(warm[10:], 50))
+        if "cold_start_hello_ms" in only:
+            self.add("cold_start_hello_ms", statistics.median(asyncio.run(sequential(port, "hello", colds, 0.5))))
+        if "warm_invoke_p50_ms" in only:
+            warm = asyncio.run(sequential(port, "hello", warm_n))
+            self.add("warm_invoke_p50_ms", pct(warm[10:], 50))
+        if "cold_start_pillow_ms" in only:
+            self.pillow(pillow)
+        if "burst_wall_s" in only:
+            self.burst(burst_n)
+        print(f"# {self.label}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in self.results.items()), file=sys.stderr)
+
+    def pillow(self, pillow: bytes) -> None:
+        port = self.server.port
         self.n_pillow += 1
         name = f"pillow{self.n_pillow}"
         self.client.create_function(
@@ -134,12 +145,14 @@ class Side:
         )  # fmt: skip
         self.client.get_waiter("function_active_v2").wait(FunctionName=name)
         self.add("cold_start_pillow_ms", asyncio.run(sequential(port, name, 1))[0])
+
+    def burst(self, burst_n: int) -> None:
+        port = self.server.port
         self.client.invoke(FunctionName="sleepy", InvocationType="DryRun")  # its zygote loaded, no instance
         time.sleep(1.0)  # earlier instances reaped
         wall, errors = asyncio.run(burst(port, "sleepy", burst_n))
         self.burst_errors += errors
         self.add("burst_wall_s", wall)
-        print(f"# {self.label}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in self.results.items()), file=sys.stderr)
         time.sleep(2.0)  # the burst's instances go before the other side runs
 
 
@@ -149,7 +162,9 @@ def main() -> None:
     ap.add_argument("--current-src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--only", help="comma-separated metrics to measure (default: all)")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else set(UNITS)
     rounds = args.rounds or (2 if args.quick else 3)
     colds, warm_n, burst_n = (5, 300, 200) if args.quick else (15, 1000, 1000)
     pillow = pillow_zip()
@@ -157,13 +172,14 @@ def main() -> None:
     try:
         for r in range(rounds):
             for side in sides if r % 2 == 0 else sides[::-1]:
-                side.round(colds, warm_n, burst_n, pillow)
+                side.round(colds, warm_n, burst_n, pillow, only)
     finally:
         for side in sides:
             side.server.stop()
     base, cur = sides
-    units = {"cold_start_hello_ms": "ms", "cold_start_pillow_ms": "ms", "warm_invoke_p50_ms": "ms", "burst_wall_s": "s"}
-    for metric, unit in units.items():
+    for metric, unit in UNITS.items():
+        if metric not in only:
+            continue
         c, b = statistics.median(cur.results[metric]), statistics.median(base.results[metric])
         extra: dict[str, Any] = {"rounds": rounds, "samples": [round(x, 3) for x in cur.results[metric]]}
         if metric == "burst_wall_s":

@@ -118,11 +118,16 @@ def _loop_attach(image: Path) -> int:
 
 
 def _fsmount(device: str) -> int:
-    """A detached ext4 mount of ``device`` (nosuid, nodev, noatime, discard); returns its fd."""
+    """A detached ext4 mount of ``device`` (nosuid, nodev, noatime, discard, noinit_itable); returns its fd."""
     fsfd = _check(_libc.syscall(_SYS_FSOPEN, b"ext4", _FSOPEN_CLOEXEC), "fsopen")
     try:
         _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_SET_STRING, b"source", device.encode(), 0), "fsconfig")
         _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_SET_FLAG, b"discard", None, 0), "fsconfig discard")
+        # no background zeroing of inode tables (a kernel thread per mount writing ~8 MB per 512 MB): the
+        # filesystem never outlives the node, so nothing will ever fsck it
+        _check(
+            _libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_SET_FLAG, b"noinit_itable", None, 0), "fsconfig noinit_itable"
+        )
         _check(_libc.syscall(_SYS_FSCONFIG, fsfd, _FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig create")
         attrs = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | _MOUNT_ATTR_NOATIME
         return _check(_libc.syscall(_SYS_FSMOUNT, fsfd, _FSMOUNT_CLOEXEC, attrs), "fsmount")
