@@ -394,8 +394,13 @@ def _pids_limit_hits(pids_dir: Path | None) -> int:
     if pids_dir is None:
         return 0
     try:
-        for line in (pids_dir / "pids.events").read_text().splitlines():
-            if line.startswith("max "):
+        fd = os.open(os.path.join(pids_dir, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 256)
+        finally:
+            os.close(fd)
+        for line in text.splitlines():
+            if line.startswith(b"max "):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass

@@ -367,6 +367,9 @@ def _function_zygote_main(
     sys.path[:] = isolation.function_sys_path(task_root, runtime_dir)
     isolation.forget_platform_modules()
     importlib.invalidate_caches()
+    from squall.runtime import init as runtime_init
+
+    runtime_init.prepare()  # before any of the function's code: its instances reap orphans (runtime/init.py)
     fz = FunctionZygote(ctrl, spec, sb)
     warnings += fz.warnings
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}

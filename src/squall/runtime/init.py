@@ -8,8 +8,8 @@ init process (PID 1 forking the runtime as PID 2) avoids that but costs a second
 cold start (~1 ms, ~20% of one), so PID 1 tells the two kinds of children apart itself:
 
 * every way Python code creates a child (``os.fork``, ``os.forkpty``, ``os.posix_spawn[p]``,
-  ``_posixsubprocess.fork_exec`` (subprocess, multiprocessing)) is wrapped once, before any user code runs; the
-  wrapper records the child's pid with its start time (``/proc/<pid>/stat`` field 22: a recycled pid is a different
+  ``_posixsubprocess.fork_exec`` (subprocess, multiprocessing)) is wrapped once, in the function zygote before it
+  pre-imports anything (inert there); in PID 1 the wrapper records the child's pid with its start time (``/proc/<pid>/stat`` field 22: a recycled pid is a different
   process);
 * on SIGCHLD (and after each invocation if a pass was deferred), PID 1 reads its children from
   ``/proc/self/task/*/children`` and reaps, one ``waitpid(pid, WNOHANG)`` each, the zombies it did not create;
@@ -20,7 +20,8 @@ cold start (~1 ms, ~20% of one), so PID 1 tells the two kinds of children apart 
 
 Limit (documented in docs/design.md): a child made by C code outside these APIs (``ctypes`` ``fork()``, an
 extension module's own fork/waitpid) is indistinguishable from an orphan; if it exits before that code waits for
-it, PID 1 may reap it first and that code sees ``ECHILD``.
+it, PID 1 may reap it first and that code sees ``ECHILD``.  Snapshot mode ran user init after the wrapping
+(the zygote wraps before it pre-imports or initialises anything), so its references are wrapped too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["after_invoke", "install", "reap_orphans"]
+__all__ = ["after_invoke", "install", "prepare", "reap_orphans"]
 
 #: children this process created through Python's APIs: pid -> start time (clock ticks since boot)
 _own: dict[int, int | None] = {}
@@ -124,6 +125,8 @@ def _record(pid: int) -> None:
 def _creates_child(create: Callable[..., Any], result_pid: Callable[[Any], int]) -> Callable[..., Any]:
     @functools.wraps(create)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not _active:  # a zygote, or a child of PID 1
+            return create(*args, **kwargs)
         with _lock:
             result = create(*args, **kwargs)
             pid = result_pid(result)
@@ -141,6 +144,8 @@ def _hides_child(call: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(call)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         global _hidden
+        if not _active:
+            return call(*args, **kwargs)
         with _lock:  # a pass in progress ends first; later ones see _hidden
             _hidden += 1
         try:
@@ -170,11 +175,17 @@ def _in_child() -> None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-def install() -> None:
-    """Become a reaping init: called by the instance (PID 1) before any user code of the instance runs."""
-    global _active
-    if _active or os.getpid() != 1:
+_prepared = False
+
+
+def prepare() -> None:
+    """Wrap the child-creating APIs (inert until :func:`install`).  The function zygote calls it once, before it
+    pre-imports the function's dependencies (so references they take, ``from os import fork``, are the wrapped
+    ones, and instances do not each pay for it); :func:`install` calls it if nobody did."""
+    global _prepared
+    if _prepared:
         return
+    _prepared = True
     import _posixsubprocess
 
     def same(pid: Any) -> int:
@@ -197,6 +208,14 @@ def install() -> None:
         if sub is not None and getattr(sub, "_fork_exec", None) is fork_exec:
             sub._fork_exec = wrapped  # type: ignore[attr-defined]
     os.register_at_fork(after_in_child=_in_child)
+
+
+def install() -> None:
+    """Become a reaping init: called by the instance (PID 1) before any user code of the instance runs."""
+    global _active
+    if _active or os.getpid() != 1:
+        return
+    prepare()
     signal.signal(signal.SIGCHLD, _on_sigchld)
     signal.siginterrupt(signal.SIGCHLD, False)  # SA_RESTART: C code that does not retry on EINTR is unaffected
     _active = True
