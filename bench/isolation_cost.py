@@ -14,7 +14,11 @@ Each line: the current tree's median over rounds, ``ratio`` = current / baseline
 baseline's median.  (The issue's budget: at most +10% on each.)
 
     git -C /work/main worktree add /work/wt/baseline fcfeb43
-    python bench/isolation_cost.py --baseline-src /work/wt/baseline/src [--quick] [--rounds N]
+    python bench/isolation_cost.py --baseline-src /work/wt/baseline/src --patch-baseline [--quick] [--rounds N]
+
+``--patch-baseline``: the baseline (fcfeb43) closes an instance's log pipe twice; under a 1000-request burst that
+closes descriptors other instances reuse and its server hangs requests or dies, so the burst cannot be compared.
+The option compares against a temporary copy with only that fixed (two lines, as on this branch).
 
 ``--only cold_start_pillow_ms,burst_wall_s`` measures only those; ``--quick``: 2 rounds, 5 cold starts per round, burst N = 200 (under a minute and a half here); full: 3 rounds,
 15 cold starts, burst N = 1000.
@@ -156,6 +160,37 @@ class Side:
         time.sleep(2.0)  # the burst's instances go before the other side runs
 
 
+def patched_baseline(src: Path) -> Path:
+    """A copy of the baseline tree with its double close of an instance's log pipe fixed (two lines; this branch
+    fixes it too): unpatched, a 1000-request burst closes descriptors that other instances' pipes and sockets have
+    reused, and the baseline server hangs requests or dies ("File exists", "Bad file descriptor")."""
+    import shutil
+    import tempfile
+
+    dst = Path(tempfile.mkdtemp(prefix="squall-baseline-src-")) / "src"
+    shutil.copytree(src, dst)
+    inst = dst / "squall/node/instance.py"
+    text = inst.read_text()
+    old = (
+        "        self.alive = False\n        with contextlib.suppress(Exception):\n"
+        "            self._loop.remove_reader(self.log_fd)\n        with contextlib.suppress(OSError):\n"
+        "            os.close(self.log_fd)\n"
+    )
+    new = (
+        "        self.alive = False\n        if self.log_fd >= 0:\n            with contextlib.suppress(Exception):\n"
+        "                self._loop.remove_reader(self.log_fd)\n            with contextlib.suppress(OSError):\n"
+        "                os.close(self.log_fd)\n            self.log_fd = -1\n"
+    )
+    node = dst / "squall/node/node.py"
+    ntext = node.read_text()
+    nold = "            for fd in (log_r, log_w):\n                os.close(fd)\n"
+    if old not in text or nold not in ntext:
+        raise SystemExit(f"--patch-baseline: {src} does not have the expected code; run without it")
+    inst.write_text(text.replace(old, new))
+    node.write_text(ntext.replace(nold, "            os.close(log_r)\n"))
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline-src", required=True, type=Path, help="the baseline tree's src/ directory")
@@ -163,12 +198,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--only", help="comma-separated metrics to measure (default: all)")
+    ap.add_argument("--patch-baseline", action="store_true", help="fix the baseline's double close first (see above)")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else set(UNITS)
     rounds = args.rounds or (2 if args.quick else 3)
     colds, warm_n, burst_n = (5, 300, 200) if args.quick else (15, 1000, 1000)
     pillow = pillow_zip()
-    sides = [Side("baseline", args.baseline_src.resolve()), Side("current", args.current_src.resolve())]
+    base_src = patched_baseline(args.baseline_src.resolve()) if args.patch_baseline else args.baseline_src.resolve()
+    sides = [Side("baseline", base_src), Side("current", args.current_src.resolve())]
     try:
         for r in range(rounds):
             for side in sides if r % 2 == 0 else sides[::-1]:
