@@ -72,30 +72,34 @@ def _fingerprint(dists: list[metadata.Distribution]) -> str:
     return h.hexdigest()[:12]
 
 
-def _place(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(dst.parent, 0o755)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    if not os.stat(dst).st_mode & 0o004:
-        shutil.copy2(src, dst.with_name(dst.name + ".tmp"))
-        os.replace(dst.with_name(dst.name + ".tmp"), dst)
-        os.chmod(dst, 0o644)
+def _place(src: Path, dst: Path, made: set[Path]) -> None:
+    parent = dst.parent
+    if parent not in made:
+        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        made.add(parent)
+    if os.stat(src).st_mode & 0o004:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)  # another filesystem, or not readable by the instances' uids: a 0644 copy
+    os.chmod(dst, 0o644)
 
 
 def _build(target: Path, dists: list[metadata.Distribution]) -> None:
+    made: set[Path] = set()
     for dist in dists:
         for rel in dist.files or []:
             if ".." in Path(rel).parts:
                 continue  # scripts installed into bin/: not part of the package
             src = Path(str(dist.locate_file(rel)))
             if src.is_file():
-                _place(src, target / rel)
+                _place(src, target / rel, made)
     for src in _SHIMS.rglob("*.py"):
-        _place(src, target / src.relative_to(_SHIMS))
-    os.chmod(target, 0o755)
+        _place(src, target / src.relative_to(_SHIMS), made)
+    for root, _dirs, _files in os.walk(target):  # every directory, whatever the umask: instances read them
+        os.chmod(root, 0o755)
 
 
 _STATE: tuple[list[metadata.Distribution], str] | None = None
