@@ -382,8 +382,8 @@ class Node:
         if tmp is None:
             return -1
         try:
-            if tmp.ready(slot):
-                return tmp.instance_mount(slot)
+            # even the clone of an existing slot's mount waits for the kernel's mount lock, which a burst of
+            # instances setting up and tearing down their mount namespaces keeps busy: never in the event loop
             return await asyncio.get_running_loop().run_in_executor(ephemeral.EXECUTOR, tmp.instance_mount, slot)
         except OSError as e:
             if fn.tmp is tmp and not tmp.closed:
