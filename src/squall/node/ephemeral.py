@@ -227,6 +227,7 @@ class EphemeralStorage:
         self.size_mb = size_mb
         self._mounts: dict[int, int] = {}
         self._creating: dict[int, threading.Lock] = {}
+        self._spares: dict[int, int] = {}
         self._lock = threading.Lock()
         self.closed = False
 
@@ -269,6 +270,24 @@ class EphemeralStorage:
                     raise OSError(errno.ESHUTDOWN, "ephemeral storage released")
                 return _clone(self._mounts[slot])
 
+    def take_spare(self, slot: int) -> int:
+        """A clone of ``slot``'s mount made ahead of time (see :meth:`make_spare`), or -1: no system call."""
+        with self._lock:
+            return self._spares.pop(slot, -1)
+
+    def make_spare(self, slot: int) -> None:
+        """Make the clone the slot's next instance will take (in a worker thread: cloning a mount waits for the
+        kernel's mount lock, which a burst of instances keeps busy)."""
+        try:
+            fd = self.instance_mount(slot)
+        except OSError:
+            return
+        with self._lock:
+            if self.closed or slot in self._spares:
+                os.close(fd)
+            else:
+                self._spares[slot] = fd
+
     def ready(self, slot: int) -> bool:
         """The slot's filesystem exists: :meth:`instance_mount` does no I/O (callable from the event loop)."""
         return slot in self._mounts
@@ -287,7 +306,8 @@ class EphemeralStorage:
         """Release every slot's filesystem (they go once no instance has them mounted any more)."""
         with self._lock:
             self.closed = True
-            for fd in self._mounts.values():
+            for fd in [*self._mounts.values(), *self._spares.values()]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._mounts.clear()
+            self._spares.clear()

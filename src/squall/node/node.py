@@ -381,10 +381,16 @@ class Node:
         tmp = fn.tmp
         if tmp is None:
             return -1
+        loop = asyncio.get_running_loop()
         try:
             # even the clone of an existing slot's mount waits for the kernel's mount lock, which a burst of
-            # instances setting up and tearing down their mount namespaces keeps busy: never in the event loop
-            return await asyncio.get_running_loop().run_in_executor(ephemeral.EXECUTOR, tmp.instance_mount, slot)
+            # instances setting up and tearing down their mount namespaces keeps busy: never in the event loop.
+            # The slot's next clone is made ahead, so a reused slot costs no system call here
+            fd = tmp.take_spare(slot)
+            if fd < 0:
+                fd = await loop.run_in_executor(ephemeral.EXECUTOR, tmp.instance_mount, slot)
+            loop.run_in_executor(ephemeral.EXECUTOR, tmp.make_spare, slot)
+            return fd
         except OSError as e:
             if fn.tmp is tmp and not tmp.closed:
                 log.warning("function %s: /tmp on disk unavailable (%s): instances use a tmpfs", fn.spec.name, e)
