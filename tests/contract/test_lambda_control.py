@@ -38,7 +38,7 @@ def client(server: LambdaServer) -> Any:
 def create(client: Any, name: str, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
         "FunctionName": name,
-        "Runtime": "python3.12",
+        "Runtime": "python3.11",
         "Role": ROLE,
         "Handler": "app.handler",
         "Code": {"ZipFile": make_zip()},
@@ -135,6 +135,11 @@ def test_conflict_and_not_found(client: Any) -> None:
         ({"EphemeralStorage": {"Size": 100}}, "at 'ephemeralStorage.size'"),
         ({"Runtime": "nodejs20.x"}, "Runtime nodejs20.x is not supported by Squall"),
         ({"Runtime": "python3.7"}, "The runtime parameter of python3.7 is no longer supported"),
+        (
+            {"Runtime": "python3.13"},
+            "python3.13 is not available on this Squall server: its interpreter is not "
+            "installed. Available runtimes: python3.11.",
+        ),
         ({"Runtime": "cobol"}, "Value cobol at 'runtime' failed to satisfy constraint"),
         ({"Handler": None}, "Runtime and Handler are mandatory parameters"),
         ({"Role": "not-a-role"}, "at 'role' failed to satisfy constraint"),
@@ -164,7 +169,7 @@ def test_invalid_parameters(client: Any, extra: dict[str, Any], message: str) ->
     name = "fn-invalid"
     if "Handler" in extra and extra["Handler"] is None:
         with pytest.raises(ClientError) as exc:
-            client.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Code={"ZipFile": make_zip()})
+            client.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Code={"ZipFile": make_zip()})
     else:
         with pytest.raises(ClientError) as exc:
             create(client, name, **params)
@@ -556,3 +561,13 @@ def test_aws_cli(server: LambdaServer, tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+
+
+def test_update_to_a_runtime_whose_interpreter_is_missing_is_refused(client: Any) -> None:
+    create(client, "fn-runtime-update")
+    with pytest.raises(ClientError) as exc:
+        client.update_function_configuration(FunctionName="fn-runtime-update", Runtime="python3.12")
+    code, text, status = error(exc)
+    assert (code, status) == ("InvalidParameterValueException", 400)
+    assert "Available runtimes: python3.11" in text
+    assert client.get_function_configuration(FunctionName="fn-runtime-update")["Runtime"] == "python3.11"

@@ -111,7 +111,7 @@ def test_node_environment_does_not_leak(introspect_out: dict[str, Any]) -> None:
         "PATH", "LANG", "TZ", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME",
         "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
         "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION", "AWS_DEFAULT_REGION", "_HANDLER", "PYTHONDONTWRITEBYTECODE",
-        "AWS_LAMBDA_INITIALIZATION_TYPE", "_X_AMZN_TRACE_ID", "TRACEPARENT",
+        "AWS_LAMBDA_INITIALIZATION_TYPE", "_X_AMZN_TRACE_ID", "TRACEPARENT", "PYTHONPATH",
     }  # fmt: skip
     user_vars = {"MY_SETTING", "TZ_USER"}
     assert set(env) - lambda_vars - user_vars == set()

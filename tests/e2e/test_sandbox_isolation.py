@@ -98,6 +98,10 @@ def filtered():
         "keyctl": libc_call("syscall", 250, 0, -3, 0),
         "clone3": libc_call("syscall", 435, None, 0),
         "clone_newuser": libc_call("syscall", 56, 0x10000000 | 17, None, None, None, None),
+        # without the filter: io_uring_setup(1, NULL) is EFAULT, enter/register on fd -1 are EBADF
+        "io_uring_setup": libc_call("syscall", 425, 1, None),
+        "io_uring_enter": libc_call("syscall", 426, -1, 0, 0, 0, None),
+        "io_uring_register": libc_call("syscall", 427, -1, 0, None, 0),
     }
 
 def connect(port):
@@ -209,6 +213,56 @@ def test_tmp_size_limit(node: NodeRunner, inst: Any) -> None:
     assert res[1] <= 8  # 8 MB fit, the 9th does not
     # after freeing space the instance can write again
     assert run(node, inst, ("write", "/tmp/big", "x"), ("write", "/tmp/small")) == ["ok", "ok"]
+
+
+FILLER = """
+import os
+
+def handler(event, context):
+    if event.get("mess"):  # leave things behind that are awkward to remove
+        os.makedirs("/tmp/d/sub", exist_ok=True)
+        open("/tmp/d/sub/f", "w").write("x")
+        os.chmod("/tmp/d/sub", 0)
+        os.chmod("/tmp/d", 0)
+        os.symlink("/var/task/app.py", "/tmp/link")
+        return sorted(os.listdir("/tmp"))
+    if event.get("list"):
+        return sorted(os.listdir("/tmp"))
+    with open("/tmp/fill", "wb") as f:  # no try: the handler fails with the OSError
+        for _ in range(event["mb"]):
+            f.write(b"\\1" * (1 << 20))
+            f.flush()
+"""
+
+
+def test_full_tmp_is_an_ordinary_handler_error(node: NodeRunner) -> None:
+    """Filling /tmp is ENOSPC for the handler, reported as its own (Unhandled) error: not an out-of-memory death,
+    even with /tmp larger than the memory limit; the instance keeps serving."""
+    fn = node.load({"app.py": FILLER}, memory_mb=128, tmp_mb=160)
+    inst = node.start(fn)
+    try:
+        out = node.invoke(inst, {"mb": 300})
+        assert out.error_type == "OSError", out.payload
+        assert "No space left on device" in body(out)["errorMessage"]
+        assert inst.alive
+        assert node.invoke(inst, {"list": True}).ok
+    finally:
+        node.stop(inst)
+
+
+def test_next_instance_of_a_slot_starts_with_an_empty_tmp(node: NodeRunner) -> None:
+    fn = node.load({"app.py": FILLER}, tmp_mb=16)
+    a = node.start(fn)
+    try:
+        assert body(node.invoke(a, {"mess": True})) == ["d", "link"]
+    finally:
+        node.stop(a)
+    b = node.start(fn)  # takes the slot a left
+    try:
+        assert b.slot == a.slot
+        assert body(node.invoke(b, {"list": True})) == []
+    finally:
+        node.stop(b)
 
 
 def test_cannot_read_other_functions_code_or_node_data(node: NodeRunner, inst: Any) -> None:
@@ -353,6 +407,39 @@ def test_fork_bomb_is_contained(node: NodeRunner, probe: Any) -> None:
         node.stop(fresh)
 
 
+BOMB = """
+import os
+
+def handler(event, context):
+    while True:  # every process forks until the process limit refuses ...
+        try:
+            os.fork()
+        except OSError:
+            break
+    hog = []
+    step = (2 if os.getpid() == 1 else 1) << 20
+    while True:  # ... then all of them allocate, until memory runs out (PID 1, the largest, is killed)
+        hog.append(bytearray(step))
+"""
+
+
+def test_fork_bomb_is_reported_as_the_process_limit_not_out_of_memory(node: NodeRunner) -> None:
+    """A fork bomb that also exhausts memory died because of the process limit: Runtime.ExitError naming it."""
+    if not node.node.caps.cgroups:
+        pytest.skip("no cgroups")
+    fn = node.load({"app.py": BOMB}, memory_mb=128, timeout_s=60)
+    inst = node.start(fn)
+    try:
+        out = node.invoke(inst, {}, request_id="bomb-1")
+    finally:
+        node.stop(inst)
+    assert out.error_type == "Runtime.ExitError", out.payload
+    msg = body(out)["errorMessage"]
+    assert msg.startswith("RequestId: bomb-1 Error: Runtime exited with error: "), msg
+    assert f"limit of {PIDS_MAX} processes and threads" in msg
+    assert "Error Type: Runtime.ExitError" in out.logs
+
+
 def test_dangerous_syscalls_fail(node: NodeRunner, inst: Any) -> None:
     (res,) = run(node, inst, ("syscalls",))
     for name, (rc, err) in res.items():
@@ -367,6 +454,8 @@ def test_seccomp_filter_installed_from_the_precompiled_program(node: NodeRunner,
     assert res["keyctl"] == [-1, "EPERM"]
     assert res["clone3"] == [-1, "ENOSYS"]
     assert res["clone_newuser"] == [-1, "EPERM"]
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        assert res[name] == [-1, "ENOSYS"], (name, res[name])
     (st,) = run(node, inst, ("status",))
     # one program installed by the instance, on top of the one it inherits from its zygote
     assert st.get("Seccomp_filters", "2") == "2"
@@ -458,11 +547,6 @@ def handler(event, context):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the instance is PID 1 of its namespace but never reaps orphans: every exited grandchild stays a "
-    "zombie for the instance's lifetime and counts against pids_max",
-)
 def test_pid1_reaps_orphans(node: NodeRunner) -> None:
     fn = node.load({"app.py": ORPHANS})
     inst = node.start(fn)
@@ -473,11 +557,6 @@ def test_pid1_reaps_orphans(node: NodeRunner) -> None:
         node.stop(inst)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: /tmp is a tmpfs charged to the instance's memory cgroup: with the defaults (memory 128 MB, /tmp "
-    "512 MB) writing 200 MB to /tmp OOM-kills the instance; on Lambda ephemeral storage is separate from memory",
-)
 def test_tmp_does_not_count_against_memory(node: NodeRunner) -> None:
     fn = node.load({"app.py": PROBE}, memory_mb=128, tmp_mb=512)
     inst = node.start(fn)

@@ -20,8 +20,8 @@ class FunctionService(FunctionsMixin, VersionsMixin, ConcurrencyMixin, InvokeCon
     names; ``ZipFile`` as base64 text or bytes) and returning Lambda's response shape.  Errors are
     ``squall.errors.SquallError`` subclasses whose ``.code`` is Lambda's exception name.
 
-    Runtimes: ``python3.8`` .. ``python3.13`` are accepted and reported back as given, but every function runs on
-    Squall's own interpreter, Python 3.11, whatever its Runtime says.
+    Runtimes: only those whose interpreter is installed (``validation.AVAILABLE_RUNTIMES``: the server's own
+    Python); another ``python3.x`` is refused with InvalidParameterValueException listing the available ones.
 
     ``on_change`` callbacks (sync or async) get ``(function name, qualifier)`` after each committed change that
     makes running instances or routing stale: ``"$LATEST"`` after code, configuration or squall-tag changes; the

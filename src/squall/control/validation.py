@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from squall.control.names import validation_error
 from squall.errors import InvalidParameterValue
 
 __all__ = [
+    "AVAILABLE_RUNTIMES",
     "HOST_ARCHITECTURE",
     "MAX_TAGS",
     "PROVIDED_RUNTIMES",
@@ -44,10 +46,12 @@ __all__ = [
     "squall_extras_from_tags",
 ]
 
-#: the runtimes Squall accepts and reports back (it runs every function on its own Python, 3.11)
+#: the Python runtimes Lambda offers (valid names; e.g. a layer's CompatibleRuntimes)
 SUPPORTED_RUNTIMES = ("python3.8", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
 #: custom runtimes: the zip's ``bootstrap`` executable talks to the Lambda Runtime API (squall.runtime.runtime_api)
 PROVIDED_RUNTIMES = ("provided.al2023", "provided.al2")
+#: the runtimes this server can really run: the interpreter it runs on (functions run on it, in their sandbox)
+AVAILABLE_RUNTIMES = (f"python{sys.version_info.major}.{sys.version_info.minor}",)
 _DEPRECATED_RUNTIMES = {"python2.7", "python3.6", "python3.7"}
 _OTHER_LAMBDA_RUNTIMES = {
     "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x",
@@ -167,23 +171,29 @@ def check_ephemeral_storage(value: Any) -> int:
 
 
 def check_runtime(value: str | None) -> str:
-    """Only Python runtimes; python3.8..python3.13 are accepted and reported back as given."""
+    """Only the Python runtimes whose interpreter is installed here (:data:`AVAILABLE_RUNTIMES`; a function asking
+    for python3.13 must not silently run on 3.11) and the custom runtimes (:data:`PROVIDED_RUNTIMES`)."""
     if value is None:
         raise InvalidParameterValue(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
         )
-    if value in SUPPORTED_RUNTIMES or value in PROVIDED_RUNTIMES:
+    if value in AVAILABLE_RUNTIMES or value in PROVIDED_RUNTIMES:
         return value
+    if value in SUPPORTED_RUNTIMES:
+        raise InvalidParameterValue(
+            f"The runtime parameter of {value} is not available on this Squall server: its interpreter is not "
+            f"installed. Available runtimes: {', '.join(AVAILABLE_RUNTIMES)}."
+        )
     if value in _DEPRECATED_RUNTIMES:
         raise InvalidParameterValue(
             f"The runtime parameter of {value} is no longer supported for creating or updating AWS Lambda "
-            f"functions. We recommend you use the new runtime ({SUPPORTED_RUNTIMES[-1]}) while creating or "
+            f"functions. We recommend you use the new runtime ({AVAILABLE_RUNTIMES[-1]}) while creating or "
             "updating functions."
         )
     if value in _OTHER_LAMBDA_RUNTIMES:
         raise UnsupportedFeature(
             f"Runtime {value} is not supported by Squall, which runs Python functions and custom runtimes: use "
-            f"one of {', '.join(SUPPORTED_RUNTIMES + PROVIDED_RUNTIMES)}."
+            f"one of {', '.join(AVAILABLE_RUNTIMES + PROVIDED_RUNTIMES)}."
         )
     raise InvalidParameterValue(
         f"Value {value} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "

@@ -38,8 +38,20 @@ class InitFailed(Exception):
     init_ms: float
 
 
-def exit_reason(status: int | None, oom: bool) -> tuple[str, str]:
-    """(errorType, message tail) for an instance that died, the way Lambda words it."""
+def exit_reason(status: int | None, oom: bool, pids_limit: int | None = None) -> tuple[str, str]:
+    """(errorType, message tail) for an instance that died, the way Lambda words it.
+
+    ``oom``: its memory cgroup's OOM killer fired.  ``pids_limit``: the limit of processes and threads it reached
+    (a fork failed on it), if it did.  A fork bomb usually also exhausts memory (every process it forks
+    copies pages), but its cause is the process limit: it is reported as ``Runtime.ExitError`` naming that limit,
+    never as ``Runtime.OutOfMemory`` (Lambda has no error type of its own for it)."""
+    type_, tail = _exit_reason(status, oom)
+    if pids_limit is not None:
+        return "Runtime.ExitError", f"{tail} (the function reached its limit of {pids_limit} processes and threads)"
+    return type_, tail
+
+
+def _exit_reason(status: int | None, oom: bool) -> tuple[str, str]:
     if status is None:
         return "Runtime.ExitError", "Runtime exited without providing a reason"
     if os.WIFSIGNALED(status):
@@ -125,6 +137,7 @@ class Instance:
         kill_fallback: Callable[[], None] | None = None,
         on_gone: Callable[[Instance, bool], None] | None = None,
         freeze_after_s: float = -1.0,
+        pids_cgroup: Path | None = None,
     ) -> None:
         self.id = instance_id
         #: the instance's pid as its zygote reported it (in the zygote's PID namespace): informational only
@@ -155,13 +168,18 @@ class Instance:
         #: started ahead of an expected invocation by the adaptive keep-alive: its first invocation is not cold
         self.prewarmed = False
         self._peak_fd = -1
+        #: peak of the instance's cgroup (memory charged to it): what the platform trusts (the pool's estimates)
         self.last_max_memory_mb = 0
+        #: peak resident memory the instance reports about itself (shared pages included): display only
+        self.reported_rss_mb = 0
         self.alive = True
         self.last_used = time.monotonic()
         self._log = bytearray()
         self._log_truncated = False
         self._init_logs = ""
         self._oom_base = oom_kills(memory_cgroup) if memory_cgroup else 0
+        self.pids_cgroup = pids_cgroup if pids_cgroup is not None else _sibling_cgroup(memory_cgroup, "pids")
+        self._pids_base = _pids_limit_hits(self.pids_cgroup)
         self._loop = asyncio.get_running_loop()
         os.set_blocking(log_fd, False)
         self._loop.add_reader(log_fd, self._drain_logs)
@@ -207,7 +225,7 @@ class Instance:
             )  # fmt: skip
         except InstanceDied:
             status = await self._exit_status()
-            etype, msg = exit_reason(status, self._oom_happened())
+            etype, msg = self._death(status)
             raise InitFailed(
                 {"errorType": etype, "errorMessage": msg, "requestId": "", "stackTrace": []},
                 self._take_logs(), (time.perf_counter() - t0) * 1000,
@@ -265,6 +283,8 @@ class Instance:
         self.close()
 
     def close(self) -> None:
+        """Idempotent (stop() and the exit callback both call it): a descriptor closed twice may by then be
+        another's (the node creates descriptors in worker threads too, e.g. for /tmp filesystems)."""
         self.alive = False
         self._cancel_freeze()
         if self.log_fd >= 0:  # close() runs twice (stop, then the exit callback): never close a reused number
@@ -340,6 +360,19 @@ class Instance:
     def _oom_happened(self) -> bool:
         return self.memory_cgroup is not None and oom_kills(self.memory_cgroup) > self._oom_base
 
+    def _pids_limit_reached(self) -> int | None:
+        """The instance's limit of processes and threads if a fork failed on it during this instance's life
+        (the pids cgroup's own counter: ``pids.events`` ``max``, read from the platform's cgroup files)."""
+        if self.pids_cgroup is None or _pids_limit_hits(self.pids_cgroup) <= self._pids_base:
+            return None
+        try:
+            return int((self.pids_cgroup / "pids.max").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _death(self, status: int | None) -> tuple[str, str]:
+        return exit_reason(status, self._oom_happened(), self._pids_limit_reached())
+
     def max_memory_mb(self) -> int:
         """Peak memory of this instance from its cgroup (one pread on a kept fd: this is on every invocation)."""
         if self.memory_cgroup is None:
@@ -351,6 +384,18 @@ class Instance:
         except (OSError, ValueError):
             pass
         return self.last_max_memory_mb
+
+    def _note_reported_rss(self, value: Any) -> None:
+        """Keep the instance's own peak-RSS figure, bounded to [0, MemorySize]: the instance is hostile, and this
+        number only ever reaches its own REPORT line and records, never a limit, a budget or billing."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            self.reported_rss_mb = max(self.reported_rss_mb, min(math.ceil(value / 1024), self.memory_mb))
+
+    def max_memory_used_mb(self) -> int:
+        """REPORT's "Max Memory Used", as Lambda users size MemorySize by it: the instance's peak resident memory,
+        pages it shares with its zygote included (its own getrusage peak), or its cgroup's peak if larger (children
+        and page cache are charged there).  See docs/design.md."""
+        return max(self.max_memory_mb(), self.reported_rss_mb)
 
     # -- invocation ----------------------------------------------------------------------------------------
     async def invoke(self, req: InvokeRequest) -> InvokeOutcome:
@@ -380,6 +425,7 @@ class Instance:
                 self.conn.protocol_error = True
                 raise InstanceDied()
             duration_ms = float(frame.header.get("duration_ms", (time.perf_counter() - t0) * 1000))
+            self._note_reported_rss(frame.header.get("max_rss_kb"))
             body = frame.body
             if not frame.header.get("ok", False):
                 error_type = str(frame.header.get("error_type") or "Unhandled")
@@ -398,7 +444,7 @@ class Instance:
             # through its cgroup and waits until the cgroup is empty)
             status = await self._exit_status()
             self.alive = False
-            error_type, tail = exit_reason(status, self._oom_happened())
+            error_type, tail = self._death(status)
             if self.conn.protocol_error:
                 error_type, tail = (
                     "Runtime.InvalidResponse",
@@ -413,7 +459,7 @@ class Instance:
         self.busy = False
         self._schedule_freeze()
         billed = max(1, math.ceil(duration_ms))
-        max_mem = self.max_memory_mb()
+        max_mem = self.max_memory_used_mb()
         init_ms = self.init_ms if cold else None
         text = self._take_logs()
         report = (
@@ -438,6 +484,34 @@ class Instance:
             billed_ms=billed, init_ms=init_ms, max_memory_mb=max_mem, memory_mb=self.memory_mb, logs=logs,
             cold=cold, instance_id=self.id,
         )  # fmt: skip
+
+
+def _sibling_cgroup(memory_dir: Path | None, controller: str) -> Path | None:
+    """The instance's cgroup of ``controller`` next to its memory cgroup (v1: /sys/fs/cgroup/<controller>/...)."""
+    if memory_dir is None:
+        return None
+    parts = memory_dir.parts
+    if len(parts) > 4 and parts[:4] == ("/", "sys", "fs", "cgroup") and parts[4] == "memory":
+        return Path("/sys/fs/cgroup", controller, *parts[5:])
+    return memory_dir  # cgroup v2: one directory for every controller
+
+
+def _pids_limit_hits(pids_dir: Path | None) -> int:
+    """How many forks the pids controller refused in this cgroup (cumulative; compare with a baseline)."""
+    if pids_dir is None:
+        return 0
+    try:
+        fd = os.open(os.path.join(pids_dir, "pids.events"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 256)
+        finally:
+            os.close(fd)
+        for line in text.splitlines():
+            if line.startswith(b"max "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _iso_now() -> str:

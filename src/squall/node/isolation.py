@@ -1,12 +1,14 @@
 """Entering the sandbox.  Runs inside zygote and instance processes (root only inside their user namespace).
 
 Per function zygote (once):  user namespace mapped to the function's host uid range, mount namespace with the host
-root read-only, the code bound read-only at /var/task, the data directory and any directory the instance uids
-cannot traverse masked by an empty tmpfs (the Python installation is re-exposed inside it).
+root read-only, the code bound read-only at /var/task, the runtime site-packages (runtime_site.py) at /var/runtime,
+the data directory and any directory the instance uids cannot traverse masked by an empty tmpfs (the Python
+installation is re-exposed inside it), the server's virtualenv and source tree hidden the same way.
 
 Per instance (every cold start): PID, mount, UTS and IPC namespaces (PID 1 of its own PID namespace: killing it
-kills everything it started), cgroups (memory, CPU share, pids), a private size-limited tmpfs at /tmp, its own
-/proc, a distinct unprivileged uid, rlimits, no_new_privs and a seccomp filter.  Network mode ``none`` adds an
+kills everything it started; it reaps orphans, runtime/init.py), cgroups (memory, CPU share, pids), a private
+size-limited /tmp (its slot's filesystem on disk from the node, ephemeral.py; a tmpfs without one), its own /proc,
+a distinct unprivileged uid, rlimits, no_new_privs and a seccomp filter.  Network mode ``none`` adds an
 empty network namespace (loopback only) taken from the zygote's pool.
 """
 
@@ -18,10 +20,11 @@ import os
 import resource
 import stat
 import sys
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
-from squall.node import syscalls
+from squall.node import runtime_site, syscalls
 
 __all__ = [
     "NetnsFactory",
@@ -30,8 +33,11 @@ __all__ = [
     "build_zygote_seccomp_filter",
     "enter_function_sandbox",
     "enter_instance_sandbox",
+    "forget_platform_modules",
+    "function_sys_path",
     "make_netns",
     "masks_for",
+    "platform_paths",
     "resolv_conf_for_netns",
 ]
 
@@ -44,6 +50,9 @@ DENIED_SYSCALLS = (
     "syslog", "quotactl", "iopl", "ioperm", "uselib", "mount_setattr", "open_tree", "move_mount", "fsopen",
     "fsconfig", "fsmount", "fspick", "kcmp", "vhangup", "lookup_dcookie",
 )  # fmt: skip
+
+#: refused with ENOSYS ("not implemented here"), as container runtimes do
+IO_URING_SYSCALLS = ("io_uring_setup", "io_uring_enter", "io_uring_register")
 
 
 def _untraversable_ancestor(path: Path) -> Path | None:
@@ -61,11 +70,56 @@ def _untraversable_ancestor(path: Path) -> Path | None:
 
 
 def needed_paths() -> list[Path]:
-    """Directories instances must be able to read: the Python installation(s) and Squall's own package."""
+    """Directories instances must be able to read: the Python installation (interpreter, stdlib).  Not the
+    server's virtualenv nor Squall's source: the runtime loop is already imported when the sandbox is entered."""
+    return [Path(sys.base_prefix).resolve()]
+
+
+def _stdlib_entries() -> list[str]:
+    """The ``sys.path`` entries of the stdlib (zip, stdlib, lib-dynload), in their order."""
+    base = Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"])
+    keep = {base, base / "lib-dynload", base.parent / f"python{sys.version_info.major}{sys.version_info.minor}.zip"}
+    return [p for p in sys.path if p and Path(p) in keep]
+
+
+def platform_paths() -> list[Path]:
+    """What of the server's Python environment a function must not see: the virtualenv, every site-packages, and
+    every other directory on the server's ``sys.path`` (Squall's source tree, editable installs)."""
+    import site
+
     import squall
 
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(squall.__file__).resolve().parent.parent}
-    return sorted(p.resolve() for p in paths)
+    out: set[Path] = set()
+    if sys.prefix != sys.base_prefix:
+        out.add(Path(sys.prefix))
+    base_paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})
+    candidates = [*site.getsitepackages(), site.getusersitepackages(), base_paths["purelib"], base_paths["platlib"]]
+    stdlib = set(_stdlib_entries())
+    candidates += [p for p in sys.path if p and os.path.isabs(p) and p not in stdlib]
+    candidates.append(str(Path(squall.__file__).resolve().parent.parent))
+    needed = needed_paths()
+    for c in candidates:
+        p = Path(c).resolve()
+        if p == Path("/") or not p.is_dir() or any(p == n or p in n.parents for n in needed if p != n):
+            continue
+        if any(p == n for n in needed):
+            continue
+        out.add(p)
+    return sorted(m for m in out if not any(m != o and o in m.parents for o in out))
+
+
+def function_sys_path(task_root: str, runtime_dir: str) -> list[str]:
+    """A function's ``sys.path`` as on Lambda: its code, its layers, the runtime's site-packages, the stdlib."""
+    py = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return [task_root, f"/opt/python/lib/{py}/site-packages", "/opt/python", runtime_dir, *_stdlib_entries()]
+
+
+def forget_platform_modules() -> None:
+    """After the function's ``sys.path`` is set: ``import squall`` (and anything under it not yet imported) fails
+    as it would on Lambda.  The runtime's own modules stay loaded under their full names (``from squall.x import
+    y`` of a loaded module still works for the runtime loop); only the top-level package is forgotten."""
+    sys.modules.pop("squall", None)
+    sys.executable = getattr(sys, "_base_executable", sys.executable)
 
 
 _UNDER_TMP: list[str] | None = None
@@ -129,6 +183,11 @@ def enter_function_sandbox(
 
     ``opt_dir``: the function's merged layers (squall.node.layers), bound read-only at /opt as on Lambda."""
     warnings: list[str] = []
+    # what the zygote still imports from the server's environment after it is hidden: load it now
+    with contextlib.suppress(ImportError):
+        import pyseccomp  # noqa: F401
+    site_dir = runtime_site.ensure(Path(data_dir))
+    hide = platform_paths()
     syscalls.make_private("/")
     if network == "nat":
         resolv, why = resolv_conf_for_netns()
@@ -145,6 +204,7 @@ def enter_function_sandbox(
     masks = masks_for(Path(data_dir), needed)
     code_fd = syscalls.open_tree_clone(code_dir)
     opt_fd = syscalls.open_tree_clone(opt_dir) if opt_dir is not None else -1
+    site_fd = syscalls.open_tree_clone(str(site_dir))
     reexpose = [(p, syscalls.open_tree_clone(str(p))) for p in needed if any(m in p.parents or m == p for m in masks)]
     for m in masks:
         if m.exists():
@@ -159,6 +219,13 @@ def enter_function_sandbox(
         os.makedirs("/opt", exist_ok=True)
         syscalls.move_tree(opt_fd, "/opt")
         os.close(opt_fd)
+    os.makedirs(runtime_site.SANDBOX_PATH, mode=0o755, exist_ok=True)
+    syscalls.move_tree(site_fd, runtime_site.SANDBOX_PATH)
+    os.close(site_fd)
+    # the server's virtualenv and source tree: an empty directory in here
+    for p in hide:
+        if p.is_dir():  # (not there: under a mask already)
+            syscalls.mount("tmpfs", str(p), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=4k,mode=755")
     try:
         syscalls.set_readonly("/", True, recursive=True)
     except OSError as e:
@@ -206,6 +273,11 @@ def build_seccomp_filter() -> SeccompFilter | None:
         # can check, and refuse new user namespaces (the way container runtimes do)
         with contextlib.suppress(Exception):
             f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        # io_uring: a large kernel attack surface that also performs I/O outside the syscalls this filter sees.
+        # ENOSYS (not EPERM) so that libraries which probe for it (libuv, liburing users) fall back to epoll/read
+        for name in IO_URING_SYSCALLS:
+            with contextlib.suppress(Exception):
+                f.add_rule(sc.ERRNO(errno.ENOSYS), name)
         f.add_rule(
             sc.ERRNO(errno.EPERM),
             "clone",
@@ -233,7 +305,7 @@ ZYGOTE_DENIED_SYSCALLS = (
     "init_module", "finit_module", "delete_module", "ptrace", "process_vm_readv", "process_vm_writev", "bpf",
     "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "open_by_handle_at", "name_to_handle_at",
     "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog", "quotactl", "iopl", "ioperm",
-    "uselib", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "kcmp", "vhangup",
+    "uselib", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "kcmp", "vhangup",
     "lookup_dcookie", "io_uring_setup", "io_uring_enter", "io_uring_register",
 )  # fmt: skip
 
@@ -284,6 +356,7 @@ def enter_instance_sandbox(
     *,
     cgroup_dirs: dict[str, str],
     tmp_mb: int,
+    tmp_fd: int = -1,
     uid: int,
     hostname: str,
     pids_max: int,
@@ -299,7 +372,13 @@ def enter_instance_sandbox(
         # Squall itself (or its Python) may live under /tmp (a checkout there): keep those paths visible through
         # the private /tmp by binding them back in from fds opened before it covers them
         keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in _under_tmp() if os.path.isdir(p)]
-        syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmp_mb}m,mode=1777")
+        if tmp_fd >= 0:  # this slot's filesystem on disk (ephemeral.py), not charged to the memory limit
+            syscalls.move_tree(tmp_fd, "/tmp")
+            os.close(tmp_fd)
+        else:
+            syscalls.mount(
+                "tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={tmp_mb}m,mode=1777"
+            )
         for path, fd in keep:
             os.makedirs(path, exist_ok=True)
             syscalls.mount(f"/proc/self/fd/{fd}", path, None, syscalls.MS_BIND | syscalls.MS_REC)
@@ -314,12 +393,33 @@ def enter_instance_sandbox(
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_max, nofile_max))
     if drop_privileges:
-        resource.setrlimit(resource.RLIMIT_NPROC, (pids_max, pids_max))
+        # RLIMIT_NPROC is checked before the pids cgroup: with a pids cgroup, leave it a little above pids.max so
+        # the cgroup refuses the fork and counts it (pids.events), which is how the node tells a fork bomb from
+        # an out-of-memory death; without one, it is the limit
+        nproc = pids_max + 8 if "pids" in cgroup_dirs else pids_max
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+    if tmp_fd >= 0:
+        _wipe("/tmp")  # what the slot's previous instance left (same uid: it can remove all of it)
     syscalls.set_no_new_privs()
     if seccomp_filter is not None:
         seccomp_filter.load()
+
+
+def _wipe(path: str) -> None:
+    """Empty a directory whose contents this process owns (it runs as their uid, so it may chmod a directory
+    left unreadable); one scandir when it is already empty.  Symbolic links are removed, never followed."""
+    with os.scandir(path) as it:
+        entries = list(it)
+    for e in entries:
+        with contextlib.suppress(OSError):
+            if e.is_dir(follow_symlinks=False):
+                os.chmod(e.path, 0o700)
+                _wipe(e.path)
+                os.rmdir(e.path)
+            else:
+                os.unlink(e.path)
 
 
 def make_netns() -> int:

@@ -30,8 +30,9 @@ from typing import Any
 from squall.config import NodeConfig
 from squall.errors import SandboxUnavailable
 from squall.model import FunctionSpec
-from squall.node import isolation
+from squall.node import ephemeral, isolation
 from squall.node.cgroups import CgroupLayout, FunctionCgroups, OwnedCgroup, oom_kills, wait_empty
+from squall.node.ephemeral import EphemeralStorage
 from squall.node.instance import Instance, InstanceDied, _Conn
 from squall.node.layers import merge_layers
 from squall.node.link import ZygoteLink
@@ -119,6 +120,8 @@ class LoadedFunction:
     unloading: asyncio.Task[None] | None = None
     #: tokens of instances whose exit the zygote may still report (once each)
     reportable: set[int] = field(default_factory=set)
+    #: per-slot /tmp filesystems (on disk, not charged to memory); None: instances use a tmpfs
+    tmp: EphemeralStorage | None = None
 
     @property
     def preloaded(self) -> list[str]:
@@ -221,6 +224,8 @@ class Node:
         #: one thread wires namespaces (netlink; it briefly enters each namespace) and sets the network up
         self._net_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="squall-network")
         self._net_watch: asyncio.Task[None] | None = None
+        #: /tmp of instances on disk (ephemeral.py) where loop devices can be used
+        self._ephemeral = self.caps.root and ephemeral.available()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -531,6 +536,10 @@ class Node:
         sd["probe"] = probe
         if spec.network == "nat" and not self.network.available:
             sd["network"] = "none"
+        tmp = None
+        if self._ephemeral and sandbox["namespaces"]:
+            tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
+            tmp.prefetch(1)  # the first cold start's /tmp, made while the zygote loads
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             reply = await self._base.request(
@@ -544,6 +553,8 @@ class Node:
         for extra in got_fds:
             os.close(extra)
         if "error" in reply:
+            if tmp is not None:
+                tmp.close()
             parent.close()
             if userns_fd >= 0:
                 os.close(userns_fd)
@@ -601,6 +612,8 @@ class Node:
                         f"{spec.memory_mb + self.config.zygote_memory_mb} MB: MemorySize + SQUALL_ZYGOTE_MEMORY_MB)"
                     )
         if report.get("fatal"):
+            if tmp is not None:
+                tmp.close()
             link.close()
             if userns_fd >= 0:
                 os.close(userns_fd)
@@ -614,6 +627,7 @@ class Node:
             spec, slot, link, int(reply["pid"]), report, dict(fc.dirs) if fc else {}, cg=fc, pidfd=pidfd
         )
         fn.network, fn.userns_fd = sd["network"], userns_fd
+        fn.tmp = tmp
         fn_holder["fn"] = fn
         self._running[id(fn)] = fn
         if fn.network == "nat":
@@ -687,6 +701,8 @@ class Node:
         if fn.userns_fd >= 0:
             os.close(fn.userns_fd)
             fn.userns_fd = -1
+        if fn.tmp is not None:
+            fn.tmp.close()
         await self._release_function(fn.slot, fn.cg, fn.pidfd)
         fn.pidfd = -1
 
@@ -712,15 +728,16 @@ class Node:
             except OSError as e:
                 fn.free_slots.append(slot)
                 raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
+        tmp_fd = await self._tmp_mount(fn, slot)
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         timeout_s = self.config.zygote_timeout_s
         token = next(self._tokens)
-        fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else [])
+        fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else []) + ([tmp_fd] if tmp_fd >= 0 else [])
+        spawn = {"op": "spawn", "slot": slot, "token": token, "init_type": itype, "netns": netns_fd >= 0}
+        spawn["tmp"] = tmp_fd >= 0
         try:
-            reply = await fn.link.request(
-                {"op": "spawn", "slot": slot, "token": token, "init_type": itype}, fds, timeout_s=timeout_s
-            )
+            reply = await fn.link.request(spawn, fds, timeout_s=timeout_s)
         except (TimeoutError, ConnectionError) as e:
             node_end.close()
             os.close(log_r)  # inst_end and log_w: closed once, below (a second close could hit a reused number)
@@ -737,6 +754,8 @@ class Node:
         finally:
             inst_end.close()
             os.close(log_w)
+            if tmp_fd >= 0:
+                os.close(tmp_fd)
         if "error" in reply:
             node_end.close()
             os.close(log_r)
@@ -783,6 +802,28 @@ class Node:
             inst.ensure_gone()
             raise
         return inst
+
+    async def _tmp_mount(self, fn: LoadedFunction, slot: int) -> int:
+        """A detached mount of ``slot``'s /tmp filesystem for one instance, or -1 (the instance mounts a tmpfs)."""
+        tmp = fn.tmp
+        if tmp is None:
+            return -1
+        loop = asyncio.get_running_loop()
+        try:
+            # even the clone of an existing slot's mount waits for the kernel's mount lock, which a burst of
+            # instances setting up and tearing down their mount namespaces keeps busy: never in the event loop.
+            # The slot's next clone is made ahead, so a reused slot costs no system call here
+            fd = tmp.take_spare(slot)
+            if fd < 0:
+                fd = await loop.run_in_executor(ephemeral.EXECUTOR, tmp.instance_mount, slot)
+            loop.run_in_executor(ephemeral.EXECUTOR, tmp.make_spare, slot)
+            return fd
+        except OSError as e:
+            if fn.tmp is tmp and not tmp.closed:
+                log.warning("function %s: /tmp on disk unavailable (%s): instances use a tmpfs", fn.spec.name, e)
+                fn.tmp = None
+                tmp.close()
+            return -1
 
     def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
         inst.alive = False  # (its exits entry stays until the zygote's report: the status may still come)

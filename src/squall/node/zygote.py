@@ -31,7 +31,7 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from squall.node import isolation, syscalls
+from squall.node import isolation, runtime_site, syscalls
 from squall.node.channel import recv_msg, send_msg
 
 __all__ = ["main"]
@@ -50,7 +50,7 @@ COMMON_MODULES = (
     "functools", "hashlib", "hmac", "http.client", "importlib.metadata", "inspect", "io", "itertools", "json",
     "logging", "math", "pathlib", "random", "re", "shutil", "socket", "ssl", "string", "struct", "tempfile",
     "threading", "time", "traceback", "typing", "urllib.parse", "urllib.request", "uuid", "zipfile",
-    "squall.runtime.loop",
+    "squall.runtime.loop", "squall.runtime.runtime_api",
 )  # fmt: skip
 
 
@@ -79,13 +79,16 @@ def _reap_all() -> list[tuple[int, int]]:
 
 def _function_env(spec: dict[str, Any]) -> dict[str, str]:
     name = spec["name"]
-    py_bin = os.path.dirname(sys.executable)
+    # the interpreter itself, not the server's virtualenv (hidden from functions)
+    py_bin = os.path.dirname(getattr(sys, "_base_executable", sys.executable))
+    runtime_dir = spec.get("runtime_dir", runtime_site.SANDBOX_PATH)
     env = {
         "PATH": f"{py_bin}:/usr/local/bin:/usr/bin:/bin",
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
         "LAMBDA_TASK_ROOT": "/var/task",
-        "LAMBDA_RUNTIME_DIR": str(Path(__file__).resolve().parent.parent / "runtime"),
+        "LAMBDA_RUNTIME_DIR": runtime_dir,
+        "PYTHONPATH": runtime_dir,
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
         "AWS_LAMBDA_FUNCTION_NAME": name,
         "AWS_LAMBDA_FUNCTION_VERSION": spec.get("version", "$LATEST"),
@@ -196,6 +199,7 @@ class FunctionZygote:
         mode: str = "serve",
         netns_fd: int = -1,
         token: int = 0,
+        tmp_fd: int = -1,
     ) -> int:
         """Clone an instance and adopt it; returns its pid (in this zygote's PID namespace).  With namespaces, one
         clone() makes it PID 1 of new PID/mount/UTS/IPC namespaces (no intermediate process); it joins its network
@@ -203,7 +207,7 @@ class FunctionZygote:
         here; the import probe stays in the zygote's own), for "none" one from this zygote's pool.  The zygote steps
         into the slot's memory and v2 cgroups for the clone, so the instance is born there (its page tables and
         first pages are charged to it, and the node's kill switch holds it from its first instruction); the
-        instance joins its cpu and pids cgroups itself."""
+        instance joins its cpu and pids cgroups itself; ``tmp_fd``: the node's detached mount of the slot's /tmp."""
         sb = self.sb
         fn_dirs = (sb.get("cgroups") or {}).get("fn") or {}
         join = {c: os.path.join(d, f"i{slot}") for c, d in fn_dirs.items() if c in JOINED}
@@ -226,7 +230,7 @@ class FunctionZygote:
                     pid = os.fork()
                 if pid == 0:
                     try:
-                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd)
+                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd, tmp_fd)
                     except SystemExit as e:
                         os._exit(e.code if isinstance(e.code, int) else 1)
                     except BaseException:
@@ -244,7 +248,15 @@ class FunctionZygote:
         return pid
 
     def _instance_main(
-        self, slot: int, sock_fd: int, log_fd: int, init_type: str, mode: str, dirs: dict[str, str], netns_fd: int
+        self,
+        slot: int,
+        sock_fd: int,
+        log_fd: int,
+        init_type: str,
+        mode: str,
+        dirs: dict[str, str],
+        netns_fd: int,
+        tmp_fd: int = -1,
     ) -> NoReturn:
         sb = self.sb
         try:
@@ -255,7 +267,10 @@ class FunctionZygote:
             os.dup2(log_fd, 2)
             devnull = os.open("/dev/null", os.O_RDONLY)
             os.dup2(devnull, 0)
-            os.closerange(4, 1 << 16)
+            if tmp_fd >= 0:  # the node's detached mount of this slot's /tmp filesystem
+                os.dup2(tmp_fd, 4)
+                tmp_fd = 4
+            os.closerange(5 if tmp_fd >= 0 else 4, 1 << 16)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             sock = socket.socket(fileno=3)
@@ -265,6 +280,7 @@ class FunctionZygote:
             isolation.enter_instance_sandbox(
                 cgroup_dirs=dirs,
                 tmp_mb=self.spec.get("tmp_mb", 512),
+                tmp_fd=tmp_fd,
                 uid=uid,
                 hostname="localhost",
                 pids_max=sb["pids_max"],
@@ -297,10 +313,12 @@ class FunctionZygote:
         op = msg.get("op")
         if op == "spawn":
             try:
-                netns_fd = fds.pop(2) if len(fds) > 2 else -1
+                extra = fds[2:]  # [the wired network namespace (nat)], [the slot's /tmp mount]: as the header says
+                netns_fd = fds.pop(2) if msg.get("netns") and extra else -1
+                tmp_fd = fds[2] if msg.get("tmp") and len(fds) > 2 else -1  # (closed with the others, below)
                 pid = self.spawn(
                     int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd,
-                    token=int(msg.get("token", 0)),
+                    token=int(msg.get("token", 0)), tmp_fd=tmp_fd,
                 )  # fmt: skip
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as e:
@@ -585,22 +603,25 @@ def _function_zygote_main(
     except Exception as e:
         send_msg(ctrl, {"op": "ready", "fatal": f"could not enter the function sandbox: {e}"})
         os._exit(1)
+    # the function's runtime: its code, layers, Lambda's runtime site-packages and the stdlib; not the server's
+    runtime_dir = runtime_site.SANDBOX_PATH if sb.get("namespaces") else str(runtime_site.ensure(Path(sb["data_dir"])))
     os.environ.clear()
-    os.environ.update(_function_env(spec))
+    os.environ.update(_function_env({**spec, "runtime_dir": runtime_dir}))
     os.environ["LAMBDA_TASK_ROOT"] = task_root
-    sys.path.insert(0, task_root)
-    if opt_root:  # the layers' Python code, after the function's own (as on Lambda)
-        py = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        for i, p in enumerate((f"{opt_root}/python/lib/{py}/site-packages", f"{opt_root}/python"), start=1):
-            if p not in sys.path:
-                sys.path.insert(i, p)
+    py_path = isolation.function_sys_path(task_root, runtime_dir)
+    if not opt_root:  # no layers: no /opt entries
+        py_path = [p for p in py_path if not p.startswith("/opt/")]
+    elif opt_root != "/opt":  # no mount namespace: the merged layers' host directory
+        py_path = [p.replace("/opt/", f"{opt_root}/", 1) if p.startswith("/opt/") else p for p in py_path]
+    sys.path[:] = py_path
+    isolation.forget_platform_modules()
     provided = _is_provided(spec)
     if provided or opt_root:
         os.environ.update(_layers_env(task_root, opt_root, provided))
-    if provided:  # the custom runtime's PID 1, imported once here rather than in every instance
-        importlib.import_module("squall.runtime.runtime_api")
-    sys.path.append(str(Path(__file__).resolve().parent.parent / "runtime" / "shims"))
     importlib.invalidate_caches()
+    from squall.runtime import init as runtime_init
+
+    runtime_init.prepare()  # before any of the function's code: its instances reap orphans (runtime/init.py)
     fz = FunctionZygote(ctrl, spec, sb)
     if spec.get("network") in ("nat", "none"):
         try:
