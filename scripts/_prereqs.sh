@@ -7,6 +7,8 @@ _apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 1
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || _apt libseccomp2 || echo "note: libseccomp2 missing" >&2
 # network mode "nat" (the default) loads its firewall and NAT rules with nft (without it functions get no network)
 command -v nft >/dev/null 2>&1 || _apt nftables || echo "note: nftables missing: network nat falls back to none" >&2
+# instances' /tmp is a small ext4 filesystem per slot on a loop device (without mkfs.ext4: a tmpfs, charged to memory)
+command -v mkfs.ext4 >/dev/null 2>&1 || _apt e2fsprogs || echo "note: e2fsprogs missing: /tmp falls back to tmpfs" >&2
 # Debian's Python needs its venv package for `python -m venv`
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; _apt "python3.11-venv" || _apt python3-venv; "$PY" -m venv .venv; }
