@@ -34,11 +34,6 @@ def test_provided_runtime_skips_probe_and_preimport(node: Any) -> None:
         node.stop(inst)
 
 
-def test_python_function_without_layers_has_no_opt_on_sys_path(node: Any) -> None:
-    fn = node.load({"app.py": "import sys\ndef handler(e, c):\n    return sys.path\n"})
-    assert not any(p.startswith("/opt") for p in body(node.call(fn)))
-
-
 def test_layers_given_as_directories_are_merged(node: Any, tmp_path: Path) -> None:
     a = write_tree(node.data_dir / "layer-a", {"python/mod.py": "WHO = 'a'\n", "python/a.py": "A = 1\n"})
     b = write_tree(node.data_dir / "layer-b", {"python/mod.py": "WHO = 'b'\n"})

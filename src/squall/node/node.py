@@ -30,7 +30,7 @@ from typing import Any
 from squall.config import NodeConfig
 from squall.errors import SandboxUnavailable
 from squall.model import FunctionSpec
-from squall.node import ephemeral, isolation
+from squall.node import ephemeral, isolation, runtime_site
 from squall.node.cgroups import CgroupLayout, FunctionCgroups, OwnedCgroup, oom_kills, wait_empty
 from squall.node.ephemeral import EphemeralStorage
 from squall.node.instance import Instance, InstanceDied, _Conn
@@ -235,6 +235,9 @@ class Node:
             with contextlib.suppress(OSError):
                 Path("/var/task").mkdir(parents=True, exist_ok=True)
         self.cgroups.setup()
+        # the runtime site-packages functions see (/var/runtime): built now, not by the first zygote (which may
+        # start when the disk is already full)
+        await asyncio.to_thread(runtime_site.ensure, self.config.data_dir)
         self.caps = dataclasses.replace(self.caps, killable=self.cgroups.killable)
         for why in self.caps.missing():
             log.warning("sandbox degraded: %s", why)

@@ -608,10 +608,8 @@ def _function_zygote_main(
     os.environ.clear()
     os.environ.update(_function_env({**spec, "runtime_dir": runtime_dir}))
     os.environ["LAMBDA_TASK_ROOT"] = task_root
-    py_path = isolation.function_sys_path(task_root, runtime_dir)
-    if not opt_root:  # no layers: no /opt entries
-        py_path = [p for p in py_path if not p.startswith("/opt/")]
-    elif opt_root != "/opt":  # no mount namespace: the merged layers' host directory
+    py_path = isolation.function_sys_path(task_root, runtime_dir)  # /opt entries always, as on Lambda
+    if opt_root and opt_root != "/opt":  # no mount namespace: the merged layers' host directory
         py_path = [p.replace("/opt/", f"{opt_root}/", 1) if p.startswith("/opt/") else p for p in py_path]
     sys.path[:] = py_path
     isolation.forget_platform_modules()

@@ -40,7 +40,9 @@ log = logging.getLogger("squall.store")
 
 RESERVE_FILE = ".reserve"
 #: trees sandboxes read through a bind mount: their modes are the code store's (read-only for everyone)
-_SANDBOX_READABLE = (("code", "code"), ("staged",))
+#: trees sandboxes read, whose files are hard links of files elsewhere (the code store's, the server's own Python
+#: packages for /var/runtime, merged layers for /opt): a chmod here would change those files too
+_SANDBOX_READABLE = (("code", "code"), ("staged",), ("runtime",), ("opt",))
 
 
 class DiskFull(ServiceError):
