@@ -427,7 +427,7 @@ def test_fork_bomb_is_reported_as_the_process_limit_not_out_of_memory(node: Node
     """A fork bomb that also exhausts memory died because of the process limit: Runtime.ExitError naming it."""
     if not node.node.caps.cgroups:
         pytest.skip("no cgroups")
-    fn = node.load({"app.py": BOMB}, memory_mb=128, timeout_s=60)
+    fn = node.load({"app.py": BOMB}, memory_mb=512, timeout_s=60)
     inst = node.start(fn)
     try:
         out = node.invoke(inst, {}, request_id="bomb-1")
