@@ -23,6 +23,7 @@ import sys
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from squall.node import runtime_site, syscalls
 
@@ -283,19 +284,24 @@ def build_seccomp_filter() -> SeccompFilter | None:
             "clone",
             sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER),
         )
-        fd = os.memfd_create("squall-seccomp", os.MFD_CLOEXEC)
-        try:
-            with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
-                f.export_bpf(out)
-            os.lseek(fd, 0, os.SEEK_SET)
-            program = b""
-            while chunk := os.read(fd, 1 << 16):
-                program += chunk
-        finally:
-            os.close(fd)
-        return SeccompFilter(program)
+        return _compiled(f)
     except Exception:
         return None
+
+
+def _compiled(f: Any) -> SeccompFilter:
+    """libseccomp's BPF program for filter ``f``, exported once (through a memfd) for :class:`SeccompFilter`."""
+    fd = os.memfd_create("squall-seccomp", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
+            f.export_bpf(out)
+        os.lseek(fd, 0, os.SEEK_SET)
+        program = b""
+        while chunk := os.read(fd, 1 << 16):
+            program += chunk
+    finally:
+        os.close(fd)
+    return SeccompFilter(program)
 
 
 #: what a function zygote never needs once set up (it still clones instances into new PID/mount/UTS/IPC namespaces,
@@ -327,17 +333,7 @@ def build_zygote_seccomp_filter() -> SeccompFilter | None:
             f.add_rule(
                 sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWUSER)
             )
-        fd = os.memfd_create("squall-seccomp-zygote", os.MFD_CLOEXEC)
-        try:
-            with os.fdopen(os.dup(fd), "rb", closefd=True) as out:
-                f.export_bpf(out)
-            os.lseek(fd, 0, os.SEEK_SET)
-            program = b""
-            while chunk := os.read(fd, 1 << 16):
-                program += chunk
-        finally:
-            os.close(fd)
-        return SeccompFilter(program)
+        return _compiled(f)
     except Exception:
         return None
 
