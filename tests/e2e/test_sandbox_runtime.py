@@ -59,7 +59,7 @@ MUST_FAIL = [
     "requests",
     "uvicorn",
     "squall",
-    "squall.server",
+    "squall.app",
     "squall.sandbox.node.node",
     "pytest",
     "yaml",

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.panel import Panel
 
+from squall.app import Squall
 from squall.aws.http_protocol import EdgeLimits, edge_protocol
 from squall.core.config import ServerConfig
-from squall.server import Squall
 
 __all__ = ["add_parser", "bind_listener", "run"]
 

@@ -6,24 +6,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from squall.core.arn import function_arn
+
 __all__ = [
     "FunctionSpec",
     "InitType",
     "InvokeOutcome",
     "InvokeRequest",
     "NetworkMode",
-    "function_arn",
 ]
 
 #: "nat" (default): own namespace, outside world through NAT plus the platform endpoint, nothing host-local;
 #: "none": own empty namespace (loopback only); "host": the host's network namespace (unsafe, explicit opt-in)
 NetworkMode = Literal["nat", "none", "host"]
 InitType = Literal["on-demand", "provisioned-concurrency", "snap-start"]
-
-
-def function_arn(region: str, account: str, name: str, qualifier: str | None = None) -> str:
-    arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
-    return f"{arn}:{qualifier}" if qualifier else arn
 
 
 @dataclass(frozen=True)

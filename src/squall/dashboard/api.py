@@ -22,26 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from squall.aws.json_api import json_object, json_response, lambda_error
-from squall.core.arn import function_of_arn, resource_name
 from squall.core.errors import InvalidParameterValue, ResourceNotFound, SquallError
+from squall.core.ports import PoolQuery, TriggerQuery
 from squall.functions.metering import PriceTable
 from squall.functions.squall_api import QueryParams, parse_time
+from squall.functions.store.metadata import SqliteMetadataStore
 from squall.sqs.store.attrs import redrive_policy
 from squall.sqs.store.moves import list_move_tasks, peek_messages, start_move_task
-from squall.triggers.event_source_mappings.store import MappingStore
-from squall.triggers.function_urls.store import FunctionUrlStore
-from squall.triggers.schedules.store import ScheduleStore
-
-if TYPE_CHECKING:
-    from squall.server import Squall
+from squall.sqs.store.queues import QueueStore
 
 __all__ = ["DashboardApi", "dashboard_api_routes"]
 
@@ -60,88 +56,31 @@ def bucket_cost(prices: PriceTable, invocations: int, gb_seconds: float) -> floa
 
 
 class DashboardApi:
-    """The handlers, over a running ``Squall``'s stores.  The trigger stores (function URLs, schedules, event
-    source mappings) are opened read-mostly on their database files, next to the plugins' own connections."""
+    """The handlers, over the Lambda metadata store, the queues and the query ports of the triggers (function URLs,
+    schedules, event source mappings, storage events) and of the pool: never a service's database by file name."""
 
-    def __init__(self, squall: Squall) -> None:
-        self.squall = squall
-        self.store = squall.store
-        self.prices = squall.prices
-        data = squall.config.data_dir
-        self._urls: FunctionUrlStore | None = None
-        self._schedules: ScheduleStore | None = None
-        self._mappings: MappingStore | None = None
-        self._paths = (data / "function_urls.db", data / "schedules.db", data / "esm.db")
-
-    def close(self) -> None:
-        for s in (self._urls, self._schedules, self._mappings):
-            if s is not None:
-                s.close()
+    def __init__(
+        self,
+        store: SqliteMetadataStore,
+        queues: QueueStore,
+        prices: PriceTable,
+        triggers: Sequence[TriggerQuery],
+        pool: PoolQuery,
+    ) -> None:
+        self.store = store
+        self.queues_store = queues
+        self.prices = prices
+        self.trigger_queries = list(triggers)
+        self.pool = pool
 
     # -- triggers ---------------------------------------------------------------------------------------------
-    def _trigger_stores(self) -> tuple[FunctionUrlStore, ScheduleStore, MappingStore]:
-        if self._urls is None:
-            self._urls = FunctionUrlStore(self._paths[0])
-        if self._schedules is None:
-            self._schedules = ScheduleStore(self._paths[1])
-        if self._mappings is None:
-            self._mappings = MappingStore(self._paths[2])
-        return self._urls, self._schedules, self._mappings
-
     def triggers(self, function: str | None = None) -> dict[str, list[dict[str, Any]]]:
         """Every trigger, by function name: function URLs, HTTP routes, schedules, SQS mappings, S3 events."""
-        urls, schedules, mappings = self._trigger_stores()
-        public = self.squall.config.public_url.rstrip("/")
         out: dict[str, list[dict[str, Any]]] = {}
-
-        def add(name: str, item: dict[str, Any]) -> None:
-            if function is None or name == function:
-                out.setdefault(name, []).append(item)
-
-        for cfg in urls.list_configs(function):
-            add(
-                cfg.function,
-                {
-                    "type": "url",
-                    "label": f"{public}{URL_PREFIX}{cfg.url_id}/",
-                    "qualifier": cfg.qualifier or None,
-                    "detail": f"auth {cfg.auth_type}",
-                },
-            )
-        for key, fn in urls.routes(function):
-            add(fn, {"type": "route", "label": key, "detail": "squall.yaml route"})
-        for rule in schedules.list(function):
-            add(
-                rule.function,
-                {
-                    "type": "schedule",
-                    "label": rule.expression,
-                    "detail": rule.name,
-                    "enabled": rule.enabled,
-                    "last_fire": rule.last_fire,
-                },
-            )
-        for _, fn, esm in mappings.list(function):
-            add(
-                fn,
-                {
-                    "type": "sqs",
-                    "label": resource_name(str(esm.get("EventSourceArn", ""))),
-                    "detail": f"batch {esm.get('BatchSize')}",
-                    "enabled": esm.get("State") == "Enabled",
-                    "uuid": esm.get("UUID"),
-                },
-            )
-        objects = self.squall.objects
-        for bucket in objects.list_buckets():
-            try:
-                config = objects.get_bucket_notification(bucket.name)
-            except SquallError:
-                continue
-            for item in config.get("LambdaFunctionConfigurations", []):
-                ref = function_of_arn(str(item.get("LambdaFunctionArn", "")))
-                if ref is not None:
-                    add(ref[0], {"type": "s3", "label": bucket.name, "detail": ", ".join(item.get("Events", []))})
+        for query in self.trigger_queries:
+            for name, item in query.triggers(function):
+                if function is None or name == function:
+                    out.setdefault(name, []).append(item)
         return out
 
     # -- functions --------------------------------------------------------------------------------------------
@@ -204,7 +143,7 @@ class DashboardApi:
 
     def _pool(self) -> dict[str, Any]:
         try:
-            pool = self.squall.pool_summary()
+            pool = self.pool.pool_summary()
         except Exception:
             return {}
         return {
@@ -244,7 +183,7 @@ class DashboardApi:
 
     # -- queues -----------------------------------------------------------------------------------------------
     def queues(self, now: float) -> dict[str, Any]:
-        qs = self.squall.queues
+        qs = self.queues_store
         names = qs.list_queues()
         rows: list[dict[str, Any]] = []
         arn_to_name = {qs.queue_arn(n): n for n in names}
@@ -288,7 +227,7 @@ class DashboardApi:
         }
 
     def redrive(self, name: str, destination: str | None) -> dict[str, Any]:
-        qs = self.squall.queues
+        qs = self.queues_store
         if not qs.queue_exists(name):
             raise ResourceNotFound(f"Queue not found: {name}")
         if destination is not None and not qs.queue_exists(destination):
@@ -297,7 +236,7 @@ class DashboardApi:
         return {"task": task.to_sqs(), "tasks": [t.to_sqs() for t in list_move_tasks(qs, qs.queue_arn(name), 10)]}
 
     def messages(self, name: str, limit: int) -> dict[str, Any]:
-        qs = self.squall.queues
+        qs = self.queues_store
         if not qs.queue_exists(name):
             raise ResourceNotFound(f"Queue not found: {name}")
         tasks = list_move_tasks(qs, qs.queue_arn(name), 10)
@@ -317,9 +256,8 @@ def _endpoint(fn: Callable[[Request], Any]) -> Handler:
     return endpoint
 
 
-def dashboard_api_routes(squall: Squall) -> list[Route]:
+def dashboard_api_routes(api: DashboardApi) -> list[Route]:
     """The dashboard's routes (mount behind the SigV4 middleware, like ``squall_api_routes``)."""
-    api = DashboardApi(squall)
 
     async def series(request: Request) -> dict[str, Any]:
         q = request.query_params

@@ -100,7 +100,6 @@ class AsyncDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._throttles: dict[str, int] = {}
-        invoker.enqueue_async = self.enqueue_threadsafe  # every async source goes through one path (FIFO)
         #: finished events leave the queue in batches: one worker-thread call and one transaction per batch
         self._acks: GroupCommit[str] = GroupCommit(self._flush_and_ack)
         self._loop: asyncio.AbstractEventLoop | None = None

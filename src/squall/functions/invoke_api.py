@@ -16,7 +16,6 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from squall.aws import errors as aws_errors
 from squall.core import jsonlimits
@@ -25,7 +24,7 @@ from squall.functions.control.names import parse_function_name
 from squall.functions.invoker import Invoker
 from squall.telemetry.tracing import KIND_SERVER, Span
 
-__all__ = ["InvokeEndpoint", "invoke_routes"]
+__all__ = ["InvokeEndpoint"]
 
 log = logging.getLogger("squall.edge")
 
@@ -132,8 +131,3 @@ class InvokeEndpoint:
         if log_type == "Tail" and itype == "RequestResponse":
             headers["X-Amz-Log-Result"] = result.log_tail_b64()
         return Response(result.payload, result.status, headers=headers, media_type="application/json")
-
-
-def invoke_routes(invoker: Invoker) -> list[Route]:
-    endpoint = InvokeEndpoint(invoker)
-    return [Route("/2015-03-31/functions/{function:path}/invocations", endpoint.handle, methods=["POST"])]

@@ -14,24 +14,25 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from squall.core import jsonlimits
+from squall.core.arn import function_arn
 from squall.core.errors import InvalidRequestContent, RequestTooLarge, SquallError
-from squall.core.model import FunctionSpec, InvokeOutcome, InvokeRequest, NetworkMode, function_arn
+from squall.core.model import FunctionSpec, InvokeOutcome, InvokeRequest, NetworkMode
+from squall.core.ports import Enqueue, InvocationObserver
 from squall.core.report import billed_ms, end_line, report_line, start_line
 from squall.functions.pool import InstancePool
 from squall.functions.store.invocations import RecordWriter
 from squall.functions.store.metadata import SqliteMetadataStore
-from squall.functions.store.records import InvocationRecord, NewEvent, StoredFunction
+from squall.functions.store.records import InvocationRecord, StoredFunction
 from squall.sandbox.node.instance import InitFailed
 from squall.scheduler import pick_version
 
 if TYPE_CHECKING:
-    from squall.telemetry.metrics import Metrics
     from squall.telemetry.tracing import Span, Tracer
 
 __all__ = ["ASYNC_PAYLOAD_MAX", "SYNC_PAYLOAD_MAX", "InvocationResult", "Invoker", "network_mode", "spec_from_stored"]
@@ -113,6 +114,10 @@ def validate_json_payload(payload: bytes) -> None:
 
 
 class Invoker:
+    """``enqueue_async``: how async events (InvocationType=Event) enter the durable queue, from a worker thread,
+    durable when it returns (the app passes the async dispatcher's hand-over; the store's own insert by default).
+    ``observer`` (metrics) and ``tracer`` are told about every invocation; None = off."""
+
     def __init__(
         self,
         store: SqliteMetadataStore,
@@ -122,6 +127,9 @@ class Invoker:
         region: str = "us-east-1",
         account_id: str = "000000000000",
         function_env: Callable[[str], dict[str, str]] | None = None,
+        enqueue_async: Enqueue | None = None,
+        observer: InvocationObserver | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -130,12 +138,9 @@ class Invoker:
         self.account_id = account_id
         self.function_env = function_env or (lambda name: {})
         self._specs: dict[tuple[str, str], tuple[FunctionSpec, dict[str, float] | None, str]] = {}
-        #: how async events (InvocationType=Event) enter the durable queue, from a worker thread; durable when it
-        #: returns.  The async dispatcher replaces it with its enqueue_threadsafe (which also gets them delivered)
-        self.enqueue_async: Callable[[list[NewEvent]], object] = store.enqueue_many
-        #: observability hooks (squall.telemetry.setup installs them; None = off)
-        self.metrics: Metrics | None = None
-        self.tracer: Tracer | None = None
+        self.enqueue_async: Enqueue = enqueue_async or store.enqueue_many
+        self.observer = observer
+        self.tracer = tracer
 
     # -- resolution ------------------------------------------------------------------------------------------
     def resolve(self, name: str, qualifier: str | None) -> FunctionSpec:
@@ -323,8 +328,8 @@ class Invoker:
             )
         )  # fmt: skip
         self.records.add_log(request_id, spec.name, start, report)
-        if self.metrics is not None:
-            self.metrics.observe(spec.name, trigger, None, "error", init_ms=e.init_ms)
+        if self.observer is not None:
+            self.observer.observe(spec.name, trigger, None, "error", init_ms=e.init_ms)
         return InvocationResult(200, json.dumps(doc).encode(), "Unhandled", spec.version, request_id, report)
 
     def _record(
@@ -349,12 +354,9 @@ class Invoker:
             )  # fmt: skip
             self.records.add_log(request_id, spec.name, start, outcome.logs)
         self.records.add(rec)
-        if self.metrics is not None:
-            self.metrics.observe(spec.name, trigger, outcome, status)
+        if self.observer is not None:
+            self.observer.observe(spec.name, trigger, outcome, status)
 
 
 def _new_trace_id() -> str:
     return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"
-
-
-AsyncHook = Callable[[], Awaitable[None]]

@@ -1,7 +1,7 @@
 """Storage events: an object written to or deleted from the object store becomes an S3 event notification.
 
 Called by the object store after the write is durable and before the S3 API answers (``ObjectStore.on_event``,
-in a worker thread).  Lambda targets are inserted into the durable async queue in one fsync'd batch, so an upload
+in a worker thread), with the targets the bucket's notification configuration names.  Lambda targets are inserted into the durable async queue in one fsync'd batch, so an upload
 the client saw succeed always produces its event, even if the server is killed right after answering; delivery then
 follows the async retry policy.  SQS targets get the event as a message.
 """
@@ -10,46 +10,32 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Protocol
+from typing import Any
 
 from squall.core.arn import function_of_arn
+from squall.core.errors import SquallError
 from squall.core.ports import Enqueue, NewEvent, QueueSink
-from squall.s3.store.events import ObjectEvent, event_payload
+from squall.s3.store.events import NotificationTarget, ObjectEvent, event_payload
 from squall.s3.store.objects import ObjectStore
 
-__all__ = ["EventStore", "StorageEvents"]
+__all__ = ["NotificationQuery", "StorageEvents"]
 
 log = logging.getLogger("squall.storage_events")
 
 
-class EventStore(Protocol):
-    """The durable async queue, when no ``enqueue`` is given (tests)."""
-
-    def enqueue_many(self, events: list[NewEvent]) -> object: ...
-
-
 class StorageEvents:
-    def __init__(
-        self,
-        meta: EventStore,
-        queues: QueueSink,
-        region: str,
-        enqueue: Enqueue | None = None,
-    ) -> None:
-        self.meta = meta
+    """``enqueue``: how Lambda targets' events get into the durable async queue (durable when it returns; the app
+    passes its dispatcher's hand-over, which also gets them delivered); ``queues``: SQS targets."""
+
+    def __init__(self, queues: QueueSink, region: str, enqueue: Enqueue) -> None:
         self.queues = queues
         self.region = region
-        #: how Lambda targets' events get into the durable async queue (durable when it returns); the server
-        #: passes its dispatcher's enqueue_threadsafe, which also hands them over for delivery
-        self.enqueue: Enqueue = enqueue or meta.enqueue_many
-        self.objects: ObjectStore | None = None  # set once the object store exists (it takes this as on_event)
+        self.enqueue = enqueue
         self.emitted = 0
 
-    def __call__(self, event: ObjectEvent) -> None:
-        if self.objects is None:
-            return
+    def __call__(self, event: ObjectEvent, targets: list[NotificationTarget]) -> None:
         batch: list[NewEvent] = []
-        for target in self.objects.notification_targets(event):
+        for target in targets:
             body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
             if target.kind == "lambda":
                 ref = function_of_arn(target.arn)
@@ -70,3 +56,25 @@ class StorageEvents:
         if batch:
             self.enqueue(batch)
             self.emitted += len(batch)
+
+
+class NotificationQuery:
+    """The dashboard's view of storage events (``core.ports.TriggerQuery``): the buckets that notify a function."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+
+    def triggers(self, function: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        for bucket in self.objects.list_buckets():
+            try:
+                config = self.objects.get_bucket_notification(bucket.name)
+            except SquallError:
+                continue
+            for item in config.get("LambdaFunctionConfigurations", []):
+                ref = function_of_arn(str(item.get("LambdaFunctionArn", "")))
+                if ref is not None and (function is None or ref[0] == function):
+                    out.append(
+                        (ref[0], {"type": "s3", "label": bucket.name, "detail": ", ".join(item.get("Events", []))})
+                    )
+        return out

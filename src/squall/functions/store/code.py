@@ -297,7 +297,9 @@ def _remove_tree(path: Path) -> None:
 class CodeStore:
     """Function code packages, content-addressed by the SHA-256 of the zip.  Thread-safe."""
 
-    def __init__(self, root: Path, *, max_ratio: int = MAX_RATIO, durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, max_ratio: int = MAX_RATIO, durable: bool = True, disk: DiskGuard | None = None
+    ) -> None:
         """``durable``: flush the extracted files to disk (one ``sync``) before renaming them into place, so a
         power failure cannot leave a directory with empty files behind."""
         self.root = Path(root)
@@ -306,7 +308,7 @@ class CodeStore:
         self._code = self.root / "code"
         self._zips = self.root / "zips"
         #: the data directory's free-space guard (set by the server; None: no checks)
-        self.disk: DiskGuard | None = None
+        self.disk = disk
         self._lock = threading.Lock()
         for d in (self.root, self._code, self._zips):
             d.mkdir(parents=True, exist_ok=True)

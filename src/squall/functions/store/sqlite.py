@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from squall.core.arn import function_arn
 from squall.core.clock import Clock, SystemClock
 from squall.core.errors import InvalidParameterValue, ResourceNotFound, ServiceError
+from squall.store.disk import DiskGuard
 from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 
@@ -156,6 +157,7 @@ class SqliteBase(SqliteDb):
         account_id: str = "000000000000",
         clock: Clock | None = None,
         env_cipher: EnvCipher | None = None,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.path = str(path)
         self.region = region
@@ -166,6 +168,8 @@ class SqliteBase(SqliteDb):
         self._open_db(self.path, durable_by_default=True)
         self._migrate()
         self._after_open()
+        #: writes refused with DiskFull on a full disk, deletes let through (after opening: a migration runs)
+        self.disk = disk
 
     def _after_open(self) -> None:
         """Hook for the parts (the functions part seals environment variables still stored in the clear)."""

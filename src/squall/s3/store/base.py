@@ -27,7 +27,7 @@ from typing import Any, Self
 from squall.core.clock import Clock, SystemClock
 from squall.core.errors import ServiceError
 from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
-from squall.s3.store.events import EventOrigin, ObjectEvent
+from squall.s3.store.events import EventOrigin, NotificationTarget, ObjectEvent
 from squall.s3.store.files import DataFiles
 from squall.s3.store.types import ObjectAttrs, ObjectMeta
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
@@ -145,9 +145,10 @@ class StoreBase:
         self,
         root: Path,
         *,
-        on_event: Callable[[ObjectEvent], None] | None = None,
+        on_event: Callable[[ObjectEvent, list[NotificationTarget]], None] | None = None,
         clock: Clock | None = None,
         min_part_size: int = MIN_PART_SIZE,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -162,8 +163,8 @@ class StoreBase:
             os.close(self._lock_fd)
             raise ServiceError(f"The object store at {self.root} is already open in another process or instance.")
         self.files = DataFiles(self.root)
-        #: the data directory's free-space guard (set by the server; None: no checks)
-        self.disk: DiskGuard | None = None
+        #: the data directory's free-space guard (None: no checks)
+        self.disk = disk
         create_private_file(self.root / "objects.db")  # 0600, and so its -wal/-shm
         self._db = sqlite3.connect(self.root / "objects.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -245,11 +246,16 @@ class StoreBase:
         return f"{row[0]:016X}"
 
     def _emit(self, events: list[ObjectEvent]) -> None:
-        """Hand events to ``on_event``: after the commit (durable), before the API answers, outside the lock."""
+        """Hand events to ``on_event`` with where they go under their bucket's notification configuration: after
+        the commit (durable), before the API answers, outside the lock."""
         if self.on_event is None:
             return
         for event in events:
-            self.on_event(event)
+            self.on_event(event, self.notification_targets(event))
+
+    def notification_targets(self, event: ObjectEvent) -> list[NotificationTarget]:
+        """Where ``event`` should be delivered (the object store reads its bucket's configuration)."""
+        return []
 
     def _event(
         self,

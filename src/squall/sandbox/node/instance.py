@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.core.model import InvokeOutcome, InvokeRequest
+from squall.core.report import billed_ms, end_line, report_line, start_line
 from squall.sandbox.node.cgroups import OwnedCgroup, oom_kills, wait_empty
 from squall.sandbox.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
 
@@ -458,24 +459,20 @@ class Instance:
         self.last_used = time.monotonic()
         self.busy = False
         self._schedule_freeze()
-        billed = max(1, math.ceil(duration_ms))
+        billed = billed_ms(duration_ms)
         max_mem = self.max_memory_used_mb()
         init_ms = self.init_ms if cold else None
         text = self._take_logs()
-        report = (
-            f"REPORT RequestId: {req.request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
-            f"Memory Size: {self.memory_mb} MB\tMax Memory Used: {max_mem} MB\t"
-        )
-        if init_ms is not None:
-            report += f"Init Duration: {init_ms:.2f} ms\t"
-        if status_word:
-            report += f"Status: {status_word}\tError Type: {error_type}\t"
+        report = report_line(
+            req.request_id, duration_ms, self.memory_mb, max_mem, init_ms=init_ms, status=status_word or None,
+            error_type=error_type,
+        )  # fmt: skip
         logs = (
             (self._init_logs if first else "")
-            + f"START RequestId: {req.request_id} Version: {self.version}\n"
+            + start_line(req.request_id, self.version)
             + text
             + ("" if not text or text.endswith("\n") else "\n")
-            + f"END RequestId: {req.request_id}\n"
+            + end_line(req.request_id)
             + report
             + "\n"
         )

@@ -58,6 +58,7 @@ from squall.sqs.store.attrs import (
 )
 from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
 from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
+from squall.store.disk import DiskGuard
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]
@@ -143,6 +144,7 @@ class QueueStore(SqliteDb):
         clock: Clock | None = None,
         region: str = "us-east-1",
         account_id: str = "000000000000",
+        disk: DiskGuard | None = None,
     ) -> None:
         self.path = str(path)
         self.region = region
@@ -151,6 +153,8 @@ class QueueStore(SqliteDb):
         self._listeners: list[Listener] = []
         self._open_db(self.path, durable_by_default=False)
         self._migrate()
+        #: writes refused with DiskFull on a full disk, deletes let through (after opening: a migration runs)
+        self.disk = disk
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 

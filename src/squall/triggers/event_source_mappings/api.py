@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid as uuidlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -38,12 +38,13 @@ from squall.core.errors import (
     ResourceNotFound,
     SquallError,
 )
+from squall.functions.invoker import Invoker
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.records import QueueMessage, lambda_record
+from squall.sqs.store.wait import QueueWaiter
 from squall.triggers.event_source_mappings.store import MappingStore
 from squall.triggers.plugin import Plugin
-
-if TYPE_CHECKING:
-    from squall.server import Squall
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -160,7 +161,7 @@ class Poller:
         self.tasks = []
 
     async def _gather(self) -> list[QueueMessage]:
-        waiter = self.owner.squall.queue_waiter
+        waiter = self.owner.waiter
         batch = await waiter.receive(self.queue, min(10, self.batch_size), None, wait_seconds=LONG_POLL_S)
         if not batch:
             return []
@@ -201,9 +202,9 @@ class Poller:
         messages = await self._gather()
         if not messages:
             return True
-        region = self.owner.squall.config.region
+        region = self.owner.region
         payload = json.dumps({"Records": [lambda_record(m, self.queue_arn, region) for m in messages]}).encode()
-        invoker = self.owner.squall.invoker
+        invoker = self.owner.invoker
         spec = invoker.resolve(self.name, self.qualifier)
         result = await invoker.run(spec, payload, str(uuidlib.uuid4()), "sqs", wait_s=None)
         uid = self.config["UUID"]
@@ -224,7 +225,7 @@ class Poller:
         return True
 
     def _delete(self, messages: list[QueueMessage]) -> None:
-        store = self.owner.squall.queues
+        store = self.owner.queues
         for m in messages:
             with contextlib.suppress(SquallError):
                 store.delete_message(self.queue, m.receipt_handle)
@@ -233,9 +234,17 @@ class Poller:
 class EventSourceMappings:
     """The plugin's state: the mapping store and the running pollers."""
 
-    def __init__(self, squall: Squall) -> None:
-        self.squall = squall
-        self.store = MappingStore(squall.config.data_dir / "esm.db")
+    def __init__(
+        self, store: MappingStore, functions: SqliteMetadataStore, invoker: Invoker, queues: QueueStore,
+        waiter: QueueWaiter, *, region: str, account_id: str,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.functions = functions
+        self.invoker = invoker
+        self.queues = queues
+        self.waiter = waiter
+        self.region = region
+        self.account_id = account_id
         self.pollers: dict[str, Poller] = {}
         self.last_result: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -261,9 +270,20 @@ class EventSourceMappings:
             await self._sync_poller(None, uid)
         self.store.close()
 
+    def triggers(self, function: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The dashboard's view (``core.ports.TriggerQuery``): SQS mappings, by function."""
+        return [
+            (fn, {
+                "type": "sqs", "label": resource_name(str(esm.get("EventSourceArn", ""))),
+                "detail": f"batch {esm.get('BatchSize')}", "enabled": esm.get("State") == "Enabled",
+                "uuid": esm.get("UUID"),
+            })
+            for _, fn, esm in self.store.list(function)
+        ]  # fmt: skip
+
     async def on_change(self, name: str, qualifier: str) -> None:
         try:
-            await asyncio.to_thread(self.squall.store.get_function, name)
+            await asyncio.to_thread(self.functions.get_function, name)
             return
         except ResourceNotFound:
             pass
@@ -285,12 +305,11 @@ class EventSourceMappings:
     def _function(self, value: Any) -> tuple[str, str]:
         """(name, FunctionArn) of an existing function (qualified ARN when a qualifier was given)."""
         name, qualifier = parse_function_name(value)
-        c = self.squall.config
         try:
-            self.squall.store.get_function(name, qualifier)
+            self.functions.get_function(name, qualifier)
         except ResourceNotFound:
-            raise ResourceNotFound(f"Function not found: {function_arn(c.region, c.account_id, name, qualifier)}")
-        return name, function_arn(c.region, c.account_id, name, qualifier)
+            raise ResourceNotFound(f"Function not found: {function_arn(self.region, self.account_id, name, qualifier)}")
+        return name, function_arn(self.region, self.account_id, name, qualifier)
 
     def _queue_arn(self, value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -298,9 +317,8 @@ class EventSourceMappings:
         queue = queue_of_arn(value)
         if queue is None:
             raise InvalidParameterValue(f"Unsupported event source: {value} (only SQS queues are supported)")
-        c = self.squall.config
         region, account, name = queue
-        if region != c.region or account != c.account_id or not self.squall.queues.queue_exists(name):
+        if region != self.region or account != self.account_id or not self.queues.queue_exists(name):
             raise InvalidParameterValue(
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {value}"
@@ -355,7 +373,6 @@ class EventSourceMappings:
                         f"exists. Please update or delete the existing mapping with UUID {other['UUID']}"
                     )
             uid = str(uuidlib.uuid4())
-            c = self.squall.config
             config = {
                 "UUID": uid,
                 **settings,
@@ -363,7 +380,7 @@ class EventSourceMappings:
                 "FunctionArn": fn_arn,
                 "LastModified": time.time(),
                 "StateTransitionReason": "USER_INITIATED",
-                "EventSourceMappingArn": f"arn:aws:lambda:{c.region}:{c.account_id}:event-source-mapping:{uid}",
+                "EventSourceMappingArn": f"arn:aws:lambda:{self.region}:{self.account_id}:event-source-mapping:{uid}",
             }
             await asyncio.to_thread(self.store.put, name, config)
             await self._sync_poller(config, uid)
@@ -402,8 +419,7 @@ class EventSourceMappings:
         fn_arn: str | None = None
         if q.get("FunctionName"):
             fname, qualifier = parse_function_name(q["FunctionName"])
-            c = self.squall.config
-            name, fn_arn = fname, function_arn(c.region, c.account_id, fname, qualifier)
+            name, fn_arn = fname, function_arn(self.region, self.account_id, fname, qualifier)
         source = q.get("EventSourceArn") or None
         raw_max = q.get("MaxItems") or "100"
         if not raw_max.isdigit() or not 1 <= int(raw_max) <= 10_000:
@@ -425,9 +441,13 @@ class EventSourceMappings:
         return out
 
 
-def install(squall: Squall) -> Plugin:
-    """The event-source-mapping plugin of ``squall``."""
-    esm = EventSourceMappings(squall)
+def install(
+    store: MappingStore, functions: SqliteMetadataStore, invoker: Invoker, queues: QueueStore, waiter: QueueWaiter,
+    *, region: str, account_id: str,
+) -> Plugin:  # fmt: skip
+    """The event-source-mapping plugin: its store, the functions it points at, the invoker it runs them through
+    and the queues it polls."""
+    esm = EventSourceMappings(store, functions, invoker, queues, waiter, region=region, account_id=account_id)
 
     async def create(r: Request) -> tuple[int, dict[str, Any]]:
         return 202, await esm.create(await read_json_object(r, LAMBDA_MAX_BODY_BYTES, "CreateEventSourceMapping"))
@@ -464,4 +484,5 @@ def install(squall: Squall) -> Plugin:
         tasks=[esm.run],
         on_change=esm.on_change,
         close=esm.close,
+        query=esm,
     )

@@ -1,4 +1,4 @@
-"""Function URLs and HTTP routes on the main port, as a plugin (``install(squall) -> Plugin``).
+"""Function URLs and HTTP routes on the main port, as a plugin (``install(store, functions, invoker, ...)``).
 
 * Lambda API (signed): Create/Get/Update/Delete/ListFunctionUrlConfigs at ``/2021-10-31/functions/{name}/url(s)``,
   shapes per botocore's Lambda model.  ``FunctionUrl`` is ``{public_url}/lambda-url/{url_id}/``.
@@ -24,7 +24,7 @@ import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -44,6 +44,8 @@ from squall.core.errors import (
     TooManyRequests,
 )
 from squall.core.timefmt import iso_us
+from squall.functions.invoker import Invoker
+from squall.functions.store.metadata import SqliteMetadataStore
 from squall.telemetry.tracing import Tracer
 from squall.triggers.function_urls.events import (
     PAYLOAD_FORMATS,
@@ -62,9 +64,6 @@ from squall.triggers.function_urls.events import (
 )
 from squall.triggers.function_urls.store import FunctionUrlStore, UrlConfig
 from squall.triggers.plugin import Plugin
-
-if TYPE_CHECKING:
-    from squall.server import Squall
 
 __all__ = ["MAX_BODY_BYTES", "URL_PREFIX", "FunctionUrls", "install"]
 
@@ -210,10 +209,15 @@ class _Asgi:
 class FunctionUrls:
     """The plugin's state: the store, the in-memory index, the API handlers and the public handler."""
 
-    def __init__(self, squall: Squall) -> None:
-        self.squall = squall
-        self.store = FunctionUrlStore(squall.config.data_dir / "function_urls.db")
-        self.public_url = squall.config.public_url.rstrip("/")
+    def __init__(
+        self, store: FunctionUrlStore, functions: SqliteMetadataStore, invoker: Invoker, *, public_url: str,
+        account_id: str,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.functions = functions
+        self.invoker = invoker
+        self.account_id = account_id
+        self.public_url = public_url.rstrip("/")
         self._urls: dict[str, UrlConfig] = {}
         self._routes: list[Route] = []
         self.refresh()
@@ -262,13 +266,13 @@ class FunctionUrls:
                 f"1 validation error detected: Value '{qualifier}' at 'qualifier' failed to satisfy constraint: "
                 "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
             )
-        self.squall.store.get_function(name, qualifier or None)  # ResourceNotFound for unknown functions/aliases
+        self.functions.get_function(name, qualifier or None)  # ResourceNotFound for unknown functions/aliases
         return name, qualifier
 
     def _shape(self, cfg: UrlConfig, *, modified: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "FunctionUrl": f"{self.public_url}{URL_PREFIX}{cfg.url_id}/",
-            "FunctionArn": self.squall.store.arn(cfg.function, cfg.qualifier or None),
+            "FunctionArn": self.functions.arn(cfg.function, cfg.qualifier or None),
             "AuthType": cfg.auth_type,
         }
         if cfg.cors is not None:
@@ -300,7 +304,7 @@ class FunctionUrls:
             modified=now,
         )
         if not self.store.insert(cfg):
-            arn = self.squall.store.arn(name, qualifier or None)
+            arn = self.functions.arn(name, qualifier or None)
             raise ResourceConflict(
                 f"Failed to create function url config for [functionArn = {arn}]. Error message:  "
                 "FunctionUrlConfig exists for this Lambda function"
@@ -339,7 +343,7 @@ class FunctionUrls:
 
     async def list_urls(self, request: Request) -> Response:
         name, _ = _split_function(request.path_params["FunctionName"])
-        self.squall.store.get_function(name, None)
+        self.functions.get_function(name, None)
         raw_max = request.query_params.get("MaxItems") or "50"
         if not raw_max.isdigit() or not 1 <= int(raw_max) <= 50:
             raise InvalidParameterValue("MaxItems must be an integer between 1 and 50")
@@ -357,7 +361,7 @@ class FunctionUrls:
     # -- control plane: routes ---------------------------------------------------------------------------------
     async def put_routes(self, request: Request) -> Response:
         name = unquote(request.path_params["function"])
-        self.squall.store.get_function(name, None)
+        self.functions.get_function(name, None)
         body = await read_json_object(request, LAMBDA_MAX_BODY_BYTES, "PutRoutes")
         entries = body.get("routes")
         if not isinstance(entries, list):
@@ -402,7 +406,7 @@ class FunctionUrls:
     def on_change(self, name: str, qualifier: str) -> None:
         """Drop the URL configs and routes of deleted functions (and URL configs of deleted aliases)."""
         try:
-            self.squall.store.get_function(name, None)
+            self.functions.get_function(name, None)
         except ResourceNotFound:
             if self.store.delete_function(name):
                 self.refresh()
@@ -412,7 +416,7 @@ class FunctionUrls:
             if not cfg.qualifier:
                 continue
             try:
-                self.squall.store.get_function(name, cfg.qualifier)
+                self.functions.get_function(name, cfg.qualifier)
             except ResourceNotFound:
                 gone = self.store.delete(name, cfg.qualifier) or gone
         if gone:
@@ -420,6 +424,21 @@ class FunctionUrls:
 
     def close(self) -> None:
         self.store.close()
+
+    def triggers(self, function: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The dashboard's view (``core.ports.TriggerQuery``): URL configs and HTTP routes, by function."""
+        out: list[tuple[str, dict[str, Any]]] = [
+            (cfg.function, {
+                "type": "url", "label": f"{self.public_url}{URL_PREFIX}{cfg.url_id}/",
+                "qualifier": cfg.qualifier or None, "detail": f"auth {cfg.auth_type}",
+            })
+            for cfg in self.store.list_configs(function)
+        ]  # fmt: skip
+        out += [
+            (fn, {"type": "route", "label": key, "detail": "squall.yaml route"})
+            for key, fn in self.store.routes(function)
+        ]
+        return out
 
     # -- serving -------------------------------------------------------------------------------------------------
     async def public_app(self, scope: Any, receive: Any, send: Any) -> None:
@@ -516,7 +535,7 @@ class FunctionUrls:
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
         client = scope.get("client")
-        account = self.squall.config.account_id if auth is not None else "anonymous"
+        account = self.account_id if auth is not None else "anonymous"
         trace_id = trace_header(trace_id, traceparent, Tracer.new_trace_id())
         build = build_event_v1 if payload_format == "1.0" else build_event
         event = build(
@@ -533,7 +552,7 @@ class FunctionUrls:
                 "iam": {"accessKey": auth.access_key_id, "accountId": account, "callerId": auth.access_key_id}
             }
         try:
-            result = await self.squall.invoker.invoke(
+            result = await self.invoker.invoke(
                 function, qualifier, json.dumps(event).encode(), trigger=trigger, trace_id=trace_id,
                 traceparent=traceparent, request_id=request_id,
             )  # fmt: skip
@@ -575,9 +594,12 @@ def _api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request
     return endpoint
 
 
-def install(squall: Squall) -> Plugin:
-    """Build the function URL / HTTP route plugin for ``squall``."""
-    urls = FunctionUrls(squall)
+def install(
+    store: FunctionUrlStore, functions: SqliteMetadataStore, invoker: Invoker, *, public_url: str, account_id: str
+) -> Plugin:
+    """The function URL / HTTP route plugin: its store, the functions it points at and the invoker it runs them
+    through."""
+    urls = FunctionUrls(store, functions, invoker, public_url=public_url, account_id=account_id)
     url_path = "/2021-10-31/functions/{FunctionName}/url"
     routes: list[BaseRoute] = [
         StarletteRoute(url_path, _api(urls.create_url), methods=["POST"]),
@@ -596,4 +618,5 @@ def install(squall: Squall) -> Plugin:
         public_app=urls.public_app,
         on_change=urls.on_change,
         close=urls.close,
+        query=urls,
     )

@@ -1,39 +1,26 @@
-"""Scheduled invocations (EventBridge-style rules per function): the API, the firing loop and the cleanup hook.
+"""Scheduled invocations (EventBridge-style rules per function): validating rules and the firing decision's shell.
 
-API (signed, on the main port):
-
-* ``PUT /_squall/api/schedules/{function}`` with ``{"schedules": [{"name", "expression", "enabled"?, "input"?,
-  "catch_up"?}]}`` replaces the function's schedules (expressions as in ``squall.triggers.schedules.expressions``; an invalid
-  one is a 400 ``InvalidParameterValueException``, an unknown function a 404).
-* ``GET /_squall/api/schedules`` (optionally ``?function=NAME``) and ``GET /_squall/api/schedules/{function}``
-  list them, with each rule's ``next_fire``.
-
-Firing: every ``interval_s`` the runner computes ``due_fires`` for each enabled rule from its persisted
-``last_fire`` and ``created_at``, durably writes the new ``last_fire`` and only then enqueues the events in the
-durable async queue (``source`` "schedule"), so a tick fires at most once even across crashes and restarts (a crash
-between the two writes loses that tick rather than doubling it).  The payload is the rule's ``input`` when given,
-else EventBridge's "Scheduled Event" for rule ``squall-{function}-{name}``.  Deleting a function drops its rules.
+The API is ``squall.triggers.schedules.api``.  Firing: every ``interval_s`` the runner computes ``due_fires`` for
+each enabled rule from its persisted ``last_fire`` and ``created_at``, enqueues the events in the durable async queue
+(``source`` "schedule"; durable when ``enqueue`` returns) and only then durably writes the new ``last_fire``.  So a
+tick fires *at least once*, as EventBridge Scheduler promises: a crash between the two writes fires that tick again
+at the next start, with the same event ``id`` (a uuid5 of the rule ARN and the tick, see ``scheduled_event``), which
+a handler can deduplicate on; a tick is never lost.  The payload is the rule's ``input`` when given, else
+EventBridge's "Scheduled Event" for rule ``squall-{function}-{name}``.  Deleting a function drops its rules.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
-from squall.aws.json_api import json_response, lambda_error, parse_json
-from squall.core.errors import InvalidParameterValue, ResourceNotFound, SquallError
+from squall.core.errors import InvalidParameterValue
 from squall.functions.store.records import NewEvent
-from squall.triggers.plugin import Plugin
 from squall.triggers.schedules.expressions import (
     Schedule,
     due_fires,
@@ -44,10 +31,7 @@ from squall.triggers.schedules.expressions import (
 )
 from squall.triggers.schedules.store import ScheduleRule, ScheduleStore
 
-if TYPE_CHECKING:
-    from squall.server import Squall
-
-__all__ = ["ScheduleRunner", "install", "parse_rules", "rule_arn"]
+__all__ = ["ScheduleRunner", "parse_rules", "rule_arn"]
 
 log = logging.getLogger("squall.schedules")
 
@@ -127,9 +111,6 @@ class ScheduleRunner:
             fires = due_fires(schedule, rule.last_fire, rule.created_at, now, rule.catch_up)
             if not fires:
                 continue
-            # durable "fired" mark first: a crash after this loses the ticks rather than firing them twice
-            if not self.store.set_last_fire(rule.function, rule.name, fires[-1]):
-                continue  # the rule was replaced or deleted meanwhile
             arn = rule_arn(self.region, self.account, rule.function, rule.name)
             events: list[NewEvent] = []
             for t in fires:
@@ -146,10 +127,22 @@ class ScheduleRunner:
                         "extra": {"schedule": rule.name, "event_id": event_id(arn, t), "tick": t},
                     }
                 )
-            self.enqueue_many(events)
+            self.enqueue_many(events)  # durable when it returns
+            # then the "fired" mark: a crash in between fires these ticks again (same event ids), never loses them
+            self.store.set_last_fire(rule.function, rule.name, fires[-1])  # False: replaced or deleted meanwhile
             total += len(events)
         self.fired += total
         return total
+
+    def triggers(self, function: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The dashboard's view (``core.ports.TriggerQuery``): the schedules, by function."""
+        return [
+            (rule.function, {
+                "type": "schedule", "label": rule.expression, "detail": rule.name, "enabled": rule.enabled,
+                "last_fire": rule.last_fire,
+            })
+            for rule in self.store.list(function)
+        ]  # fmt: skip
 
     def describe(self, rule: ScheduleRule) -> dict[str, Any]:
         d = rule.to_dict()
@@ -160,63 +153,3 @@ class ScheduleRunner:
         except InvalidParameterValue:
             d["next_fire"] = None
         return d
-
-
-def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
-    """The schedules plugin: API routes, the firing task and the function-deleted hook."""
-    c = squall.config
-    store = ScheduleStore(c.data_dir / "schedules.db")
-    # through the invoker's async path (the dispatcher's hand-over), looked up at each tick
-    runner = ScheduleRunner(
-        store, lambda events: squall.invoker.enqueue_async(list(events)), region=c.region, account=c.account_id
-    )
-
-    def function_exists(name: str) -> bool:
-        try:
-            squall.store.get_function(name)
-            return True
-        except ResourceNotFound:
-            return False
-
-    async def put_schedules(request: Request) -> Response:
-        function = request.path_params["function"]
-        try:
-            body = parse_json(await request.body() or b"null")
-            rules = parse_rules(function, body)
-            if not await asyncio.to_thread(function_exists, function):
-                raise ResourceNotFound(f"Function not found: {function}")
-            stored = await asyncio.to_thread(store.replace, function, rules, time.time())
-        except SquallError as e:
-            return lambda_error(request, e)
-        return json_response({"function": function, "schedules": [runner.describe(r) for r in stored]})
-
-    async def list_schedules(request: Request) -> Response:
-        function = request.path_params.get("function") or request.query_params.get("function") or None
-        rules = await asyncio.to_thread(store.list, function)
-        return json_response({"schedules": [runner.describe(r) for r in rules]})
-
-    async def run_forever() -> None:
-        while True:
-            try:
-                await asyncio.to_thread(runner.tick, time.time())
-            except Exception:
-                log.exception("firing schedules")
-            await asyncio.sleep(interval_s)
-
-    async def on_change(name: str, _qualifier: str) -> None:
-        if not await asyncio.to_thread(function_exists, name):
-            dropped = await asyncio.to_thread(store.delete_function, name)
-            if dropped:
-                log.info("function %s deleted: dropped its %d schedule(s)", name, dropped)
-
-    return Plugin(
-        name="schedules",
-        routes=[
-            Route("/_squall/api/schedules", list_schedules, methods=["GET"]),
-            Route("/_squall/api/schedules/{function}", list_schedules, methods=["GET"]),
-            Route("/_squall/api/schedules/{function}", put_schedules, methods=["PUT"]),
-        ],
-        tasks=[run_forever],
-        on_change=on_change,
-        close=store.close,
-    )

@@ -1,7 +1,11 @@
-"""Composition root: builds every part of Squall and runs them under one event loop.
+"""Composition root: builds every part of Squall with explicit arguments and runs them under one event loop.
 
-stores (SQLite metadata, code, keys) -> node (zygotes, sandboxes) -> pool (scheduler shell) -> invoker
--> async dispatcher, reaper, record flusher -> edge (one HTTP port: Lambda API, ...; SigV4 in front)
+stores (SQLite metadata, code, keys) -> node (zygotes, sandboxes) -> pool (scheduler shell) -> telemetry ->
+invoker -> async dispatcher -> S3, SQS, triggers, IAM, dashboard -> router (one HTTP port; SigV4 in front).
+
+Nothing here is imported by a service: they meet through ``core.ports`` and what this module hands each of them
+at construction; nothing patches another object's attributes afterwards.  Only the CLI (``squall up``) and tests
+import it.
 """
 
 from __future__ import annotations
@@ -15,70 +19,65 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from squall.aws.auth import SigV4Middleware, send_error
 from squall.aws.credentials import Credentials, KeyRing
 from squall.core.arn import function_of_arn, resource_name
 from squall.core.clock import SystemClock
 from squall.core.config import NodeConfig, ServerConfig
 from squall.core.errors import ResourceNotFound, SquallError
 from squall.core.model import FunctionSpec
-from squall.dashboard.api import dashboard_api_routes
+from squall.core.ports import NewEvent
+from squall.dashboard.api import DashboardApi, dashboard_api_routes
 from squall.dashboard.ui.routes import ui_routes
 from squall.dashboard.ui.sessions import SessionGate, Sessions
 from squall.functions.api import lambda_routes
 from squall.functions.async_delivery import AsyncDispatcher
 from squall.functions.control import FunctionService
-from squall.functions.invoke_api import InvokeEndpoint, invoke_routes
+from squall.functions.invoke_api import InvokeEndpoint
 from squall.functions.invoker import Invoker, spec_from_stored
 from squall.functions.metering import PriceTable
 from squall.functions.pool import InstancePool, PoolConfig
+from squall.functions.provisioning import Provisioning
 from squall.functions.squall_api import squall_api_routes
 from squall.functions.store.code import CodeStore
 from squall.functions.store.invocations import RecordWriter
 from squall.functions.store.layers import LayerStore
 from squall.functions.store.metadata import SqliteMetadataStore
+from squall.functions.store.records import StoredFunction
 from squall.functions.store.retention import Retention
 from squall.iam.actions import s3_checks
 from squall.iam.api import IamApi, Identity
 from squall.iam.authorizer import Authorizer
-from squall.iam.gate import Gate, lambda_not_implemented_route, not_implemented_service, render_unknown_service
+from squall.iam.gate import Gate
 from squall.iam.permissions import FunctionPermissions, permission_routes
 from squall.iam.store import IamStore
+from squall.router import router
 from squall.s3.api import s3_app
-from squall.s3.notifications import StorageEvents
+from squall.s3.notifications import NotificationQuery, StorageEvents
 from squall.s3.store.objects import ObjectStore
 from squall.sandbox.node.node import Node
 from squall.scheduler.keep_alive import HistogramConfig
-from squall.sqs.api import is_sqs_request, sqs_app
+from squall.sqs.api import sqs_app
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
-from squall.telemetry import setup as observability
+from squall.telemetry import setup as telemetry
+from squall.telemetry.api import telemetry_routes
+from squall.telemetry.metrics import StateSnapshot
 from squall.triggers.event_source_mappings import api as event_source_mappings
+from squall.triggers.event_source_mappings.store import MappingStore
 from squall.triggers.function_urls import api as function_urls
+from squall.triggers.function_urls.store import FunctionUrlStore
 from squall.triggers.plugin import Plugin
-from squall.triggers.schedules import runner as schedule_runner
+from squall.triggers.schedules import api as schedules
+from squall.triggers.schedules.store import ScheduleStore
 
-__all__ = ["PLUGINS", "Squall"]
+__all__ = ["Squall"]
 
 log = logging.getLogger("squall")
-
-#: event sources that plug into the server (see squall.triggers.plugin)
-PLUGINS: list[Callable[[Squall], Plugin]] = [
-    schedule_runner.install,
-    event_source_mappings.install,
-    function_urls.install,
-]
 
 
 def load_prices(path: str) -> PriceTable:
@@ -109,8 +108,9 @@ class Squall:
         self.store = SqliteMetadataStore(
             c.data_dir / "squall.db", region=c.region, account_id=c.account_id,
             env_cipher=EnvCipher.open(c.data_dir, os.environ),  # environment variables sealed at rest
+            disk=self.disk,  # writes refused with DiskFull on a full disk; deletes let through
         )  # fmt: skip
-        self.code = CodeStore(c.data_dir / "code")
+        self.code = CodeStore(c.data_dir / "code", disk=self.disk)
         # the cgroup name is derived from the data dir: at start a node kills what is left in its cgroups (a
         # crashed predecessor's instances), which must never hit another server running on the same machine
         digest = hashlib.sha1(str(c.data_dir.resolve()).encode()).hexdigest()[:10]
@@ -140,6 +140,11 @@ class Squall:
             ),
         )
         self.records = RecordWriter(self.store)
+        self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id, disk=self.disk)
+        self.queue_waiter = QueueWaiter(self.queues)  # binds to the running loop at its first wait
+        self.prices = load_prices(c.prices_path)
+        #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces), handed to the invoker
+        self.observability = telemetry.build(c, self._state_snapshot)
         self.invoker = Invoker(
             self.store,
             self.pool,
@@ -147,17 +152,18 @@ class Squall:
             region=c.region,
             account_id=c.account_id,
             function_env=self.function_env,
+            enqueue_async=self._enqueue_async,  # every async source goes through the dispatcher (FIFO)
+            observer=self.observability.metrics,
+            tracer=self.observability.tracer,
         )
-        self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id)
         self.dispatcher = AsyncDispatcher(
             self.invoker,
             retry_base_delay_s=c.async_retry_base_s,
             max_in_flight=max(1, c.async_max_in_flight),
             queue_sink=self.queues,
         )
-        self.storage_events = StorageEvents(self.store, self.queues, c.region, self.dispatcher.enqueue_threadsafe)
-        self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events)
-        self.storage_events.objects = self.objects
+        self.storage_events = StorageEvents(self.queues, c.region, self.dispatcher.enqueue_threadsafe)
+        self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events, disk=self.disk)
         self.functions = FunctionService(
             self.store,
             self.code,
@@ -168,14 +174,34 @@ class Squall:
             on_change=[self.on_change],
             layer_store=LayerStore(c.data_dir / "layers.db"),
         )
+        self.provisioning = Provisioning(self.store, self.pool, self._spec_of)
         self.started_at = 0.0
-        self.plugins: list[Plugin] = [install(self) for install in PLUGINS]
-        self.prices = load_prices(c.prices_path)
-        self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
+        #: event sources (see squall.triggers.plugin), each given its store and the ports it needs
+        self.function_urls = function_urls.install(
+            FunctionUrlStore(c.data_dir / "function_urls.db"), self.store, self.invoker, public_url=c.public_url,
+            account_id=c.account_id,
+        )  # fmt: skip
+        self.plugins: list[Plugin] = [
+            schedules.install(
+                ScheduleStore(c.data_dir / "schedules.db"), self.dispatcher.enqueue_threadsafe, self._function_exists,
+                region=c.region, account_id=c.account_id,
+            ),
+            event_source_mappings.install(
+                MappingStore(c.data_dir / "esm.db"), self.store, self.invoker, self.queues, self.queue_waiter,
+                region=c.region, account_id=c.account_id,
+            ),
+            self.function_urls,
+        ]  # fmt: skip
         #: dashboard sessions (the admin key, entered once on /ui/login)
         self.sessions = Sessions(self.keyring.is_admin, self.keyring.secret_for)
-        #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces); hooks into the invoker
-        self.observability = observability.install(self)
+        self.dashboard = DashboardApi(
+            self.store,
+            self.queues,
+            self.prices,
+            [*(p.query for p in (self.function_urls, *self.plugins[:2]) if p.query is not None),
+             NotificationQuery(self.objects)],
+            self,
+        )  # fmt: skip
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
         self.iam_store = IamStore(c.data_dir / "iam.db")
@@ -187,8 +213,6 @@ class Squall:
         self.permissions = FunctionPermissions(
             self.iam_store, self._require_function, region=c.region, account_id=c.account_id
         )
-        for part in (self.store, self.code, self.queues, self.objects):
-            part.disk = self.disk  # writes refused with DiskFull on a full disk; deletes let through
         secure_data_dir(c.data_dir)  # what the stores made or an older Squall left: dirs 0700, files 0600
 
         #: network "nat": a listening socket on the node's gateway address (served by the HTTP server) and the
@@ -266,15 +290,41 @@ class Squall:
             "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
         }
 
-    def _function_exists(self, arn: str) -> bool:
-        ref = function_of_arn(arn)
-        if ref is None:
-            return False
+    def _function_exists(self, name: str, qualifier: str | None = None) -> bool:
         try:
-            self.store.get_function(*ref)
+            self.store.get_function(name, qualifier)
             return True
         except ResourceNotFound:
             return False
+
+    def _function_arn_exists(self, arn: str) -> bool:
+        ref = function_of_arn(arn)
+        return ref is not None and self._function_exists(*ref)
+
+    def _spec_of(self, sf: StoredFunction) -> FunctionSpec:
+        return spec_from_stored(sf, self.config.region, self.config.account_id, self.function_env(sf.name))
+
+    def _enqueue_async(self, batch: list[NewEvent]) -> None:
+        """The invoker's way into the durable async queue: the dispatcher's hand-over (built after the invoker,
+        which it runs events through)."""
+        self.dispatcher.enqueue_threadsafe(batch)
+
+    def _state_snapshot(self) -> StateSnapshot:
+        """What a metrics scrape reads of the platform's state."""
+        try:
+            memory = int(self.node.cgroups.node_memory_in_use())
+        except Exception:
+            memory = 0
+        return StateSnapshot(
+            instances=[(i.function, str(i.state)) for i in self.pool.state.instances],
+            zygotes=len(self.pool.loaded),
+            async_queue_depth=self.store.depth(),
+            async_event_age_s=self.store.oldest_age(time.time()),
+            async_succeeded=self.dispatcher.delivered,
+            async_failed=self.dispatcher.failed,
+            node_memory_bytes=memory,
+            prewarms=self.pool.prewarms,
+        )
 
     def _queue_exists(self, arn: str) -> bool:
         return self.queues.queue_exists(resource_name(arn))
@@ -305,59 +355,11 @@ class Squall:
         except ResourceNotFound:
             reserved = None
         self.pool.set_reserved(name, reserved)
-        self._sync_provisioned(name)
-
-    def _sync_provisioned(self, name: str) -> None:
-        """Make the pool's provisioned targets for ``name`` match the stored provisioned-concurrency configs."""
-        for key in [k for k in self._provisioned if k[0] == name]:
-            spec_key = self._provisioned.pop(key)
-            self.pool.set_provisioned(spec_key, 0)
-        try:
-            configs, _ = self.store.list_provisioned_concurrency(name, None, 1000)
-        except ResourceNotFound:
-            return
-        for qc in configs:
-            try:
-                sf = self.store.get_function(name, qc.qualifier)
-            except ResourceNotFound:
-                continue
-            spec = spec_from_stored(sf, self.config.region, self.config.account_id, self.function_env(name))
-            wanted = int(qc.config.get("RequestedProvisionedConcurrentExecutions", 0))
-            self.pool.set_provisioned(spec, wanted)
-            self._provisioned[(name, qc.qualifier)] = spec
-
-    async def _provision_status_forever(self) -> None:
-        """Report provisioned concurrency back to the API: IN_PROGRESS until the instances are initialised."""
-        while True:
-            await asyncio.sleep(0.5)
-            for (name, qualifier), spec in list(self._provisioned.items()):
-                try:
-                    cfg = self.store.get_provisioned_concurrency(name, qualifier)
-                    if cfg is None:
-                        continue
-                    ready = min(
-                        self.pool.provisioned_ready(name, spec.version),
-                        int(cfg.get("RequestedProvisionedConcurrentExecutions", 0)),
-                    )
-                    status = (
-                        "READY"
-                        if ready >= int(cfg.get("RequestedProvisionedConcurrentExecutions", 0))
-                        else "IN_PROGRESS"
-                    )
-                    if cfg.get("AllocatedProvisionedConcurrentExecutions") != ready or cfg.get("Status") != status:
-                        patch = {
-                            "AllocatedProvisionedConcurrentExecutions": ready,
-                            "AvailableProvisionedConcurrentExecutions": ready,
-                            "Status": status,
-                        }
-                        await asyncio.to_thread(self.store.update_provisioned_concurrency, name, qualifier, patch)
-                except Exception:
-                    log.exception("provisioned concurrency status for %s:%s", name, qualifier)
+        self.provisioning.sync(name)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.started_at = time.time()
-        self.queue_waiter = QueueWaiter(self.queues)
         await self.node.start()
         self._listen_on_gateway()
         released = self.store.release_leases()
@@ -366,7 +368,7 @@ class Squall:
         for name, reserved in self._reservations():
             self.pool.set_reserved(name, reserved)
         for name in self._function_names():
-            self._sync_provisioned(name)
+            self.provisioning.sync(name)
         # resource policies of functions (or versions, aliases) deleted while the server was going down
         for name in self.iam_store.functions_with_policies():
             exists = self._function_config(name) is not None
@@ -376,7 +378,7 @@ class Squall:
             asyncio.create_task(self.dispatcher.run_forever(), name="async-dispatcher"),
             asyncio.create_task(self.pool.reap_forever(), name="reaper"),
             asyncio.create_task(self._flush_forever(), name="record-flusher"),
-            asyncio.create_task(self._provision_status_forever(), name="provisioned-status"),
+            asyncio.create_task(self.provisioning.report_forever(), name="provisioned-status"),
             asyncio.create_task(self.retention.run_forever(), name="retention"),
         ]
 
@@ -484,117 +486,38 @@ class Squall:
 
     # -- HTTP ---------------------------------------------------------------------------------------------
     def asgi(self) -> Any:
-        async def health(_: Request) -> Response:
-            return JSONResponse({"status": "ok", "uptime_s": time.time() - self.started_at})
-
-        @contextlib.asynccontextmanager
-        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
-        async def pool_state(_: Request) -> Response:
-            return JSONResponse(self.pool_summary())
-
+        """The port's ASGI app (``squall.router``): every service's routes and apps, and the app's lifespan."""
+        c = self.config
         routes = [
-            Route("/_squall/health", health),
-            Route("/_squall/api/pool", pool_state),
-            *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
             *permission_routes(self.permissions),
             *squall_api_routes(self.store, self.prices),
-            *dashboard_api_routes(self),
-            *ui_routes(self.sessions, secure_cookie=self.config.public_url.startswith("https://")),
-            *self.observability.routes(),
+            *dashboard_api_routes(self.dashboard),
+            *ui_routes(self.sessions, secure_cookie=c.public_url.startswith("https://")),
+            *telemetry_routes(self.observability),
             *(r for p in self.plugins for r in p.routes),
-            lambda_not_implemented_route(),  # last: Lambda-shaped "not implemented" for any other API path
         ]
-        app = Starlette(routes=routes, lifespan=lifespan)
-        invoke = InvokeEndpoint(self.invoker)
         s3 = s3_app(
-            self.objects, region=self.config.region, function_exists=self._function_exists,
+            self.objects, region=c.region, function_exists=self._function_arn_exists,
             queue_exists=self._queue_exists, lookup_secret=self.keyring.secret_for,
             authorize_post=self._authorize_post,
         )  # fmt: skip
-        s3 = self.observability.traced("S3", s3)  # spans for requests that carry a trace context
-        sqs_apps: list[Any] = []
-
-        async def dispatch(scope: Any, receive: Any, send: Any) -> None:
-            """One port, routed by the service the request was signed for (S3 paths look like anything)."""
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            auth = scope.get("squall.auth")
-            service = auth.service if auth is not None else ""
-            # a function's own key: only what its execution role allows (squall.iam), never management
-            function = self.keyring.scope_of(auth.access_key_id) if auth is not None else None
-            request_id = scope.get("squall.request_id", "")
-            if service == "s3" or scope.get("squall.s3_post"):  # signed S3, or a form upload (policy-signed)
-                denied = self.gate.s3(function, scope) if function is not None else None
-                if denied is not None:
-                    await send_error(send, "s3", denied, request_id, head=scope["method"] == "HEAD")
-                    return
-                await s3(scope, receive, send)
-            elif service == "sqs" or is_sqs_request(scope):
-                denied = self.gate.sqs(function, scope) if function is not None else None
-                if denied is not None:
-                    await send_error(send, "sqs", denied, request_id)
-                    return
-                if not sqs_apps:  # built lazily: the waiter needs the running loop
-                    sqs_apps.append(
-                        self.observability.traced(
-                            "SQS",
-                            sqs_app(
-                                self.queues,
-                                public_url=self.config.public_url,
-                                region=self.config.region,
-                                account_id=self.config.account_id,
-                                waiter=self.queue_waiter,
-                            ),
-                        )
-                    )
-                await sqs_apps[0](scope, receive, send)
-            elif service in ("iam", "sts"):
-                await self.iam_api(scope, receive, send)  # IAM: admin key only; STS GetCallerIdentity: anyone
-            elif invoke.is_invoke(scope):
-                denied = self.gate.invoke(function, scope) if function is not None else None
-                if denied is not None:
-                    await send_error(send, "lambda", denied, request_id)
-                    return
-                await invoke(scope, receive, send)
-            elif service and service != "lambda":
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-                status, h, body = render_unknown_service(
-                    service, headers, scope.get("query_string", b""), not_implemented_service(service), request_id
-                )
-                raw = [(k.lower().encode(), v.encode()) for k, v in h.items()]
-                raw += [(b"x-amzn-requestid", request_id.encode()), (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": status, "headers": raw})
-                await send({"type": "http.response.body", "body": body})
-            elif function is not None:
-                await send_error(send, "lambda", self.gate.management(function, scope), request_id)
-            else:
-                await app(scope, receive, send)
-
-        public = [(p.accepts, p.public_app) for p in self.plugins if p.accepts is not None and p.public_app]
-
-        def is_public(scope: Any) -> bool:
-            return any(accepts(scope) for accepts, _ in public)
-
-        async def outer(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and "squall.auth" not in scope:
-                for accepts, handler in public:
-                    if accepts(scope):
-                        await handler(scope, receive, send)
-                        return
-            await dispatch(scope, receive, send)
-
-        return SigV4Middleware(
-            outer,
-            self.keyring.secret_for,
-            public_prefixes=("/_squall/health", "/ui/login", "/ui/static/", *self.observability.public_prefixes),
-            is_public=is_public,
-            session=SessionGate(self.sessions, self.config.region),
+        sqs = sqs_app(
+            self.queues, public_url=c.public_url, region=c.region, account_id=c.account_id, waiter=self.queue_waiter
+        )
+        return router(
+            routes=routes,
+            start=self.start,
+            stop=self.stop,
+            health=lambda: {"status": "ok", "uptime_s": time.time() - self.started_at},
+            pool_summary=self.pool_summary,
+            s3=self.observability.traced("S3", s3),  # spans for requests that carry a trace context
+            sqs=self.observability.traced("SQS", sqs),
+            iam=self.iam_api,
+            invoke=InvokeEndpoint(self.invoker),
+            gate=self.gate,
+            keyring=self.keyring,
+            public=[(p.accepts, p.public_app) for p in self.plugins if p.accepts is not None and p.public_app],
+            public_prefixes=(*self.observability.public_prefixes,),
+            session=SessionGate(self.sessions, c.region),
         )
