@@ -170,6 +170,7 @@ class Squall:
             region=c.region,
             account_id=c.account_id,
             public_url=c.public_url,
+            account_limit=c.account_concurrency,  # PutFunctionConcurrency keeps 100 of it unreserved, as Lambda
             clock=SystemClock(),
             on_change=[self.on_change],
             layer_store=LayerStore(c.data_dir / "layers.db"),
@@ -341,6 +342,8 @@ class Squall:
         """A function's code, configuration, versions, aliases or concurrency changed."""
         await self.invoker.function_changed(name, qualifier)
         exists = self._function_config(name) is not None
+        if not exists:  # deleted: the key its instances were given stops working (a new function gets a new one)
+            await asyncio.to_thread(self.keyring.revoke_scoped, name)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(
                 self.authorizer.function_changed, name, exists, lambda q: self._qualifier_exists(name, q)
@@ -369,7 +372,10 @@ class Squall:
             self.pool.set_reserved(name, reserved)
         for name in self._function_names():
             self.provisioning.sync(name)
-        # resource policies of functions (or versions, aliases) deleted while the server was going down
+        # keys and resource policies of functions (or versions, aliases) deleted while the server was going down
+        for name in self.keyring.scoped_names():
+            if self._function_config(name) is None:
+                self.keyring.revoke_scoped(name)
         for name in self.iam_store.functions_with_policies():
             exists = self._function_config(name) is not None
             self.authorizer.function_changed(name, exists, functools.partial(self._qualifier_exists, name))

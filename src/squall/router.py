@@ -136,7 +136,7 @@ def router(
     return SigV4Middleware(
         outer,
         keyring.secret_for,
-        public_prefixes=tuple(public_prefixes),
+        public_prefixes=("/_squall/health", "/ui/login", "/ui/static/", *public_prefixes),
         is_public=is_public,
         session=session,
     )

@@ -2,15 +2,84 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NodeConfig", "default_data_dir"]
+from squall.core.errors import ConfigError
+
+__all__ = ["NodeConfig", "ServerConfig", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("SQUALL_DATA_DIR", str(Path.home() / ".squall")))
+
+
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
+    """The integer knob ``name`` (``default`` when unset or empty); a ConfigError naming it otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number (default {default})") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum} (default {default})")
+    return value
+
+
+def _env_float(name: str, default: float, minimum: float | None = None) -> float:
+    """The number knob ``name`` (``default`` when unset or empty); a ConfigError naming it otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number (default {default:g})") from None
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise ConfigError(
+            f"{name}={raw!r} must be a finite number of at least {minimum:g} (default {default:g})"
+            if minimum is not None
+            else f"{name}={raw!r} must be a finite number (default {default:g})"
+        )
+    return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be one of {', '.join(_TRUE + _FALSE)} (default {int(default)})")
+
+
+def _env_url(name: str) -> str:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest.strip("/") or any(c.isspace() for c in raw):
+        raise ConfigError(f"{name}={raw!r} must be an http:// or https:// URL such as https://squall.example.com")
+    return raw.rstrip("/")
+
+
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(repr(c) for c in choices)} (default {default!r})")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -45,18 +114,20 @@ class NodeConfig:
     #: SQUALL_INSTANCE_SCHED: "batch" runs instances under SCHED_BATCH (same CPU share, but a woken instance does not
     #: preempt the running edge/control process: the server keeps serving while instances queue for the CPU);
     #: "normal" is SCHED_OTHER
-    instance_sched: str = field(default_factory=lambda: os.environ.get("SQUALL_INSTANCE_SCHED", "batch"))
+    instance_sched: str = field(
+        default_factory=lambda: _env_choice("SQUALL_INSTANCE_SCHED", "batch", ("batch", "normal"))
+    )
     #: cgroup directories kept ready per function zygote
     cgroup_pool_size: int = 4
     #: SQUALL_ZYGOTE_MEMORY_MB: memory a function zygote may use beyond the function's MemorySize, MB (its limit is
     #: MemorySize + this: room for the init Lambda would run in MemorySize, plus what forking instances costs it)
-    zygote_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SQUALL_ZYGOTE_MEMORY_MB") or 64))
+    zygote_memory_mb: int = field(default_factory=lambda: _env_int("SQUALL_ZYGOTE_MEMORY_MB", 64, 0))
     #: SQUALL_ZYGOTE_TIMEOUT_S: how long the node waits for a function zygote's answer to a request (start an
     #: instance), seconds; a zygote that does not answer is stopped and the next invocation starts a new one
-    zygote_timeout_s: float = field(default_factory=lambda: float(os.environ.get("SQUALL_ZYGOTE_TIMEOUT_S") or 10.0))
+    zygote_timeout_s: float = field(default_factory=lambda: _env_float("SQUALL_ZYGOTE_TIMEOUT_S", 10.0, 0.0))
     #: SQUALL_FREEZE_AFTER_MS: an instance idle this long is frozen (cgroup freezer) until its next invocation,
     #: milliseconds; negative disables freezing
-    freeze_after_ms: float = field(default_factory=lambda: float(os.environ.get("SQUALL_FREEZE_AFTER_MS") or 50.0))
+    freeze_after_ms: float = field(default_factory=lambda: _env_float("SQUALL_FREEZE_AFTER_MS", 50.0))
     #: bytes of log kept per invocation (the rest is cut with a marker)
     log_max_bytes_per_invocation: int = 256 * 1024
     #: name of the cgroup directory under each controller
@@ -65,23 +136,6 @@ class NodeConfig:
     region: str = "us-east-1"
     #: the account id used in ARNs
     account_id: str = "000000000000"
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    return raw not in ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -93,7 +147,7 @@ class ServerConfig:
     #: SQUALL_HOST
     host: str = field(default_factory=lambda: os.environ.get("SQUALL_HOST", "127.0.0.1"))
     #: SQUALL_PORT: the one HTTP port (Lambda API, S3, SQS, function URLs, /ui, /metrics)
-    port: int = field(default_factory=lambda: _env_int("SQUALL_PORT", 9070))
+    port: int = field(default_factory=lambda: _env_int("SQUALL_PORT", 9070, 0))
     #: SQUALL_KEEP_ALIVE_S: idle seconds before an instance is stopped (scale to zero)
     keep_alive_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_S", 300.0))
     #: SQUALL_ZYGOTE_KEEP_ALIVE_S: idle seconds before a function's zygote is stopped
@@ -101,7 +155,9 @@ class ServerConfig:
     #: SQUALL_KEEP_ALIVE_POLICY: "fixed" (every idle instance stays SQUALL_KEEP_ALIVE_S) or "hybrid" (per function,
     #: the idle-time histogram policy of Shahrad et al. 2020: unload between predictable calls, pre-warm before them;
     #: SQUALL_KEEP_ALIVE_S / SQUALL_ZYGOTE_KEEP_ALIVE_S while a function's histogram is not representative)
-    keep_alive_policy: str = field(default_factory=lambda: os.environ.get("SQUALL_KEEP_ALIVE_POLICY", "hybrid"))
+    keep_alive_policy: str = field(
+        default_factory=lambda: _env_choice("SQUALL_KEEP_ALIVE_POLICY", "hybrid", ("fixed", "hybrid"))
+    )
     #: SQUALL_KEEP_ALIVE_BIN_S: width of one idle-time histogram bin, seconds
     keep_alive_bin_s: float = field(default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_BIN_S", 60.0))
     #: SQUALL_KEEP_ALIVE_RANGE_S: idle times the histogram covers, seconds (longer ones are out of bounds)
@@ -119,17 +175,17 @@ class ServerConfig:
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))
     #: SQUALL_MAX_CONCURRENT_STARTS: instances initialising at once (0 = 4 per CPU); more requests queue for a slot
-    max_concurrent_starts: int = field(default_factory=lambda: _env_int("SQUALL_MAX_CONCURRENT_STARTS", 0))
+    max_concurrent_starts: int = field(default_factory=lambda: _env_int("SQUALL_MAX_CONCURRENT_STARTS", 0, 0))
     #: SQUALL_ACCOUNT_CONCURRENCY: account-wide concurrent executions
-    account_concurrency: int = field(default_factory=lambda: _env_int("SQUALL_ACCOUNT_CONCURRENCY", 1000))
+    account_concurrency: int = field(default_factory=lambda: _env_int("SQUALL_ACCOUNT_CONCURRENCY", 1000, 1))
     #: SQUALL_THROTTLE_WAIT_S: how long a sync caller waits for capacity before 429
     throttle_wait_s: float = field(default_factory=lambda: _env_float("SQUALL_THROTTLE_WAIT_S", 1.0))
     #: SQUALL_MEMORY_BUDGET_MB: memory instances may use on this node (0 = 80% of RAM)
-    memory_budget_mb: int = field(default_factory=lambda: _env_int("SQUALL_MEMORY_BUDGET_MB", 0))
+    memory_budget_mb: int = field(default_factory=lambda: _env_int("SQUALL_MEMORY_BUDGET_MB", 0, 0))
     #: SQUALL_ASYNC_RETRY_BASE_S: delay before the first async retry (Lambda: 60 s, then 120 s)
     async_retry_base_s: float = field(default_factory=lambda: _env_float("SQUALL_ASYNC_RETRY_BASE_S", 60.0))
     #: SQUALL_ASYNC_MAX_IN_FLIGHT: async events being delivered at once (the rest wait in the durable queue)
-    async_max_in_flight: int = field(default_factory=lambda: _env_int("SQUALL_ASYNC_MAX_IN_FLIGHT", 256))
+    async_max_in_flight: int = field(default_factory=lambda: _env_int("SQUALL_ASYNC_MAX_IN_FLIGHT", 256, 1))
     #: SQUALL_PRICES: path of a JSON/YAML price table (default: Lambda's x86 us-east-1 prices)
     prices_path: str = field(default_factory=lambda: os.environ.get("SQUALL_PRICES", ""))
     #: SQUALL_LOG_RETENTION_DAYS: records and logs older than this are pruned
@@ -152,7 +208,7 @@ class ServerConfig:
     #: SQUALL_TRACE_RESERVOIR: new traces recorded per second per function (and per API: S3, SQS) before the ratio
     trace_reservoir: int = field(default_factory=lambda: max(0, _env_int("SQUALL_TRACE_RESERVOIR", 1)))
     #: SQUALL_TRACE_BUFFER: traces kept in memory for /_squall/api/traces (oldest dropped first)
-    trace_buffer: int = field(default_factory=lambda: _env_int("SQUALL_TRACE_BUFFER", 2000))
+    trace_buffer: int = field(default_factory=lambda: _env_int("SQUALL_TRACE_BUFFER", 2000, 1))
     #: SQUALL_PRUNE_INTERVAL_S: how often records and logs past the retention are deleted
     prune_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_PRUNE_INTERVAL_S", 600.0))
     #: SQUALL_HTTP_MAX_REQUEST_LINE: bytes of a request's target (URL); longer -> 414
@@ -169,11 +225,17 @@ class ServerConfig:
     http_max_connections: int = field(default_factory=lambda: _env_int("SQUALL_HTTP_MAX_CONNECTIONS", 4096))
     #: SQUALL_DISK_RESERVE_MB: space kept in <data dir>/.reserve and released when the disk fills, so deletes can
     #: still run (writes are refused from then until the reserve can be re-created); 0 = no reserve, no checks
-    disk_reserve_mb: int = field(default_factory=lambda: _env_int("SQUALL_DISK_RESERVE_MB", 64))
+    disk_reserve_mb: int = field(default_factory=lambda: _env_int("SQUALL_DISK_RESERVE_MB", 64, 0))
+    #: SQUALL_PUBLIC_URL: the URL clients reach this Squall at, when it is not ``http://<host>:<port>`` (behind a
+    #: TLS-terminating proxy: ``https://squall.example.com``); queue URLs, function URLs, code locations and the
+    #: banner use it, and the dashboard's session cookie is ``Secure`` when it is https
+    public_url_setting: str = field(default_factory=lambda: _env_url("SQUALL_PUBLIC_URL"))
     region: str = "us-east-1"
     account_id: str = "000000000000"
 
     @property
     def public_url(self) -> str:
+        if self.public_url_setting:
+            return self.public_url_setting
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"

@@ -8,9 +8,9 @@ to fix it.  The edge layer turns these into the exact wire shapes of Lambda, S3 
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "InvalidParameterValue",
     "InvalidRequestContent",
-    "NotRoot",
     "RequestEntityTooLarge",
     "RequestTooLarge",
     "ResourceConflict",
@@ -93,6 +93,9 @@ class SandboxUnavailable(SquallError):
     status = 500
 
 
-class NotRoot(SquallError):
-    code = "ServiceException"
+class ConfigError(SquallError):
+    """A knob (``SQUALL_*`` environment variable or flag) with a value Squall cannot use; the message names it."""
+
+    code = "ConfigError"
     status = 500
+    fault = "user"
