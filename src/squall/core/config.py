@@ -96,8 +96,6 @@ class NodeConfig:
     pids_max: int = 256
     #: open files per instance (RLIMIT_NOFILE)
     nofile_max: int = 4096
-    #: default size of an instance's private /tmp in MB (Lambda's default ephemeral storage)
-    tmp_mb_default: int = 512
     #: CPU shares of a 1769 MB instance (Lambda gives one vCPU at 1769 MB); shares scale with memory
     cpu_shares_per_vcpu: int = 1024
     mb_per_vcpu: int = 1769
@@ -117,8 +115,6 @@ class NodeConfig:
     instance_sched: str = field(
         default_factory=lambda: _env_choice("SQUALL_INSTANCE_SCHED", "batch", ("batch", "normal"))
     )
-    #: cgroup directories kept ready per function zygote
-    cgroup_pool_size: int = 4
     #: SQUALL_ZYGOTE_MEMORY_MB: memory a function zygote may use beyond the function's MemorySize, MB (its limit is
     #: MemorySize + this: room for the init Lambda would run in MemorySize, plus what forking instances costs it)
     zygote_memory_mb: int = field(default_factory=lambda: _env_int("SQUALL_ZYGOTE_MEMORY_MB", 64, 0))
