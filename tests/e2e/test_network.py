@@ -26,7 +26,8 @@ from tests.e2e._platform import SquallProcess, create, eventually, execution_rol
 from sandbox_helpers import make_node
 from squall.sandbox.node import syscalls
 
-# interface prefixes of squall.sandbox.node.network (spelled out: this module must import before the change, to fail there)
+# interface prefixes of squall.sandbox.node.network (spelled out: this module must import before the change, to fail
+# there)
 VETH_PREFIX, GATEWAY_PREFIX = "sqv", "sqg"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")

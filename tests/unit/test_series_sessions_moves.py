@@ -1,4 +1,5 @@
-"""Dashboard sessions (squall.dashboard.ui.sessions) and dead-letter redrive (squall.sqs.store.moves), without a server."""
+"""Dashboard sessions (squall.dashboard.ui.sessions) and dead-letter redrive (squall.sqs.store.moves), without a
+server."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 PATH is a function's code directory (one function: name from the directory, handler guessed from ``app.py`` or
 ``lambda_function.py``, overridable with flags), or a project file (``squall.yaml``, a SAM ``template.yaml`` or a
-``serverless.yml``: see ``squall.cli.project_files``), or a directory holding one (every function of the project, or only
-``--name``; the buckets and queues a template defines are created first).  Each package is built like ``sam build`` does
+``serverless.yml``: see ``squall.cli.project_files``), or a directory holding one (every function of the project,
+or only ``--name``; the buckets and queues a template defines are created first).  Each package is built like ``sam build`` does
 (``squall.cli.packaging.build_package``, dependencies cached in ``<data dir>/build-cache``), then:
 
 1. CreateFunction, or UpdateFunctionCode (only when the zip changed) and UpdateFunctionConfiguration (only when

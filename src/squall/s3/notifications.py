@@ -1,8 +1,8 @@
 """Storage events: an object written to or deleted from the object store becomes an S3 event notification.
 
 Called by the object store after the write is durable and before the S3 API answers (``ObjectStore.on_event``,
-in a worker thread), with the targets the bucket's notification configuration names.  Lambda targets are inserted into the durable async queue in one fsync'd batch, so an upload
-the client saw succeed always produces its event, even if the server is killed right after answering; delivery then
+in a worker thread), with the targets the bucket's notification configuration names.  Lambda targets are
+inserted into the durable async queue in one fsync'd batch, so an upload the client saw succeed always produces its event, even if the server is killed right after answering; delivery then
 follows the async retry policy.  SQS targets get the event as a message.
 """
 

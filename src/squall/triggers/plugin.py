@@ -1,7 +1,7 @@
-"""The seam through which event sources plug into the server.
+"""The seam through which event sources plug into the app.
 
-Each trigger kind exposes ``install(<its store and the ports it needs>) -> Plugin``: the routes it serves on the main port (signed, like the
-Lambda API), background tasks the server runs and cancels, an optional handler for *unsigned* requests it accepts
+Each trigger kind exposes ``install(<its store and the ports it needs>) -> Plugin``: the routes it serves on the
+main port (signed, like the Lambda API), background tasks the app runs and cancels, an optional handler for *unsigned* requests it accepts
 (function URLs with auth NONE, HTTP routes), and a hook called after every control-plane change.
 """
 

@@ -48,7 +48,8 @@ __all__ = [
 
 #: the Python runtimes Lambda offers (valid names; e.g. a layer's CompatibleRuntimes)
 SUPPORTED_RUNTIMES = ("python3.8", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
-#: custom runtimes: the zip's ``bootstrap`` executable talks to the Lambda Runtime API (squall.sandbox.runtime.runtime_api)
+#: custom runtimes: the zip's ``bootstrap`` executable talks to the Lambda Runtime API
+#: (squall.sandbox.runtime.runtime_api)
 PROVIDED_RUNTIMES = ("provided.al2023", "provided.al2")
 #: the runtimes this server can really run: the interpreter it runs on (functions run on it, in their sandbox)
 AVAILABLE_RUNTIMES = (f"python{sys.version_info.major}.{sys.version_info.minor}",)

@@ -6,7 +6,8 @@ base zygote        started by the node; has imported the runtime and common stdl
  |                 need, sets no_new_privs and a seccomp filter, and only then runs the function's code: pre-imports
  |                 its dependencies (found by a sandboxed import probe), or in snapshot mode runs the whole init;
  |                 then clones instances on request and reports their exits (hints: the node checks its cgroups)
- +- instance       PID 1 of its own (nested) namespaces, born in its cgroups, unprivileged: runs squall.sandbox.runtime.loop
+ +- instance       PID 1 of its own (nested) namespaces, born in its cgroups, unprivileged:
+                   runs squall.sandbox.runtime.loop
 
 Everything from the pre-import on is the function's code: the zygote is as hostile as an instance, and nothing it
 says (a pid, an exit) makes the node act on anything but the function's own cgroups.

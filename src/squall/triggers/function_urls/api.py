@@ -8,8 +8,8 @@
 * Serving: unsigned requests to ``/lambda-url/{url_id}/...``, to a Host ``{url_id}.lambda-url.<anything>`` (AWS's
   own form: the function gets the whole path, no prefix) and to declared routes are answered by ``public_app``
   (the function gets an API Gateway v2 / function URL event, or a route's format 1.0 event, see
-  ``squall.triggers.function_urls.events``).  A redirect from a function URL's function to a path on the same host gets the
-  ``/lambda-url/{url_id}`` prefix (``prefix_location``).  An ``AWS_IAM``
+  ``squall.triggers.function_urls.events``).  A redirect from a function URL's function to a path on the same
+  host gets the ``/lambda-url/{url_id}`` prefix (``prefix_location``).  An ``AWS_IAM``
   URL answers 403 unsigned; signed requests reach the same handler through a signed route.
 * Everything lives in ``{data_dir}/function_urls.db``; an in-memory copy keeps ``accepts`` cheap.
 """
