@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lambda_harness import ACCOUNT, REGION, ROLE, LambdaServer, make_zip
 from botocore.exceptions import ClientError
+
+from tests.contract._lambda_harness import ACCOUNT, REGION, ROLE, LambdaServer, make_zip
 
 ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function"
 

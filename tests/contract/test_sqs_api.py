@@ -171,7 +171,7 @@ def test_attributes_round_trip(sqs: Any, queue: str) -> None:
 
 
 def test_send_receive_delete_with_attributes(sqs: Any, queue: str) -> None:
-    attrs = {
+    attrs: dict[str, dict[str, Any]] = {
         "City": {"DataType": "String", "StringValue": "Any City"},
         "Population": {"DataType": "Number", "StringValue": "1250800"},
         "Blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01hello\xff"},

@@ -100,7 +100,7 @@ def create(client: Any, name: str, code: str, **kw: Any) -> dict[str, Any]:
         Code={"ZipFile": zip_of({"app.py": code})}, **kw,
     )  # fmt: skip
     client.get_waiter("function_active_v2").wait(FunctionName=name)
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 LAMBDA_TRUST = (

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, signed_get
 
 CHROMIUM = os.environ.get("SQUALL_CHROMIUM", "/usr/bin/chromium")

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e._platform import SquallProcess, create, eventually, execution_role
 
-from sandbox_helpers import make_node
 from squall.node import syscalls
+from tests.e2e._platform import SquallProcess, create, eventually, execution_role
+from tests.sandbox_helpers import make_node
 
 # interface prefixes of squall.node.network (spelled out: this module must import before the change, to fail there)
 VETH_PREFIX, GATEWAY_PREFIX = "sqv", "sqg"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, execution_role, signed_get
 
 ECHO = """

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, signed_get
 
 

@@ -644,7 +644,7 @@ def test_enqueue_is_fsynced(store: SqliteMetadataStore) -> None:
 
         return Wrapper()
 
-    store._tx = spy  # type: ignore[method-assign]
+    store._tx = spy  # type: ignore[method-assign,assignment]
     store.enqueue(event("r1"))
     store.lease(0.0, 1, 1)
     assert seen == [2, 1]  # FULL for enqueue, NORMAL for lease
