@@ -52,13 +52,14 @@ class SquallProcess:
 
     def start(self, timeout_s: float = 60.0) -> SquallProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            env=self.env,
-            stdout=out,
-            stderr=out,
-        )
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
