@@ -5,6 +5,8 @@ Asserts what a user sees: output, exit codes, and that errors are one clear line
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import queue
 import signal
@@ -387,13 +389,7 @@ def test_logs_follow_honours_since(squall: Run, server: Server, hello: str) -> N
 
 
 def test_logs_follow_prints_new_lines_until_interrupted(squall: Run, server: Server, hello: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "squall.cli.main", "logs", hello, "--follow", "--since", "1s"],
-        env=server.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _follow(server, hello, "--since", "1s")
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
@@ -402,26 +398,37 @@ def test_logs_follow_prints_new_lines_until_interrupted(squall: Run, server: Ser
             lines.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
-    try:
-        time.sleep(1.0)  # let it take its first page before the invocation
-        _ok(squall("invoke", hello, "--payload", '{"marker": "followed"}'))
-        deadline = time.monotonic() + 20
-        seen = ""
-        while "marker: followed" not in seen:
+    seen = ""
+
+    def wait_for(needle: str, timeout_s: float) -> bool:
+        nonlocal seen
+        deadline = time.monotonic() + timeout_s
+        while needle not in seen:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                pytest.fail(f"--follow did not print the new line; got:\n{seen}")
+                return False
             try:
                 seen += lines.get(timeout=remaining)
             except queue.Empty:
                 continue
+        return True
+
+    try:
+        # until the follower prints one of our lines it may not have taken its first page yet: a line written before
+        # that could be missed by design (the tail starts at "now"), so keep invoking until one shows (bounded) ...
+        deadline = time.monotonic() + 60
+        for i in itertools.count():
+            _ok(squall("invoke", hello, "--payload", json.dumps({"marker": f"warm-{i}"})))
+            if wait_for("marker: warm-", 5):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"--follow printed none of our lines; got:\n{seen}")
+        # ... then a line written after that must be printed by the follow loop
+        _ok(squall("invoke", hello, "--payload", '{"marker": "followed"}'))
+        if not wait_for("marker: followed", 20):
+            pytest.fail(f"--follow did not print the new line; got:\n{seen}")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _interrupt(proc)
     assert proc.returncode in (0, 130)
     assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
 
