@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from squall.packaging import BuildError, build_package
+from squall.cli.packaging import BuildError, build_package
 from tests.e2e._platform import SquallProcess, create
 from tests.e2e.test_function_urls import make_url, request, signed_request, url_path
 

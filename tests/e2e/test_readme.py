@@ -19,9 +19,9 @@ import httpx
 import pytest
 import yaml
 
-from squall.cfn import parse_cfn_yaml
+from squall.cli.cfn import parse_cfn_yaml
 from squall.cli.main import build_parser
-from squall.project_files import PROJECT_FILES
+from squall.cli.project_files import PROJECT_FILES
 from tests.aws_cli import AWS_CLI, needs_aws_cli
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from squall.node.fake import FakeInstance, FakeNode
-from squall.node.instance import Instance
-from squall.node.node import Node
+from squall.sandbox.fake import FakeInstance, FakeNode
+from squall.sandbox.node.instance import Instance
+from squall.sandbox.node.node import Node
 
 
 def shape(method: Callable[..., object]) -> tuple[bool, list[tuple[str, inspect._ParameterKind, bool]]]:

@@ -16,16 +16,16 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import TooManyRequests
-from squall.invoker import Invoker
-from squall.node.fake import Call, FakeCode, FakeNode, Reply
-from squall.node.node import Node
-from squall.pool import InstancePool, PoolConfig
-from squall.store.invocations import RecordWriter
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.records import InvocationRecord, NewEvent, QueuedEvent
-from squall.triggers.async_queue import AsyncDispatcher
+from squall.core.clock import FakeClock
+from squall.core.errors import TooManyRequests
+from squall.functions.async_delivery import AsyncDispatcher
+from squall.functions.invoker import Invoker
+from squall.functions.pool import InstancePool, PoolConfig
+from squall.functions.store.invocations import RecordWriter
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.functions.store.records import InvocationRecord, NewEvent, QueuedEvent
+from squall.sandbox.fake import Call, FakeCode, FakeNode, Reply
+from squall.sandbox.node.node import Node
 
 T = TypeVar("T")
 ARN = "arn:aws:lambda:us-east-1:000000000000:function"

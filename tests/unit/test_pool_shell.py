@@ -12,13 +12,13 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import TooManyRequests
-from squall.model import FunctionSpec, InvokeRequest
-from squall.node.fake import Call, Crash, FakeCode, FakeInstance, FakeNode, Reply
-from squall.node.instance import InitFailed, Instance
-from squall.node.node import Node
-from squall.pool import InstancePool, PoolConfig
+from squall.core.clock import FakeClock
+from squall.core.errors import TooManyRequests
+from squall.core.model import FunctionSpec, InvokeRequest
+from squall.functions.pool import InstancePool, PoolConfig
+from squall.sandbox.fake import Call, Crash, FakeCode, FakeInstance, FakeNode, Reply
+from squall.sandbox.node.instance import InitFailed, Instance
+from squall.sandbox.node.node import Node
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import InvalidParameterValue
+from squall.core.clock import FakeClock
+from squall.core.errors import InvalidParameterValue
 from squall.sqs.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
