@@ -65,8 +65,8 @@ class SquallProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"squall up exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
             try:
-                urllib.request.urlopen(self.url + "/_squall/health", timeout=1)
-                return self
+                with urllib.request.urlopen(self.url + "/_squall/health", timeout=1):
+                    return self
             except Exception:
                 time.sleep(0.05)
         raise RuntimeError(f"squall up did not answer in {timeout_s} s: {self.log.read_text()[-3000:]}")

@@ -162,7 +162,8 @@ def test_metrics_count_invocations_errors_throttles_and_show_state(squall: Squal
         urllib.request.urlopen(squall.url + "/metrics", timeout=10)
         raise AssertionError("an unsigned /metrics scrape must be refused")
     except urllib.error.HTTPError as err:
-        assert err.code == 403
+        with err:
+            assert err.code == 403
 
     status, text = _signed_text(squall.url, "/metrics")
     assert status == 200, text
