@@ -11,5 +11,12 @@ cd "$(dirname "$0")/.."
 .venv/bin/mypy
 # the dependency rules (pyproject.toml [tool.importlinter], docs/design.md "Code map")
 .venv/bin/lint-imports
-# pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The suite on both cores: pytest-xdist runs whole modules per worker (--dist loadfile), since their module-scoped
+# servers and nodes start once per module; every test picks free ports and names of its own (cgroups, network
+# namespaces, data dirs), so workers never collide.  SQUALL_TEST_WORKERS=0 runs it in this process.  Coverage of the
+# test process and of the `squall up` servers and CLI runs it starts is printed at the end (pyproject.toml
+# [tool.coverage]).  pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be.
+workers="${SQUALL_TEST_WORKERS:-2}"
+dist=()
+[ "$workers" = 0 ] || dist=(-n "$workers" --dist loadfile)
+.venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" --cov --cov-report=term "$@"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox_helpers import NodeRunner, make_node
+from tests.sandbox_helpers import NodeRunner, make_node
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_helpers import write_tree
 from squall.sandbox.protocol import Frame, FrameDecoder, Kind, encode
+from tests.sandbox_helpers import write_tree
 
 
 class RuntimePeer:
@@ -50,6 +50,12 @@ class RuntimePeer:
                 return None
             self.frames.extend(self.decoder.feed(data))
         return self.frames.pop(0)
+
+    def expect(self, timeout: float = 10.0) -> Frame:
+        """The next frame; fails the test at EOF."""
+        frame = self.recv(timeout)
+        assert frame is not None, "runtime closed the connection instead of sending a frame"
+        return frame
 
     def invoke(self, request_id: str, body: bytes = b"{}", **header: object) -> Frame:
         h = {

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.e2e._platform import LAMBDA_TRUST, SquallProcess, create
 
 ACCOUNT = "000000000000"

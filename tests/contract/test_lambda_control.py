@@ -7,18 +7,18 @@ import base64
 import hashlib
 import http.client
 import json
-import os
 import re
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _lambda_harness import ACCOUNT, REGION, ROLE, LambdaServer, make_zip
 from botocore.exceptions import ClientError
+
+from tests.aws_cli import AWS_CLI, aws_env, needs_aws_cli
+from tests.contract._lambda_harness import ACCOUNT, REGION, ROLE, LambdaServer, make_zip
 
 ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function"
 
@@ -531,18 +531,12 @@ def test_malformed_and_oversized_bodies(server: LambdaServer) -> None:
     assert status == 404 and body["Message"] == f"Function not found: {ARN}:nope"
 
 
+@needs_aws_cli
 def test_aws_cli(server: LambdaServer, tmp_path: Path) -> None:
     package = tmp_path / "fn.zip"
     package.write_bytes(make_zip())
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }
-    aws = [str(Path(sys.executable).parent / "aws"), "--endpoint-url", server.url, "--output", "json", "lambda"]
+    env = aws_env("testing", "testing", REGION, tmp_path)
+    aws = [str(AWS_CLI), "--endpoint-url", server.url, "--output", "json", "lambda"]
     created = subprocess.run(
         [*aws, "create-function", "--function-name", "fn-cli", "--runtime", "python3.11", "--handler", "app.handler",
          "--role", ROLE, "--zip-file", f"fileb://{package}"],

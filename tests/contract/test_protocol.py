@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squall.sandbox.protocol import MAX_FRAME_BYTES, Frame, FrameDecoder, Kind, ProtocolError, encode
+from tests.contract.conftest import StartRuntime
 
 # --------------------------------------------------------------------------------------------- the codec
 
@@ -184,7 +185,7 @@ def handler(event, context):
 """
 
 
-def test_runtime_ready_first_with_init_ms(runtime) -> None:
+def test_runtime_ready_first_with_init_ms(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
     frame = peer.recv()
     assert frame is not None
@@ -195,9 +196,9 @@ def test_runtime_ready_first_with_init_ms(runtime) -> None:
     assert "init side effect" in peer.logs()
 
 
-def test_runtime_invoke_result_pairs(runtime) -> None:
+def test_runtime_invoke_result_pairs(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     for i in range(5):
         event = {"i": i, "s": "é"}
         frame = peer.invoke(f"req-{i}", json.dumps(event).encode())
@@ -212,26 +213,26 @@ def test_runtime_invoke_result_pairs(runtime) -> None:
         assert out["arn"] == "arn:aws:lambda:us-east-1:0:function:f"
 
 
-def test_runtime_empty_body_is_empty_event(runtime) -> None:
+def test_runtime_empty_body_is_empty_event(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     frame = peer.invoke("r", b"")
     assert frame.header["ok"] is True
     assert json.loads(frame.body)["event"] == {}
 
 
-def test_runtime_frames_arriving_together(runtime) -> None:
+def test_runtime_frames_arriving_together(runtime: StartRuntime) -> None:
     """Two INVOKE frames in one write: the runtime answers both, in order."""
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     h = {"deadline_ms": 2**62, "invoked_arn": "", "trace_id": "", "client_context": None, "identity": None}
     peer.send_raw(encode(Kind.INVOKE, {**h, "request_id": "a"}, b"{}") + encode(Kind.INVOKE, {**h, "request_id": "b"}))
-    assert [peer.recv().header["request_id"], peer.recv().header["request_id"]] == ["a", "b"]
+    assert [peer.expect().header["request_id"], peer.expect().header["request_id"]] == ["a", "b"]
 
 
-def test_runtime_exception_is_lambda_error_document(runtime) -> None:
+def test_runtime_exception_is_lambda_error_document(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     frame = peer.invoke("bad-1", json.dumps({"raise": "boom"}).encode())
     assert frame.kind == Kind.RESULT
     assert frame.header["request_id"] == "bad-1"
@@ -248,24 +249,24 @@ def test_runtime_exception_is_lambda_error_document(runtime) -> None:
     assert peer.invoke("ok-2").header["ok"] is True
 
 
-def test_runtime_shutdown_exits_zero(runtime) -> None:
+def test_runtime_shutdown_exits_zero(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     assert peer.invoke("r").header["ok"] is True
     peer.send(Kind.SHUTDOWN)
     assert peer.wait_exit() == 0
 
 
-def test_runtime_eof_makes_it_exit(runtime) -> None:
+def test_runtime_eof_makes_it_exit(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     peer.sock.shutdown(2)
     assert peer.wait_exit() == 0
 
 
-def test_runtime_garbage_makes_it_exit_nonzero(runtime) -> None:
+def test_runtime_garbage_makes_it_exit_nonzero(runtime: StartRuntime) -> None:
     peer = runtime({"app.py": APP})
-    assert peer.recv().kind == Kind.READY
+    assert peer.expect().kind == Kind.READY
     peer.send_raw(b"\xff" * 16)
     assert peer.wait_exit() != 0
 
@@ -283,7 +284,9 @@ def test_runtime_garbage_makes_it_exit_nonzero(runtime) -> None:
         ({"app.py": "raise RuntimeError('init exploded')\n"}, "app.handler", "RuntimeError", "init exploded"),
     ],
 )  # fmt: skip
-def test_runtime_init_error(runtime, files: dict[str, str], handler: str, error_type: str, message: str) -> None:
+def test_runtime_init_error(
+    runtime: StartRuntime, files: dict[str, str], handler: str, error_type: str, message: str
+) -> None:
     peer = runtime(files, handler)
     frame = peer.recv()
     assert frame is not None

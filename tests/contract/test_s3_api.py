@@ -41,13 +41,13 @@ from squall.aws.sigv4 import (
 )
 from squall.s3.api import s3_app
 from squall.s3.store.objects import ObjectEvent, ObjectStore
+from tests.aws_cli import AWS_CLI, aws_env, needs_aws_cli
 
 KEY = "AKIASQUALLTEST000001"
 SECRET = "squall-test-secret-key-0123456789abcdef"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 MB = 1024 * 1024
-AWS_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "aws"
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("s3store")
     events: list[ObjectEvent] = []
-    store = ObjectStore(root, on_event=events.append)
+    store = ObjectStore(root, on_event=lambda event, _targets: events.append(event))
     app = s3_app(store, function_exists=lambda arn: not arn.endswith(":function:missing"))
     wrapped = SigV4Middleware(app, lookup_secret=lambda k: SECRET if k == KEY else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -664,16 +664,7 @@ def test_storage_events(harness: Harness, s3: Any, bucket: str) -> None:
 def _aws(harness: Harness, tmp_path: Path, *args: str) -> str:
     config = tmp_path / "aws-config"
     config.write_text("[default]\ns3 =\n    addressing_style = path\n")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "AWS_ACCESS_KEY_ID": KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(config),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        "AWS_MAX_ATTEMPTS": "1",
-    }
+    env = aws_env(KEY, SECRET, REGION, tmp_path, AWS_CONFIG_FILE=str(config), AWS_MAX_ATTEMPTS="1")
     proc = subprocess.run(
         [str(AWS_CLI), "--endpoint-url", harness.url, *args],
         env=env,
@@ -686,7 +677,7 @@ def _aws(harness: Harness, tmp_path: Path, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.skipif(not AWS_CLI.exists(), reason="the AWS CLI is not installed in the venv")
+@needs_aws_cli
 def test_aws_cli_cp_ls_sync(harness: Harness, s3: Any, bucket: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "nested dir").mkdir(parents=True)

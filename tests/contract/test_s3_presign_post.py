@@ -45,7 +45,7 @@ class Harness:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     events: list[ObjectEvent] = []
-    store = ObjectStore(tmp_path_factory.mktemp("s3presign"), on_event=events.append)
+    store = ObjectStore(tmp_path_factory.mktemp("s3presign"), on_event=lambda event, _targets: events.append(event))
     lookup = {KEY: SECRET}.get
     app = SigV4Middleware(s3_app(store, lookup_secret=lookup), lookup_secret=lookup)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

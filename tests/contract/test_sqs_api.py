@@ -9,7 +9,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,6 +28,7 @@ from botocore.credentials import Credentials
 from squall.aws.auth import SigV4Middleware
 from squall.sqs.api import sqs_app
 from squall.sqs.store.queues import QueueStore
+from tests.aws_cli import AWS_CLI, aws_env, needs_aws_cli
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -171,7 +171,7 @@ def test_attributes_round_trip(sqs: Any, queue: str) -> None:
 
 
 def test_send_receive_delete_with_attributes(sqs: Any, queue: str) -> None:
-    attrs = {
+    attrs: dict[str, dict[str, Any]] = {
         "City": {"DataType": "String", "StringValue": "Any City"},
         "Population": {"DataType": "Number", "StringValue": "1250800"},
         "Blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01hello\xff"},
@@ -396,20 +396,13 @@ def test_request_to_the_queue_url_path(server: SqsServer, sqs: Any, queue: str) 
     assert msg["MessageId"] == sent["MessageId"]
 
 
-def test_aws_cli(server: SqsServer, queue: str) -> None:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-    env.pop("AWS_PROFILE", None)
+@needs_aws_cli
+def test_aws_cli(server: SqsServer, queue: str, tmp_path: Path) -> None:
+    env = aws_env(KEY, SECRET, REGION, tmp_path)
     given = {"n": {"DataType": "Number", "StringValue": "7"}, "s": {"DataType": "String", "StringValue": "x y"}}
     attrs = json.dumps(given)
     out = subprocess.run(
-        [sys.executable, "-m", "awscli", "sqs", "send-message", "--endpoint-url", server.url, "--queue-url", queue,
+        [str(AWS_CLI), "sqs", "send-message", "--endpoint-url", server.url, "--queue-url", queue,
          "--message-body", "from the cli", "--message-attributes", attrs, "--output", "json"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

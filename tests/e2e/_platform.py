@@ -52,20 +52,21 @@ class SquallProcess:
 
     def start(self, timeout_s: float = 60.0) -> SquallProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            env=self.env,
-            stdout=out,
-            stderr=out,
-        )
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"squall up exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
             try:
-                urllib.request.urlopen(self.url + "/_squall/health", timeout=1)
-                return self
+                with urllib.request.urlopen(self.url + "/_squall/health", timeout=1):
+                    return self
             except Exception:
                 time.sleep(0.05)
         raise RuntimeError(f"squall up did not answer in {timeout_s} s: {self.log.read_text()[-3000:]}")
@@ -100,7 +101,7 @@ def create(client: Any, name: str, code: str, **kw: Any) -> dict[str, Any]:
         Code={"ZipFile": zip_of({"app.py": code})}, **kw,
     )  # fmt: skip
     client.get_waiter("function_active_v2").wait(FunctionName=name)
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 LAMBDA_TRUST = (

@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
 from tests.e2e._platform import SquallProcess, create, execution_role, free_port
 
 KEY_CODE = """
@@ -61,12 +63,12 @@ def test_delete_function_revokes_its_key(tmp_path: Path) -> None:
         out = lam.invoke(FunctionName="holder", Payload=b"{}")
         key = json.loads(out["Payload"].read())
 
-        def caller() -> dict:  # type: ignore[type-arg]
+        def caller() -> dict[str, Any]:
             sts = boto3.client(
                 "sts", endpoint_url=proc.url, region_name="us-east-1", aws_access_key_id=key["id"],
                 aws_secret_access_key=key["secret"], config=Config(retries={"max_attempts": 0}),
             )  # fmt: skip
-            return sts.get_caller_identity()  # type: ignore[no-any-return]
+            return sts.get_caller_identity()
 
         assert "holder" in caller()["Arn"]  # the key works while the function exists
         lam.delete_function(FunctionName="holder")

@@ -5,6 +5,8 @@ Asserts what a user sees: output, exit codes, and that errors are one clear line
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import queue
 import signal
@@ -329,45 +331,53 @@ def test_logs_show_start_end_report_and_prints(squall: Run, hello: str) -> None:
     assert bad.returncode != 0 and "--until" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def _follow(server: Server, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "squall.cli.main", "logs", *args, "--follow"],
-        env=server.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class _Follower:
+    """``squall logs ... --follow`` in a subprocess, its output collected by a thread."""
 
+    def __init__(self, server: Server, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "squall.cli.main", "logs", *args, "--follow"],
+            env=server.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen = ""
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
 
-def _read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float = 20) -> str:
-    lines: queue.Queue[str] = queue.Queue()
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.put(line)
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
+    def wait_for(self, needle: str, timeout_s: float) -> bool:
+        """Whether ``needle`` was printed within ``timeout_s`` (bounded wait on the output)."""
+        deadline = time.monotonic() + timeout_s
+        while needle not in self.seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                self.seen += self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+        return True
 
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    seen = ""
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(f"--follow did not print {needle!r}; got:\n{seen}")
+    def interrupt(self) -> str:
+        """Ctrl-C; returns what it wrote to stderr."""
+        self.proc.send_signal(signal.SIGINT)
         try:
-            seen += lines.get(timeout=remaining)
-        except queue.Empty:
-            continue
-    return seen
-
-
-def _interrupt(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._pump.join(10)
+        assert self.proc.stderr is not None
+        with self.proc.stderr:
+            return self.proc.stderr.read()
 
 
 def test_logs_follow_honours_since(squall: Run, server: Server, hello: str) -> None:
@@ -376,54 +386,37 @@ def test_logs_follow_honours_since(squall: Run, server: Server, hello: str) -> N
     _ok(squall("invoke", hello, "--payload", '{"marker": "before-follow"}'))
     _eventually(lambda: "marker: before-follow" in _ok(squall("logs", hello)).stdout, what="the older line")
     since = datetime.now(UTC).isoformat()
-    proc = _follow(server, hello, "--since", since)
+    follower = _Follower(server, hello, "--since", since)
     try:
         _ok(squall("invoke", hello, "--payload", '{"marker": "after-follow"}'))
-        seen = _read_until(proc, "marker: after-follow")
+        if not follower.wait_for("marker: after-follow", 20):
+            pytest.fail(f"--follow did not print 'marker: after-follow'; got:\n{follower.seen}")
     finally:
-        _interrupt(proc)
-    assert "marker: before-follow" not in seen
-    assert "START RequestId" in seen
+        follower.interrupt()
+    assert "marker: before-follow" not in follower.seen
+    assert "START RequestId" in follower.seen
 
 
 def test_logs_follow_prints_new_lines_until_interrupted(squall: Run, server: Server, hello: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "squall.cli.main", "logs", hello, "--follow", "--since", "1s"],
-        env=server.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    follower = _Follower(server, hello, "--since", "1s")
     try:
-        time.sleep(1.0)  # let it take its first page before the invocation
+        # until the follower prints one of our lines it may not have taken its first page yet: a line written before
+        # that could be missed by design (the tail starts at "now"), so keep invoking until one shows (bounded) ...
+        deadline = time.monotonic() + 60
+        for i in itertools.count():
+            _ok(squall("invoke", hello, "--payload", json.dumps({"marker": f"warm-{i}"})))
+            if follower.wait_for("marker: warm-", 5):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"--follow printed none of our lines; got:\n{follower.seen}")
+        # ... then a line written after that must be printed by the follow loop
         _ok(squall("invoke", hello, "--payload", '{"marker": "followed"}'))
-        deadline = time.monotonic() + 20
-        seen = ""
-        while "marker: followed" not in seen:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"--follow did not print the new line; got:\n{seen}")
-            try:
-                seen += lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
+        if not follower.wait_for("marker: followed", 20):
+            pytest.fail(f"--follow did not print the new line; got:\n{follower.seen}")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode in (0, 130)
-    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        stderr = follower.interrupt()
+    assert follower.proc.returncode in (0, 130)
+    assert "Traceback" not in stderr
 
 
 def test_logs_of_unknown_function_is_one_line(squall: Run, server: Server) -> None:

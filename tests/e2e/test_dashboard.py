@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, signed_get
 
 CHROMIUM = os.environ.get("SQUALL_CHROMIUM", "/usr/bin/chromium")
@@ -226,10 +227,12 @@ def test_ui_without_session_redirects_to_login(server: tuple[SquallProcess, dict
     with pytest.raises(urllib.error.HTTPError) as e:
         opener.open(sq.url + "/ui#/queues", timeout=10)
     assert e.value.code == 303 and e.value.headers["Location"].startswith("/ui/login")
+    e.value.close()
     # the API without a cookie still wants SigV4
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(sq.url + "/_squall/api/dashboard/overview", timeout=10)
     assert e.value.code == 403
+    e.value.close()
     # and a signed request still works
     status, body = signed_get(sq.url, "/_squall/api/dashboard/overview")
     assert status == 200 and {f["name"] for f in body["functions"]} == {"hello", "orders"}
@@ -242,10 +245,11 @@ def _post_login(url: str, key: str, secret: str) -> tuple[int, str | None]:
 
     data = urllib.parse.urlencode({"access_key_id": key, "secret_access_key": secret, "next": "/ui"}).encode()
     try:
-        resp = urllib.request.build_opener(NoRedirect).open(url + "/ui/login", data=data, timeout=10)
-        return resp.status, resp.headers.get("Set-Cookie")
+        with urllib.request.build_opener(NoRedirect).open(url + "/ui/login", data=data, timeout=10) as resp:
+            return resp.status, resp.headers.get("Set-Cookie")
     except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Set-Cookie")
+        with e:
+            return e.code, e.headers.get("Set-Cookie")
 
 
 def test_login_refuses_wrong_secret_and_scoped_keys(server: tuple[SquallProcess, dict[str, Any]]) -> None:
@@ -272,11 +276,13 @@ def test_post_with_cookie_needs_the_csrf_header(server: tuple[SquallProcess, dic
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 403 and e.value.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    e.value.close()
     # a wrong token is refused too; GET with the cookie alone is fine
     req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Cookie": session, "X-Squall-CSRF": "x"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 403
+    e.value.close()
     get = urllib.request.Request(sq.url + "/_squall/api/dashboard/queues", headers={"Cookie": session})
     with urllib.request.urlopen(get, timeout=10) as resp:
         assert resp.status == 200
@@ -285,6 +291,7 @@ def test_post_with_cookie_needs_the_csrf_header(server: tuple[SquallProcess, dic
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(other, timeout=10)
     assert e.value.code == 403
+    e.value.close()
 
 
 def test_sqs_message_move_task_api(server: tuple[SquallProcess, dict[str, Any]]) -> None:

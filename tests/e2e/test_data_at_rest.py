@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.e2e._platform import SquallProcess, create
 
 SECRET = "s3cr3t-env-value-for-at-rest-test"

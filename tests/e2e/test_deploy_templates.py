@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, eventually, signed_get
 
 TEMPLATES = Path(__file__).parent / "templates"

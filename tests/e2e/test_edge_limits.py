@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import SquallProcess, eventually
 
 MiB = 1024 * 1024

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 
 ACCOUNT = "000000000000"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import NodeRunner, body, eventually, make_node
+from tests.sandbox_helpers import NodeRunner, body, eventually, make_node
 
 TICKER = """
 import os, threading, time

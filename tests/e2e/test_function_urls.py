@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create
 
 ECHO = """

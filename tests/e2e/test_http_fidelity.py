@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from tests.e2e._platform import SquallProcess, create
-from tests.e2e.test_function_urls import make_url, request, signed_request, url_path
 
 from squall.cli.packaging import BuildError, build_package
+from tests.e2e._platform import SquallProcess, create
+from tests.e2e.test_function_urls import make_url, request, signed_request, url_path
 
 ECHO_TRACE = """
 import os

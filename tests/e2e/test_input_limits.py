@@ -16,6 +16,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, zip_of
 
 DEEP = b"[" * 100_000 + b"]" * 100_000

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.e2e._platform import SquallProcess, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/x"
@@ -58,7 +59,7 @@ def invoke(lam: Any, name: str, event: Any = None, **kw: Any) -> tuple[dict[str,
 
 
 def publish(lam: Any, name: str, files: dict[str, str], **kw: Any) -> dict[str, Any]:
-    return lam.publish_layer_version(LayerName=name, Content={"ZipFile": zip_of(files)}, **kw)  # type: ignore[no-any-return]
+    return lam.publish_layer_version(LayerName=name, Content={"ZipFile": zip_of(files)}, **kw)
 
 
 def create(lam: Any, name: str, files: dict[str, Any], runtime: str = "python3.11", **kw: Any) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def create(lam: Any, name: str, files: dict[str, Any], runtime: str = "python3.1
     code = zip_exec(files) if runtime.startswith("provided") else zip_of(files)
     out = lam.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Code={"ZipFile": code}, **kw)
     lam.get_waiter("function_active_v2").wait(FunctionName=name)
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ layers

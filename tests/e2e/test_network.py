@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e._platform import SquallProcess, create, eventually, execution_role
 
-from sandbox_helpers import make_node
 from squall.sandbox.node import syscalls
+from tests.e2e._platform import SquallProcess, create, eventually, execution_role
+from tests.sandbox_helpers import make_node
 
 # interface prefixes of squall.sandbox.node.network (spelled out: this module must import before the change, to fail
 # there)
@@ -267,6 +267,8 @@ def uplink() -> Iterator[tuple[str, int, Path]]:
         if proc is not None:
             proc.kill()
             proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
@@ -321,6 +323,7 @@ def _namespaces_in_a_new_userns() -> tuple[int, list[int]]:
             child.recv(1)
         finally:
             os._exit(0)
+    child.close()
     parent.recv(1)
     for f, line in (("uid_map", "0 400000 65536\n"), ("setgroups", "deny"), ("gid_map", "0 400000 65536\n")):
         Path(f"/proc/{pid}/{f}").write_text(line)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.e2e._platform import KEY_ID, SquallProcess, create, eventually, execution_role, signed_get
 
 ECHO = """

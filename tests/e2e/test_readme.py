@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create
 
 from squall.cli.cfn import parse_cfn_yaml
 from squall.cli.main import build_parser
 from squall.cli.project_files import PROJECT_FILES
+from tests.aws_cli import AWS_CLI, needs_aws_cli
+from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 README_URL = "http://127.0.0.1:9070"
-AWS = Path(sys.executable).with_name("aws")
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -73,6 +73,7 @@ def test_the_readme_has_examples() -> None:
 # -- bash: the AWS CLI first, in the README's order (before the yaml examples create the same bucket) --
 
 
+@needs_aws_cli
 def test_aws_cli_v1_commands_run(squall: SquallProcess, tmp_path: Path) -> None:
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with zipfile.ZipFile(tmp_path / "shared.zip", "w") as z:  # the layer the README publishes
@@ -82,7 +83,7 @@ def test_aws_cli_v1_commands_run(squall: SquallProcess, tmp_path: Path) -> None:
     for line in bash_lines():
         if not line.startswith("aws "):
             continue
-        command = line.replace(README_URL, squall.url).replace("aws ", f"{AWS} ", 1)
+        command = line.replace(README_URL, squall.url).replace("aws ", f"{AWS_CLI} ", 1)
         result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=120, check=False)  # fmt: skip
         if line.rstrip().endswith("# v2"):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sandbox_helpers import body, write_tree
+from tests.sandbox_helpers import body, write_tree
 
 BOOTSTRAP = """#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation"

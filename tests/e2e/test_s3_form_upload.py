@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 
 RECORDER = """

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import SECRET_ENV, SECRET_VALUE, NodeRunner, body
+from tests.sandbox_helpers import SECRET_ENV, SECRET_VALUE, NodeRunner, body
 
 INTROSPECT = """
 import os, sys, time, logging

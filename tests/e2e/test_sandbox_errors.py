@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import NodeRunner, body, eventually
 from squall.sandbox.node.instance import InitFailed
+from tests.sandbox_helpers import NodeRunner, body, eventually
 
 CRASHY = """
 import ctypes, os, time

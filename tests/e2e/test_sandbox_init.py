@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import NodeRunner, body
+from tests.sandbox_helpers import NodeRunner, body
 
 CHILDREN = r"""
 import os, subprocess, sys, threading, time

@@ -6,13 +6,13 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandbox_helpers import SECRET_ENV, SECRET_VALUE, NodeRunner, body, eventually, make_node, write_tree
+from tests.sandbox_helpers import SECRET_ENV, SECRET_VALUE, NodeRunner, body, eventually, make_node, write_tree
 
 PIDS_MAX = 48
 
@@ -150,7 +150,7 @@ def probe(node: NodeRunner) -> Any:
     return node.load({"app.py": PROBE}, name="probe", timeout_s=10, tmp_mb=8)
 
 
-def run(node: NodeRunner, inst: Any, *calls: list[Any]) -> list[Any]:
+def run(node: NodeRunner, inst: Any, *calls: Sequence[Any]) -> list[Any]:
     out = node.invoke(inst, {"calls": [list(c) for c in calls]})
     assert out.ok, out.payload
     return body(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sandbox_helpers import NodeRunner
+from tests.sandbox_helpers import NodeRunner
 
 
 def test_closing_an_instance_twice_leaves_other_descriptors_alone(node: NodeRunner) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sandbox_helpers import NodeRunner, body
+from tests.sandbox_helpers import NodeRunner, body
 
 HELLO = "def handler(event, context):\n    return 'hi'\n"
 

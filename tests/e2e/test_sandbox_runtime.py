@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import NodeRunner, body
+from tests.sandbox_helpers import NodeRunner, body
 
 IMPORTS = r"""
 import importlib, os, subprocess, sys

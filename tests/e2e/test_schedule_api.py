@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create, eventually, signed_get
 
 
@@ -78,6 +79,7 @@ def test_put_get_invalid_and_delete(squall: SquallProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(squall.url + "/_squall/api/schedules", timeout=10)
     assert e.value.code in (401, 403)
+    e.value.close()
 
     lam.delete_function(FunctionName="cronjob")
     eventually(

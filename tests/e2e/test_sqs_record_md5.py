@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 
 RECORDER = """
@@ -69,7 +70,8 @@ def test_records_carry_md5_of_message_attributes(squall: SquallProcess) -> None:
     record = by_body["with"]
     assert record["md5OfMessageAttributes"] == sent["MD5OfMessageAttributes"]  # the data class has no property
     assert record.md5_of_body == sent["MD5OfMessageBody"]
-    assert record.message_attributes["color"].string_value == "blue"
-    assert record.message_attributes["count"].data_type == "Number"
-    assert record.message_attributes["blob"].binary_value is not None
+    color, count, blob = (record.message_attributes[k] for k in ("color", "count", "blob"))
+    assert color is not None and color.string_value == "blue"
+    assert count is not None and count.data_type == "Number"
+    assert blob is not None and blob.binary_value is not None
     assert record.event_source_arn == arn

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e._platform import SquallProcess, eventually, signed_get
 
 from squall.cli.packaging import build_package
 from squall.cli.project import load_project
 from squall.core.errors import SquallError
 from squall.iam.roles import ensure_role
+from tests.e2e._platform import SquallProcess, eventually, signed_get
 
 Image = pytest.importorskip("PIL.Image", reason="the test makes its JPEGs with Pillow (pip install Pillow)")
 

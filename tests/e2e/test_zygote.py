@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import NodeRunner, body, eventually
+from tests.sandbox_helpers import NodeRunner, body, eventually
 
 FAKEDEP = {
     "fakedep/__init__.py": """

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_helpers import NodeRunner, body, eventually, make_node
+from tests.sandbox_helpers import NodeRunner, body, eventually, make_node
 
 DIST = "Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
 

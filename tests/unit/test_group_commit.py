@@ -24,11 +24,12 @@ def test_a_lone_submission_is_one_batch() -> None:
 
 
 def test_submissions_during_a_write_share_the_next_batch() -> None:
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     written: list[list[int]] = []
 
     def commit(items: list[int]) -> None:
         if not written:
+            entered.set()
             release.wait(5)  # the first batch is slow: everything else queues up behind it
         written.append(items)
 
@@ -36,9 +37,10 @@ def test_submissions_during_a_write_share_the_next_batch() -> None:
 
     async def main() -> None:
         first = asyncio.create_task(gc.submit(0))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(entered.wait, 5), "the first batch was not written"
         rest = [asyncio.create_task(gc.submit(i)) for i in range(1, 50)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # each submitter runs up to its first await: all 49 are queued
+        assert not any(t.done() for t in rest)
         release.set()
         await asyncio.gather(first, *rest)
 
@@ -67,10 +69,11 @@ def test_a_failed_batch_fails_each_of_its_submitters_and_the_next_batch_still_ru
 
 
 def test_a_cancelled_submitter_does_not_disturb_the_others() -> None:
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     written: list[list[int]] = []
 
     def commit(items: list[int]) -> None:
+        entered.set()
         release.wait(5)
         written.append(items)
 
@@ -79,7 +82,7 @@ def test_a_cancelled_submitter_does_not_disturb_the_others() -> None:
     async def main() -> None:
         a = asyncio.create_task(gc.submit(1))
         b = asyncio.create_task(gc.submit(2))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(entered.wait, 5), "the batch was not written"  # both are in it
         a.cancel()
         release.set()
         await b

@@ -107,9 +107,19 @@ def test_indexes_exist(store: SqliteMetadataStore) -> None:
     assert {"invocations_function_start", "invocations_request_id", "logs_request_id", "event_queue_due"} <= names
 
 
-def test_open_store_satisfies_the_protocol(db_path: Path) -> None:
-    s: MetadataStore = open_store(db_path)
-    s.close()
+def test_open_store_is_durable_and_keeps_region_and_account(db_path: Path, clock: FakeClock) -> None:
+    """What one opening writes through the interface, the next opening of the same file reads back; the region and
+    account given to open_store are the ones the store works with."""
+    first: MetadataStore = open_store(db_path, region="eu-west-1", account_id="123456789012", clock=clock)
+    created = first.create_function("f", config("f"), "/code/f", {"network": "none"})
+    first.close()
+    again: MetadataStore = open_store(db_path, region="eu-west-1", account_id="123456789012", clock=clock)
+    try:
+        assert again.get_function("f") == created
+        with pytest.raises(ResourceNotFound, match="arn:aws:lambda:eu-west-1:123456789012:function:nope"):
+            again.get_function("nope")
+    finally:
+        again.close()
 
 
 # -- functions --------------------------------------------------------------------------------------------------
@@ -644,7 +654,7 @@ def test_enqueue_is_fsynced(store: SqliteMetadataStore) -> None:
 
         return Wrapper()
 
-    store._tx = spy  # type: ignore[method-assign]
+    store._tx = spy  # type: ignore[method-assign,assignment]
     store.enqueue(event("r1"))
     store.lease(0.0, 1, 1)
     assert seen == [2, 1]  # FULL for enqueue, NORMAL for lease

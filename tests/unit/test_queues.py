@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,10 +66,13 @@ def test_md5_matches_aws_reference_values() -> None:
 
 
 def test_md5_of_attributes_is_order_independent_and_typed() -> None:
-    a = {"b": {"DataType": "String", "StringValue": "x"}, "a": {"DataType": "Binary", "BinaryValue": b"x"}}
+    a: dict[str, dict[str, Any]] = {
+        "b": {"DataType": "String", "StringValue": "x"},
+        "a": {"DataType": "Binary", "BinaryValue": b"x"},
+    }
     b = dict(reversed(list(a.items())))
     assert md5_of_attributes(a) == md5_of_attributes(b)
-    as_string = {"a": {"DataType": "Binary", "StringValue": "x"}}
+    as_string: dict[str, dict[str, Any]] = {"a": {"DataType": "Binary", "StringValue": "x"}}
     assert md5_of_attributes(as_string) != md5_of_attributes({"a": a["a"]})
 
 
@@ -130,7 +134,10 @@ def test_list_get_set_delete(store: QueueStore, clock: FakeClock) -> None:
 
 def test_send_receive_delete_round_trip(store: QueueStore, clock: FakeClock) -> None:
     store.create_queue("q")
-    attrs = {"n": {"DataType": "Number", "StringValue": "42"}, "b": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}}
+    attrs: dict[str, dict[str, Any]] = {
+        "n": {"DataType": "Number", "StringValue": "42"},
+        "b": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+    }
     sent = store.send("q", SendEntry("hello", message_attributes=attrs, sender_id="AKID"))
     assert sent.md5_of_body == md5_of_body("hello")
     assert sent.md5_of_message_attributes == md5_of_attributes(attrs)

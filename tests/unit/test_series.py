@@ -98,7 +98,9 @@ def _brute_peak(records: list[InvocationRecord], fn: str | None, since: float, u
 
 
 @pytest.mark.parametrize("fn", [None, "beta"])
-def test_series_matches_brute_force_over_100k_records(loaded, fn) -> None:
+def test_series_matches_brute_force_over_100k_records(
+    loaded: tuple[SqliteMetadataStore, list[InvocationRecord]], fn: str | None
+) -> None:
     store, records = loaded
     since, until, step = T0 + 60, T0 + SPAN_S - 60, 120.0
     s = store.series(fn, since, until, step)
@@ -115,7 +117,7 @@ def test_series_matches_brute_force_over_100k_records(loaded, fn) -> None:
     assert all(c > 0 for c in s.avg_concurrency)
 
 
-def test_summaries_match_usage(loaded) -> None:
+def test_summaries_match_usage(loaded: tuple[SqliteMetadataStore, list[InvocationRecord]]) -> None:
     store, records = loaded
     since, until = T0, T0 + SPAN_S
     summaries = {x.function: x for x in store.summaries(since, until)}
@@ -128,7 +130,7 @@ def test_summaries_match_usage(loaded) -> None:
         assert got.last_start == max(r.start for r in records if r.function == row.function)
 
 
-def test_sparklines_count_per_bucket(loaded) -> None:
+def test_sparklines_count_per_bucket(loaded: tuple[SqliteMetadataStore, list[InvocationRecord]]) -> None:
     store, records = loaded
     lines = store.sparklines(T0, T0 + SPAN_S, 60.0)
     assert set(lines) == {"alpha", "beta", "gamma"}

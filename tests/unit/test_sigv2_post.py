@@ -42,7 +42,7 @@ def split(url: str) -> tuple[str, str]:
     return u.path, u.query
 
 
-CASES = [
+CASES: list[tuple[str, str, dict[str, str], dict[str, str]]] = [
     ("GET", "http://h/bucket/key.txt", {}, {}),
     ("GET", "http://h/bucket/a%20b/%E2%9C%93+1.txt", {}, {}),
     ("PUT", "http://h/bucket/k", {"Content-Type": "text/plain", "Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="}, {}),

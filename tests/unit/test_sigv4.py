@@ -56,7 +56,7 @@ class Captured:
     body: bytes
 
     def verify(self, *, now: float = NOW, secret_lookup: Any = lookup, **changes: Any) -> AuthContext:
-        fields = {
+        fields: dict[str, Any] = {
             "method": self.method,
             "path": self.path,
             "query_string": self.query,

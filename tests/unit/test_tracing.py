@@ -375,7 +375,7 @@ def test_spans_become_sdk_readable_spans() -> None:
     assert entry.context is not None and entry.parent is not None
     assert entry.context.trace_id == TID and entry.parent.span_id == SID and entry.parent.is_remote
     assert entry.kind == SpanKind.SERVER and entry.status.status_code == StatusCode.ERROR
-    assert instance.parent is not None and instance.parent.span_id == readable["invoker"].context.span_id  # type: ignore[union-attr]
+    assert instance.parent is not None and instance.parent.span_id == readable["invoker"].context.span_id
     assert instance.attributes is not None and instance.attributes["faas.invocation_id"] == "rid"
     assert instance.start_time is not None and instance.end_time is not None
     assert instance.start_time <= instance.end_time

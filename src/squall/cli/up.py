@@ -14,15 +14,18 @@ import socket
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.panel import Panel
 
-from squall.app import Squall
-from squall.aws.http_protocol import EdgeLimits, edge_protocol
 from squall.core.config import ServerConfig
+
+if TYPE_CHECKING:  # imported by run(): every other command builds this parser without loading the server (~1 s)
+    import uvicorn
+
+    from squall.app import Squall
 
 __all__ = ["add_parser", "bind_listener", "run"]
 
@@ -184,6 +187,11 @@ async def _serve_gateway(server: uvicorn.Server, squall: Squall) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from squall.app import Squall
+    from squall.aws.http_protocol import EdgeLimits, edge_protocol
+
     console = Console(stderr=True)
     logging.basicConfig(
         level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
