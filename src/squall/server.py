@@ -55,6 +55,7 @@ from squall.sqs.api import is_sqs_request, sqs_app
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.code import CodeStore
+from squall.store.db import DbTarget, target_for
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
@@ -105,7 +106,7 @@ class Squall:
         self.keyring = KeyRing.open(c.data_dir, os.environ)
         self.credentials: Credentials = self.keyring.admin
         self.store = SqliteMetadataStore(
-            c.data_dir / "squall.db", region=c.region, account_id=c.account_id,
+            self.db_target("squall.db", "metadata"), region=c.region, account_id=c.account_id,
             env_cipher=EnvCipher.open(c.data_dir, os.environ),  # environment variables sealed at rest
         )  # fmt: skip
         self.code = CodeStore(c.data_dir / "code")
@@ -146,7 +147,7 @@ class Squall:
             account_id=c.account_id,
             function_env=self.function_env,
         )
-        self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id)
+        self.queues = QueueStore(self.db_target("queues.db", "sqs"), region=c.region, account_id=c.account_id)
         self.dispatcher = AsyncDispatcher(
             self.invoker,
             retry_base_delay_s=c.async_retry_base_s,
@@ -164,7 +165,7 @@ class Squall:
             public_url=c.public_url,
             clock=SystemClock(),
             on_change=[self.on_change],
-            layer_store=LayerStore(c.data_dir / "layers.db"),
+            layer_store=LayerStore(self.db_target("layers.db", "layers")),
         )
         self.started_at = 0.0
         self.plugins: list[Plugin] = [install(self) for install in PLUGINS]
@@ -176,7 +177,7 @@ class Squall:
         self.observability = observability.install(self)
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
-        self.iam_store = IamStore(c.data_dir / "iam.db")
+        self.iam_store = IamStore(self.db_target("iam.db", "iam"))
         self.iam_api = IamApi(self.iam_store, c.account_id, self.identity)
         self.authorizer = Authorizer(
             self.iam_store, self.iam_api, self._function_config, region=c.region, account_id=c.account_id
@@ -193,6 +194,11 @@ class Squall:
         #: URL functions get as AWS_ENDPOINT_URL
         self.gateway_socket: socket.socket | None = None
         self._function_endpoint = ""
+
+    def db_target(self, filename: str, name: str) -> DbTarget:
+        """Where store ``name`` keeps its tables: ``<data dir>/<filename>`` (SQLite), or that store's tables in
+        the PostgreSQL database of ``SQUALL_DATABASE_URL``."""
+        return target_for(self.config.data_dir / filename, name, self.config.database_url or None)
 
     def identity(self, scope: Any) -> Identity:
         """Who signed a request, as STS GetCallerIdentity reports it."""

@@ -16,6 +16,7 @@ import uvicorn
 from botocore.config import Config
 from starlette.applications import Starlette
 
+from pg_helpers import store_target
 from squall.clock import SystemClock
 from squall.control import FunctionService
 from squall.edge.lambda_api import lambda_routes
@@ -46,7 +47,7 @@ class LambdaServer:
     """The control plane over HTTP.  ``changes`` records every on_change callback as (name, qualifier)."""
 
     def __init__(self, root: Path) -> None:
-        self.store = SqliteMetadataStore(root / "metadata.db", region=REGION, account_id=ACCOUNT)
+        self.store = SqliteMetadataStore(store_target(root / "metadata.db", "metadata"), region=REGION, account_id=ACCOUNT)
         self.code_store = CodeStore(root / "code", durable=False)
         self.changes: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -67,11 +67,14 @@ class DashboardApi:
         self.squall = squall
         self.store = squall.store
         self.prices = squall.prices
-        data = squall.config.data_dir
         self._urls: FunctionUrlStore | None = None
         self._schedules: ScheduleStore | None = None
         self._mappings: MappingStore | None = None
-        self._paths = (data / "function_urls.db", data / "schedules.db", data / "esm.db")
+        self._paths = (
+            squall.db_target("function_urls.db", "function_urls"),
+            squall.db_target("schedules.db", "schedules"),
+            squall.db_target("esm.db", "event_source_mappings"),
+        )
 
     def close(self) -> None:
         for s in (self._urls, self._schedules, self._mappings):

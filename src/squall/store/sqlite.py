@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from squall.clock import Clock, SystemClock
 from squall.core.arn import function_arn
 from squall.errors import InvalidParameterValue, ResourceNotFound, ServiceError
+from squall.store.db import DbTarget, is_pg, migrate
 from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 
@@ -150,7 +151,7 @@ class SqliteBase(SqliteDb):
 
     def __init__(
         self,
-        path: str | Path,
+        path: DbTarget,
         *,
         region: str = "us-east-1",
         account_id: str = "000000000000",
@@ -174,10 +175,16 @@ class SqliteBase(SqliteDb):
 
     def schema_version(self) -> int:
         with self._lock:
+            if is_pg(self._conn):
+                return int(self._conn.schema_version("metadata"))
             row = self._conn.execute("SELECT version FROM schema_version").fetchone()
             return int(row[0])
 
     def _migrate(self) -> None:
+        with self._lock:
+            migrate(self._conn, "metadata", MIGRATIONS, self._migrate_sqlite)
+
+    def _migrate_sqlite(self) -> None:
         with self._lock:
             self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = self._conn.execute("SELECT version FROM schema_version").fetchone()

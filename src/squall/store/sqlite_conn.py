@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from squall.store.db import DbTarget, open_connection
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
 __all__ = ["SqliteDb", "open_sqlite"]
@@ -27,17 +28,18 @@ def open_sqlite(path: str | Path) -> sqlite3.Connection:
 
 
 class SqliteDb:
-    """One connection behind a lock, and transactions that are fsync'd when asked (``synchronous=FULL`` for that
+    """One connection (SQLite, or PostgreSQL through the same surface) behind a lock, and transactions that are fsync'd when asked (``synchronous=FULL`` for that
     commit only).  The small per-feature stores (function URLs, schedules, event source mappings) build on it."""
 
-    _conn: sqlite3.Connection
+    _conn: sqlite3.Connection  # or a PgConnection (squall.store.pg): the same surface
     _lock: threading.RLock
     #: the data directory's free-space guard (set by the server; None: no checks, as in unit tests)
     disk: DiskGuard | None = None
 
-    def _open_db(self, path: str | Path, *, durable_by_default: bool = False) -> None:
+    def _open_db(self, path: DbTarget, *, durable_by_default: bool = False) -> None:
+        """Open ``path``: an SQLite file, or a ``PgTarget`` (PostgreSQL, see ``squall.store.db``)."""
         self._lock = threading.RLock()
-        self._conn = open_sqlite(path)
+        self._conn = open_connection(path)
         self._durable_by_default = durable_by_default
 
     @contextmanager

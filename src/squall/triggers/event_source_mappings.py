@@ -235,7 +235,7 @@ class EventSourceMappings:
 
     def __init__(self, squall: Squall) -> None:
         self.squall = squall
-        self.store = MappingStore(squall.config.data_dir / "esm.db")
+        self.store = MappingStore(squall.db_target("esm.db", "event_source_mappings"))
         self.pollers: dict[str, Poller] = {}
         self.last_result: dict[str, str] = {}
         self._lock = asyncio.Lock()

@@ -212,7 +212,7 @@ class FunctionUrls:
 
     def __init__(self, squall: Squall) -> None:
         self.squall = squall
-        self.store = FunctionUrlStore(squall.config.data_dir / "function_urls.db")
+        self.store = FunctionUrlStore(squall.db_target("function_urls.db", "function_urls"))
         self.public_url = squall.config.public_url.rstrip("/")
         self._urls: dict[str, UrlConfig] = {}
         self._routes: list[Route] = []

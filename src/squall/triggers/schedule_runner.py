@@ -158,7 +158,7 @@ class ScheduleRunner:
 def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
     """The schedules plugin: API routes, the firing task and the function-deleted hook."""
     c = squall.config
-    store = ScheduleStore(c.data_dir / "schedules.db")
+    store = ScheduleStore(squall.db_target("schedules.db", "schedules"))
     # through the invoker's async path (the dispatcher's hand-over), looked up at each tick
     runner = ScheduleRunner(
         store, lambda events: squall.invoker.enqueue_async(list(events)), region=c.region, account=c.account_id

@@ -58,6 +58,7 @@ from squall.sqs.store.attrs import (
 )
 from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
 from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
+from squall.store.db import DbTarget, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]
@@ -138,7 +139,7 @@ class QueueStore(SqliteDb):
 
     def __init__(
         self,
-        path: str | Path,
+        path: DbTarget,
         *,
         clock: Clock | None = None,
         region: str = "us-east-1",
@@ -155,6 +156,9 @@ class QueueStore(SqliteDb):
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        migrate(self._conn, "sqs", _SCHEMA, self._migrate_sqlite)
+
+    def _migrate_sqlite(self) -> None:
         with self._lock:
             current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
             if current > len(_SCHEMA):
@@ -485,8 +489,9 @@ class QueueStore(SqliteDb):
         system = json.loads(row[4])
         system["DeadLetterQueueSourceArn"] = source.arn
         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+        conn.execute("DELETE FROM messages WHERE queue = ? AND id = ?", (target, row[0]))  # as SQLite's OR REPLACE
         conn.execute(
-            "INSERT OR REPLACE INTO messages (queue, id, body, md5, attributes, system, sent_at, visible_at) "
+            "INSERT INTO messages (queue, id, body, md5, attributes, system, sent_at, visible_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (target, row[0], row[1], row[2], row[3], json.dumps(system), row[5], now),
         )
