@@ -47,7 +47,7 @@ class PgTarget:
     name: str
 
     def __str__(self) -> str:  # error messages name the store, never the URL (it may hold a password)
-        return f"postgresql store {self.name!r}"
+        return f"postgresql:{self.name}"
 
 
 DbTarget = str | Path | PgTarget
@@ -90,6 +90,8 @@ def open_connection(target: DbTarget) -> Any:
         return PgConnection(target.url, target.name)
     from squall.store.sqlite_conn import open_sqlite
 
+    if str(target).startswith("postgresql:"):  # a PgTarget turned into a string on the way: never a file of that name
+        raise TypeError(f"{target}: pass the PgTarget itself, not its string")
     return open_sqlite(target)
 
 

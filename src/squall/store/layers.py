@@ -59,7 +59,7 @@ class LayerStore(SqliteDb):
     def __init__(self, path: DbTarget, *, clock: Clock | None = None) -> None:
         self.path = str(path)
         self._clock: Clock = clock or SystemClock()
-        self._open_db(self.path, durable_by_default=True)
+        self._open_db(path, durable_by_default=True)
         self._migrate()
 
     def _migrate(self) -> None:

@@ -28,7 +28,7 @@ import hashlib
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -38,7 +38,7 @@ from psycopg import errors as pg_errors
 
 from squall.store.db import DatabaseUnavailable
 
-__all__ = ["PgConnection", "PgCursor", "lock_key", "translate", "translate_ddl"]
+__all__ = ["PgConnection", "PgCursor", "PgListener", "lock_key", "translate", "translate_ddl"]
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\?|%")
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
@@ -199,7 +199,7 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         head = sql.lstrip()[:20].upper()
         if head.startswith("BEGIN"):
-            return self._begin()
+            return self.begin(None)
         if head.startswith(("COMMIT", "ROLLBACK")):
             return self._end(head.startswith("COMMIT"))
         if head.startswith("PRAGMA"):
@@ -235,12 +235,16 @@ class PgConnection:
         except psycopg.Error as e:
             raise sqlite3.OperationalError(f"{_first_line(e)} (in: {sql.strip()[:200]})") from e
 
-    def _begin(self) -> PgCursor:
+    def begin(self, lock: str | None) -> PgCursor:
+        """Open a transaction holding the store's advisory lock (``lock`` None), the lock named ``lock`` within
+        this store, or (``lock`` "") none: see ``SqliteDb._tx``."""
         conn = self.raw()
         try:
             conn.execute("BEGIN")
             self._in_tx, self._broken_tx = True, False
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.key,))
+            if lock != "":
+                key = self.key if lock is None else lock_key(f"{self.name}:{lock}")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self._in_tx = False
             raise DatabaseUnavailable(self, _first_line(e)) from e
@@ -294,6 +298,14 @@ class PgConnection:
                     (store, version + 1),
                 )
 
+    def listen(self, channel: str, callback: Callable[[str | None], None]) -> PgListener:
+        """Call ``callback`` with every payload NOTIFY'd on ``channel`` by any node (see ``PgListener``)."""
+        return PgListener(self.url, channel, callback)
+
+    def notify(self, channel: str, payload: str) -> None:
+        """NOTIFY ``channel`` (delivered to every listening node once this connection's transaction commits)."""
+        self._run("SELECT pg_notify(%s, %s)", [channel, payload])
+
     def schema_version(self, store: str) -> int:
         row = self.raw().execute("SELECT version FROM squall_schema WHERE store = %s", (store,)).fetchone()
         return int(row[0]) if row else 0
@@ -301,3 +313,36 @@ class PgConnection:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+class PgListener:
+    """A thread that LISTENs on ``channel`` (its own connection) and calls ``callback(payload)`` for each
+    NOTIFY, from that thread.  A lost connection is re-opened every second; after a reconnect ``callback(None)``
+    is called once (notifications may have been missed meanwhile: wake everything).  ``close()`` stops it."""
+
+    def __init__(self, url: str, channel: str, callback: Callable[[str | None], None]) -> None:
+        self.url = url
+        self.channel = channel
+        self.callback = callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pg-listen-{channel}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+                    conn.execute(f'LISTEN "{self.channel}"')
+                    if not first:
+                        self.callback(None)
+                    first = False
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self.callback(note.payload)
+            except psycopg.Error:
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

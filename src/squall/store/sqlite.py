@@ -164,7 +164,7 @@ class SqliteBase(SqliteDb):
         self._clock: Clock = clock or SystemClock()
         #: seals functions' Environment.Variables at rest (None: stored as given, for tests and tools)
         self._env_cipher = env_cipher
-        self._open_db(self.path, durable_by_default=True)
+        self._open_db(path, durable_by_default=True)
         self._migrate()
         self._after_open()
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from squall.store.db import DbTarget, open_connection
+from squall.store.db import DbTarget, is_pg, open_connection
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
 __all__ = ["SqliteDb", "open_sqlite"]
@@ -43,9 +43,16 @@ class SqliteDb:
         self._durable_by_default = durable_by_default
 
     @contextmanager
-    def _tx(self, durable: bool | None = None, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    def _tx(
+        self, durable: bool | None = None, *, write: bool = True, lock: str | None = None
+    ) -> Iterator[sqlite3.Connection]:
         """A transaction.  ``write=False`` for one that frees space (a delete): it is let through on a full disk
-        (the guard releases its reserve for the journal) where a write is refused with ``DiskFull``."""
+        (the guard releases its reserve for the journal) where a write is refused with ``DiskFull``.
+
+        ``lock`` matters on PostgreSQL only (SQLite always has one writer): None serialises the transaction with
+        every other write transaction of this store on every node (what SQLite does); a name serialises it only
+        with those holding the same name (one queue's FIFO receives); "" takes no lock (the caller locks rows,
+        e.g. ``FOR UPDATE SKIP LOCKED``)."""
         fsync = self._durable_by_default if durable is None else durable
         disk = self.disk
         if disk is not None:
@@ -60,7 +67,10 @@ class SqliteDb:
                 if fsync:
                     conn.execute("PRAGMA synchronous = FULL")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    if is_pg(conn):
+                        conn.begin(lock)
+                    else:
+                        conn.execute("BEGIN IMMEDIATE")
                     try:
                         yield conn
                     except BaseException:

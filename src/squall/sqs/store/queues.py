@@ -31,6 +31,7 @@ import secrets
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ from squall.sqs.store.attrs import (
 )
 from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
 from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
-from squall.store.db import DbTarget, migrate
+from squall.store.db import DbTarget, is_pg, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]
@@ -97,6 +98,8 @@ _SCHEMA = [
     """,
 ]
 
+#: PostgreSQL NOTIFY channel: "<origin>:<queue>" when messages were added or made visible
+_CHANNEL = "squall_sqs"
 _MSG_COLUMNS = "seq, id, body, md5, attributes, system, sent_at, receive_count, first_receive_at"
 _MAX_REDRIVES_PER_RECEIVE = 1000
 _PURGE_INTERVAL_S = 60.0
@@ -150,7 +153,10 @@ class QueueStore(SqliteDb):
         self.account_id = account_id
         self._clock: Clock = clock or SystemClock()
         self._listeners: list[Listener] = []
-        self._open_db(self.path, durable_by_default=False)
+        self._open_db(path, durable_by_default=False)
+        self._pg = is_pg(self._conn)
+        self._pg_listener: Any = None
+        self._origin = secrets.token_hex(6)  # this process, in NOTIFY payloads
         self._migrate()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -179,9 +185,30 @@ class QueueStore(SqliteDb):
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(queue_name)`` (from the thread that made the change, after its commit) whenever
-        messages are added to a queue or made visible before their time.  Must be quick and must not raise."""
+        messages are added to a queue or made visible before their time.  Must be quick and must not raise.
+        On PostgreSQL changes made by other nodes are heard too (LISTEN/NOTIFY, from a listener thread)."""
         with self._lock:
             self._listeners.append(listener)
+            if self._pg and self._pg_listener is None:
+                self._pg_listener = self._conn.listen(_CHANNEL, self._on_pg_notify)
+
+    def close(self) -> None:
+        if self._pg_listener is not None:
+            self._pg_listener.close()
+            self._pg_listener = None
+        super().close()
+
+    def _on_pg_notify(self, payload: str | None) -> None:
+        """A NOTIFY from a node (its own are skipped: their listeners were called directly); None after a lost
+        connection came back: wake every waiter, it looks at the store again."""
+        if payload is None:
+            with self._lock:
+                names = [r[0] for r in self._conn.execute("SELECT name FROM queues").fetchall()]
+            self._call_listeners(names)
+            return
+        origin, _, name = payload.partition(":")
+        if origin != self._origin:
+            self._call_listeners([name])
 
     def remove_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -189,6 +216,14 @@ class QueueStore(SqliteDb):
                 self._listeners.remove(listener)
 
     def _notify(self, names: Iterable[str]) -> None:
+        names = set(names)
+        if self._pg:  # other nodes' long polls; a lost notification only delays them to their next look
+            with self._lock, suppress(ServiceError, sqlite3.Error):
+                for name in names:
+                    self._conn.notify(_CHANNEL, f"{self._origin}:{name}")
+        self._call_listeners(names)
+
+    def _call_listeners(self, names: Iterable[str]) -> None:
         with self._lock:
             listeners = list(self._listeners)
         for name in set(names):
@@ -221,8 +256,11 @@ class QueueStore(SqliteDb):
         )
 
     def _queue(self, conn: sqlite3.Connection, name: str) -> QueueInfo:
+        # PostgreSQL: a share lock on the queue's row, so a DeleteQueue waits for sends and receives in flight
         row = conn.execute(
-            "SELECT name, attributes, tags, created_at, modified_at FROM queues WHERE name = ?", (name,)
+            "SELECT name, attributes, tags, created_at, modified_at FROM queues WHERE name = ?"
+            + (" FOR SHARE" if self._pg else ""),
+            (name,),
         ).fetchone()
         if row is None:
             raise QueueDoesNotExist()
@@ -420,7 +458,7 @@ class QueueStore(SqliteDb):
         refused that entry (the others are still sent).  QueueDoesNotExist fails the whole call."""
         now = self._clock.now()
         results: list[SentMessage | SquallError] = []
-        with self._tx(durable=True) as conn:
+        with self._tx(durable=True, lock="") as conn:  # inserts only (PostgreSQL: seq from its sequence)
             queue = self._queue(conn, name)
             rows = []
             for entry in entries:
@@ -512,16 +550,24 @@ class QueueStore(SqliteDb):
         now = self._clock.now()
         moved_to: set[str] = set()
         out: list[QueueMessage] = []
-        with self._tx(durable=False) as conn:
+        # PostgreSQL: receivers on every node run at once, each taking rows no other has locked (SKIP LOCKED), so
+        # no message is handed to two of them; a FIFO queue's receives still take turns (its order is the point)
+        skip = " FOR UPDATE SKIP LOCKED" if self._pg else ""
+        with self._tx(durable=False, lock=f"fifo:{name}" if name.endswith(".fifo") else "") as conn:
             queue = self._queue(conn, name)
             timeout = queue.int_attribute("VisibilityTimeout") if visibility_timeout is None else visibility_timeout
             retention = queue.int_attribute("MessageRetentionPeriod")
-            conn.execute("DELETE FROM messages WHERE queue = ? AND sent_at <= ?", (name, now - retention))
+            conn.execute(
+                "DELETE FROM messages WHERE seq IN "
+                f"(SELECT seq FROM messages WHERE queue = ? AND sent_at <= ?{skip})",
+                (name, now - retention),
+            )
             redrive = self._redrive_target(conn, queue)
             moves = 0
             while len(out) < max_messages and moves <= _MAX_REDRIVES_PER_RECEIVE:
                 rows = conn.execute(
-                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?"
+                    + skip,
                     (name, now, max_messages - len(out)),
                 ).fetchall()
                 if not rows:
