@@ -109,7 +109,7 @@ class InvocationsMixin(SqliteBase):
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT function, SUM(status != 'throttled'), SUM(status NOT IN ('ok', 'throttled')), "
-                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold), "
+                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold != 0), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms * memory_mb ELSE 0 END) "
                 "FROM invocations WHERE start >= ? AND start < ? GROUP BY function ORDER BY function",

@@ -4,6 +4,8 @@ Translation (cached per statement text):
 
 - ``?`` placeholders become ``%s`` (a literal ``%`` becomes ``%%``; string literals are left alone);
 - ``INSERT OR IGNORE INTO ...`` becomes ``INSERT INTO ... ON CONFLICT DO NOTHING``;
+- ``CAST(x AS INTEGER)`` truncates (``TRUNC``) as SQLite's does, and ``SUM(<condition>)`` counts the rows where it
+  holds (an aggregate ``sum(boolean)`` created by the first migration), as SQLite's booleans are 0/1;
 - ``x COLLATE NOCASE`` in a query compares with the ``nocase`` collation (ICU, case-insensitive, created by the
   first migration), and so do columns declared ``COLLATE NOCASE``;
 - DDL: ``INTEGER`` is ``BIGINT``, ``REAL`` is ``DOUBLE PRECISION``, ``BLOB`` is ``BYTEA``, ``INTEGER PRIMARY KEY``
@@ -67,7 +69,25 @@ def translate(sql: str) -> str:
             if ret
             else f"{out.rstrip().rstrip(';')} ON CONFLICT DO NOTHING"
         )
-    return _NOCASE.sub("COLLATE nocase", out)
+    return _NOCASE.sub("COLLATE nocase", _trunc_casts(out))
+
+
+def _trunc_casts(sql: str) -> str:
+    """``CAST(x AS INTEGER)`` truncates toward zero in SQLite and rounds in PostgreSQL: truncate in both."""
+    out, pos = [], 0
+    upper = sql.upper()
+    while (start := upper.find("CAST(", pos)) >= 0:
+        depth, i = 1, start + 5
+        while depth and i < len(sql):
+            depth += {"(": 1, ")": -1}.get(sql[i], 0)
+            i += 1
+        inner = sql[start + 5 : i - 1]
+        m = re.match(r"(?s)(.*)\s+AS\s+INTEGER\s*$", inner, re.IGNORECASE)
+        out.append(sql[pos:start])
+        out.append(f"CAST(TRUNC({m.group(1)}) AS BIGINT)" if m else sql[start:i])
+        pos = i
+    out.append(sql[pos:])
+    return "".join(out)
 
 
 _CREATE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\w+\s*\(", re.IGNORECASE)
@@ -281,6 +301,16 @@ class PgConnection:
             conn.execute(
                 "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'nocase') THEN "
                 "CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false); "
+                "END IF; END $$"
+            )
+            conn.execute(
+                "CREATE OR REPLACE FUNCTION squall_sum_bool(bigint, boolean) RETURNS bigint LANGUAGE sql IMMUTABLE "
+                "STRICT AS 'SELECT $1 + CASE WHEN $2 THEN 1 ELSE 0 END'"
+            )
+            conn.execute(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE p.proname = 'sum' AND n.nspname = current_schema() AND p.prokind = 'a') THEN "
+                "CREATE AGGREGATE sum(boolean) (SFUNC = squall_sum_bool, STYPE = bigint, INITCOND = '0'); "
                 "END IF; END $$"
             )
             row = conn.execute("SELECT version FROM squall_schema WHERE store = %s", (store,)).fetchone()

@@ -95,7 +95,7 @@ class SeriesMixin(SqliteBase):
         with self._read() as conn:
             sums = conn.execute(
                 f"SELECT {key} AS k, SUM(status != 'throttled'), SUM(status NOT IN ('ok', 'throttled')), "
-                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold), "
+                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold != 0), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms * memory_mb ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN duration_ms ELSE 0 END) "
@@ -166,7 +166,7 @@ class SeriesMixin(SqliteBase):
         with self._read() as conn:
             sums = conn.execute(
                 "SELECT function, SUM(status != 'throttled'), SUM(status NOT IN ('ok', 'throttled')), "
-                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold), "
+                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold != 0), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms * memory_mb ELSE 0 END), MAX(start) "
                 "FROM invocations WHERE start >= ? AND start < ? GROUP BY function ORDER BY function",
