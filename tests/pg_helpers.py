@@ -23,7 +23,7 @@ from pathlib import Path
 
 from squall.store.db import DbTarget, PgTarget
 
-__all__ = ["PgServer", "backend", "close_shared", "database_for", "find_pg_bin", "shared_server", "store_target"]
+__all__ = ["PgServer", "backend", "close_shared", "database_for", "find_pg_bin", "pg_database", "shared_server", "store_target"]
 
 
 def backend() -> str:
@@ -191,3 +191,8 @@ def store_target(path: Path, name: str) -> DbTarget:
     """Where a test's store lives: the SQLite file ``path``, or (``SQUALL_TEST_BACKEND=postgres``) store ``name`` in
     the database of ``path``'s directory."""
     return PgTarget(database_for(path.parent), name) if backend() == "postgres" else path
+
+
+def pg_database(root: Path, name: str) -> PgTarget | None:
+    """For stores that take an optional database (the object store): store ``name`` there, or None on SQLite."""
+    return PgTarget(database_for(root), name) if backend() == "postgres" else None

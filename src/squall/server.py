@@ -55,7 +55,7 @@ from squall.sqs.api import is_sqs_request, sqs_app
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.code import CodeStore
-from squall.store.db import DbTarget, target_for
+from squall.store.db import DbTarget, PgTarget, target_for
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.store.invocations import RecordWriter
@@ -155,7 +155,10 @@ class Squall:
             queue_sink=self.queues,
         )
         self.storage_events = StorageEvents(self.store, self.queues, c.region, self.dispatcher.enqueue_threadsafe)
-        self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events)
+        s3_db = self.db_target("objects.db", "s3")  # PostgreSQL: metadata and object data (chunked) there
+        self.objects = ObjectStore(
+            c.data_dir / "objects", on_event=self.storage_events, database=s3_db if isinstance(s3_db, PgTarget) else None
+        )
         self.storage_events.objects = self.objects
         self.functions = FunctionService(
             self.store,
