@@ -77,7 +77,7 @@ class InvocationsMixin(SqliteBase):
     ) -> tuple[list[InvocationRecord], str | None]:
         """Records newest first (by start), ``since <= start < until``.  Pass the returned cursor as
         ``before_cursor`` for the next (older) page; None means there is none."""
-        where: list[str] = ["1"]
+        where: list[str] = ["1 = 1"]
         args: list[Any] = []
         for clause, value in (("function = ?", function), ("start >= ?", since), ("start < ?", until),
                               ("status = ?", status)):  # fmt: skip
