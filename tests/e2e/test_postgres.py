@@ -1,0 +1,225 @@
+"""The PostgreSQL backend's own promises (cluster mode's state layer), on a real PostgreSQL started for this module:
+concurrent migrations, SKIP LOCKED receives, NOTIFY wake-ups across nodes, a 50 MB object streamed through a real
+server, and a server that outlives a PostgreSQL stopped for 10 s."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from pg_helpers import PgServer, find_pg_bin
+from squall.sqs.store.queues import QueueStore
+from squall.sqs.store.wait import QueueWaiter
+from squall.store.db import PgTarget
+from squall.store.metadata import SqliteMetadataStore
+from tests.e2e._platform import SquallProcess
+
+pytestmark = pytest.mark.skipif(find_pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL of this module's own (the fault test stops and restarts it)."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+_MIGRATE = """
+import sys
+from squall.store.db import PgTarget
+from squall.store.metadata import SqliteMetadataStore
+from squall.sqs.store.queues import QueueStore
+from squall.iam.store import IamStore
+sys.stdin.readline()  # start together
+url = sys.argv[1]
+stores = [SqliteMetadataStore(PgTarget(url, "metadata")), QueueStore(PgTarget(url, "sqs")), IamStore(PgTarget(url, "iam"))]
+print(stores[0].schema_version())
+"""
+
+
+def test_two_nodes_migrating_at_once_apply_each_migration_once(pg: PgServer, tmp_path: Path) -> None:
+    url = pg.database("migrate")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MIGRATE, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    for p in procs:  # imports done or not, they all start migrating as soon as they read the line
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == "1"
+    store = SqliteMetadataStore(PgTarget(url, "metadata"))
+    try:
+        rows = store._conn.execute("SELECT store, version FROM squall_schema ORDER BY store").fetchall()
+        assert rows == [("iam", 1), ("metadata", 1), ("sqs", 1)]
+    finally:
+        store.close()
+
+
+def test_concurrent_receivers_never_get_the_same_message(pg: PgServer) -> None:
+    url = pg.database("skip")
+    nodes = [QueueStore(PgTarget(url, "sqs")) for _ in range(4)]  # four connections: four nodes
+    try:
+        nodes[0].create_queue("work", {"VisibilityTimeout": "300"})
+        sent = {nodes[i % 4].send("work", f"m{i}").message_id for i in range(200)}
+        start = threading.Barrier(4)
+
+        def drain(store: QueueStore) -> list[str]:
+            start.wait()
+            got: list[str] = []
+            while batch := store.receive("work", 10):
+                got += [m.message_id for m in batch]
+            return got
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(drain, nodes))
+        received = [m for got in results for m in got]
+        assert len(received) == len(set(received)), "a message was handed to two receivers"
+        assert set(received) == sent
+        assert sum(1 for got in results if got) >= 2, "the receivers did not overlap at all"
+    finally:
+        for s in nodes:
+            s.close()
+
+
+def test_long_poll_on_one_node_wakes_on_a_send_through_another(pg: PgServer) -> None:
+    url = pg.database("notify")
+    a, b = QueueStore(PgTarget(url, "sqs")), QueueStore(PgTarget(url, "sqs"))
+    heard = threading.Event()
+    a.add_listener(lambda name: heard.set() if name == "inbox" else None)  # node a hears node b's NOTIFY
+    waiter = QueueWaiter(a)
+    try:
+        a.create_queue("inbox", {})
+
+        async def poll() -> list[Any]:
+            task = asyncio.create_task(waiter.receive("inbox", 1, wait_seconds=60))
+            await asyncio.sleep(0)  # the poll has looked at the store and is waiting
+            await asyncio.to_thread(b.send, "inbox", "hello")
+            return await asyncio.wait_for(task, 120)
+
+        t0 = time.monotonic()
+        (message,) = asyncio.run(poll())
+        assert message.body == "hello"
+        assert heard.wait(30), "node a never heard node b's NOTIFY"
+        assert time.monotonic() - t0 < 60, "the long poll ran to its end instead of being woken by the send"
+    finally:
+        waiter.close()
+        a.close()
+        b.close()
+
+
+def _hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _reset_hwm(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets the peak RSS to the current RSS
+
+
+@pytest.fixture(scope="module")
+def server(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SquallProcess]:
+    proc = SquallProcess(
+        tmp_path_factory.mktemp("pgserver") / "data", SQUALL_DATABASE_URL=pg.database("server")
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_a_50mb_object_round_trips_with_bounded_server_memory(server: SquallProcess, tmp_path: Path) -> None:
+    s3 = server.client("s3")
+    s3.create_bucket(Bucket="big")
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for i in range(50):
+            f.write(hashlib.sha256(str(i).encode()).digest() * (1 << 15))  # 1 MiB each, not all alike
+    assert server.proc is not None
+    pid = server.proc.pid
+    _reset_hwm(pid)
+    before = _hwm_kib(pid)
+    s3.upload_file(str(src), "big", "blob.bin")  # multipart (8 MiB parts) from the file
+    got = tmp_path / "got.bin"
+    s3.download_file("big", "blob.bin", str(got))
+    assert hashlib.md5(got.read_bytes()).digest() == hashlib.md5(src.read_bytes()).digest()
+    one_put = s3.put_object(Bucket="big", Key="one.bin", Body=src.open("rb"))  # one 50 MB PUT, streamed
+    body = s3.get_object(Bucket="big", Key="one.bin")["Body"]
+    md5 = hashlib.md5()
+    while chunk := body.read(1 << 20):
+        md5.update(chunk)
+    assert f'"{md5.hexdigest()}"' == one_put["ETag"]
+    grown_mib = (_hwm_kib(pid) - before) / 1024
+    assert grown_mib < 40, f"the server's peak RSS grew by {grown_mib:.0f} MiB for a 50 MB object"
+    rows = s3.list_objects_v2(Bucket="big")["Contents"]
+    assert sorted((o["Key"], o["Size"]) for o in rows) == [("blob.bin", 50 << 20), ("one.bin", 50 << 20)]
+
+
+def _error(e: ClientError) -> tuple[str, int]:
+    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_postgres_stopped_for_10_s_then_back(server: SquallProcess, pg: PgServer) -> None:
+    s3, sqs, lam = server.client("s3"), server.client("sqs"), server.client("lambda")
+    s3.create_bucket(Bucket="kept")
+    queue = sqs.create_queue(QueueName="kept")["QueueUrl"]
+    accepted_objects = []
+    accepted_messages = []
+    for i in range(5):
+        s3.put_object(Bucket="kept", Key=f"k{i}", Body=f"v{i}".encode())
+        accepted_objects.append(f"k{i}")
+        accepted_messages.append(sqs.send_message(QueueUrl=queue, MessageBody=f"m{i}")["MessageId"])
+    pg.stop()
+    seen: dict[str, set[tuple[str, int]]] = {"s3": set(), "sqs": set(), "lambda": set()}
+    stopped_at = time.monotonic()
+    while time.monotonic() - stopped_at < 10:  # the outage: every service refuses clearly, none hangs
+        for service, call in (
+            ("s3", lambda: s3.put_object(Bucket="kept", Key="during", Body=b"x")),
+            ("sqs", lambda: sqs.send_message(QueueUrl=queue, MessageBody="during")),
+            ("lambda", lambda: lam.list_functions()),
+        ):
+            with pytest.raises(ClientError) as info:
+                call()
+            seen[service].add(_error(info.value))
+        assert server.proc is not None and server.proc.poll() is None, "the server exited"
+    assert seen == {
+        "s3": {("ServiceUnavailable", 503)},
+        "sqs": {("ServiceUnavailable", 503)},
+        "lambda": {("ServiceException", 503)},
+    }
+    pg.start()
+    assert lam.list_functions()["Functions"] == []  # back at the first request
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="kept")["Contents"]]
+    assert keys == accepted_objects  # every accepted object, none of the refused ones
+    got = []
+    while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        got += [m["MessageId"] for m in batch]
+    assert sorted(got) == sorted(accepted_messages)
+    s3.put_object(Bucket="kept", Key="after", Body=b"y")
+    assert s3.get_object(Bucket="kept", Key="after")["Body"].read() == b"y"
+    assert json.loads(json.dumps(sqs.send_message(QueueUrl=queue, MessageBody="after")))["MessageId"]
