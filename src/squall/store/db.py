@@ -82,12 +82,13 @@ class DatabaseUnavailable(ServiceError):
         return self.codes.get(service, self.codes["*"])[1]
 
 
-def open_connection(target: DbTarget) -> Any:
-    """An ``sqlite3.Connection`` for a path, a ``PgConnection`` for a ``PgTarget`` (psycopg imported only then)."""
+def open_connection(target: DbTarget, *, bulk: bool = False) -> Any:
+    """An ``sqlite3.Connection`` for a path, a ``PgConnection`` for a ``PgTarget`` (psycopg imported only then;
+    ``bulk``: binary transfer for large values, see ``PgConnection``)."""
     if isinstance(target, PgTarget):
         from squall.store.pg import PgConnection
 
-        return PgConnection(target.url, target.name)
+        return PgConnection(target.url, target.name, bulk=bulk)
     from squall.store.sqlite_conn import open_sqlite
 
     if str(target).startswith("postgresql:"):  # a PgTarget turned into a string on the way: never a file of that name

@@ -170,9 +170,13 @@ class PgCursor:
 class PgConnection:
     """One psycopg connection (autocommit; transactions opened explicitly, as the SQLite stores do)."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, *, bulk: bool = False) -> None:
+        """``bulk``: bind parameters on the server and fetch in binary (a 1 MiB bytea travels as 1 MiB, not as a
+        2 MiB hex literal): for chunked object data.  Otherwise parameters are bound client-side, which tolerates
+        SQLite's loose typing in shared statements."""
         self.url = url
         self.name = name
+        self.bulk = bulk
         self.key = lock_key(name)
         self._conn: psycopg.Connection[Any] | None = None
         self._in_tx = False
@@ -191,7 +195,7 @@ class PgConnection:
                 self.url,
                 autocommit=True,
                 connect_timeout=_CONNECT_TIMEOUT_S,
-                cursor_factory=psycopg.ClientCursor,
+                cursor_factory=psycopg.Cursor if self.bulk else psycopg.ClientCursor,
                 application_name=f"squall:{self.name}",
             )
         except psycopg.OperationalError as e:
@@ -241,7 +245,7 @@ class PgConnection:
     def _run(self, sql: str, params: list[Any] | None, *, script: bool = False) -> PgCursor:
         conn = self.raw()
         try:
-            cur = conn.execute(sql) if script else conn.execute(sql, params, prepare=False)
+            cur = conn.execute(sql) if script else conn.execute(sql, params, prepare=False, binary=self.bulk)
             rows = [_row(r) for r in cur.fetchall()] if cur.description is not None else []
             return PgCursor(rows, cur.rowcount)  # type: ignore[arg-type]
         except pg_errors.IntegrityError as e:

@@ -97,7 +97,7 @@ class DbDataFiles:
     """The ``DataFiles`` interface over a database connection (its own: a long upload never holds the metadata's)."""
 
     def __init__(self, target: DbTarget) -> None:
-        self._conn = open_connection(target)
+        self._conn = open_connection(target, bulk=True)
         self._lock = threading.Lock()
         migrate(self._conn, "s3_blobs", [_SCHEMA])
 
