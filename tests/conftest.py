@@ -28,7 +28,6 @@ def pg_server() -> Iterator[PgServer]:
         server.close()
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def _shared_pg() -> Iterator[None]:
     """Stop the suite's shared PostgreSQL (started only on the postgres backend, at first use) at the end."""

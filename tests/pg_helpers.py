@@ -23,7 +23,16 @@ from pathlib import Path
 
 from squall.store.db import DbTarget, PgTarget
 
-__all__ = ["PgServer", "backend", "close_shared", "database_for", "find_pg_bin", "pg_database", "shared_server", "store_target"]
+__all__ = [
+    "PgServer",
+    "backend",
+    "close_shared",
+    "database_for",
+    "find_pg_bin",
+    "pg_database",
+    "shared_server",
+    "store_target",
+]
 
 
 def backend() -> str:
@@ -85,10 +94,26 @@ class PgServer:
         log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 (closed with the process)
         self.proc = subprocess.Popen(
             [
-                str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB",
-            ],  # fmt: skip
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.root}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=32MB",
+            ],
             stdout=log,
             stderr=log,
             preexec_fn=self._demote,

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -109,7 +110,10 @@ class Squall:
             self.db_target("squall.db", "metadata"), region=c.region, account_id=c.account_id,
             env_cipher=EnvCipher.open(c.data_dir, os.environ),  # environment variables sealed at rest
         )  # fmt: skip
-        self.code = CodeStore(c.data_dir / "code")
+        meta_db = self.db_target("squall.db", "metadata")
+        self.code = CodeStore(  # cluster mode: every zip in PostgreSQL too, extracted on the nodes that run it
+            c.data_dir / "code", shared=meta_db if isinstance(meta_db, PgTarget) else None
+        )
         # the cgroup name is derived from the data dir: at start a node kills what is left in its cgroups (a
         # crashed predecessor's instances), which must never hit another server running on the same machine
         digest = hashlib.sha1(str(c.data_dir.resolve()).encode()).hexdigest()[:10]
@@ -146,6 +150,7 @@ class Squall:
             region=c.region,
             account_id=c.account_id,
             function_env=self.function_env,
+            code=self.code.materialize if c.database_url else Path,
         )
         self.queues = QueueStore(self.db_target("queues.db", "sqs"), region=c.region, account_id=c.account_id)
         self.dispatcher = AsyncDispatcher(
@@ -157,7 +162,9 @@ class Squall:
         self.storage_events = StorageEvents(self.store, self.queues, c.region, self.dispatcher.enqueue_threadsafe)
         s3_db = self.db_target("objects.db", "s3")  # PostgreSQL: metadata and object data (chunked) there
         self.objects = ObjectStore(
-            c.data_dir / "objects", on_event=self.storage_events, database=s3_db if isinstance(s3_db, PgTarget) else None
+            c.data_dir / "objects",
+            on_event=self.storage_events,
+            database=s3_db if isinstance(s3_db, PgTarget) else None,
         )
         self.storage_events.objects = self.objects
         self.functions = FunctionService(
@@ -328,7 +335,9 @@ class Squall:
                 sf = self.store.get_function(name, qc.qualifier)
             except ResourceNotFound:
                 continue
-            spec = spec_from_stored(sf, self.config.region, self.config.account_id, self.function_env(name))
+            spec = spec_from_stored(
+                sf, self.config.region, self.config.account_id, self.function_env(name), self.invoker.code
+            )
             wanted = int(qc.config.get("RequestedProvisionedConcurrentExecutions", 0))
             self.pool.set_provisioned(spec, wanted)
             self._provisioned[(name, qc.qualifier)] = spec

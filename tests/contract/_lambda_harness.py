@@ -47,7 +47,9 @@ class LambdaServer:
     """The control plane over HTTP.  ``changes`` records every on_change callback as (name, qualifier)."""
 
     def __init__(self, root: Path) -> None:
-        self.store = SqliteMetadataStore(store_target(root / "metadata.db", "metadata"), region=REGION, account_id=ACCOUNT)
+        self.store = SqliteMetadataStore(
+            store_target(root / "metadata.db", "metadata"), region=REGION, account_id=ACCOUNT
+        )
         self.code_store = CodeStore(root / "code", durable=False)
         self.changes: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from pg_helpers import backend
 from tests.e2e._platform import LAMBDA_TRUST, SquallProcess, create
+
+from pg_helpers import backend
 
 ACCOUNT = "000000000000"
 READ = json.dumps(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from tests.e2e._platform import SquallProcess
 
 from pg_helpers import PgServer, find_pg_bin
 from squall.s3.store.objects import ObjectStore
@@ -27,9 +28,10 @@ from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.db import PgTarget
 from squall.store.metadata import SqliteMetadataStore
-from tests.e2e._platform import SquallProcess
 
-pytestmark = pytest.mark.skipif(find_pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)")
+pytestmark = pytest.mark.skipif(
+    find_pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +63,13 @@ def test_two_nodes_migrating_at_once_apply_each_migration_once(pg: PgServer, tmp
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _MIGRATE, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, text=True,
-        )  # fmt: skip
+            [sys.executable, "-c", _MIGRATE, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         for _ in range(4)
     ]
     for p in procs:  # imports done or not, they all start migrating as soon as they read the line

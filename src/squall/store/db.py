@@ -20,15 +20,19 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from squall.errors import ServiceError
+
+if TYPE_CHECKING:
+    from squall.store.pg import PgConnection
 
 __all__ = [
     "DATABASE_URL_ENV",
     "DatabaseUnavailable",
     "DbTarget",
     "PgTarget",
+    "as_pg",
     "is_pg",
     "migrate",
     "open_connection",
@@ -99,6 +103,11 @@ def open_connection(target: DbTarget, *, bulk: bool = False) -> Any:
 def is_pg(conn: object) -> bool:
     """The connection is a PostgreSQL one (for the few statements written per dialect)."""
     return type(conn).__name__ == "PgConnection"
+
+
+def as_pg(conn: object) -> PgConnection:
+    """``conn`` as the PostgreSQL connection it is (after ``is_pg``), for its own methods."""
+    return cast("PgConnection", conn)
 
 
 def migrate(

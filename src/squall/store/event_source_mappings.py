@@ -8,7 +8,6 @@ serialised by a lock; callers run these methods in worker threads.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from squall.errors import ResourceNotFound

@@ -11,7 +11,6 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from squall.store.db import DbTarget, migrate

@@ -9,13 +9,12 @@ its metadata: functions that already reference it keep their copy of the content
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from squall.clock import Clock, SystemClock
 from squall.errors import ServiceError
-from squall.store.sqlite import dumps, loads
 from squall.store.db import DbTarget, migrate
+from squall.store.sqlite import dumps, loads
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["LayerStore", "StoredLayerVersion"]

@@ -65,7 +65,7 @@ def translate(sql: str) -> str:
         out = _OR_IGNORE.sub("INSERT INTO", out, count=1)
         ret = _RETURNING.search(out)
         out = (
-            f"{out[: ret.start()]} ON CONFLICT DO NOTHING {out[ret.start():]}"
+            f"{out[: ret.start()]} ON CONFLICT DO NOTHING {out[ret.start() :]}"
             if ret
             else f"{out.rstrip().rstrip(';')} ON CONFLICT DO NOTHING"
         )

@@ -11,13 +11,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from squall.clock import Clock, SystemClock
 from squall.core.arn import function_arn
 from squall.errors import InvalidParameterValue, ResourceNotFound, ServiceError
-from squall.store.db import DbTarget, is_pg, migrate
+from squall.store.db import DbTarget, as_pg, is_pg, migrate
 from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 
@@ -176,7 +175,7 @@ class SqliteBase(SqliteDb):
     def schema_version(self) -> int:
         with self._lock:
             if is_pg(self._conn):
-                return int(self._conn.schema_version("metadata"))
+                return as_pg(self._conn).schema_version("metadata")
             row = self._conn.execute("SELECT version FROM schema_version").fetchone()
             return int(row[0])
 

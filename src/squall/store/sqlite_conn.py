@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from squall.store.db import DbTarget, is_pg, open_connection
+from squall.store.db import DbTarget, as_pg, is_pg, open_connection
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
 __all__ = ["SqliteDb", "open_sqlite"]
@@ -68,7 +68,7 @@ class SqliteDb:
                     conn.execute("PRAGMA synchronous = FULL")
                 try:
                     if is_pg(conn):
-                        conn.begin(lock)
+                        as_pg(conn).begin(lock)
                     else:
                         conn.execute("BEGIN IMMEDIATE")
                     try:

@@ -28,9 +28,9 @@ from squall.clock import Clock, SystemClock
 from squall.errors import ServiceError
 from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
 from squall.s3.store.events import EventOrigin, ObjectEvent
-from squall.s3.store.db_files import DbDataFiles
 from squall.s3.store.files import DataFiles
 from squall.s3.store.types import ObjectAttrs, ObjectMeta
+from squall.store.blobs import DbDataFiles
 from squall.store.db import PgTarget, migrate, open_connection
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
@@ -175,7 +175,7 @@ class StoreBase:
         self.disk: DiskGuard | None = None
         self.files: DataFiles | DbDataFiles
         if database is not None:
-            self.files = DbDataFiles(PgTarget(database.url, "s3_blobs"))
+            self.files = DbDataFiles(PgTarget(database.url, "blobs"))
             self._db = open_connection(database)
             migrate(self._db, "s3", [_SCHEMA])
         else:

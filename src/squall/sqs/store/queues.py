@@ -32,7 +32,6 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 from squall.clock import Clock, SystemClock
@@ -59,7 +58,7 @@ from squall.sqs.store.attrs import (
 )
 from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
 from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
-from squall.store.db import DbTarget, is_pg, migrate
+from squall.store.db import DbTarget, as_pg, is_pg, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]
@@ -190,7 +189,7 @@ class QueueStore(SqliteDb):
         with self._lock:
             self._listeners.append(listener)
             if self._pg and self._pg_listener is None:
-                self._pg_listener = self._conn.listen(_CHANNEL, self._on_pg_notify)
+                self._pg_listener = as_pg(self._conn).listen(_CHANNEL, self._on_pg_notify)
 
     def close(self) -> None:
         if self._pg_listener is not None:
@@ -220,7 +219,7 @@ class QueueStore(SqliteDb):
         if self._pg:  # other nodes' long polls; a lost notification only delays them to their next look
             with self._lock, suppress(ServiceError, sqlite3.Error):
                 for name in names:
-                    self._conn.notify(_CHANNEL, f"{self._origin}:{name}")
+                    as_pg(self._conn).notify(_CHANNEL, f"{self._origin}:{name}")
         self._call_listeners(names)
 
     def _call_listeners(self, names: Iterable[str]) -> None:
@@ -558,8 +557,7 @@ class QueueStore(SqliteDb):
             timeout = queue.int_attribute("VisibilityTimeout") if visibility_timeout is None else visibility_timeout
             retention = queue.int_attribute("MessageRetentionPeriod")
             conn.execute(
-                "DELETE FROM messages WHERE seq IN "
-                f"(SELECT seq FROM messages WHERE queue = ? AND sent_at <= ?{skip})",
+                f"DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND sent_at <= ?{skip})",
                 (name, now - retention),
             )
             redrive = self._redrive_target(conn, queue)

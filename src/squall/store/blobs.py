@@ -1,4 +1,4 @@
-"""Object data in the database, chunked: what ``DataFiles`` does with files, for cluster mode (PostgreSQL).
+"""Data in the database, chunked: what the S3 store's ``DataFiles`` does with files, for cluster mode (PostgreSQL).
 
 Every node must see every object, so with ``SQUALL_DATABASE_URL`` the data lives in PostgreSQL next to the metadata:
 ``blob_files`` names each data "file" (an id, its size, when it was written) and ``blob_chunks`` holds its bytes in
@@ -7,6 +7,7 @@ transaction spans a whole upload); reads fetch one chunk per ``read`` as the res
 data file is immutable once written and an object points at it only when the metadata transaction commits; a crash
 in between leaves an unreferenced data file, removed by ``gc`` once older than ``ORPHAN_AGE_S`` (never one another
 node is still writing).  Copies (CopyObject) and multipart concatenation copy chunks inside the database.
+``blob_names`` gives data files a content-addressed name (code packages: ``code/<sha256>``), kept until deleted.
 """
 
 from __future__ import annotations
@@ -17,15 +18,45 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from squall.s3.store.files import Written, _chunks_of
 from squall.store.db import DbTarget, migrate, open_connection
 
-__all__ = ["CHUNK", "ORPHAN_AGE_S", "DbDataFiles"]
+__all__ = ["CHUNK", "ORPHAN_AGE_S", "DbDataFiles", "Written", "chunks_of"]
 
 CHUNK = 1 << 20
+_COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Written:
+    """A data file now in place: its id, size and MD5 digest (raw bytes)."""
+
+    file_id: str
+    size: int
+    md5: bytes
+
+
+def chunks_of(data: bytes | BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
+    """``data`` (bytes, a readable file, or an iterable of bytes) in pieces of at most 1 MiB."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data)
+        for pos in range(0, len(view), _COPY_CHUNK):
+            yield bytes(view[pos : pos + _COPY_CHUNK])
+        return
+    read = getattr(data, "read", None)
+    if callable(read):
+        while True:
+            chunk = read(_COPY_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+        return
+    yield from data
+
+
 #: an unreferenced data file younger than this may be an upload still in progress on some node
 ORPHAN_AGE_S = 3600.0
 
@@ -34,6 +65,10 @@ CREATE TABLE IF NOT EXISTS blob_files (
     file_id TEXT PRIMARY KEY,
     size INTEGER,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blob_names (
+    name TEXT PRIMARY KEY,
+    file_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blob_chunks (
     file_id TEXT NOT NULL,
@@ -99,7 +134,7 @@ class DbDataFiles:
     def __init__(self, target: DbTarget) -> None:
         self._conn = open_connection(target, bulk=True)
         self._lock = threading.Lock()
-        migrate(self._conn, "s3_blobs", [_SCHEMA])
+        migrate(self._conn, "blobs", [_SCHEMA])
 
     def close(self) -> None:
         with self._lock:
@@ -109,6 +144,34 @@ class DbDataFiles:
         with self._lock:
             return self._conn.execute(sql, params)
 
+    def named(self, name: str) -> str | None:
+        """The data file stored under ``name`` (code packages: ``code/<sha256>``), or None."""
+        row = self._exec("SELECT file_id FROM blob_names WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_named(self, name: str, data: bytes) -> str:
+        """Store ``data`` under ``name`` once (content-addressed names: a second writer's copy is dropped)."""
+        existing = self.named(name)
+        if existing is not None:
+            return existing
+        written = self.write(data)
+        row = self._exec(
+            "INSERT INTO blob_names (name, file_id) VALUES (?, ?) ON CONFLICT (name) DO NOTHING RETURNING file_id",
+            (name, written.file_id),
+        ).fetchone()
+        if row is None:  # another node stored it meanwhile
+            self.unlink([written.file_id])
+            return self.named(name) or ""
+        return written.file_id
+
+    def read_named(self, name: str) -> bytes | None:
+        """The whole of a (small: code packages are at most 50 MB) named data file, or None."""
+        file_id = self.named(name)
+        if file_id is None:
+            return None
+        with self.open(file_id) as f:
+            return f.read()
+
     def chunk(self, file_id: str, n: int) -> bytes:
         row = self._exec("SELECT data FROM blob_chunks WHERE file_id = ? AND n = ?", (file_id, n)).fetchone()
         return bytes(row[0]) if row else b""
@@ -117,7 +180,7 @@ class DbDataFiles:
         row = self._exec("SELECT size FROM blob_files WHERE file_id = ?", (file_id,)).fetchone()
         if row is None or row[0] is None:
             raise FileNotFoundError(f"data file {file_id} is missing")
-        return io.BufferedReader(_ChunkReader(self, file_id, int(row[0])), CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_ChunkReader(self, file_id, int(row[0])), CHUNK)
 
     def write(self, data: bytes | BinaryIO | Iterable[bytes]) -> Written:
         """Store ``data`` chunk by chunk; nothing of it is left behind if this raises."""
@@ -128,12 +191,14 @@ class DbDataFiles:
         try:
             buf = bytearray()
             n = 0
-            for piece in _chunks_of(data):
+            for piece in chunks_of(data):
                 md5.update(piece)
                 size += len(piece)
                 buf += piece
                 while len(buf) >= CHUNK:
-                    self._exec("INSERT INTO blob_chunks (file_id, n, data) VALUES (?, ?, ?)", (file_id, n, bytes(buf[:CHUNK])))
+                    self._exec(
+                        "INSERT INTO blob_chunks (file_id, n, data) VALUES (?, ?, ?)", (file_id, n, bytes(buf[:CHUNK]))
+                    )
                     del buf[:CHUNK]
                     n += 1
             if buf:
@@ -188,7 +253,8 @@ class DbDataFiles:
         old = [
             r[0]
             for r in self._exec(
-                "SELECT file_id FROM blob_files WHERE created_at < ?", (time.time() - ORPHAN_AGE_S,)
+                "SELECT file_id FROM blob_files WHERE created_at < ? AND file_id NOT IN (SELECT file_id FROM blob_names)",
+                (time.time() - ORPHAN_AGE_S,),
             ).fetchall()
             if r[0] not in referenced
         ]
