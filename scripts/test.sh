@@ -13,3 +13,12 @@ cd "$(dirname "$0")/.."
 .venv/bin/lint-imports
 # pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# the same contract tests and store-backed e2e tests on PostgreSQL (cluster mode's state layer): one behaviour on both
+# backends.  Only for the whole suite (arguments select tests of the first pass alone).
+if [ "$#" -eq 0 ]; then
+    SQUALL_TEST_BACKEND=postgres .venv/bin/python -m pytest -q -p no:cacheprovider \
+        tests/contract/test_lambda_control.py tests/contract/test_sqs_api.py tests/contract/test_s3_api.py \
+        tests/contract/test_s3_presign_post.py tests/contract/test_iam_api.py \
+        tests/e2e/test_schedule_api.py tests/e2e/test_event_source_mappings.py tests/e2e/test_function_urls.py \
+        tests/e2e/test_storage_events_durable.py tests/e2e/test_platform.py
+fi
