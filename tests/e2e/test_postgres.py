@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from tests.e2e._platform import SquallProcess
+from tests.e2e._platform import SquallProcess, create
 
 from pg_helpers import PgServer, find_pg_bin
 from squall.s3.store.objects import ObjectStore
@@ -265,3 +265,25 @@ def test_postgres_stopped_for_10_s_then_back(server: SquallProcess, pg: PgServer
     s3.put_object(Bucket="kept", Key="after", Body=b"y")
     assert s3.get_object(Bucket="kept", Key="after")["Body"].read() == b"y"
     assert json.loads(json.dumps(sqs.send_message(QueueUrl=queue, MessageBody="after")))["MessageId"]
+
+
+def test_deployed_through_one_node_invoked_through_another(pg: PgServer, tmp_path: Path) -> None:
+    """Two servers on one database: the second has never seen the package, fetches it from PostgreSQL and runs it;
+    both see the same records."""
+    url = pg.database("two")
+    one = SquallProcess(tmp_path / "one" / "data", SQUALL_DATABASE_URL=url).start()
+    try:
+        two = SquallProcess(tmp_path / "two" / "data", SQUALL_DATABASE_URL=url).start()
+        try:
+            create(one.client("lambda"), "hello", "def handler(event, context):\n    return {'got': event}\n")
+            out = two.client("lambda").invoke(FunctionName="hello", Payload=b'{"n": 2}')
+            assert json.loads(out["Payload"].read()) == {"got": {"n": 2}}
+            assert not (tmp_path / "one" / "data" / "code" / "code").samefile(
+                tmp_path / "two" / "data" / "code" / "code"
+            )
+            assert list((tmp_path / "two" / "data" / "code" / "code").iterdir()), "node two extracted nothing"
+            assert one.client("lambda").get_function(FunctionName="hello")["Configuration"]["State"] == "Active"
+        finally:
+            two.stop()
+    finally:
+        one.stop()
