@@ -287,3 +287,29 @@ def test_deployed_through_one_node_invoked_through_another(pg: PgServer, tmp_pat
             two.stop()
     finally:
         one.stop()
+
+
+def test_the_account_concurrency_lock_holds_across_nodes(pg: PgServer) -> None:
+    """The reserved-concurrency check and its write (two store calls) run under one lock on every node."""
+    url = pg.database("account")
+    a, b = SqliteMetadataStore(PgTarget(url, "metadata")), SqliteMetadataStore(PgTarget(url, "metadata"))
+    got = threading.Event()
+    try:
+        a.hold("account-concurrency")
+        waiter = threading.Thread(target=lambda: (b.hold("account-concurrency"), got.set()), daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while not a._conn.execute(  # node b's backend is waiting for the advisory lock node a holds
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "node b never waited for the lock"
+            assert not got.is_set(), "node b took a lock node a holds"
+            time.sleep(0.02)
+        assert not got.is_set()
+        a.release("account-concurrency")
+        assert got.wait(60), "node b did not get the lock once node a released it"
+        b.release("account-concurrency")
+        waiter.join(10)
+    finally:
+        a.close()
+        b.close()

@@ -332,6 +332,11 @@ class PgConnection:
                     (store, version + 1),
                 )
 
+    def advisory_lock(self, name: str, take: bool) -> None:
+        """Take (waiting) or release the session advisory lock ``name`` of this store."""
+        fn = "pg_advisory_lock" if take else "pg_advisory_unlock"
+        self._run(f"SELECT {fn}(%s)", [lock_key(f"{self.name}:{name}")])
+
     def listen(self, channel: str, callback: Callable[[str | None], None]) -> PgListener:
         """Call ``callback`` with every payload NOTIFY'd on ``channel`` by any node (see ``PgListener``)."""
         return PgListener(self.url, channel, callback)

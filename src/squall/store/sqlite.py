@@ -204,6 +204,19 @@ class SqliteBase(SqliteDb):
                     f"UPDATE schema_version SET version = {version + 1};\nCOMMIT;"
                 )
 
+    # -- cluster-wide critical sections --
+
+    def hold(self, name: str) -> None:
+        """Take the lock ``name`` for this node until ``release`` (PostgreSQL: a session advisory lock, so a check
+        and the write it allows, made in separate calls, are not interleaved with another node's; SQLite: one
+        process owns the database, its callers' own lock suffices)."""
+        if is_pg(self._conn):
+            as_pg(self._conn).advisory_lock(name, True)
+
+    def release(self, name: str) -> None:
+        if is_pg(self._conn):
+            as_pg(self._conn).advisory_lock(name, False)
+
     # -- transactions --
 
     @contextmanager
