@@ -39,7 +39,6 @@ Mutation = Callable[[StoredFunction], tuple[dict[str, Any], dict[str, Any] | Non
 CAS_ATTEMPTS = 8
 
 
-
 class AccountLock:
     """``async with``: this node's coroutines one at a time, and (PostgreSQL) one node at a time through the
     store's ``hold``/``release`` (a store without them: this node only)."""
@@ -67,6 +66,7 @@ class AccountLock:
                 await asyncio.to_thread(release, self._NAME)
         finally:
             self._local.release()
+
 
 class ServiceBase:
     """State and helpers shared by the operation mixins of :class:`squall.control.FunctionService`."""

@@ -264,11 +264,12 @@ class PgConnection:
         this store, or (``lock`` "") none: see ``SqliteDb._tx``."""
         conn = self.raw()
         try:
-            conn.execute("BEGIN")
             self._in_tx, self._broken_tx = True, False
-            if lock != "":
+            if lock == "":
+                conn.execute("BEGIN")
+            else:  # one round trip: a statement without parameters goes as a simple query, both in one
                 key = self.key if lock is None else lock_key(f"{self.name}:{lock}")
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})".encode())
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self._in_tx = False
             raise DatabaseUnavailable(self, _first_line(e)) from e
