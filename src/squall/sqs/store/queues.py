@@ -633,15 +633,19 @@ class QueueStore(SqliteDb):
         queue_name, message_id, token = self._parse_handle(handle)
         if queue_name != name:
             raise ReceiptHandleIsInvalid(f'The input receipt handle "{handle}" is not a valid receipt handle.')
+        # PostgreSQL: the row locked and read as committed by a receive that had it locked (that receive's new
+        # receipt makes this handle stale), so a delete or visibility change never hits a message received again
         row = conn.execute(
-            "SELECT seq, receipt, visible_at FROM messages WHERE queue = ? AND id = ?", (name, message_id)
+            "SELECT seq, receipt, visible_at FROM messages WHERE queue = ? AND id = ?"
+            + (" FOR UPDATE" if self._pg else ""),
+            (name, message_id),
         ).fetchone()
         return row, token
 
     def delete_message(self, name: str, receipt_handle: str) -> bool:
         """Delete the message received with ``receipt_handle``.  True if it was deleted; False (no error) if it
         was already gone or has been received again since (the handle is stale), as SQS does."""
-        with self._tx(durable=False, write=False) as conn:
+        with self._tx(durable=False, write=False, lock="") as conn:  # the row lock is enough (_locate)
             self._queue(conn, name)
             row, token = self._locate(conn, name, receipt_handle)
             if row is None or row[1] != token:
@@ -657,7 +661,7 @@ class QueueStore(SqliteDb):
                 "Reason: Must be between 0 and 43200, if provided."
             )
         now = self._clock.now()
-        with self._tx(durable=False) as conn:
+        with self._tx(durable=False, lock="") as conn:  # the row lock is enough (_locate)
             self._queue(conn, name)
             row, token = self._locate(conn, name, receipt_handle)
             if row is None or row[1] != token:
