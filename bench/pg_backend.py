@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import emit, median, pct, quick
 from _server import Server, deploy
 from invoke_http import CODE, sequential
+
 from pg_helpers import PgServer
 
 
