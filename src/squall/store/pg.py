@@ -233,10 +233,25 @@ class PgConnection:
         return self._run(translate(sql), [_param(p) for p in params])
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
-        total = 0
-        for params in seq:
-            total += max(self.execute(sql, params).rowcount, 0)
-        return PgCursor([], total)
+        """One statement over many parameter rows, pipelined (one round trip for the batch, not one per row)."""
+        rows = [[_param(p) for p in params] for params in seq]
+        if not rows:
+            return PgCursor([], 0)
+        conn = self.raw()
+        try:
+            with psycopg.Cursor(conn) as cur:  # server-side binding: pipelined (a ClientCursor sends row by row)
+                cur.executemany(translate(sql), rows)
+                return PgCursor([], cur.rowcount)
+        except pg_errors.IntegrityError as e:
+            raise sqlite3.IntegrityError(_first_line(e)) from e
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            if conn.broken or conn.closed:
+                if self._in_tx:
+                    self._broken_tx = True
+                raise DatabaseUnavailable(self, _first_line(e)) from e
+            raise sqlite3.OperationalError(_first_line(e)) from e
+        except psycopg.Error as e:
+            raise sqlite3.OperationalError(f"{_first_line(e)} (in: {sql.strip()[:200]})") from e
 
     def executescript(self, script: str) -> None:
         """Run a schema script (SQLite DDL) as PostgreSQL DDL, in one transaction."""

@@ -105,7 +105,7 @@ class SeriesMixin(SqliteBase):
             pcts = conn.execute(
                 "WITH r AS (SELECT k, duration_ms, ROW_NUMBER() OVER (PARTITION BY k ORDER BY duration_ms) AS rn, "
                 "COUNT(*) OVER (PARTITION BY k) AS n FROM "
-                f"(SELECT {key} AS k, duration_ms FROM invocations WHERE {where} AND status != 'throttled')) "
+                f"(SELECT {key} AS k, duration_ms FROM invocations WHERE {where} AND status != 'throttled') AS s) "
                 "SELECT k, MAX(CASE WHEN rn = (n + 1) / 2 THEN duration_ms END), "
                 "MAX(CASE WHEN rn = (99 * n + 99) / 100 THEN duration_ms END) FROM r GROUP BY k",
                 (since, step, *args),
