@@ -23,11 +23,11 @@ from botocore.exceptions import ClientError
 from tests.e2e._platform import SquallProcess, create
 
 from pg_helpers import PgServer, find_pg_bin
+from squall.functions.store.metadata import SqliteMetadataStore
 from squall.s3.store.objects import ObjectStore
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.db import PgTarget
-from squall.store.metadata import SqliteMetadataStore
 
 pytestmark = pytest.mark.skipif(
     find_pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"
@@ -47,7 +47,7 @@ def pg() -> Iterator[PgServer]:
 _MIGRATE = """
 import sys
 from squall.store.db import PgTarget
-from squall.store.metadata import SqliteMetadataStore
+from squall.functions.store.metadata import SqliteMetadataStore
 from squall.s3.store.objects import ObjectStore
 from squall.sqs.store.queues import QueueStore
 from squall.iam.store import IamStore

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from squall.errors import ServiceError
+from squall.core.errors import ServiceError
 
 if TYPE_CHECKING:
     from squall.store.pg import PgConnection
