@@ -33,6 +33,7 @@ from starlette.routing import Route
 from squall.aws.json_api import json_response, lambda_error, parse_json
 from squall.core.errors import InvalidParameterValue, ResourceNotFound, SquallError
 from squall.functions.store.records import NewEvent
+from squall.store.db import DatabaseUnavailable
 from squall.triggers.plugin import Plugin
 from squall.triggers.schedules.expressions import (
     Schedule,
@@ -196,9 +197,14 @@ def install(squall: Squall, interval_s: float = 0.5) -> Plugin:
         return json_response({"schedules": [runner.describe(r) for r in rules]})
 
     async def run_forever() -> None:
+        warned = 0.0
         while True:
             try:
                 await asyncio.to_thread(runner.tick, time.time())
+            except DatabaseUnavailable as e:  # ticks resume (and catch up) when it is back; said once a minute
+                if time.monotonic() - warned > 60:
+                    warned = time.monotonic()
+                    log.warning("schedules wait: %s", e)
             except Exception:
                 log.exception("firing schedules")
             await asyncio.sleep(interval_s)
