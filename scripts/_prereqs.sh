@@ -9,6 +9,13 @@ ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || _apt libseccomp2 || ech
 command -v nft >/dev/null 2>&1 || _apt nftables || echo "note: nftables missing: network nat falls back to none" >&2
 # instances' /tmp is a small ext4 filesystem per slot on a loop device (without mkfs.ext4: a tmpfs, charged to memory)
 command -v mkfs.ext4 >/dev/null 2>&1 || _apt e2fsprogs || echo "note: e2fsprogs missing: /tmp falls back to tmpfs" >&2
+# cluster mode's state backend; the tests' PostgreSQL pass runs initdb/postgres from it (nothing is started here)
+# (and no "main" cluster: Debian's package would otherwise create one and may start it on port 5432)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && [ ! -e /etc/postgresql-common/createcluster.conf ] && mkdir -p /etc/postgresql-common \
+        && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+    _apt postgresql || echo "note: postgresql missing: the PostgreSQL tests skip" >&2
+fi
 # Debian's Python needs its venv package for `python -m venv`
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; _apt "python3.11-venv" || _apt python3-venv; "$PY" -m venv .venv; }

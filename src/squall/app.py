@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from squall.aws.credentials import Credentials, KeyRing
@@ -62,6 +63,7 @@ from squall.scheduler.keep_alive import HistogramConfig
 from squall.sqs.api import sqs_app
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
+from squall.store.db import DbTarget, PgTarget, target_for
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
 from squall.telemetry import setup as telemetry
@@ -106,11 +108,14 @@ class Squall:
         self.keyring = KeyRing.open(c.data_dir, os.environ)
         self.credentials: Credentials = self.keyring.admin
         self.store = SqliteMetadataStore(
-            c.data_dir / "squall.db", region=c.region, account_id=c.account_id,
+            self.db_target("squall.db", "metadata"), region=c.region, account_id=c.account_id,
             env_cipher=EnvCipher.open(c.data_dir, os.environ),  # environment variables sealed at rest
             disk=self.disk,  # writes refused with DiskFull on a full disk; deletes let through
         )  # fmt: skip
-        self.code = CodeStore(c.data_dir / "code", disk=self.disk)
+        meta_db = self.db_target("squall.db", "metadata")
+        self.code = CodeStore(  # cluster mode: every zip in PostgreSQL too, extracted on the nodes that run it
+            c.data_dir / "code", disk=self.disk, shared=meta_db if isinstance(meta_db, PgTarget) else None
+        )
         # the cgroup name is derived from the data dir: at start a node kills what is left in its cgroups (a
         # crashed predecessor's instances), which must never hit another server running on the same machine
         digest = hashlib.sha1(str(c.data_dir.resolve()).encode()).hexdigest()[:10]
@@ -140,7 +145,7 @@ class Squall:
             ),
         )
         self.records = RecordWriter(self.store)
-        self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id, disk=self.disk)
+        self.queues = QueueStore(self.db_target("queues.db", "sqs"), region=c.region, account_id=c.account_id, disk=self.disk)
         self.queue_waiter = QueueWaiter(self.queues)  # binds to the running loop at its first wait
         self.prices = load_prices(c.prices_path)
         #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces), handed to the invoker
@@ -155,6 +160,7 @@ class Squall:
             enqueue_async=self._enqueue_async,  # every async source goes through the dispatcher (FIFO)
             observer=self.observability.metrics,
             tracer=self.observability.tracer,
+            code=self.code.materialize if c.database_url else Path,
         )
         self.dispatcher = AsyncDispatcher(
             self.invoker,
@@ -163,7 +169,13 @@ class Squall:
             queue_sink=self.queues,
         )
         self.storage_events = StorageEvents(self.queues, c.region, self.dispatcher.enqueue_threadsafe)
-        self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events, disk=self.disk)
+        s3_db = self.db_target("objects.db", "s3")  # PostgreSQL: metadata and object data (chunked) there
+        self.objects = ObjectStore(
+            c.data_dir / "objects",
+            on_event=self.storage_events,
+            disk=self.disk,
+            database=s3_db if isinstance(s3_db, PgTarget) else None,
+        )
         self.functions = FunctionService(
             self.store,
             self.code,
@@ -173,22 +185,22 @@ class Squall:
             account_limit=c.account_concurrency,  # PutFunctionConcurrency keeps 100 of it unreserved, as Lambda
             clock=SystemClock(),
             on_change=[self.on_change],
-            layer_store=LayerStore(c.data_dir / "layers.db"),
+            layer_store=LayerStore(self.db_target("layers.db", "layers")),
         )
         self.provisioning = Provisioning(self.store, self.pool, self._spec_of)
         self.started_at = 0.0
         #: event sources (see squall.triggers.plugin), each given its store and the ports it needs
         self.function_urls = function_urls.install(
-            FunctionUrlStore(c.data_dir / "function_urls.db"), self.store, self.invoker, public_url=c.public_url,
+            FunctionUrlStore(self.db_target("function_urls.db", "function_urls")), self.store, self.invoker, public_url=c.public_url,
             account_id=c.account_id,
         )  # fmt: skip
         self.plugins: list[Plugin] = [
             schedules.install(
-                ScheduleStore(c.data_dir / "schedules.db"), self.dispatcher.enqueue_threadsafe, self._function_exists,
+                ScheduleStore(self.db_target("schedules.db", "schedules")), self.dispatcher.enqueue_threadsafe, self._function_exists,
                 region=c.region, account_id=c.account_id,
             ),
             event_source_mappings.install(
-                MappingStore(c.data_dir / "esm.db"), self.store, self.invoker, self.queues, self.queue_waiter,
+                MappingStore(self.db_target("esm.db", "event_source_mappings")), self.store, self.invoker, self.queues, self.queue_waiter,
                 region=c.region, account_id=c.account_id,
             ),
             self.function_urls,
@@ -205,7 +217,7 @@ class Squall:
         )  # fmt: skip
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
-        self.iam_store = IamStore(c.data_dir / "iam.db")
+        self.iam_store = IamStore(self.db_target("iam.db", "iam"))
         self.iam_api = IamApi(self.iam_store, c.account_id, self.identity)
         self.authorizer = Authorizer(
             self.iam_store, self.iam_api, self._function_config, region=c.region, account_id=c.account_id
@@ -220,6 +232,11 @@ class Squall:
         #: URL functions get as AWS_ENDPOINT_URL
         self.gateway_socket: socket.socket | None = None
         self._function_endpoint = ""
+
+    def db_target(self, filename: str, name: str) -> DbTarget:
+        """Where store ``name`` keeps its tables: ``<data dir>/<filename>`` (SQLite), or that store's tables in
+        the PostgreSQL database of ``SQUALL_DATABASE_URL``."""
+        return target_for(self.config.data_dir / filename, name, self.config.database_url or None)
 
     def identity(self, scope: Any) -> Identity:
         """Who signed a request, as STS GetCallerIdentity reports it."""
@@ -303,7 +320,9 @@ class Squall:
         return ref is not None and self._function_exists(*ref)
 
     def _spec_of(self, sf: StoredFunction) -> FunctionSpec:
-        return spec_from_stored(sf, self.config.region, self.config.account_id, self.function_env(sf.name))
+        return spec_from_stored(
+            sf, self.config.region, self.config.account_id, self.function_env(sf.name), self.invoker.code
+        )
 
     def _enqueue_async(self, batch: list[NewEvent]) -> None:
         """The invoker's way into the durable async queue: the dispatcher's hand-over (built after the invoker,

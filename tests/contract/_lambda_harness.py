@@ -16,6 +16,7 @@ import uvicorn
 from botocore.config import Config
 from starlette.applications import Starlette
 
+from tests.pg_helpers import store_target
 from squall.core.clock import SystemClock
 from squall.functions.api import lambda_routes
 from squall.functions.control import FunctionService
@@ -46,7 +47,9 @@ class LambdaServer:
     """The control plane over HTTP.  ``changes`` records every on_change callback as (name, qualifier)."""
 
     def __init__(self, root: Path) -> None:
-        self.store = SqliteMetadataStore(root / "metadata.db", region=REGION, account_id=ACCOUNT)
+        self.store = SqliteMetadataStore(
+            store_target(root / "metadata.db", "metadata"), region=REGION, account_id=ACCOUNT
+        )
         self.code_store = CodeStore(root / "code", durable=False)
         self.changes: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -30,6 +30,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.pg_helpers import pg_database
 from squall.aws.auth import SigV4Middleware
 from squall.aws.sigv4 import (
     EMPTY_SHA256,
@@ -72,7 +73,9 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("s3store")
     events: list[ObjectEvent] = []
-    store = ObjectStore(root, on_event=lambda event, _targets: events.append(event))
+    store = ObjectStore(
+        root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3")
+    )
     app = s3_app(store, function_exists=lambda arn: not arn.endswith(":function:missing"))
     wrapped = SigV4Middleware(app, lookup_secret=lambda k: SECRET if k == KEY else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

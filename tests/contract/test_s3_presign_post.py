@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
+from tests.pg_helpers import pg_database
 from squall.aws.auth import SigV4Middleware
 from squall.s3.api import s3_app
 from squall.s3.store.objects import ObjectEvent, ObjectStore
@@ -45,7 +46,10 @@ class Harness:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     events: list[ObjectEvent] = []
-    store = ObjectStore(tmp_path_factory.mktemp("s3presign"), on_event=lambda event, _targets: events.append(event))
+    root = tmp_path_factory.mktemp("s3presign")
+    store = ObjectStore(
+        root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3")
+    )
     lookup = {KEY: SECRET}.get
     app = SigV4Middleware(s3_app(store, lookup_secret=lookup), lookup_secret=lookup)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -25,6 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from tests.pg_helpers import store_target
 from squall.aws.auth import SigV4Middleware
 from squall.sqs.api import sqs_app
 from squall.sqs.store.queues import QueueStore
@@ -38,7 +39,7 @@ SECRET = "sqs-test-secret"
 
 class SqsServer:
     def __init__(self, root: Path) -> None:
-        self.store = QueueStore(root / "queues.db", region=REGION, account_id=ACCOUNT)
+        self.store = QueueStore(store_target(root / "queues.db", "sqs"), region=REGION, account_id=ACCOUNT)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

@@ -17,6 +17,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from tests.pg_helpers import backend, database_for
+
 KEY_ID = "AKSQTESTTESTTESTTEST"
 SECRET = "testsecrettestsecrettestsecrettestsecre0"
 
@@ -47,6 +49,8 @@ class SquallProcess:
             "SQUALL_DISK_RESERVE_MB": "8",  # not 64 MiB fallocated in every test's data dir (pytest keeps 3 runs)
             **env,
         }  # fmt: skip
+        if backend() == "postgres" and "SQUALL_DATABASE_URL" not in env:  # the suite's second pass: PostgreSQL
+            self.env["SQUALL_DATABASE_URL"] = database_for(data_dir)
         self.log = data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

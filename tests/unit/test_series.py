@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg_helpers import store_target
 from squall.core.errors import InvalidParameterValue
 from squall.functions.store.metadata import SqliteMetadataStore
 from squall.functions.store.records import InvocationRecord
@@ -40,7 +41,7 @@ def _records(seed: int = 7) -> list[InvocationRecord]:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[SqliteMetadataStore, list[InvocationRecord]]:
-    store = SqliteMetadataStore(Path(tmp_path_factory.mktemp("series")) / "m.db")
+    store = SqliteMetadataStore(store_target(Path(tmp_path_factory.mktemp("series")) / "m.db", "metadata"))
     records = _records()
     for i in range(0, N, 10_000):
         store.write_batch(records[i : i + 10_000], [])
@@ -140,7 +141,7 @@ def test_sparklines_count_per_bucket(loaded: tuple[SqliteMetadataStore, list[Inv
 
 
 def test_empty_window_and_bad_steps(tmp_path: Path) -> None:
-    store = SqliteMetadataStore(tmp_path / "m.db")
+    store = SqliteMetadataStore(store_target(tmp_path / "m.db", "metadata"))
     s = store.series(None, T0, T0 + 600, 60)
     assert s.invocations == [0] * 10 and s.p99_ms == [None] * 10 and s.max_concurrency == [0] * 10
     with pytest.raises(InvalidParameterValue):

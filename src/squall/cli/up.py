@@ -35,6 +35,10 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="start Squall (Lambda API and everything else on one port)")
     p.add_argument("--data-dir", type=Path, help="where state lives (env SQUALL_DATA_DIR; default ~/.squall)")
+    p.add_argument(
+        "--database-url",
+        help="PostgreSQL URL for all state instead of SQLite (cluster mode; env SQUALL_DATABASE_URL)",
+    )
     p.add_argument("--port", type=int, help="HTTP port (env SQUALL_PORT; default 9070)")
     p.add_argument("--host", help="address to bind (env SQUALL_HOST; default 127.0.0.1)")
     p.add_argument("--demo", action="store_true", help="deploy the 'hello' demo function and invoke it once")
@@ -199,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ServerConfig()
     if args.data_dir:
         cfg = replace(cfg, data_dir=args.data_dir)
+    if args.database_url:
+        cfg = replace(cfg, database_url=args.database_url)
     if args.port:
         cfg = replace(cfg, port=args.port)
     if args.host:

@@ -140,6 +140,9 @@ class ServerConfig:
 
     #: SQUALL_DATA_DIR: SQLite database, code, keys
     data_dir: Path = field(default_factory=default_data_dir)
+    #: SQUALL_DATABASE_URL: a PostgreSQL URL (postgresql://user:pass@host:port/db) to keep all metadata, records,
+    #: queues, triggers and IAM there instead of SQLite files in the data dir (cluster mode); empty = embedded SQLite
+    database_url: str = field(default_factory=lambda: os.environ.get("SQUALL_DATABASE_URL", "").strip())
     #: SQUALL_HOST
     host: str = field(default_factory=lambda: os.environ.get("SQUALL_HOST", "127.0.0.1"))
     #: SQUALL_PORT: the one HTTP port (Lambda API, S3, SQS, function URLs, /ui, /metrics)

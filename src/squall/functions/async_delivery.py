@@ -27,6 +27,7 @@ from squall.core.jsonlimits import MAX_PAYLOAD_DEPTH
 from squall.core.timefmt import iso_ms
 from squall.functions.invoker import InvocationResult, Invoker
 from squall.functions.store.records import NewEvent, QueuedEvent
+from squall.store.db import DatabaseUnavailable
 from squall.store.disk import DiskFull
 from squall.store.group_commit import GroupCommit
 
@@ -179,10 +180,10 @@ class AsyncDispatcher:
                 queued = self._queued
                 try:
                     events = await asyncio.to_thread(self.store.lease, self.clock(), free, LEASE_S)
-                except DiskFull as e:  # events stay queued; said once a minute, not at every poll
+                except (DiskFull, DatabaseUnavailable) as e:  # events stay queued; said once a minute, not every poll
                     if time.monotonic() - self._disk_warned > 60:
                         self._disk_warned = time.monotonic()
-                        log.warning("async events wait for disk space: %s", e)
+                        log.warning("async events wait: %s", e)
                 except Exception:
                     log.exception("leasing async events")
                 else:

@@ -76,8 +76,13 @@ def network_mode(squall: dict[str, Any]) -> NetworkMode:
 
 
 def spec_from_stored(
-    sf: StoredFunction, region: str, account: str, extra_env: dict[str, str] | None = None
+    sf: StoredFunction,
+    region: str,
+    account: str,
+    extra_env: dict[str, str] | None = None,
+    code: Callable[[str], Path] = Path,
 ) -> FunctionSpec:
+    """``code`` maps a stored code or layer path to this node's tree (cluster mode: ``CodeStore.materialize``)."""
     c = sf.config
     runtime = str(c.get("Runtime") or "python3.11")
     env = dict((c.get("Environment") or {}).get("Variables") or {})
@@ -85,7 +90,7 @@ def spec_from_stored(
         env = {**extra_env, **env}
     return FunctionSpec(
         name=sf.name,
-        code_dir=Path(sf.code_path),
+        code_dir=code(sf.code_path),
         handler=str(c.get("Handler", "")),
         version=sf.version,
         memory_mb=int(c.get("MemorySize", 128)),
@@ -98,7 +103,7 @@ def spec_from_stored(
         account_id=account,
         code_sha256=f"{c.get('CodeSha256', '')}:{c.get('RevisionId', '')}",
         runtime=runtime,
-        layers=tuple(Path(p) for p in sf.squall.get("layers") or ()),
+        layers=tuple(code(p) for p in sf.squall.get("layers") or ()),
     )
 
 
@@ -130,6 +135,7 @@ class Invoker:
         enqueue_async: Enqueue | None = None,
         observer: InvocationObserver | None = None,
         tracer: Tracer | None = None,
+        code: Callable[[str], Path] = Path,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -137,6 +143,8 @@ class Invoker:
         self.region = region
         self.account_id = account_id
         self.function_env = function_env or (lambda name: {})
+        #: a stored code path -> this node's tree (cluster mode: fetched from PostgreSQL when missing)
+        self.code = code
         self._specs: dict[tuple[str, str], tuple[FunctionSpec, dict[str, float] | None, str]] = {}
         self.enqueue_async: Enqueue = enqueue_async or store.enqueue_many
         self.observer = observer
@@ -154,7 +162,7 @@ class Invoker:
                 alias = self.store.get_alias(name, q)
                 weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
                 routing = {str(k): float(v) for k, v in weights.items()} or None
-            spec = spec_from_stored(sf, self.region, self.account_id, self.function_env(name))
+            spec = spec_from_stored(sf, self.region, self.account_id, self.function_env(name), self.code)
             cached = (spec, routing, sf.version)
             self._specs[(name, q)] = cached
         spec, routing, primary = cached

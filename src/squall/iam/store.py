@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squall.store.db import DbTarget, PgTarget, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["FunctionPolicy", "IamStore", "ManagedPolicy", "Role", "new_id"]
@@ -101,6 +102,9 @@ class FunctionPolicy:
     revision_id: str
 
 
+_ROLE_COLUMNS = "name, path, role_id, assume_role_policy, description, max_session, tags, created_at"
+
+
 def _role(r: Sequence[Any]) -> Role:
     return Role(r[0], r[1], r[2], r[3], r[4], int(r[5]), json.loads(r[6]), float(r[7]))
 
@@ -108,17 +112,21 @@ def _role(r: Sequence[Any]) -> Role:
 class IamStore(SqliteDb):
     """Thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    def __init__(self, path: DbTarget) -> None:
+        if not isinstance(path, PgTarget):
+            path = Path(path)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._open_db(path, durable_by_default=True)
+        migrate(self._conn, "iam", [_SCHEMA], self._migrate_sqlite)
+        self.generation = 0
+
+    def _migrate_sqlite(self) -> None:
         with self._tx() as conn:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
-        self.generation = 0
 
     def _bump(self) -> None:
         self.generation += 1
@@ -140,12 +148,12 @@ class IamStore(SqliteDb):
 
     def get_role(self, name: str) -> Role | None:
         with self._lock:
-            row = self._conn.execute("SELECT * FROM roles WHERE name = ?", (name,)).fetchone()
+            row = self._conn.execute(f"SELECT {_ROLE_COLUMNS} FROM roles WHERE name = ?", (name,)).fetchone()
         return _role(row) if row else None
 
     def list_roles(self) -> list[Role]:
         with self._lock:
-            rows = self._conn.execute("SELECT * FROM roles ORDER BY name COLLATE NOCASE").fetchall()
+            rows = self._conn.execute(f"SELECT {_ROLE_COLUMNS} FROM roles ORDER BY name COLLATE NOCASE").fetchall()
         return [_role(r) for r in rows]
 
     def update_assume_role_policy(self, name: str, document: str) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from squall.store.db import DbTarget, as_pg, is_pg, open_connection
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
 __all__ = ["SqliteDb", "open_sqlite"]
@@ -27,23 +28,31 @@ def open_sqlite(path: str | Path) -> sqlite3.Connection:
 
 
 class SqliteDb:
-    """One connection behind a lock, and transactions that are fsync'd when asked (``synchronous=FULL`` for that
+    """One connection (SQLite, or PostgreSQL through the same surface) behind a lock, and transactions that are fsync'd when asked (``synchronous=FULL`` for that
     commit only).  The small per-feature stores (function URLs, schedules, event source mappings) build on it."""
 
-    _conn: sqlite3.Connection
+    _conn: sqlite3.Connection  # or a PgConnection (squall.store.pg): the same surface
     _lock: threading.RLock
     #: the data directory's free-space guard (set by the server; None: no checks, as in unit tests)
     disk: DiskGuard | None = None
 
-    def _open_db(self, path: str | Path, *, durable_by_default: bool = False) -> None:
+    def _open_db(self, path: DbTarget, *, durable_by_default: bool = False) -> None:
+        """Open ``path``: an SQLite file, or a ``PgTarget`` (PostgreSQL, see ``squall.store.db``)."""
         self._lock = threading.RLock()
-        self._conn = open_sqlite(path)
+        self._conn = open_connection(path)
         self._durable_by_default = durable_by_default
 
     @contextmanager
-    def _tx(self, durable: bool | None = None, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    def _tx(
+        self, durable: bool | None = None, *, write: bool = True, lock: str | None = None
+    ) -> Iterator[sqlite3.Connection]:
         """A transaction.  ``write=False`` for one that frees space (a delete): it is let through on a full disk
-        (the guard releases its reserve for the journal) where a write is refused with ``DiskFull``."""
+        (the guard releases its reserve for the journal) where a write is refused with ``DiskFull``.
+
+        ``lock`` matters on PostgreSQL only (SQLite always has one writer): None serialises the transaction with
+        every other write transaction of this store on every node (what SQLite does); a name serialises it only
+        with those holding the same name (one queue's FIFO receives); "" takes no lock (the caller locks rows,
+        e.g. ``FOR UPDATE SKIP LOCKED``)."""
         fsync = self._durable_by_default if durable is None else durable
         disk = self.disk
         if disk is not None:
@@ -58,7 +67,10 @@ class SqliteDb:
                 if fsync:
                     conn.execute("PRAGMA synchronous = FULL")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    if is_pg(conn):
+                        as_pg(conn).begin(lock)
+                    else:
+                        conn.execute("BEGIN IMMEDIATE")
                     try:
                         yield conn
                     except BaseException:

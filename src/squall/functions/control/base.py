@@ -39,6 +39,35 @@ Mutation = Callable[[StoredFunction], tuple[dict[str, Any], dict[str, Any] | Non
 CAS_ATTEMPTS = 8
 
 
+class AccountLock:
+    """``async with``: this node's coroutines one at a time, and (PostgreSQL) one node at a time through the
+    store's ``hold``/``release`` (a store without them: this node only)."""
+
+    _NAME = "account-concurrency"
+
+    def __init__(self, store: Any) -> None:
+        self._local = asyncio.Lock()
+        self._store = store
+
+    async def __aenter__(self) -> None:
+        await self._local.acquire()
+        hold = getattr(self._store, "hold", None)
+        try:
+            if hold is not None:
+                await asyncio.to_thread(hold, self._NAME)
+        except BaseException:
+            self._local.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            release = getattr(self._store, "release", None)
+            if release is not None:
+                await asyncio.to_thread(release, self._NAME)
+        finally:
+            self._local.release()
+
+
 class ServiceBase:
     """State and helpers shared by the operation mixins of :class:`squall.functions.control.FunctionService`."""
 
@@ -67,8 +96,8 @@ class ServiceBase:
         self.public_url = public_url.rstrip("/")
         self.account_limit = account_limit
         self.unreserved_min = unreserved_min
-        #: serialises account-wide concurrency checks (reserved and provisioned) with their writes
-        self._account_lock = asyncio.Lock()
+        #: serialises account-wide concurrency checks (reserved and provisioned) with their writes, on every node
+        self._account_lock = AccountLock(store)
 
     # -- names --
 

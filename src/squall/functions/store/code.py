@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from squall.core.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound, ServiceError
+from squall.store.blobs import DbDataFiles
+from squall.store.db import PgTarget
 from squall.store.disk import DiskFull, DiskGuard, is_disk_full
 
 __all__ = [
@@ -298,16 +300,25 @@ class CodeStore:
     """Function code packages, content-addressed by the SHA-256 of the zip.  Thread-safe."""
 
     def __init__(
-        self, root: Path, *, max_ratio: int = MAX_RATIO, durable: bool = True, disk: DiskGuard | None = None
+        self,
+        root: Path,
+        *,
+        max_ratio: int = MAX_RATIO,
+        durable: bool = True,
+        disk: DiskGuard | None = None,
+        shared: PgTarget | None = None,
     ) -> None:
         """``durable``: flush the extracted files to disk (one ``sync``) before renaming them into place, so a
-        power failure cannot leave a directory with empty files behind."""
+        power failure cannot leave a directory with empty files behind.  ``shared`` (cluster mode): every zip is
+        also stored in PostgreSQL (``code/<sha256>``), and a node that lacks a package fetches, re-validates and
+        extracts it from there (``materialize``); ``root`` is then this node's cache."""
         self.root = Path(root)
+        self._shared = DbDataFiles(PgTarget(shared.url, "blobs")) if shared is not None else None
         self.max_ratio = max_ratio
         self.durable = durable
         self._code = self.root / "code"
         self._zips = self.root / "zips"
-        #: the data directory's free-space guard (set by the server; None: no checks)
+        #: the data directory's free-space guard (None: no checks)
         self.disk = disk
         self._lock = threading.Lock()
         for d in (self.root, self._code, self._zips):
@@ -347,7 +358,9 @@ class CodeStore:
             # the zip is written after the tree: a crash in between leaves an unreferenced tree that the next
             # put_zip of the same package completes (or delete_unreferenced removes)
             self._ensure_zip(hex_digest, data)
-            return self._artifact(data, hex_digest, unpacked)
+        if self._shared is not None:  # outside the lock: other nodes' packages are not waited for
+            self._shared.put_named(f"code/{hex_digest}", data)
+        return self._artifact(data, hex_digest, unpacked)
 
     def get(self, hex_digest: str) -> Path | None:
         """The extracted directory of a package, or None if the store does not hold it."""
@@ -356,6 +369,19 @@ class CodeStore:
         path = self._code / hex_digest
         return path if path.is_dir() else None
 
+    def materialize(self, code_path: str | Path) -> Path:
+        """This node's extracted tree for ``code_path`` (a tree path recorded by any node: its last component is
+        the package's digest).  In cluster mode a package this node lacks is fetched from PostgreSQL, validated and
+        extracted as at upload; otherwise (or for a path that is not a package's) the path as given."""
+        path = Path(code_path)
+        local = self.get(path.name)
+        if local is not None or self._shared is None or not _HEX.fullmatch(path.name):
+            return local or path
+        data = self._shared.read_named(f"code/{path.name}")
+        if data is None:
+            return path
+        return self.put_zip(data).path
+
     def get_zip(self, hex_digest: str) -> bytes:
         """The zip bytes of a package, as uploaded.  Raises ResourceNotFound if the store does not hold it."""
         if _HEX.fullmatch(hex_digest):
@@ -363,6 +389,8 @@ class CodeStore:
                 return (self._zips / f"{hex_digest}.zip").read_bytes()
             except FileNotFoundError:
                 pass
+            if self._shared is not None and (data := self._shared.read_named(f"code/{hex_digest}")) is not None:
+                return data
         raise ResourceNotFound(f"No code package with SHA-256 {hex_digest!r} is stored.")
 
     def digests(self) -> set[str]:

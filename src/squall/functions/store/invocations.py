@@ -77,7 +77,7 @@ class InvocationsMixin(SqliteBase):
     ) -> tuple[list[InvocationRecord], str | None]:
         """Records newest first (by start), ``since <= start < until``.  Pass the returned cursor as
         ``before_cursor`` for the next (older) page; None means there is none."""
-        where: list[str] = ["1"]
+        where: list[str] = ["1 = 1"]
         args: list[Any] = []
         for clause, value in (("function = ?", function), ("start >= ?", since), ("start < ?", until),
                               ("status = ?", status)):  # fmt: skip
@@ -109,7 +109,7 @@ class InvocationsMixin(SqliteBase):
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT function, SUM(status != 'throttled'), SUM(status NOT IN ('ok', 'throttled')), "
-                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold), "
+                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold != 0), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms * memory_mb ELSE 0 END) "
                 "FROM invocations WHERE start >= ? AND start < ? GROUP BY function ORDER BY function",

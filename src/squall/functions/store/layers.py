@@ -9,12 +9,12 @@ its metadata: functions that already reference it keep their copy of the content
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from squall.core.clock import Clock, SystemClock
 from squall.core.errors import ServiceError
 from squall.functions.store.sqlite import dumps, loads
+from squall.store.db import DbTarget, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["LayerStore", "StoredLayerVersion"]
@@ -55,13 +55,16 @@ class StoredLayerVersion:
 class LayerStore(SqliteDb):
     """``LayerStore(data_dir / "layers.db")``.  Thread-safe; every write is fsync'd before it returns."""
 
-    def __init__(self, path: str | Path, *, clock: Clock | None = None) -> None:
+    def __init__(self, path: DbTarget, *, clock: Clock | None = None) -> None:
         self.path = str(path)
         self._clock: Clock = clock or SystemClock()
-        self._open_db(self.path, durable_by_default=True)
+        self._open_db(path, durable_by_default=True)
         self._migrate()
 
     def _migrate(self) -> None:
+        migrate(self._conn, "layers", _SCHEMA, self._migrate_sqlite)
+
+    def _migrate_sqlite(self) -> None:
         with self._lock:
             current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
             if current > len(_SCHEMA):

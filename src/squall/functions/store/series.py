@@ -95,7 +95,7 @@ class SeriesMixin(SqliteBase):
         with self._read() as conn:
             sums = conn.execute(
                 f"SELECT {key} AS k, SUM(status != 'throttled'), SUM(status NOT IN ('ok', 'throttled')), "
-                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold), "
+                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold != 0), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms * memory_mb ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN duration_ms ELSE 0 END) "
@@ -105,7 +105,7 @@ class SeriesMixin(SqliteBase):
             pcts = conn.execute(
                 "WITH r AS (SELECT k, duration_ms, ROW_NUMBER() OVER (PARTITION BY k ORDER BY duration_ms) AS rn, "
                 "COUNT(*) OVER (PARTITION BY k) AS n FROM "
-                f"(SELECT {key} AS k, duration_ms FROM invocations WHERE {where} AND status != 'throttled')) "
+                f"(SELECT {key} AS k, duration_ms FROM invocations WHERE {where} AND status != 'throttled') AS s) "
                 "SELECT k, MAX(CASE WHEN rn = (n + 1) / 2 THEN duration_ms END), "
                 "MAX(CASE WHEN rn = (99 * n + 99) / 100 THEN duration_ms END) FROM r GROUP BY k",
                 (since, step, *args),
@@ -166,7 +166,7 @@ class SeriesMixin(SqliteBase):
         with self._read() as conn:
             sums = conn.execute(
                 "SELECT function, SUM(status != 'throttled'), SUM(status NOT IN ('ok', 'throttled')), "
-                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold), "
+                "SUM(status = 'throttled'), SUM(status != 'throttled' AND cold != 0), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms ELSE 0 END), "
                 "SUM(CASE WHEN status != 'throttled' THEN billed_ms * memory_mb ELSE 0 END), MAX(start) "
                 "FROM invocations WHERE start >= ? AND start < ? GROUP BY function ORDER BY function",

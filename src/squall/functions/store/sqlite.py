@@ -11,13 +11,13 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from squall.core.arn import function_arn
 from squall.core.clock import Clock, SystemClock
 from squall.core.errors import InvalidParameterValue, ResourceNotFound, ServiceError
 from squall.store.disk import DiskGuard
+from squall.store.db import DbTarget, as_pg, is_pg, migrate
 from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 
@@ -151,7 +151,7 @@ class SqliteBase(SqliteDb):
 
     def __init__(
         self,
-        path: str | Path,
+        path: DbTarget,
         *,
         region: str = "us-east-1",
         account_id: str = "000000000000",
@@ -165,7 +165,7 @@ class SqliteBase(SqliteDb):
         self._clock: Clock = clock or SystemClock()
         #: seals functions' Environment.Variables at rest (None: stored as given, for tests and tools)
         self._env_cipher = env_cipher
-        self._open_db(self.path, durable_by_default=True)
+        self._open_db(path, durable_by_default=True)
         self._migrate()
         self._after_open()
         #: writes refused with DiskFull on a full disk, deletes let through (after opening: a migration runs)
@@ -178,10 +178,16 @@ class SqliteBase(SqliteDb):
 
     def schema_version(self) -> int:
         with self._lock:
+            if is_pg(self._conn):
+                return as_pg(self._conn).schema_version("metadata")
             row = self._conn.execute("SELECT version FROM schema_version").fetchone()
             return int(row[0])
 
     def _migrate(self) -> None:
+        with self._lock:
+            migrate(self._conn, "metadata", MIGRATIONS, self._migrate_sqlite)
+
+    def _migrate_sqlite(self) -> None:
         with self._lock:
             self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = self._conn.execute("SELECT version FROM schema_version").fetchone()
@@ -201,6 +207,19 @@ class SqliteBase(SqliteDb):
                     f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]};\n"
                     f"UPDATE schema_version SET version = {version + 1};\nCOMMIT;"
                 )
+
+    # -- cluster-wide critical sections --
+
+    def hold(self, name: str) -> None:
+        """Take the lock ``name`` for this node until ``release`` (PostgreSQL: a session advisory lock, so a check
+        and the write it allows, made in separate calls, are not interleaved with another node's; SQLite: one
+        process owns the database, its callers' own lock suffices)."""
+        if is_pg(self._conn):
+            as_pg(self._conn).advisory_lock(name, True)
+
+    def release(self, name: str) -> None:
+        if is_pg(self._conn):
+            as_pg(self._conn).advisory_lock(name, False)
 
     # -- transactions --
 

@@ -30,9 +30,11 @@ from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoS
 from squall.s3.store.events import EventOrigin, NotificationTarget, ObjectEvent
 from squall.s3.store.files import DataFiles
 from squall.s3.store.types import ObjectAttrs, ObjectMeta
+from squall.store.blobs import DbDataFiles
+from squall.store.db import PgTarget, migrate, open_connection
 from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
 
-__all__ = ["MIN_PART_SIZE", "OWNER_ID", "StoreBase", "check_bucket_name", "check_key"]
+__all__ = ["MIN_PART_SIZE", "OWNER_ID", "UPSERT_OBJECT", "StoreBase", "check_bucket_name", "check_key"]
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 #: The canonical user id every bucket and object is owned by (Squall has a single tenant).
@@ -83,6 +85,12 @@ _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 OBJECT_COLUMNS = "key, size, etag, last_modified, attrs, parts_count"
+#: the upsert clause of an INSERT INTO objects (what SQLite's INSERT OR REPLACE did, in a form PostgreSQL shares)
+UPSERT_OBJECT = (
+    "ON CONFLICT (bucket, key) DO UPDATE SET file_id = excluded.file_id, size = excluded.size, etag = excluded.etag, "
+    "last_modified = excluded.last_modified, attrs = excluded.attrs, parts_count = excluded.parts_count, "
+    "inline = excluded.inline"
+)
 
 
 def check_bucket_name(name: str) -> None:
@@ -149,7 +157,9 @@ class StoreBase:
         clock: Clock | None = None,
         min_part_size: int = MIN_PART_SIZE,
         disk: DiskGuard | None = None,
+        database: PgTarget | None = None,
     ) -> None:
+        """``database``: keep metadata and object data in PostgreSQL (cluster mode) instead of ``root``."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.on_event = on_event
@@ -162,21 +172,29 @@ class StoreBase:
         except OSError:
             os.close(self._lock_fd)
             raise ServiceError(f"The object store at {self.root} is already open in another process or instance.")
-        self.files = DataFiles(self.root)
         #: the data directory's free-space guard (None: no checks)
         self.disk = disk
-        create_private_file(self.root / "objects.db")  # 0600, and so its -wal/-shm
-        self._db = sqlite3.connect(self.root / "objects.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        if "inline" not in {r[1] for r in self._db.execute("PRAGMA table_info(objects)")}:  # a store made before
-            self._db.execute("ALTER TABLE objects ADD COLUMN inline BLOB")
+        self.files: DataFiles | DbDataFiles
+        if database is not None:
+            self.files = DbDataFiles(PgTarget(database.url, "blobs"))
+            self._db = open_connection(database)
+            migrate(self._db, "s3", [_SCHEMA])
+        else:
+            self.files = DataFiles(self.root)
+            create_private_file(self.root / "objects.db")  # 0600, and so its -wal/-shm
+            self._db = sqlite3.connect(self.root / "objects.db", check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            if "inline" not in {r[1] for r in self._db.execute("PRAGMA table_info(objects)")}:  # made before
+                self._db.execute("ALTER TABLE objects ADD COLUMN inline BLOB")
         self.orphans_removed = self._gc()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if isinstance(self.files, DbDataFiles):
+                self.files.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1

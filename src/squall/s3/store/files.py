@@ -17,10 +17,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from squall.store.blobs import Written, chunks_of
 from squall.store.disk import DiskFull, is_disk_full
 
 __all__ = ["DataFiles", "Written", "fsync_dir"]
@@ -35,32 +35,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class Written:
-    """A data file now in place: its id, size and MD5 digest (raw bytes)."""
-
-    file_id: str
-    size: int
-    md5: bytes
-
-
-def _chunks_of(data: bytes | BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
-    if isinstance(data, bytes | bytearray | memoryview):
-        view = memoryview(data)
-        for pos in range(0, len(view), _COPY_CHUNK):
-            yield bytes(view[pos : pos + _COPY_CHUNK])
-        return
-    read = getattr(data, "read", None)
-    if callable(read):
-        while True:
-            chunk = read(_COPY_CHUNK)
-            if not chunk:
-                return
-            yield chunk
-        return
-    yield from data
 
 
 class DataFiles:
@@ -90,7 +64,7 @@ class DataFiles:
         size = 0
         try:
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
-                for chunk in _chunks_of(data):
+                for chunk in chunks_of(data):
                     f.write(chunk)
                     md5.update(chunk)
                     size += len(chunk)

@@ -22,7 +22,7 @@ from squall.s3.errors import (
     MalformedXML,
     NoSuchUpload,
 )
-from squall.s3.store.base import StoreBase, check_key, decode_key
+from squall.s3.store.base import UPSERT_OBJECT, StoreBase, check_key, decode_key
 from squall.s3.store.events import EventOrigin
 from squall.s3.store.types import ObjectAttrs, ObjectBody, ObjectMeta, Part, Upload
 
@@ -93,8 +93,10 @@ class MultipartMixin(StoreBase):
                     "SELECT file_id FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number)
                 ).fetchone()
                 db.execute(
-                    "INSERT OR REPLACE INTO parts (upload_id, part_number, file_id, size, etag, last_modified) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO parts (upload_id, part_number, file_id, size, etag, last_modified) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (upload_id, part_number) DO UPDATE SET "
+                    "file_id = excluded.file_id, size = excluded.size, etag = excluded.etag, "
+                    "last_modified = excluded.last_modified",
                     (upload_id, part_number, written.file_id, written.size, etag, now),
                 )
         except BaseException:
@@ -212,8 +214,8 @@ class MultipartMixin(StoreBase):
                 part_files = [r[0] for r in db.execute("SELECT file_id FROM parts WHERE upload_id = ?", (upload_id,))]
                 old = db.execute("SELECT file_id FROM objects WHERE bucket = ? AND key = ?", (bucket, raw)).fetchone()
                 db.execute(
-                    "INSERT OR REPLACE INTO objects (bucket, key, file_id, size, etag, last_modified, attrs, "
-                    "parts_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO objects (bucket, key, file_id, size, etag, last_modified, attrs, "
+                    f"parts_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {UPSERT_OBJECT}",
                     (bucket, raw, written.file_id, written.size, etag, now, upload.attrs.to_json(), len(chosen)),
                 )
                 db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))

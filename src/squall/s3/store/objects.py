@@ -42,7 +42,7 @@ from squall.s3.errors import (
     PreconditionFailed,
     S3Error,
 )
-from squall.s3.store.base import OBJECT_COLUMNS, OWNER_ID, check_bucket_name, check_key, row_meta
+from squall.s3.store.base import OBJECT_COLUMNS, OWNER_ID, UPSERT_OBJECT, check_bucket_name, check_key, row_meta
 from squall.s3.store.events import (
     EventOrigin,
     NotificationTarget,
@@ -259,8 +259,8 @@ class ObjectStore(MultipartMixin):
         self._require_bucket(db, bucket)
         old = db.execute("SELECT file_id FROM objects WHERE bucket = ? AND key = ?", (bucket, raw)).fetchone()
         db.execute(
-            "INSERT OR REPLACE INTO objects (bucket, key, file_id, size, etag, last_modified, attrs, parts_count, "
-            "inline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO objects (bucket, key, file_id, size, etag, last_modified, attrs, parts_count, inline) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {UPSERT_OBJECT}",
             (bucket, raw, file_id, size, etag, now, attrs.to_json(), parts_count, inline),
         )
         return old[0] if old else None

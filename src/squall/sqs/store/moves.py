@@ -23,6 +23,7 @@ from typing import Any
 from squall.core.errors import InvalidParameterValue
 from squall.sqs.errors import QueueDoesNotExist, SqsError
 from squall.sqs.store.queues import QueueStore
+from squall.store.db import migrate
 
 __all__ = ["MoveTask", "ResourceNotFound", "list_move_tasks", "peek_messages", "start_move_task"]
 
@@ -85,7 +86,7 @@ def _ensure_schema(store: QueueStore) -> None:
     if store in _READY:
         return
     with store._lock:
-        store._conn.executescript(_SCHEMA)
+        migrate(store._conn, "sqs_moves", [_SCHEMA])
     _READY.add(store)
 
 

@@ -31,7 +31,7 @@ import secrets
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from contextlib import suppress
 from typing import Any
 
 from squall.core.arn import queue_arn, queue_of_arn
@@ -59,6 +59,7 @@ from squall.sqs.store.attrs import (
 from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
 from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
 from squall.store.disk import DiskGuard
+from squall.store.db import DbTarget, as_pg, is_pg, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]
@@ -97,6 +98,8 @@ _SCHEMA = [
     """,
 ]
 
+#: PostgreSQL NOTIFY channel: "<origin>:<queue>" when messages were added or made visible
+_CHANNEL = "squall_sqs"
 _MSG_COLUMNS = "seq, id, body, md5, attributes, system, sent_at, receive_count, first_receive_at"
 _MAX_REDRIVES_PER_RECEIVE = 1000
 _PURGE_INTERVAL_S = 60.0
@@ -139,7 +142,7 @@ class QueueStore(SqliteDb):
 
     def __init__(
         self,
-        path: str | Path,
+        path: DbTarget,
         *,
         clock: Clock | None = None,
         region: str = "us-east-1",
@@ -151,7 +154,10 @@ class QueueStore(SqliteDb):
         self.account_id = account_id
         self._clock: Clock = clock or SystemClock()
         self._listeners: list[Listener] = []
-        self._open_db(self.path, durable_by_default=False)
+        self._open_db(path, durable_by_default=False)
+        self._pg = is_pg(self._conn)
+        self._pg_listener: Any = None
+        self._origin = secrets.token_hex(6)  # this process, in NOTIFY payloads
         self._migrate()
         #: writes refused with DiskFull on a full disk, deletes let through (after opening: a migration runs)
         self.disk = disk
@@ -159,6 +165,9 @@ class QueueStore(SqliteDb):
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        migrate(self._conn, "sqs", _SCHEMA, self._migrate_sqlite)
+
+    def _migrate_sqlite(self) -> None:
         with self._lock:
             current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
             if current > len(_SCHEMA):
@@ -179,9 +188,30 @@ class QueueStore(SqliteDb):
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(queue_name)`` (from the thread that made the change, after its commit) whenever
-        messages are added to a queue or made visible before their time.  Must be quick and must not raise."""
+        messages are added to a queue or made visible before their time.  Must be quick and must not raise.
+        On PostgreSQL changes made by other nodes are heard too (LISTEN/NOTIFY, from a listener thread)."""
         with self._lock:
             self._listeners.append(listener)
+            if self._pg and self._pg_listener is None:
+                self._pg_listener = as_pg(self._conn).listen(_CHANNEL, self._on_pg_notify)
+
+    def close(self) -> None:
+        if self._pg_listener is not None:
+            self._pg_listener.close()
+            self._pg_listener = None
+        super().close()
+
+    def _on_pg_notify(self, payload: str | None) -> None:
+        """A NOTIFY from a node (its own are skipped: their listeners were called directly); None after a lost
+        connection came back: wake every waiter, it looks at the store again."""
+        if payload is None:
+            with self._lock:
+                names = [r[0] for r in self._conn.execute("SELECT name FROM queues").fetchall()]
+            self._call_listeners(names)
+            return
+        origin, _, name = payload.partition(":")
+        if origin != self._origin:
+            self._call_listeners([name])
 
     def remove_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -189,6 +219,14 @@ class QueueStore(SqliteDb):
                 self._listeners.remove(listener)
 
     def _notify(self, names: Iterable[str]) -> None:
+        names = set(names)
+        if self._pg:  # other nodes' long polls; a lost notification only delays them to their next look
+            with self._lock, suppress(ServiceError, sqlite3.Error):
+                for name in names:
+                    as_pg(self._conn).notify(_CHANNEL, f"{self._origin}:{name}")
+        self._call_listeners(names)
+
+    def _call_listeners(self, names: Iterable[str]) -> None:
         with self._lock:
             listeners = list(self._listeners)
         for name in set(names):
@@ -221,8 +259,11 @@ class QueueStore(SqliteDb):
         )
 
     def _queue(self, conn: sqlite3.Connection, name: str) -> QueueInfo:
+        # PostgreSQL: a share lock on the queue's row, so a DeleteQueue waits for sends and receives in flight
         row = conn.execute(
-            "SELECT name, attributes, tags, created_at, modified_at FROM queues WHERE name = ?", (name,)
+            "SELECT name, attributes, tags, created_at, modified_at FROM queues WHERE name = ?"
+            + (" FOR SHARE" if self._pg else ""),
+            (name,),
         ).fetchone()
         if row is None:
             raise QueueDoesNotExist()
@@ -420,7 +461,7 @@ class QueueStore(SqliteDb):
         refused that entry (the others are still sent).  QueueDoesNotExist fails the whole call."""
         now = self._clock.now()
         results: list[SentMessage | SquallError] = []
-        with self._tx(durable=True) as conn:
+        with self._tx(durable=True, lock="") as conn:  # inserts only (PostgreSQL: seq from its sequence)
             queue = self._queue(conn, name)
             rows = []
             for entry in entries:
@@ -489,8 +530,9 @@ class QueueStore(SqliteDb):
         system = json.loads(row[4])
         system["DeadLetterQueueSourceArn"] = source.arn
         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+        conn.execute("DELETE FROM messages WHERE queue = ? AND id = ?", (target, row[0]))  # as SQLite's OR REPLACE
         conn.execute(
-            "INSERT OR REPLACE INTO messages (queue, id, body, md5, attributes, system, sent_at, visible_at) "
+            "INSERT INTO messages (queue, id, body, md5, attributes, system, sent_at, visible_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (target, row[0], row[1], row[2], row[3], json.dumps(system), row[5], now),
         )
@@ -511,16 +553,23 @@ class QueueStore(SqliteDb):
         now = self._clock.now()
         moved_to: set[str] = set()
         out: list[QueueMessage] = []
-        with self._tx(durable=False) as conn:
+        # PostgreSQL: receivers on every node run at once, each taking rows no other has locked (SKIP LOCKED), so
+        # no message is handed to two of them; a FIFO queue's receives still take turns (its order is the point)
+        skip = " FOR UPDATE SKIP LOCKED" if self._pg else ""
+        with self._tx(durable=False, lock=f"fifo:{name}" if name.endswith(".fifo") else "") as conn:
             queue = self._queue(conn, name)
             timeout = queue.int_attribute("VisibilityTimeout") if visibility_timeout is None else visibility_timeout
             retention = queue.int_attribute("MessageRetentionPeriod")
-            conn.execute("DELETE FROM messages WHERE queue = ? AND sent_at <= ?", (name, now - retention))
+            conn.execute(
+                f"DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND sent_at <= ?{skip})",
+                (name, now - retention),
+            )
             redrive = self._redrive_target(conn, queue)
             moves = 0
             while len(out) < max_messages and moves <= _MAX_REDRIVES_PER_RECEIVE:
                 rows = conn.execute(
-                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+                    f"SELECT {_MSG_COLUMNS} FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?"
+                    + skip,
                     (name, now, max_messages - len(out)),
                 ).fetchall()
                 if not rows:
@@ -588,15 +637,19 @@ class QueueStore(SqliteDb):
         queue_name, message_id, token = self._parse_handle(handle)
         if queue_name != name:
             raise ReceiptHandleIsInvalid(f'The input receipt handle "{handle}" is not a valid receipt handle.')
+        # PostgreSQL: the row locked and read as committed by a receive that had it locked (that receive's new
+        # receipt makes this handle stale), so a delete or visibility change never hits a message received again
         row = conn.execute(
-            "SELECT seq, receipt, visible_at FROM messages WHERE queue = ? AND id = ?", (name, message_id)
+            "SELECT seq, receipt, visible_at FROM messages WHERE queue = ? AND id = ?"
+            + (" FOR UPDATE" if self._pg else ""),
+            (name, message_id),
         ).fetchone()
         return row, token
 
     def delete_message(self, name: str, receipt_handle: str) -> bool:
         """Delete the message received with ``receipt_handle``.  True if it was deleted; False (no error) if it
         was already gone or has been received again since (the handle is stale), as SQS does."""
-        with self._tx(durable=False, write=False) as conn:
+        with self._tx(durable=False, write=False, lock="") as conn:  # the row lock is enough (_locate)
             self._queue(conn, name)
             row, token = self._locate(conn, name, receipt_handle)
             if row is None or row[1] != token:
@@ -612,7 +665,7 @@ class QueueStore(SqliteDb):
                 "Reason: Must be between 0 and 43200, if provided."
             )
         now = self._clock.now()
-        with self._tx(durable=False) as conn:
+        with self._tx(durable=False, lock="") as conn:  # the row lock is enough (_locate)
             self._queue(conn, name)
             row, token = self._locate(conn, name, receipt_handle)
             if row is None or row[1] != token:

@@ -8,10 +8,10 @@ serialised by a lock; callers run these methods in worker threads.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from squall.core.errors import ResourceNotFound
+from squall.store.db import DbTarget, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["MappingStore"]
@@ -35,10 +35,10 @@ def _not_found() -> ResourceNotFound:
 class MappingStore(SqliteDb):
     """CRUD of mapping configurations, in creation order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: DbTarget) -> None:
         self._open_db(path)
         with self._lock:
-            self._conn.executescript(_SCHEMA)
+            migrate(self._conn, "event_source_mappings", [_SCHEMA])
 
     def put(self, function_name: str, config: dict[str, Any]) -> None:
         """Insert or replace the mapping ``config["UUID"]`` (keeps its position in the listing)."""

@@ -11,9 +11,9 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from squall.store.db import DbTarget, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["FunctionUrlStore", "UrlConfig"]
@@ -64,8 +64,11 @@ _COLUMNS = "url_id, function, qualifier, auth_type, cors, invoke_mode, created, 
 class FunctionUrlStore(SqliteDb):
     """Thread-safe (one connection behind a lock); every write is its own transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: DbTarget) -> None:
         self._open_db(path, durable_by_default=False)
+        migrate(self._conn, "function_urls", [_SCHEMA], self._migrate_sqlite)
+
+    def _migrate_sqlite(self) -> None:
         self._conn.executescript(_SCHEMA)
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(routes)")}
         if "payload_format" not in columns:  # a database from before per-route payload formats

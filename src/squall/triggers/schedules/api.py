@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from squall.store.db import DatabaseUnavailable
 from squall.aws.json_api import json_response, lambda_error, parse_json
 from squall.core.errors import ResourceNotFound, SquallError
 from squall.core.ports import Enqueue, FunctionExists
@@ -57,9 +58,14 @@ def install(
         return json_response({"schedules": [runner.describe(r) for r in rules]})
 
     async def run_forever() -> None:
+        warned = 0.0
         while True:
             try:
                 await asyncio.to_thread(runner.tick, time.time())
+            except DatabaseUnavailable as e:  # ticks resume (and catch up) when it is back; said once a minute
+                if time.monotonic() - warned > 60:
+                    warned = time.monotonic()
+                    log.warning("schedules wait: %s", e)
             except Exception:
                 log.exception("firing schedules")
             await asyncio.sleep(interval_s)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from squall.store.db import DbTarget, migrate
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["ScheduleRule", "ScheduleStore"]
@@ -76,9 +76,9 @@ def _row(r: tuple[Any, ...]) -> ScheduleRule:
 class ScheduleStore(SqliteDb):
     """Schedules in their own SQLite file; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: DbTarget) -> None:
         self._open_db(path, durable_by_default=True)
-        self._conn.executescript(_SCHEMA)
+        migrate(self._conn, "schedules", [_SCHEMA])
 
     def replace(self, function: str, rules: Sequence[ScheduleRule], now: float) -> list[ScheduleRule]:
         """Make ``rules`` the function's schedules.  A rule kept with the same expression keeps its
