@@ -145,7 +145,9 @@ class Squall:
             ),
         )
         self.records = RecordWriter(self.store)
-        self.queues = QueueStore(self.db_target("queues.db", "sqs"), region=c.region, account_id=c.account_id, disk=self.disk)
+        self.queues = QueueStore(
+            self.db_target("queues.db", "sqs"), region=c.region, account_id=c.account_id, disk=self.disk
+        )
         self.queue_waiter = QueueWaiter(self.queues)  # binds to the running loop at its first wait
         self.prices = load_prices(c.prices_path)
         #: metrics (/metrics) and traces (spans, OTLP export, /_squall/api/traces), handed to the invoker

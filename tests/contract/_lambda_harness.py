@@ -16,12 +16,12 @@ import uvicorn
 from botocore.config import Config
 from starlette.applications import Starlette
 
-from tests.pg_helpers import store_target
 from squall.core.clock import SystemClock
 from squall.functions.api import lambda_routes
 from squall.functions.control import FunctionService
 from squall.functions.store.code import CodeStore
 from squall.functions.store.metadata import SqliteMetadataStore
+from tests.pg_helpers import store_target
 
 __all__ = ["ACCOUNT", "REGION", "ROLE", "LambdaServer", "make_zip"]
 

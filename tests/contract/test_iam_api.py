@@ -12,7 +12,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.e2e._platform import LAMBDA_TRUST, SquallProcess, create
-
 from tests.pg_helpers import backend
 
 ACCOUNT = "000000000000"

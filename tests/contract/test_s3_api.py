@@ -30,7 +30,6 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.pg_helpers import pg_database
 from squall.aws.auth import SigV4Middleware
 from squall.aws.sigv4 import (
     EMPTY_SHA256,
@@ -43,6 +42,7 @@ from squall.aws.sigv4 import (
 from squall.s3.api import s3_app
 from squall.s3.store.objects import ObjectEvent, ObjectStore
 from tests.aws_cli import AWS_CLI, aws_env, needs_aws_cli
+from tests.pg_helpers import pg_database
 
 KEY = "AKIASQUALLTEST000001"
 SECRET = "squall-test-secret-key-0123456789abcdef"
@@ -73,9 +73,7 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("s3store")
     events: list[ObjectEvent] = []
-    store = ObjectStore(
-        root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3")
-    )
+    store = ObjectStore(root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3"))
     app = s3_app(store, function_exists=lambda arn: not arn.endswith(":function:missing"))
     wrapped = SigV4Middleware(app, lookup_secret=lambda k: SECRET if k == KEY else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

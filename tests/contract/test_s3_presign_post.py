@@ -21,10 +21,10 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
-from tests.pg_helpers import pg_database
 from squall.aws.auth import SigV4Middleware
 from squall.s3.api import s3_app
 from squall.s3.store.objects import ObjectEvent, ObjectStore
+from tests.pg_helpers import pg_database
 
 KEY = "AKIASQUALLTEST000002"
 SECRET = "squall-test-secret-key-presign-0123456"
@@ -47,9 +47,7 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     events: list[ObjectEvent] = []
     root = tmp_path_factory.mktemp("s3presign")
-    store = ObjectStore(
-        root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3")
-    )
+    store = ObjectStore(root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3"))
     lookup = {KEY: SECRET}.get
     app = SigV4Middleware(s3_app(store, lookup_secret=lookup), lookup_secret=lookup)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

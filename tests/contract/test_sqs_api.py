@@ -25,11 +25,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from tests.pg_helpers import store_target
 from squall.aws.auth import SigV4Middleware
 from squall.sqs.api import sqs_app
 from squall.sqs.store.queues import QueueStore
 from tests.aws_cli import AWS_CLI, aws_env, needs_aws_cli
+from tests.pg_helpers import store_target
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

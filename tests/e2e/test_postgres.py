@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from tests.e2e._platform import SquallProcess, create
 
-from tests.pg_helpers import PgServer, find_pg_bin
 from squall.functions.store.metadata import SqliteMetadataStore
 from squall.s3.store.objects import ObjectStore
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.db import PgTarget
+from tests.e2e._platform import SquallProcess, create
+from tests.pg_helpers import PgServer, find_pg_bin
 
 pytestmark = pytest.mark.skipif(
     find_pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"
@@ -180,7 +180,8 @@ def test_a_50mb_object_round_trips_through_the_server(server: SquallProcess, tmp
     got = tmp_path / "got.bin"
     s3.download_file("big", "blob.bin", str(got))
     assert hashlib.md5(got.read_bytes()).digest() == hashlib.md5(src.read_bytes()).digest()
-    one_put = s3.put_object(Bucket="big", Key="one.bin", Body=src.open("rb"))
+    with src.open("rb") as f:
+        one_put = s3.put_object(Bucket="big", Key="one.bin", Body=f)
     assert server.proc is not None
     pid = server.proc.pid
     _reset_hwm(pid)
@@ -303,7 +304,11 @@ def test_the_account_concurrency_lock_holds_across_nodes(pg: PgServer) -> None:
     got = threading.Event()
     try:
         a.hold("account-concurrency")
-        waiter = threading.Thread(target=lambda: (b.hold("account-concurrency"), got.set()), daemon=True)
+        def take() -> None:
+            b.hold("account-concurrency")
+            got.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
         waiter.start()
         deadline = time.monotonic() + 60
         while not a._conn.execute(  # node b's backend is waiting for the advisory lock node a holds

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg_helpers import store_target
 from squall.core.errors import InvalidParameterValue
 from squall.functions.store.metadata import SqliteMetadataStore
 from squall.functions.store.records import InvocationRecord
+from tests.pg_helpers import store_target
 
 T0 = 1_700_000_000.0
 N = 100_000

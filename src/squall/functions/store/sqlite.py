@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from squall.core.arn import function_arn
 from squall.core.clock import Clock, SystemClock
 from squall.core.errors import InvalidParameterValue, ResourceNotFound, ServiceError
-from squall.store.disk import DiskGuard
 from squall.store.db import DbTarget, as_pg, is_pg, migrate
+from squall.store.disk import DiskGuard
 from squall.store.env_crypto import EnvCipher
 from squall.store.sqlite_conn import SqliteDb
 

@@ -58,8 +58,8 @@ from squall.sqs.store.attrs import (
 )
 from squall.sqs.store.md5 import md5_of_attributes, md5_of_body
 from squall.sqs.store.records import QueueInfo, QueueMessage, SendEntry, SentMessage
-from squall.store.disk import DiskGuard
 from squall.store.db import DbTarget, as_pg, is_pg, migrate
+from squall.store.disk import DiskGuard
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["QueueStore", "parse_queue_arn"]

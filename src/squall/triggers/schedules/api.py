@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from squall.store.db import DatabaseUnavailable
 from squall.aws.json_api import json_response, lambda_error, parse_json
 from squall.core.errors import ResourceNotFound, SquallError
 from squall.core.ports import Enqueue, FunctionExists
+from squall.store.db import DatabaseUnavailable
 from squall.triggers.plugin import Plugin
 from squall.triggers.schedules.runner import ScheduleRunner, parse_rules
 from squall.triggers.schedules.store import ScheduleStore
