@@ -27,6 +27,8 @@ from starlette.routing import Route
 from squall.aws.auth import SigV4Middleware, send_error
 from squall.aws.credentials import Credentials, KeyRing
 from squall.clock import SystemClock
+from squall.cluster.dispatch import BusDispatcher
+from squall.cluster.node import ClusterConfig, ClusterNode
 from squall.config import NodeConfig, ServerConfig
 from squall.control import FunctionService
 from squall.core.arn import function_of_arn, resource_name
@@ -147,12 +149,31 @@ class Squall:
             function_env=self.function_env,
         )
         self.queues = QueueStore(c.data_dir / "queues.db", region=c.region, account_id=c.account_id)
-        self.dispatcher = AsyncDispatcher(
-            self.invoker,
-            retry_base_delay_s=c.async_retry_base_s,
-            max_in_flight=max(1, c.async_max_in_flight),
-            queue_sink=self.queues,
-        )
+        #: cluster mode (--nats-url): events on JetStream, membership, placement and forwarding
+        self.cluster: ClusterNode | None = None
+        if c.nats_url:
+            self.cluster = ClusterNode(
+                ClusterConfig(
+                    nats_url=c.nats_url, node_id=c.cluster_node_id, replicas=c.nats_replicas,
+                    heartbeat_s=c.cluster_heartbeat_s, expiry_s=c.cluster_expiry_s, ack_wait_s=c.nats_ack_wait_s,
+                    account_concurrency=c.account_concurrency,
+                ),
+                self.invoker, self.pool, reservations=self._reservations,
+            )  # fmt: skip
+            self.dispatcher: AsyncDispatcher = BusDispatcher(
+                self.invoker,
+                None,
+                retry_base_delay_s=c.async_retry_base_s,
+                max_in_flight=max(1, c.async_max_in_flight),
+                queue_sink=self.queues,
+            )
+        else:
+            self.dispatcher = AsyncDispatcher(
+                self.invoker,
+                retry_base_delay_s=c.async_retry_base_s,
+                max_in_flight=max(1, c.async_max_in_flight),
+                queue_sink=self.queues,
+            )
         self.storage_events = StorageEvents(self.store, self.queues, c.region, self.dispatcher.enqueue_threadsafe)
         self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events)
         self.storage_events.objects = self.objects
@@ -302,7 +323,10 @@ class Squall:
             reserved = self.store.get_function_concurrency(name)
         except ResourceNotFound:
             reserved = None
-        self.pool.set_reserved(name, reserved)
+        if self.cluster is not None:
+            self.cluster.set_reserved(name, reserved)  # this node's share of it
+        else:
+            self.pool.set_reserved(name, reserved)
         self._sync_provisioned(name)
 
     def _sync_provisioned(self, name: str) -> None:
@@ -363,6 +387,10 @@ class Squall:
             log.info("recovered %d async events in flight when the server last stopped", released)
         for name, reserved in self._reservations():
             self.pool.set_reserved(name, reserved)
+        if self.cluster is not None:  # before the dispatcher runs: it fetches from the bus
+            assert isinstance(self.dispatcher, BusDispatcher)
+            self.dispatcher.bus = await self.cluster.connect()
+            await self.cluster.start()  # reservations become this node's shares
         for name in self._function_names():
             self._sync_provisioned(name)
         # resource policies of functions (or versions, aliases) deleted while the server was going down
@@ -427,6 +455,9 @@ class Squall:
                         await result
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.dispatcher.drain(), 10)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.cluster.stop(), 10)
         await self.pool.close()
         if self.gateway_socket is not None:
             self.gateway_socket.close()
@@ -496,9 +527,15 @@ class Squall:
         async def pool_state(_: Request) -> Response:
             return JSONResponse(self.pool_summary())
 
+        async def cluster_state(_: Request) -> Response:
+            if self.cluster is None:
+                return JSONResponse({"cluster": False, "node_id": None, "nodes": []})
+            return JSONResponse({"cluster": True, **(await self.cluster.status())})
+
         routes = [
             Route("/_squall/health", health),
             Route("/_squall/api/pool", pool_state),
+            Route("/_squall/api/cluster", cluster_state),
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
             *permission_routes(self.permissions),

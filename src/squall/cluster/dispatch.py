@@ -25,6 +25,7 @@ from typing import Any
 
 from squall.cluster.bus import Delivery, EventBus
 from squall.core.ports import NewEvent
+from squall.errors import ServiceError
 from squall.group_commit import GroupCommit
 from squall.invoker import Invoker
 from squall.store.records import QueuedEvent
@@ -36,9 +37,10 @@ log = logging.getLogger("squall.cluster.dispatch")
 
 
 class BusDispatcher(AsyncDispatcher):
-    def __init__(self, invoker: Invoker, bus: EventBus, **kwargs: Any) -> None:
+    def __init__(self, invoker: Invoker, bus: EventBus | None, **kwargs: Any) -> None:
+        """``bus`` may come later (set ``.bus`` before ``run_forever``): it needs the NATS connection."""
         super().__init__(invoker, **kwargs)
-        self.bus = bus
+        self.bus: EventBus | None = bus
         self._deliveries: dict[int, Delivery] = {}
         self._flushes: GroupCommit[None] = GroupCommit(lambda _: self.invoker.records.flush())
         self._slot = asyncio.Event()
@@ -47,11 +49,16 @@ class BusDispatcher(AsyncDispatcher):
 
     def enqueue_threadsafe(self, batch: list[NewEvent]) -> None:
         """From a worker thread: publish ``batch``; returns once JetStream acknowledged every event."""
+        if self.bus is None:
+            raise ServiceError("the cluster's event bus is not connected yet; retry")
         self.bus.publish_threadsafe(batch)
         self.published += len(batch)
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
+        bus = self.bus
+        if bus is None:
+            raise RuntimeError("BusDispatcher.run_forever before its bus is set")
         while True:
             free = self.max_in_flight - len(self._in_flight)
             if free <= 0:
@@ -59,7 +66,7 @@ class BusDispatcher(AsyncDispatcher):
                 await self._slot.wait()
                 continue
             try:
-                deliveries = await self.bus.fetch(free, wait_s=self.poll_interval_s)
+                deliveries = await bus.fetch(free, wait_s=self.poll_interval_s)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # NATS unreachable: the connection reconnects by itself
@@ -96,7 +103,7 @@ class BusDispatcher(AsyncDispatcher):
     async def _keep(self, d: Delivery) -> None:
         """In-progress acks while the delivery runs, so the short ack wait does not hand the event to another node."""
         while True:
-            await asyncio.sleep(self.bus.ack_wait_s / 3)
+            await asyncio.sleep((self.bus.ack_wait_s if self.bus else 10.0) / 3)
             with contextlib.suppress(Exception):
                 await d.in_progress()
 
@@ -118,6 +125,7 @@ class BusDispatcher(AsyncDispatcher):
             "source": ev.source,
             "extra": {**(ev.extra or {}), "last_error": error[:200]},
         }
+        assert self.bus is not None
         await self.bus.publish([copy])
         self._throttles.pop(ev.id, None)
         await d.ack()

@@ -104,8 +104,7 @@ class NatsCluster:
             conf.write_text(
                 f"server_name: {name}\nlisten: 127.0.0.1:{cp}\nhttp: 127.0.0.1:{mp}\n"
                 f"max_payload: {MAX_PAYLOAD}\n"
-                f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n'
-                + cluster
+                f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n' + cluster
             )
             self.servers.append(NatsServer(name, cp, clp, mp, store, conf))
         for s in self.servers:
