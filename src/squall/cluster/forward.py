@@ -162,7 +162,8 @@ class Forwarder:
         try:
             if int(h.get(_H + "Hops", "0")) < 1:
                 raise SquallError("a forwarded invocation without its hop marker")
-            spec = await asyncio.to_thread(self.resolve, h[_H + "Function"], h[_H + "Version"])
+            # as the Invoke endpoint does: on the loop (a cached lookup; the first one of a version reads the store)
+            spec = self.resolve(h[_H + "Function"], h[_H + "Version"])
             cc = h.get(_H + "Client-Context")
             wait = h.get(_H + "Wait-S")
             result = await self.run_local(

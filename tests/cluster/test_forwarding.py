@@ -1,0 +1,105 @@
+"""Placement and forwarding between two real ``squall up`` processes on one NATS server.
+
+Each node keeps its own embedded state here (two live servers must not share an SQLite data dir; the shared
+PostgreSQL state comes with the pg backend), so the same function is deployed to both, with an environment
+variable saying which node's copy ran.  What is tested is the cluster part: membership between real servers,
+placement (home node by rendezvous hashing, then the warm node), forwarding over NATS request/reply, one hop.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from _platform import SquallProcess, create, eventually, signed_get
+
+from squall.cluster.natsd import NatsCluster
+from squall.scheduler.placement import rank
+
+WHERE = """
+import os
+def handler(event, context):
+    return {"node": os.environ["NODE"], "version": context.function_version}
+"""
+
+
+@pytest.fixture
+def two_nodes(nats1: NatsCluster, tmp_path: Path) -> Iterator[dict[str, SquallProcess]]:
+    nodes: dict[str, SquallProcess] = {}
+    try:
+        for name in ("a", "b"):
+            nodes[name] = SquallProcess(
+                tmp_path / name / "data", SQUALL_NATS_URL=nats1.url, SQUALL_NODE_ID=name
+            ).start()
+        yield nodes
+    finally:
+        for p in nodes.values():
+            p.stop()
+
+
+def _cluster(node: SquallProcess) -> dict[str, Any]:
+    status, body = signed_get(node.url, "/_squall/api/cluster")
+    assert status == 200, body
+    return dict(body)
+
+
+def _invoke(node: SquallProcess, fn: str) -> dict[str, Any]:
+    r = node.client("lambda").invoke(FunctionName=fn, Payload=b"{}")
+    assert r["StatusCode"] == 200 and "FunctionError" not in r, r
+    return dict(json.loads(r["Payload"].read()))
+
+
+def test_request_runs_on_the_home_node_then_where_it_is_warm(two_nodes: dict[str, SquallProcess]) -> None:
+    a, b = two_nodes["a"], two_nodes["b"]
+    eventually(lambda: {n["node_id"] for n in _cluster(a)["nodes"]} == {"a", "b"}, timeout_s=30, what="membership")
+    eventually(lambda: {n["node_id"] for n in _cluster(b)["nodes"]} == {"a", "b"}, timeout_s=30, what="membership")
+    # one function whose home is b, one whose home is a (rendezvous order over {a, b})
+    fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
+    fn_a = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "a")
+    for fn in (fn_a, fn_b):
+        for name, proc in two_nodes.items():
+            create(proc.client("lambda"), fn, WHERE, Environment={"Variables": {"NODE": name}})
+
+    # received by a, placed on its home b (cold there), forwarded; the caller's answer comes back through a
+    assert _invoke(a, fn_b) == {"node": "b", "version": "$LATEST"}
+    assert _cluster(a)["forwarded"] == 1
+    assert _cluster(b)["served_for_others"] == 1
+    # received by b for fn_a: home is a
+    assert _invoke(b, fn_a) == {"node": "a", "version": "$LATEST"}
+    # the home node itself runs its own function without a hop
+    assert _invoke(b, fn_b) == {"node": "b", "version": "$LATEST"}
+    assert _cluster(b)["forwarded"] == 1
+
+    # b now holds an idle instance of fn_b and a none: placement picks the warm node (b) for requests via a
+    for _ in range(5):
+        assert _invoke(a, fn_b)["node"] == "b"
+    info = _cluster(a)
+    assert info["placements"].get("warm", 0) >= 1, info["placements"]
+    assert info["forwarded"] == 6
+    # b never forwards what it was sent (one hop): every forwarded request ran on b
+    assert _cluster(b)["served_for_others"] == 6
+
+
+def test_a_stopped_node_is_out_of_placement_and_its_functions_run_elsewhere(
+    two_nodes: dict[str, SquallProcess],
+) -> None:
+    a, b = two_nodes["a"], two_nodes["b"]
+    eventually(lambda: len(_cluster(a)["nodes"]) == 2, timeout_s=30, what="membership")
+    fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
+    for name, proc in two_nodes.items():
+        create(proc.client("lambda"), fn_b, WHERE, Environment={"Variables": {"NODE": name}})
+    assert _invoke(a, fn_b)["node"] == "b"
+    b.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    eventually(lambda: [n["node_id"] for n in _cluster(a)["nodes"]] == ["a"], timeout_s=30, what="b out")
+    print(f"b out of a's placement {time.monotonic() - killed:.2f} s after kill -9")
+    assert _invoke(a, fn_b)["node"] == "a"  # served by the node left
