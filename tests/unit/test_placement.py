@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from squall.clock import FakeClock
+from squall.core.clock import FakeClock
 from squall.scheduler.placement import NodeView, live_nodes, place, rank, share_of, shares
 
 NODES = ["a", "b", "c"]

@@ -33,7 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 
 from squall.core.ports import NewEvent
-from squall.store.records import QueuedEvent
+from squall.functions.store.records import QueuedEvent
 
 __all__ = ["CONSUMER", "STREAM", "Delivery", "EventBus", "connect", "decode", "encode"]
 

@@ -24,12 +24,12 @@ import logging
 from typing import Any
 
 from squall.cluster.bus import Delivery, EventBus
+from squall.core.errors import ServiceError
 from squall.core.ports import NewEvent
-from squall.errors import ServiceError
-from squall.group_commit import GroupCommit
-from squall.invoker import Invoker
-from squall.store.records import QueuedEvent
-from squall.triggers.async_queue import AsyncDispatcher
+from squall.functions.async_delivery import AsyncDispatcher
+from squall.functions.invoker import Invoker
+from squall.functions.store.records import QueuedEvent
+from squall.store.group_commit import GroupCommit
 
 __all__ = ["BusDispatcher"]
 

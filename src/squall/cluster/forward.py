@@ -2,14 +2,14 @@
 
 Node A (which received the request, authenticated the caller and checked its permissions: once, there) resolved
 the function version (alias weights applied on A) and asked placement; when placement names node B, A sends the
-invocation to B's subject ``squall.node.<B>.invoke`` and waits for the reply.  B runs the version A chose on its
+invocation to B's subject ``squall.sandbox.node.<B>.invoke`` and waits for the reply.  B runs the version A chose on its
 own pool and answers with the result.  B never forwards again: a forwarded request carries a hop count
 (``Squall-Hops``), and B's handler runs locally whatever placement would now say (loop-safe even when the nodes'
 views of the membership disagree for a moment).
 
 Why NATS and not node-to-node HTTP: the nodes already hold a connection to NATS (no second connection pool, no
 node URLs to publish and keep reachable), NATS carries the reply on the same connection, and only cluster members
-can publish to ``squall.node.*`` (the NATS account is the trust boundary), so B needs no second authentication
+can publish to ``squall.sandbox.node.*`` (the NATS account is the trust boundary), so B needs no second authentication
 of A.  The cost is one more network hop through the NATS server each way; measured in docs/design.md.  Sync
 payloads (6 MB) fit because the servers are configured with ``max_payload`` 8 MB (docs/cluster.md).
 
@@ -32,9 +32,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from squall.cluster.membership import node_key
-from squall.errors import SquallError, TooManyRequests
-from squall.invoker import InvocationResult
-from squall.model import FunctionSpec
+from squall.core.errors import SquallError, TooManyRequests
+from squall.core.model import FunctionSpec
+from squall.functions.invoker import InvocationResult
 
 __all__ = ["Forwarder", "RemoteError", "invoke_subject"]
 
@@ -46,7 +46,7 @@ _LOG_TAIL = 4096
 
 
 def invoke_subject(node_id: str) -> str:
-    return f"squall.node.{node_key(node_id)}.invoke"
+    return f"squall.sandbox.node.{node_key(node_id)}.invoke"
 
 
 class RemoteError(SquallError):

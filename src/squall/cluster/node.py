@@ -28,10 +28,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from squall.cluster.bus import EventBus, connect
 from squall.cluster.forward import Forwarder, invoke_subject
 from squall.cluster.membership import Membership
-from squall.errors import ServiceError
-from squall.invoker import InvocationResult, Invoker
-from squall.model import FunctionSpec
-from squall.pool import InstancePool
+from squall.core.errors import ServiceError
+from squall.core.model import FunctionSpec
+from squall.functions.invoker import InvocationResult, Invoker
+from squall.functions.pool import InstancePool
 from squall.scheduler.placement import NodeView, place, share_of
 
 __all__ = ["ClusterConfig", "ClusterNode"]
