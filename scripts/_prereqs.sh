@@ -9,6 +9,10 @@ ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || _apt libseccomp2 || ech
 command -v nft >/dev/null 2>&1 || _apt nftables || echo "note: nftables missing: network nat falls back to none" >&2
 # instances' /tmp is a small ext4 filesystem per slot on a loop device (without mkfs.ext4: a tmpfs, charged to memory)
 command -v mkfs.ext4 >/dev/null 2>&1 || _apt e2fsprogs || echo "note: e2fsprogs missing: /tmp falls back to tmpfs" >&2
+# cluster mode's tests start their own NATS JetStream servers (Debian's nats-server, 2.9: docs/design.md "Cluster mode");
+# the package's systemd unit is not needed and the tests never use port 4222
+{ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || _apt nats-server \
+    || echo "note: nats-server missing: the cluster tests (tests/cluster) fail" >&2
 # Debian's Python needs its venv package for `python -m venv`
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; _apt "python3.11-venv" || _apt python3-venv; "$PY" -m venv .venv; }

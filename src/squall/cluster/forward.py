@@ -43,6 +43,8 @@ log = logging.getLogger("squall.cluster.forward")
 _H = "Squall-"
 #: the log tail a forwarded result brings back (X-Amz-Log-Result shows the last 4 KB)
 _LOG_TAIL = 4096
+#: room left in a message for the headers
+_HEADROOM = 64 * 1024
 
 
 def invoke_subject(node_id: str) -> str:
@@ -96,6 +98,10 @@ class Forwarder:
             t.cancel()
 
     # -- node A: send -----------------------------------------------------------------------------------------
+    def fits(self, payload: bytes) -> bool:
+        """Whether ``payload`` can be forwarded (the NATS servers' max_payload; 8 MB recommended)."""
+        return len(payload) <= self.nc.max_payload - _HEADROOM
+
     async def forward(
         self,
         target: str,
@@ -200,6 +206,12 @@ class Forwarder:
             log.exception("serving a forwarded invocation")
             out = {_H + "Error": "ServiceException", _H + "Status": "500"}
             body = f"the node that ran the invocation failed: {type(e).__name__}: {e}".encode()
+        if len(body) > self.nc.max_payload - _HEADROOM:  # it ran, but its answer cannot cross: say why
+            out = {_H + "Error": "ServiceException", _H + "Status": "502"}
+            body = (
+                f"the response ({len(body)} bytes) ran on node {self.node_id} but is larger than the NATS servers' "
+                f"max_payload ({self.nc.max_payload} bytes); set max_payload to 8MB (docs/cluster.md)"
+            ).encode()
         if msg.reply:
             with contextlib.suppress(Exception):
                 await self.nc.publish(msg.reply, body, headers=out)

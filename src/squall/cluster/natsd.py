@@ -27,7 +27,12 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 
 
 def nats_server_binary() -> str | None:
-    return os.environ.get("SQUALL_NATS_SERVER") or shutil.which("nats-server")
+    """``SQUALL_NATS_SERVER``, else ``nats-server`` on the PATH, else Debian's /usr/sbin/nats-server (not on the
+    PATH of non-root users)."""
+    found = os.environ.get("SQUALL_NATS_SERVER") or shutil.which("nats-server")
+    if found is None and os.access("/usr/sbin/nats-server", os.X_OK):
+        found = "/usr/sbin/nats-server"
+    return found
 
 
 def free_port() -> int:

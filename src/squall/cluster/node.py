@@ -205,6 +205,9 @@ class ClusterNode:
         self.placements[p.reason] = self.placements.get(p.reason, 0) + 1
         if p.node_id is None or p.node_id == self.node_id:
             return None
+        if not fw.fits(payload):  # larger than the NATS servers take: runs here (docs/cluster.md: max_payload)
+            self.placements["too_large_to_forward"] = self.placements.get("too_large_to_forward", 0) + 1
+            return None
         try:
             return await fw.forward(
                 p.node_id, spec, payload, request_id, trigger, client_context, trace_id, traceparent, wait_s,
