@@ -103,3 +103,82 @@ def test_a_stopped_node_is_out_of_placement_and_its_functions_run_elsewhere(
     eventually(lambda: [n["node_id"] for n in _cluster(a)["nodes"]] == ["a"], timeout_s=30, what="b out")
     print(f"b out of a's placement {time.monotonic() - killed:.2f} s after kill -9")
     assert _invoke(a, fn_b)["node"] == "a"  # served by the node left
+
+
+SLEEPY = """
+import os, time
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"node": os.environ["NODE"]}
+"""
+
+
+def test_account_limit_holds_across_the_cluster_not_per_node(nats1: NatsCluster, tmp_path: Path) -> None:
+    """SQUALL_ACCOUNT_CONCURRENCY=2 for a cluster of two nodes: two invocations at a time in the whole cluster,
+    not two per node.  The third, with both nodes' shares in use, is throttled (without shares it would overflow to
+    the other node and run: three at once)."""
+    import concurrent.futures
+
+    nodes = {
+        name: SquallProcess(
+            tmp_path / name / "data", SQUALL_NATS_URL=nats1.url, SQUALL_NODE_ID=name,
+            SQUALL_ACCOUNT_CONCURRENCY="2", SQUALL_THROTTLE_WAIT_S="0.5",
+        ).start()
+        for name in ("a", "b")
+    }  # fmt: skip
+    try:
+        a = nodes["a"]
+        # the limit split over the nodes, not copied to each (each applies its share once it sees the other)
+        eventually(lambda: sorted(n["capacity"] for n in _cluster(a)["nodes"]) == [1, 1], timeout_s=30, what="shares")
+        for name, proc in nodes.items():
+            create(proc.client("lambda"), "slow", SLEEPY, Environment={"Variables": {"NODE": name}}, Timeout=30)
+
+        def call(_: int) -> str:
+            lam = a.client("lambda")
+            try:
+                r = lam.invoke(FunctionName="slow", Payload=b'{"sleep": 6}')
+                return "ok:" + json.loads(r["Payload"].read())["node"]
+            except lam.exceptions.TooManyRequestsException:
+                return "throttled"
+
+        def running() -> int:
+            return sum(n["in_flight"] for n in _cluster(a)["nodes"])
+
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            first = ex.submit(call, 1)
+            eventually(lambda: running() == 1, timeout_s=30, what="first running")
+            second = ex.submit(call, 2)
+            eventually(lambda: running() == 2, timeout_s=30, what="second running")
+            third = ex.submit(call, 3)
+            results = sorted([first.result(), second.result(), third.result()])
+        assert results == ["ok:a", "ok:b", "throttled"], results  # one on each node's share, the third refused
+    finally:
+        for p in nodes.values():
+            p.stop()
+
+
+def test_reserved_concurrency_one_runs_on_the_home_node_only(two_nodes: dict[str, SquallProcess]) -> None:
+    """Reserved concurrency 1 on a function served by two nodes: its share is on its home node, one invocation at a
+    time in the whole cluster, whichever node receives the requests."""
+    import concurrent.futures
+
+    a, b = two_nodes["a"], two_nodes["b"]
+    eventually(lambda: len(_cluster(a)["nodes"]) == 2 and len(_cluster(b)["nodes"]) == 2, timeout_s=30,
+               what="membership")  # fmt: skip
+    for name, proc in two_nodes.items():
+        lam = proc.client("lambda")
+        create(lam, "one", SLEEPY, Environment={"Variables": {"NODE": name}})
+        lam.put_function_concurrency(FunctionName="one", ReservedConcurrentExecutions=1)
+
+    def call(proc: SquallProcess) -> str:
+        lam = proc.client("lambda")
+        try:
+            r = lam.invoke(FunctionName="one", Payload=b'{"sleep": 4}')
+            return "ok:" + json.loads(r["Payload"].read())["node"]
+        except lam.exceptions.TooManyRequestsException:
+            return "throttled"
+
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        results = sorted(ex.map(call, [a, b]))
+    home = rank("one", ["a", "b"])[0]
+    assert results == [f"ok:{home}", "throttled"], results
