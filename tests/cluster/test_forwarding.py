@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -52,6 +53,10 @@ def _cluster(node: SquallProcess) -> dict[str, Any]:
     return dict(body)
 
 
+def _live(node: SquallProcess) -> list[str]:
+    return [n["node_id"] for n in _cluster(node)["nodes"] if n["live"]]
+
+
 def _invoke(node: SquallProcess, fn: str) -> dict[str, Any]:
     r = node.client("lambda").invoke(FunctionName=fn, Payload=b"{}")
     assert r["StatusCode"] == 200 and "FunctionError" not in r, r
@@ -60,8 +65,7 @@ def _invoke(node: SquallProcess, fn: str) -> dict[str, Any]:
 
 def test_request_runs_on_the_home_node_then_where_it_is_warm(two_nodes: dict[str, SquallProcess]) -> None:
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: {n["node_id"] for n in _cluster(a)["nodes"]} == {"a", "b"}, timeout_s=30, what="membership")
-    eventually(lambda: {n["node_id"] for n in _cluster(b)["nodes"]} == {"a", "b"}, timeout_s=30, what="membership")
+    eventually(lambda: len(_live(a)) == 2 and len(_live(b)) == 2, timeout_s=30, what="membership")
     # one function whose home is b, one whose home is a (rendezvous order over {a, b})
     fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
     fn_a = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "a")
@@ -93,15 +97,23 @@ def test_a_stopped_node_is_out_of_placement_and_its_functions_run_elsewhere(
     two_nodes: dict[str, SquallProcess],
 ) -> None:
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: len(_cluster(a)["nodes"]) == 2, timeout_s=30, what="membership")
+    eventually(lambda: len(_live(a)) == 2, timeout_s=30, what="membership")
     fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
     for name, proc in two_nodes.items():
         create(proc.client("lambda"), fn_b, WHERE, Environment={"Variables": {"NODE": name}})
     assert _invoke(a, fn_b)["node"] == "b"
     b.stop(signal.SIGKILL)
     killed = time.monotonic()
-    eventually(lambda: [n["node_id"] for n in _cluster(a)["nodes"]] == ["a"], timeout_s=30, what="b out")
+    eventually(lambda: [n["node_id"] for n in _cluster(a)["nodes"] if n["live"]] == ["a"], timeout_s=30, what="b out")
     print(f"b out of a's placement {time.monotonic() - killed:.2f} s after kill -9")
+    out = subprocess.run(
+        [sys.executable, "-m", "squall.cli.main", "cluster", "status", "--endpoint", a.url], env=a.env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(ln.split()[:3] == ["a", "(this)", "up"] for ln in lines), out.stdout
+    assert any(ln.split()[:2] == ["b", "gone"] for ln in lines), out.stdout
     assert _invoke(a, fn_b)["node"] == "a"  # served by the node left
 
 
@@ -163,8 +175,7 @@ def test_reserved_concurrency_one_runs_on_the_home_node_only(two_nodes: dict[str
     import concurrent.futures
 
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: len(_cluster(a)["nodes"]) == 2 and len(_cluster(b)["nodes"]) == 2, timeout_s=30,
-               what="membership")  # fmt: skip
+    eventually(lambda: len(_live(a)) == 2 and len(_live(b)) == 2, timeout_s=30, what="membership")
     for name, proc in two_nodes.items():
         lam = proc.client("lambda")
         create(lam, "one", SLEEPY, Environment={"Variables": {"NODE": name}})

@@ -169,6 +169,10 @@ class Membership:
         live = self.live()
         return {n: v for n, v in self._views.items() if n in live}
 
+    def known(self) -> dict[str, NodeView]:
+        """Every node heard of since this one started (gone ones too, until they delete their key or it expires)."""
+        return dict(self._views)
+
     def last_seen_s(self) -> dict[str, float]:
         now = self.clock()
         return {n: now - t for n, t in self._seen.items()}

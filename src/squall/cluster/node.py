@@ -246,7 +246,7 @@ class ClusterNode:
         if m is not None:
             seen = m.last_seen_s()
             live = m.live()
-            for node_id, v in sorted(m.views().items()):
+            for node_id, v in sorted(m.known().items()):
                 if node_id == self.node_id:
                     v = self.report()
                 nodes.append({
