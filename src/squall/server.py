@@ -160,7 +160,7 @@ class Squall:
                     heartbeat_s=c.cluster_heartbeat_s, expiry_s=c.cluster_expiry_s, ack_wait_s=c.nats_ack_wait_s,
                     account_concurrency=c.account_concurrency,
                 ),
-                self.invoker, self.pool, reservations=self._reservations,
+                self.invoker, self.pool, reservations=self._reservations, on_remote_change=self.on_change,
             )  # fmt: skip
             self.dispatcher: AsyncDispatcher = BusDispatcher(
                 self.invoker,
@@ -186,7 +186,7 @@ class Squall:
             account_id=c.account_id,
             public_url=c.public_url,
             clock=SystemClock(),
-            on_change=[self.on_change],
+            on_change=[self.on_change, self._broadcast_change],
             layer_store=LayerStore(c.data_dir / "layers.db"),
         )
         self.started_at = 0.0
@@ -308,8 +308,14 @@ class Squall:
         return self.authorizer.check(function, s3_checks("POST", bucket, key, {}, {}))
 
     # -- control-plane changes ----------------------------------------------------------------------------
+    async def _broadcast_change(self, name: str, qualifier: str) -> None:
+        """A change made through this node: the other nodes of the cluster run their ``on_change`` too."""
+        if self.cluster is not None:
+            await self.cluster.broadcast_change(name, qualifier)
+
     async def on_change(self, name: str, qualifier: str) -> None:
-        """A function's code, configuration, versions, aliases or concurrency changed."""
+        """A function's code, configuration, versions, aliases or concurrency changed (here or, in a cluster,
+        through another node)."""
         await self.invoker.function_changed(name, qualifier)
         exists = self._function_config(name) is not None
         with contextlib.suppress(Exception):

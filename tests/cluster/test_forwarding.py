@@ -193,3 +193,23 @@ def test_reserved_concurrency_one_runs_on_the_home_node_only(two_nodes: dict[str
         results = sorted(ex.map(call, [a, b]))
     home = rank("one", ["a", "b"])[0]
     assert results == [f"ok:{home}", "throttled"], results
+
+
+def test_a_change_through_one_node_reaches_the_others(two_nodes: dict[str, SquallProcess]) -> None:
+    """Updating a function through node a makes node b drop its idle instances of it (old code/configuration)."""
+    a, b = two_nodes["a"], two_nodes["b"]
+    eventually(lambda: len(_live(a)) == 2 and len(_live(b)) == 2, timeout_s=30, what="membership")
+    fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
+    for name, proc in two_nodes.items():
+        create(proc.client("lambda"), fn_b, WHERE, Environment={"Variables": {"NODE": name}})
+    assert _invoke(b, fn_b)["node"] == "b"  # runs on b, its home: an idle instance stays there
+
+    def idle_on_b() -> int:
+        status, body = signed_get(b.url, "/_squall/api/pool")
+        assert status == 200
+        return sum(1 for i in body["instances"] if i["function"] == fn_b and i["state"] == "idle")
+
+    assert idle_on_b() == 1
+    a.client("lambda").update_function_configuration(FunctionName=fn_b, Description="changed on a")
+    eventually(lambda: idle_on_b() == 0, timeout_s=30, what="b dropped its idle instance")
+    assert _cluster(b)["changes_received"] >= 1

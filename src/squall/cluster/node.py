@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -37,6 +40,11 @@ from squall.scheduler.placement import NodeView, place, share_of
 __all__ = ["ClusterConfig", "ClusterNode"]
 
 log = logging.getLogger("squall.cluster")
+
+#: control-plane changes made through one node, for the others.  Core NATS, at most once: a node disconnected
+#: from NATS at that moment misses it and keeps its cached spec and idle instances of the function until the
+#: function's next change or the node's restart (a stream-backed subject would close that gap)
+CHANGES_SUBJECT = "squall.cluster.changed"
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,16 @@ class ClusterNode:
         pool: InstancePool,
         *,
         reservations: Callable[[], Iterable[tuple[str, int]]] = lambda: (),
+        on_remote_change: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
         self.invoker = invoker
         self.pool = pool
         self.reservations = reservations
+        self.on_remote_change = on_remote_change
+        self._changes: Subscription | None = None
+        self.changes_received = 0
         self.nc: Client | None = None
         self.bus: EventBus | None = None
         self.membership: Membership | None = None
@@ -100,6 +112,7 @@ class ClusterNode:
             flush_records=lambda: asyncio.to_thread(self.invoker.records.flush),
         )  # fmt: skip
         await self.forwarder.start()
+        self._changes = await self.nc.subscribe(CHANGES_SUBJECT, cb=self._on_change_message)
         self.membership = Membership(
             self.nc, self.node_id, self.report, heartbeat_s=self.config.heartbeat_s,
             expiry_s=self.config.expiry_s, replicas=self.config.stream_replicas(),
@@ -112,6 +125,9 @@ class ClusterNode:
 
     async def stop(self) -> None:
         self.invoker.placer = None
+        if self._changes is not None:
+            with contextlib.suppress(Exception):
+                await self._changes.unsubscribe()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -126,6 +142,29 @@ class ClusterNode:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
+
+    # -- control-plane changes: every node drops what it cached of a changed function ----------------------
+    async def broadcast_change(self, name: str, qualifier: str) -> None:
+        """Tell the other nodes that ``name`` changed (through this node): they forget its cached specs, drop
+        its idle instances (old code or configuration) and re-read its concurrency, as this node did."""
+        if self.nc is None:
+            return
+        body = json.dumps({"node": self.node_id, "function": name, "qualifier": qualifier}).encode()
+        try:
+            await self.nc.publish(CHANGES_SUBJECT, body)
+            await self.nc.flush(timeout=5)
+        except Exception as e:  # the change is committed; the others pick it up at their next change or restart
+            log.warning("telling the cluster that %s changed: %s", name, e)
+
+    async def _on_change_message(self, msg: Msg) -> None:
+        try:
+            d = json.loads(msg.data)
+            if d.get("node") == self.node_id or self.on_remote_change is None:
+                return
+            self.changes_received += 1
+            await self.on_remote_change(str(d["function"]), str(d.get("qualifier") or "$LATEST"))
+        except Exception:
+            log.exception("applying a change announced by another node")
 
     # -- what this node tells the others ---------------------------------------------------------------------
     def report(self) -> NodeView:
@@ -260,6 +299,7 @@ class ClusterNode:
                 pending = await self.bus.pending()
         return {
             "node_id": self.node_id,
+            "changes_received": self.changes_received,
             "nats": {
                 "url": self.config.nats_url,
                 "connected": bool(self.nc and self.nc.is_connected),
