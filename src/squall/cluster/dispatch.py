@@ -80,10 +80,13 @@ class BusDispatcher(AsyncDispatcher):
                     with contextlib.suppress(Exception):
                         await d.nak(ev.next_attempt_at - now)
                     continue
-                if d.num_delivered > 1:
+                # earlier deliveries of this message: throttles (or a node that died with it); a retry copy's first
+                # delivery was its not-before nak
+                earlier = d.num_delivered - 1 - (1 if ev.attempt > 0 else 0)
+                if earlier > 0:
                     self.redelivered += 1
-                    # throttles so far (the message's deliveries), so that backoff goes on where it was
-                    self._throttles[ev.id] = max(self._throttles.get(ev.id, 0), d.num_delivered - 1)
+                    # so that the throttle backoff goes on where it was, on whichever node
+                    self._throttles[ev.id] = max(self._throttles.get(ev.id, 0), earlier)
                 self._deliveries[id(ev)] = d
                 self._start([ev])
 
