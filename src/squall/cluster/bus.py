@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ from squall.core.ports import NewEvent
 from squall.functions.store.records import QueuedEvent
 
 __all__ = ["CONSUMER", "STREAM", "Delivery", "EventBus", "connect", "decode", "encode"]
+
+log = logging.getLogger("squall.cluster.bus")
 
 STREAM = "SQUALL_EVENTS"
 SUBJECT_PREFIX = "squall.events"
@@ -172,12 +175,18 @@ class EventBus:
             max_waiting=512,
         )
         try:
-            await self.js.consumer_info(self.stream, self.consumer)
+            info = await self.js.consumer_info(self.stream, self.consumer)
         except NotFoundError:
             try:
                 await self.js.add_consumer(self.stream, cc)
             except Exception:
                 await self.js.consumer_info(self.stream, self.consumer)
+        else:  # the consumer exists: the ack wait is the one knob a node may change (every node should agree)
+            if info.config.ack_wait is not None and abs(info.config.ack_wait - self.ack_wait_s) > 1e-3:
+                try:
+                    await self.js.add_consumer(self.stream, cc)  # JetStream updates a durable's editable fields
+                except Exception as e:
+                    log.warning("the event consumer keeps its ack wait of %s s: %s", info.config.ack_wait, e)
         self._sub = await self.js.pull_subscribe_bind(self.consumer, self.stream)
 
     async def publish(self, events: Sequence[NewEvent]) -> list[str]:
