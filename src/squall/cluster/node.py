@@ -234,12 +234,13 @@ class ClusterNode:
         m, fw = self.membership, self.forwarder
         if m is None or fw is None:
             return None
+        for i in self.pool.state.instances:
+            if i.state == "idle" and i.function == spec.name and i.version == spec.version:
+                return None  # a warm idle instance here: nothing beats it (the common case: decided first)
         views = m.views()
         if len(views) <= 1:
             return None
         views[self.node_id] = self.report()  # this node's own state is known now, not as of its last heartbeat
-        if views[self.node_id].idle.get(f"{spec.name}:{spec.version}", 0) > 0:
-            return None  # a warm idle instance here: nothing beats it
         p = place(spec.name, spec.version, views, set(views), self.node_id, reserved=self._reserved.get(spec.name))
         self.placements[p.reason] = self.placements.get(p.reason, 0) + 1
         if p.node_id is None or p.node_id == self.node_id:
