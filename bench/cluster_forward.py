@@ -7,6 +7,8 @@
                                 request/reply to the warm node and back; "delta_ms" vs local
   nats_request_reply_p50_ms     a bare NATS request/reply round trip between two processes, through the NATS
                                 server (what forwarding over NATS adds at least)
+  cpu_per_request_ms            CPU of the Squall server processes and the NATS server per request, per path
+                                (the function instance's own CPU is the same on every path and not counted)
   tcp_round_trip_p50_ms         a bare round trip on a direct TCP connection to another process (what
                                 node-to-node HTTP would add at least): the difference is NATS's extra hop
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, median, pct, quick
+from _cpu import proc_cpu_ms
 from _http import Conn, Signer
 from _server import KEY_ID, SECRET, Server, deploy
 
@@ -131,10 +134,23 @@ def main() -> None:
             deploy(s.lambda_client(), fn, CODE)
         time.sleep(2.0)  # both nodes in each other's membership (heartbeats every 0.3 s)
         results: dict[str, list[float]] = {"embedded": [], "local": [], "forwarded": [], "nats": [], "tcp": []}
+        pids = [s.proc.pid for s in servers] + [x.proc.pid for x in nats.servers if x.proc is not None]
+        cpu: dict[str, float] = {"embedded": 0.0, "local": 0.0, "forwarded": 0.0}
+        roles = ["embedded", "a", "b", *(f"nats{i}" for i in range(len(pids) - 3))]
+        split: dict[str, dict[str, float]] = {k: dict.fromkeys(roles, 0.0) for k in cpu}
+
+        def run(path: str, port: int) -> None:
+            before = [proc_cpu_ms(p) for p in pids]
+            results[path] += asyncio.run(sequential(port, fn, n))
+            after = [proc_cpu_ms(p) for p in pids]
+            cpu[path] += sum(after) - sum(before)
+            for role, x, y in zip(roles, before, after, strict=True):
+                split[path][role] += y - x
+
         for _ in range(rounds):  # alternated, so drift in machine load hits every path alike
-            results["embedded"] += asyncio.run(sequential(embedded.port, fn, n))
-            results["local"] += asyncio.run(sequential(a.port, fn, n))  # warm on a, received by a
-            results["forwarded"] += asyncio.run(sequential(b.port, fn, n))  # received by b, a is warm
+            run("embedded", embedded.port)
+            run("local", a.port)  # warm on a, received by a
+            run("forwarded", b.port)  # received by b, a is warm
             results["nats"] += asyncio.run(nats_rtt(nats.url, n))
             results["tcp"] += asyncio.run(tcp_rtt(n))
         emb, loc, fwd = (median(results[k]) for k in ("embedded", "local", "forwarded"))
@@ -144,6 +160,10 @@ def main() -> None:
              p99=pct(results["local"], 99), baseline={"embedded_p50_ms": round(emb, 4)}, cpus=cpus)  # fmt: skip
         emit("cluster_forwarded_invoke_p50_ms", fwd, "ms", delta_ms=round(fwd - loc, 4),
              p99=pct(results["forwarded"], 99), baseline={"local_p50_ms": round(loc, 4)}, cpus=cpus)  # fmt: skip
+        for path in ("embedded", "local", "forwarded"):
+            per = {k: round(v / len(results[path]), 3) for k, v in split[path].items()}
+            emit("cpu_per_request_ms", cpu[path] / len(results[path]), "ms", path=path, by_process=per,
+                 note="Squall server processes + NATS server (all of them, idle ones' heartbeats included)")  # fmt: skip
         emit("nats_request_reply_p50_ms", median(results["nats"]), "ms", p99=pct(results["nats"], 99))
         emit("tcp_round_trip_p50_ms", median(results["tcp"]), "ms", p99=pct(results["tcp"], 99))
     finally:

@@ -4,23 +4,24 @@ Node A (which received the request, authenticated the caller and checked its per
 the function version (alias weights applied on A) and asked placement; when placement names node B, A sends the
 invocation to B's subject ``squall.sandbox.node.<B>.invoke`` and waits for the reply.  B runs the version A chose on its
 own pool and answers with the result.  B never forwards again: a forwarded request carries a hop count
-(``Squall-Hops``), and B's handler runs locally whatever placement would now say (loop-safe even when the nodes'
+(``hops``), and B's handler runs locally whatever placement would now say (loop-safe even when the nodes'
 views of the membership disagree for a moment).
 
 Why NATS and not node-to-node HTTP: the nodes already hold a connection to NATS (no second connection pool, no
 node URLs to publish and keep reachable), NATS carries the reply on the same connection, and only cluster members
 can publish to ``squall.sandbox.node.*`` (the NATS account is the trust boundary), so B needs no second authentication
-of A.  The cost is one more network hop through the NATS server each way; measured in docs/design.md.  Sync
+of A.  A message is ``frame(metadata, payload)``: a length-prefixed JSON head (function, version, request id,
+trigger, trace and client context, hop count; in the reply status, function error, executed version, log tail)
+and the payload untouched.  The cost is one more network hop through the NATS server each way; measured in docs/design.md.  Sync
 payloads (6 MB) fit because the servers are configured with ``max_payload`` 8 MB (docs/cluster.md).
 
 Results that must be durable before the caller goes on (an async event's delivery: its record is written before
-the event is acked) ask B to flush its invocation records before replying (``Squall-Durable``).
+the event is acked) ask B to flush its invocation records before replying (``durable``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -36,11 +37,10 @@ from squall.core.errors import SquallError, TooManyRequests
 from squall.core.model import FunctionSpec
 from squall.functions.invoker import InvocationResult
 
-__all__ = ["Forwarder", "RemoteError", "invoke_subject"]
+__all__ = ["Forwarder", "RemoteError", "frame", "invoke_subject", "unframe"]
 
 log = logging.getLogger("squall.cluster.forward")
 
-_H = "Squall-"
 #: the log tail a forwarded result brings back (X-Amz-Log-Result shows the last 4 KB)
 _LOG_TAIL = 4096
 #: room left in a message for the headers
@@ -116,42 +116,30 @@ class Forwarder:
         sync: bool = False,
         durable: bool = False,
     ) -> InvocationResult:
-        headers = {
-            _H + "Hops": "1",
-            _H + "Origin": self.node_id,
-            _H + "Function": spec.name,
-            _H + "Version": spec.version,
-            _H + "Request-Id": request_id,
-            _H + "Trigger": trigger,
-            _H + "Trace-Id": trace_id,
-            _H + "Traceparent": traceparent,
-            _H + "Sync": "1" if sync else "0",
-            _H + "Durable": "1" if durable else "0",
-        }
-        if client_context is not None:
-            headers[_H + "Client-Context"] = json.dumps(client_context, separators=(",", ":"))
-        if wait_s is not None:
-            headers[_H + "Wait-S"] = repr(wait_s)
+        meta = {
+            "hops": 1, "origin": self.node_id, "function": spec.name, "version": spec.version,
+            "request_id": request_id, "trigger": trigger, "trace_id": trace_id, "traceparent": traceparent,
+            "sync": sync, "durable": durable, "client_context": client_context, "wait_s": wait_s,
+        }  # fmt: skip
         timeout = float(spec.timeout_s) + (wait_s or 0.0) + self.reply_slack_s
-        reply = await self.nc.request(invoke_subject(target), payload, timeout=timeout, headers=headers)
+        reply = await self.nc.request(invoke_subject(target), frame(meta, payload), timeout=timeout)
         self.forwarded += 1
-        h = reply.headers or {}
-        if h.get(_H + "Error"):
-            code, status = h[_H + "Error"], int(h.get(_H + "Status", "500"))
-            message = reply.data.decode(errors="replace")
+        r, body = unframe(reply.data)
+        if r.get("error"):
+            code, status, message = str(r["error"]), int(r.get("status", 500)), body.decode(errors="replace")
             if code == "TooManyRequestsException":
                 raise TooManyRequests(
-                    message, h.get(_H + "Reason", "ReservedFunctionConcurrentInvocationLimitExceeded")
+                    message, str(r.get("reason") or "ReservedFunctionConcurrentInvocationLimitExceeded")
                 )
             raise RemoteError(code, status, message)
         return InvocationResult(
-            status=int(h.get(_H + "Status", "200")),
-            payload=bytes(reply.data),
-            function_error=h.get(_H + "Function-Error") or None,
-            executed_version=h.get(_H + "Executed-Version", spec.version),
+            status=int(r.get("status", 200)),
+            payload=body,
+            function_error=r.get("function_error") or None,
+            executed_version=str(r.get("executed_version") or spec.version),
             request_id=request_id,
-            logs=base64.b64decode(h.get(_H + "Logs", "")).decode(errors="replace"),
-            traceparent=h.get(_H + "Traceparent", ""),
+            logs=str(r.get("logs") or ""),
+            traceparent=str(r.get("traceparent") or ""),
         )
 
     # -- node B: serve ----------------------------------------------------------------------------------------
@@ -162,56 +150,61 @@ class Forwarder:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, msg: Msg) -> None:
-        h = msg.headers or {}
-        out: dict[str, str] = {}
+        out: dict[str, Any]
         body = b""
         try:
-            if int(h.get(_H + "Hops", "0")) < 1:
+            m, payload = unframe(msg.data)
+            if int(m.get("hops", 0)) < 1:
                 raise SquallError("a forwarded invocation without its hop marker")
             # as the Invoke endpoint does: on the loop (a cached lookup; the first one of a version reads the store)
-            spec = self.resolve(h[_H + "Function"], h[_H + "Version"])
-            cc = h.get(_H + "Client-Context")
-            wait = h.get(_H + "Wait-S")
+            spec = self.resolve(str(m["function"]), str(m["version"]))
+            wait = m.get("wait_s")
             result = await self.run_local(
-                spec,
-                bytes(msg.data),
-                h.get(_H + "Request-Id", ""),
-                h.get(_H + "Trigger", "forwarded"),
-                json.loads(cc) if cc else None,
-                h.get(_H + "Trace-Id", ""),
-                h.get(_H + "Traceparent", ""),
-                float(wait) if wait else None,
-                h.get(_H + "Sync") == "1",
-            )
-            if h.get(_H + "Durable") == "1":
+                spec, payload, str(m.get("request_id", "")), str(m.get("trigger") or "forwarded"),
+                m.get("client_context"), str(m.get("trace_id") or ""), str(m.get("traceparent") or ""),
+                float(wait) if wait is not None else None, bool(m.get("sync")),
+            )  # fmt: skip
+            if m.get("durable"):
                 await self.flush_records()
             self.served += 1
             body = result.payload
             out = {
-                _H + "Status": str(result.status),
-                _H + "Executed-Version": result.executed_version,
-                _H + "Logs": base64.b64encode(result.logs.encode()[-_LOG_TAIL:]).decode(),
+                "status": result.status,
+                "executed_version": result.executed_version,
+                "function_error": result.function_error,
+                "logs": result.logs.encode()[-_LOG_TAIL:].decode(errors="replace"),
+                "traceparent": result.traceparent,
             }
-            if result.function_error:
-                out[_H + "Function-Error"] = result.function_error
-            if result.traceparent:
-                out[_H + "Traceparent"] = result.traceparent
         except SquallError as e:
-            out = {_H + "Error": e.code, _H + "Status": str(e.status)}
-            reason = getattr(e, "reason", None)
-            if reason:
-                out[_H + "Reason"] = str(reason)
+            out = {"error": e.code, "status": e.status, "reason": getattr(e, "reason", None)}
             body = str(e).encode()
         except Exception as e:
             log.exception("serving a forwarded invocation")
-            out = {_H + "Error": "ServiceException", _H + "Status": "500"}
+            out = {"error": "ServiceException", "status": 500}
             body = f"the node that ran the invocation failed: {type(e).__name__}: {e}".encode()
         if len(body) > self.nc.max_payload - _HEADROOM:  # it ran, but its answer cannot cross: say why
-            out = {_H + "Error": "ServiceException", _H + "Status": "502"}
+            out = {"error": "ServiceException", "status": 502}
             body = (
                 f"the response ({len(body)} bytes) ran on node {self.node_id} but is larger than the NATS servers' "
                 f"max_payload ({self.nc.max_payload} bytes); set max_payload to 8MB (docs/cluster.md)"
             ).encode()
         if msg.reply:
             with contextlib.suppress(Exception):
-                await self.nc.publish(msg.reply, body, headers=out)
+                await self.nc.publish(msg.reply, frame(out, body))
+
+
+def frame(meta: dict[str, Any], payload: bytes) -> bytes:
+    """One message: 4 bytes of metadata length, the metadata as JSON, the payload untouched.  (Not NATS headers:
+    nats-py parses those with the email package, which cost more CPU per forwarded request than the rest.)"""
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    return len(head).to_bytes(4, "big") + head + payload
+
+
+def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(data) < 4:
+        raise SquallError("a forwarding message without its metadata")
+    n = int.from_bytes(data[:4], "big")
+    meta = json.loads(data[4 : 4 + n])
+    if not isinstance(meta, dict):
+        raise SquallError("a forwarding message with bad metadata")
+    return meta, bytes(data[4 + n :])
