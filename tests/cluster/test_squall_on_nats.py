@@ -142,3 +142,58 @@ def test_node_killed_mid_delivery_its_event_runs_on_the_next(nats1: NatsCluster,
 def _running(node: SquallProcess) -> bool:
     status, body = signed_get(node.url, "/_squall/api/pool")
     return status == 200 and any(i["function"] == "slow" and i["state"] == "busy" for i in body["instances"])
+
+
+def test_one_nats_server_killed_service_continues_nothing_accepted_is_lost(nats3: NatsCluster, tmp_path: Path) -> None:
+    """A node on a three-server NATS cluster (R3 stream): kill -9 the stream's leader under async load; every
+    event that got its 202 runs (duplicates allowed and counted), and new events are accepted again."""
+    import botocore.exceptions
+
+    node = SquallProcess(tmp_path / "data", SQUALL_NATS_URL=nats3.url, SQUALL_NODE_ID="node-1").start()
+    try:
+        lam = node.client("lambda")
+        create(lam, "count", FLAKY)
+        accepted: list[int] = []
+
+        def send(i: int) -> None:
+            for _ in range(60):  # a client retrying while JetStream elects a new leader
+                try:
+                    r = lam.invoke(FunctionName="count", InvocationType="Event", Payload=json.dumps({"id": i}).encode())
+                    if r["StatusCode"] == 202:
+                        accepted.append(i)
+                        return
+                except botocore.exceptions.ClientError:
+                    pass
+                except botocore.exceptions.BotoCoreError:
+                    pass
+                time.sleep(0.25)
+
+        for i in range(20):
+            send(i)
+
+        async def leader() -> str:
+            bus = EventBus(await connect(nats3.url), replicas=3)
+            info = await bus.js.stream_info(bus.stream)
+            await bus.nc.close()
+            return str(info.cluster.leader) if info.cluster else ""
+
+        name = asyncio.run(leader())
+        victim = next(s for s in nats3.servers if s.name == name)
+        victim.kill()
+        for i in range(20, 40):
+            send(i)
+        assert accepted == list(range(40))
+
+        def ran() -> set[int]:
+            status, body = signed_get(node.url, "/_squall/api/logs?function=count&q=RUN&limit=500")
+            ids = []
+            for line in body.get("lines", []) if status == 200 else []:
+                text = line["text"]
+                ids.append(json.loads(text[text.index("RUN ") + 4 :].splitlines()[0])["id"])
+            ran.count = len(ids)  # type: ignore[attr-defined]
+            return set(ids)
+
+        eventually(lambda: ran() >= set(accepted), timeout_s=120, what="every accepted event ran")
+        print(f"{len(accepted)} accepted, {ran.count - len(set(accepted))} duplicates")  # type: ignore[attr-defined]
+    finally:
+        node.stop()
