@@ -26,6 +26,9 @@ from _platform import SquallProcess, create, eventually, signed_get
 from squall.cluster.natsd import NatsCluster
 from squall.scheduler.placement import rank
 
+#: real servers (two Squall processes, NATS); slow on a loaded machine, bounded by eventually() waits
+pytestmark = pytest.mark.timeout(600)
+
 WHERE = """
 import os
 def handler(event, context):

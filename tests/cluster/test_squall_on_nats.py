@@ -23,6 +23,9 @@ from _platform import SquallProcess, create, eventually, signed_get
 from squall.cluster.bus import EventBus, connect
 from squall.cluster.natsd import NatsCluster
 
+#: real servers (two Squall processes, NATS); slow on a loaded machine, bounded by eventually() waits
+pytestmark = pytest.mark.timeout(600)
+
 FLAKY = """
 import json, time
 def handler(event, context):
