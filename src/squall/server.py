@@ -399,6 +399,7 @@ class Squall:
             assert isinstance(self.dispatcher, BusDispatcher)
             self.dispatcher.bus = await self.cluster.connect()
             await self.cluster.start()  # reservations become this node's shares
+            await self._queued_events_to_bus()
         for name in self._function_names():
             self._sync_provisioned(name)
         # resource policies of functions (or versions, aliases) deleted while the server was going down
@@ -413,6 +414,28 @@ class Squall:
             asyncio.create_task(self._provision_status_forever(), name="provisioned-status"),
             asyncio.create_task(self.retention.run_forever(), name="retention"),
         ]
+
+    async def _queued_events_to_bus(self) -> None:
+        """A node that ran embedded before joining a cluster: the events still in its SQLite queue (accepted, not
+        yet delivered, retries waiting) move to the bus, unchanged (id, attempt, next attempt), then leave the
+        queue.  Published before they are deleted: a crash in between publishes them again with the same ids."""
+        assert isinstance(self.dispatcher, BusDispatcher) and self.dispatcher.bus is not None
+        moved = 0
+        while True:
+            # every event, due or not: "now" far ahead; the lease only hides them while they are moved
+            events = await asyncio.to_thread(self.store.lease, time.time() + 10 * 365 * 86400, 500, 3600.0)
+            if not events:
+                break
+            await self.dispatcher.bus.publish([
+                {"id": e.id, "function": e.function, "qualifier": e.qualifier, "payload": e.payload,
+                 "request_id": e.request_id, "enqueued_at": e.enqueued_at, "attempt": e.attempt,
+                 "next_attempt_at": e.next_attempt_at, "source": e.source, "extra": e.extra or {}}
+                for e in events
+            ])  # fmt: skip
+            await asyncio.to_thread(self.store.ack_many, [e.id for e in events])
+            moved += len(events)
+        if moved:
+            log.info("moved %d events from the local queue to the cluster's event bus", moved)
 
     def _function_names(self) -> list[str]:
         names: list[str] = []

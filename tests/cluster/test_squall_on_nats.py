@@ -200,3 +200,34 @@ def test_one_nats_server_killed_service_continues_nothing_accepted_is_lost(nats3
         print(f"{len(accepted)} accepted, {ran.count - len(set(accepted))} duplicates")  # type: ignore[attr-defined]
     finally:
         node.stop()
+
+
+def test_events_queued_by_an_embedded_node_move_to_the_bus_when_it_joins(nats1: NatsCluster, tmp_path: Path) -> None:
+    """A node that ran embedded has accepted events still in its SQLite queue (here: throttled by reserved
+    concurrency 0); started with --nats-url, it moves them to the bus, and they run once allowed."""
+    embedded = SquallProcess(tmp_path / "data").start()
+    try:
+        lam = embedded.client("lambda")
+        create(lam, "count", FLAKY)
+        lam.put_function_concurrency(FunctionName="count", ReservedConcurrentExecutions=0)
+        for i in range(5):
+            r = lam.invoke(FunctionName="count", InvocationType="Event", Payload=json.dumps({"id": i}).encode())
+            assert r["StatusCode"] == 202
+    finally:
+        assert embedded.stop() == 0
+    node = SquallProcess(tmp_path / "data", SQUALL_NATS_URL=nats1.url, SQUALL_NODE_ID="joined").start()
+    try:
+        status, body = signed_get(node.url, "/_squall/api/cluster")
+        assert status == 200 and body["cluster"] is True
+        node.client("lambda").delete_function_concurrency(FunctionName="count")
+
+        def ran() -> set[int]:
+            status, body = signed_get(node.url, "/_squall/api/logs?function=count&q=RUN&limit=100")
+            return {
+                json.loads(ln["text"][ln["text"].index("RUN ") + 4 :].splitlines()[0])["id"]
+                for ln in (body.get("lines", []) if status == 200 else [])
+            }
+
+        eventually(lambda: ran() == set(range(5)), timeout_s=120, what="the queued events ran from the bus")
+    finally:
+        node.stop()
