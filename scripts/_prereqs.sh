@@ -16,6 +16,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
     _apt postgresql || echo "note: postgresql missing: the PostgreSQL tests skip" >&2
 fi
+# cluster mode's tests start their own NATS JetStream servers (Debian's nats-server, 2.9: docs/design.md "Cluster mode");
+# the package's systemd unit is not needed and the tests never use port 4222
+{ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || _apt nats-server \
+    || echo "note: nats-server missing: the cluster tests (tests/cluster) fail" >&2
 # Debian's Python needs its venv package for `python -m venv`
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; _apt "python3.11-venv" || _apt python3-venv; "$PY" -m venv .venv; }

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from squall.aws.credentials import Credentials, KeyRing
+from squall.cluster.api import cluster_routes
+from squall.cluster.dispatch import BusDispatcher
+from squall.cluster.node import ClusterConfig, ClusterNode
 from squall.core.arn import function_of_arn, resource_name
 from squall.core.clock import SystemClock
 from squall.core.config import NodeConfig, ServerConfig
@@ -37,7 +40,7 @@ from squall.functions.api import lambda_routes
 from squall.functions.async_delivery import AsyncDispatcher
 from squall.functions.control import FunctionService
 from squall.functions.invoke_api import InvokeEndpoint
-from squall.functions.invoker import Invoker, spec_from_stored
+from squall.functions.invoker import InvocationResult, Invoker, spec_from_stored
 from squall.functions.metering import PriceTable
 from squall.functions.pool import InstancePool, PoolConfig
 from squall.functions.provisioning import Provisioning
@@ -163,13 +166,33 @@ class Squall:
             observer=self.observability.metrics,
             tracer=self.observability.tracer,
             code=self.code.materialize if c.database_url else Path,
+            placer=self._place if c.nats_url else None,  # cluster mode: placement may run it on another node
         )
-        self.dispatcher = AsyncDispatcher(
-            self.invoker,
-            retry_base_delay_s=c.async_retry_base_s,
-            max_in_flight=max(1, c.async_max_in_flight),
-            queue_sink=self.queues,
-        )
+        #: cluster mode (--nats-url): events on JetStream, membership, placement and forwarding
+        self.cluster: ClusterNode | None = None
+        if c.nats_url:
+            self.cluster = ClusterNode(
+                ClusterConfig(
+                    nats_url=c.nats_url, node_id=c.cluster_node_id, replicas=c.nats_replicas,
+                    heartbeat_s=c.cluster_heartbeat_s, expiry_s=c.cluster_expiry_s, ack_wait_s=c.nats_ack_wait_s,
+                    account_concurrency=c.account_concurrency,
+                ),
+                self.invoker, self.pool, reservations=self._reservations, on_remote_change=self.on_change,
+            )  # fmt: skip
+            self.dispatcher: AsyncDispatcher = BusDispatcher(
+                self.invoker,
+                None,
+                retry_base_delay_s=c.async_retry_base_s,
+                max_in_flight=max(1, c.async_max_in_flight),
+                queue_sink=self.queues,
+            )
+        else:
+            self.dispatcher = AsyncDispatcher(
+                self.invoker,
+                retry_base_delay_s=c.async_retry_base_s,
+                max_in_flight=max(1, c.async_max_in_flight),
+                queue_sink=self.queues,
+            )
         self.storage_events = StorageEvents(self.queues, c.region, self.dispatcher.enqueue_threadsafe)
         s3_db = self.db_target("objects.db", "s3")  # PostgreSQL: metadata and object data (chunked) there
         self.objects = ObjectStore(
@@ -186,7 +209,7 @@ class Squall:
             public_url=c.public_url,
             account_limit=c.account_concurrency,  # PutFunctionConcurrency keeps 100 of it unreserved, as Lambda
             clock=SystemClock(),
-            on_change=[self.on_change],
+            on_change=[self.on_change, self._broadcast_change],
             layer_store=LayerStore(self.db_target("layers.db", "layers")),
         )
         self.provisioning = Provisioning(self.store, self.pool, self._spec_of)
@@ -326,6 +349,10 @@ class Squall:
             sf, self.config.region, self.config.account_id, self.function_env(sf.name), self.invoker.code
         )
 
+    async def _place(self, *args: Any) -> InvocationResult | None:
+        """The invoker's placement hook in a cluster (the cluster node is built after the invoker it runs on)."""
+        return None if self.cluster is None else await self.cluster.maybe_forward(*args)
+
     def _enqueue_async(self, batch: list[NewEvent]) -> None:
         """The invoker's way into the durable async queue: the dispatcher's hand-over (built after the invoker,
         which it runs events through)."""
@@ -359,8 +386,14 @@ class Squall:
         return self.authorizer.check(function, s3_checks("POST", bucket, key, {}, {}))
 
     # -- control-plane changes ----------------------------------------------------------------------------
+    async def _broadcast_change(self, name: str, qualifier: str) -> None:
+        """A change made through this node: the other nodes of the cluster run their ``on_change`` too."""
+        if self.cluster is not None:
+            await self.cluster.broadcast_change(name, qualifier)
+
     async def on_change(self, name: str, qualifier: str) -> None:
-        """A function's code, configuration, versions, aliases or concurrency changed."""
+        """A function's code, configuration, versions, aliases or concurrency changed (here or, in a cluster,
+        through another node)."""
         await self.invoker.function_changed(name, qualifier)
         exists = self._function_config(name) is not None
         if not exists:  # deleted: the key its instances were given stops working (a new function gets a new one)
@@ -378,7 +411,10 @@ class Squall:
             reserved = self.store.get_function_concurrency(name)
         except ResourceNotFound:
             reserved = None
-        self.pool.set_reserved(name, reserved)
+        if self.cluster is not None:
+            self.cluster.set_reserved(name, reserved)  # this node's share of it
+        else:
+            self.pool.set_reserved(name, reserved)
         self.provisioning.sync(name)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -391,6 +427,11 @@ class Squall:
             log.info("recovered %d async events in flight when the server last stopped", released)
         for name, reserved in self._reservations():
             self.pool.set_reserved(name, reserved)
+        if self.cluster is not None:  # before the dispatcher runs: it fetches from the bus
+            assert isinstance(self.dispatcher, BusDispatcher)
+            self.dispatcher.bus = await self.cluster.connect()
+            await self.cluster.start()  # reservations become this node's shares
+            await self._queued_events_to_bus()
         for name in self._function_names():
             self.provisioning.sync(name)
         # keys and resource policies of functions (or versions, aliases) deleted while the server was going down
@@ -408,6 +449,28 @@ class Squall:
             asyncio.create_task(self.provisioning.report_forever(), name="provisioned-status"),
             asyncio.create_task(self.retention.run_forever(), name="retention"),
         ]
+
+    async def _queued_events_to_bus(self) -> None:
+        """A node that ran embedded before joining a cluster: the events still in its SQLite queue (accepted, not
+        yet delivered, retries waiting) move to the bus, unchanged (id, attempt, next attempt), then leave the
+        queue.  Published before they are deleted: a crash in between publishes them again with the same ids."""
+        assert isinstance(self.dispatcher, BusDispatcher) and self.dispatcher.bus is not None
+        moved = 0
+        while True:
+            # every event, due or not: "now" far ahead; the lease only hides them while they are moved
+            events = await asyncio.to_thread(self.store.lease, time.time() + 10 * 365 * 86400, 500, 3600.0)
+            if not events:
+                break
+            await self.dispatcher.bus.publish([
+                {"id": e.id, "function": e.function, "qualifier": e.qualifier, "payload": e.payload,
+                 "request_id": e.request_id, "enqueued_at": e.enqueued_at, "attempt": e.attempt,
+                 "next_attempt_at": e.next_attempt_at, "source": e.source, "extra": e.extra or {}}
+                for e in events
+            ])  # fmt: skip
+            await asyncio.to_thread(self.store.ack_many, [e.id for e in events])
+            moved += len(events)
+        if moved:
+            log.info("moved %d events from the local queue to the cluster's event bus", moved)
 
     def _function_names(self) -> list[str]:
         names: list[str] = []
@@ -458,6 +521,9 @@ class Squall:
                         await result
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.dispatcher.drain(), 10)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.cluster.stop(), 10)
         await self.pool.close()
         if self.gateway_socket is not None:
             self.gateway_socket.close()
@@ -516,6 +582,7 @@ class Squall:
         """The port's ASGI app (``squall.router``): every service's routes and apps, and the app's lifespan."""
         c = self.config
         routes = [
+            *cluster_routes(self.cluster),
             *lambda_routes(self.functions),
             *permission_routes(self.permissions),
             *squall_api_routes(self.store, self.prices),

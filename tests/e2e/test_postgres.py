@@ -304,6 +304,7 @@ def test_the_account_concurrency_lock_holds_across_nodes(pg: PgServer) -> None:
     got = threading.Event()
     try:
         a.hold("account-concurrency")
+
         def take() -> None:
             b.hold("account-concurrency")
             got.set()

@@ -6,6 +6,7 @@
 * ``squall functions ls|show|rm``   what is deployed (functions.py)
 * ``squall invocations ls|show``    invocation records (invocations.py)
 * ``squall usage``                  cost and break-even (usage.py)
+* ``squall cluster status``         cluster nodes, load, warm instances (cluster.py)
 
 ``squall.cli.main`` calls ``add_parsers``; errors reach it as ``SquallError``s with one-line messages.
 """
@@ -16,12 +17,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from squall.cli import deploy, functions, invocations, invoke, logs, usage
+from squall.cli import cluster, deploy, functions, invocations, invoke, logs, usage
 from squall.cli.client import CliError
 
 __all__ = ["add_parsers"]
 
-_NOUNS = (deploy, invoke, logs, functions, invocations, usage)
+_NOUNS = (deploy, invoke, logs, functions, invocations, usage, cluster)
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

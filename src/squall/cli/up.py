@@ -41,6 +41,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--port", type=int, help="HTTP port (env SQUALL_PORT; default 9070)")
     p.add_argument("--host", help="address to bind (env SQUALL_HOST; default 127.0.0.1)")
+    p.add_argument(
+        "--nats-url", help="join a cluster: NATS JetStream URLs, comma-separated (env SQUALL_NATS_URL; default: none)"
+    )
+    p.add_argument("--node-id", help="this node's name in the cluster (env SQUALL_NODE_ID; default hostname:port)")
     p.add_argument("--demo", action="store_true", help="deploy the 'hello' demo function and invoke it once")
     p.set_defaults(func=run)
 
@@ -209,6 +213,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, port=args.port)
     if args.host:
         cfg = replace(cfg, host=args.host)
+    if getattr(args, "nats_url", None):
+        cfg = replace(cfg, nats_url=args.nats_url)
+    if getattr(args, "node_id", None):
+        cfg = replace(cfg, node_id=args.node_id)
     if not 0 < cfg.port < 65536:
         from squall.cli.client import CliError
 

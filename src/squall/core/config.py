@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,8 +230,26 @@ class ServerConfig:
     #: TLS-terminating proxy: ``https://squall.example.com``); queue URLs, function URLs, code locations and the
     #: banner use it, and the dashboard's session cookie is ``Secure`` when it is https
     public_url_setting: str = field(default_factory=lambda: _env_url("SQUALL_PUBLIC_URL"))
+    #: SQUALL_NATS_URL: join a cluster: NATS JetStream server URLs, comma-separated (empty = one embedded node)
+    nats_url: str = field(default_factory=lambda: os.environ.get("SQUALL_NATS_URL", ""))
+    #: SQUALL_NODE_ID: this node's name in the cluster (empty = hostname:port, stable across restarts)
+    node_id: str = field(default_factory=lambda: os.environ.get("SQUALL_NODE_ID", ""))
+    #: SQUALL_NATS_REPLICAS: replicas of the event stream and the node bucket (0 = one per NATS URL, at most 3)
+    nats_replicas: int = field(default_factory=lambda: _env_int("SQUALL_NATS_REPLICAS", 0, 0))
+    #: SQUALL_NATS_ACK_WAIT_S: seconds a fetched event may go without an ack or in-progress report before another
+    #: node gets it (in-progress reports every third of it keep long deliveries)
+    nats_ack_wait_s: float = field(default_factory=lambda: _env_float("SQUALL_NATS_ACK_WAIT_S", 10.0, 0.1))
+    #: SQUALL_CLUSTER_HEARTBEAT_S: seconds between a node's heartbeats
+    cluster_heartbeat_s: float = field(default_factory=lambda: _env_float("SQUALL_CLUSTER_HEARTBEAT_S", 0.3, 0.01))
+    #: SQUALL_CLUSTER_EXPIRY_S: seconds without a heartbeat after which a node is out of placement
+    cluster_expiry_s: float = field(default_factory=lambda: _env_float("SQUALL_CLUSTER_EXPIRY_S", 1.5, 0.05))
     region: str = "us-east-1"
     account_id: str = "000000000000"
+
+    @property
+    def cluster_node_id(self) -> str:
+        """The node id: SQUALL_NODE_ID, else hostname:port (unique per server on a host, stable across restarts)."""
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def public_url(self) -> str:

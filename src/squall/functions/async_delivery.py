@@ -207,7 +207,7 @@ class AsyncDispatcher:
         except Exception:
             log.exception("delivering event %s", ev.id)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.retry, ev.id, self.clock() + 5.0, ev.attempt, "platform error")
+                await self._retry(ev, self.clock() + 5.0, ev.attempt, "platform error")
 
     async def _deliver_inner(self, ev: QueuedEvent) -> None:
         cfg = self._event_config(ev.function, ev.qualifier)
@@ -219,7 +219,7 @@ class AsyncDispatcher:
             spec = self.invoker.resolve(ev.function, ev.qualifier)
         except ResourceNotFound:
             log.warning("dropping event %s: function %s:%s no longer exists", ev.id, ev.function, ev.qualifier)
-            await asyncio.to_thread(self.store.ack, ev.id)
+            await self._drop(ev)
             return
         fn_arn = function_arn(self.invoker.region, self.invoker.account_id, ev.function, spec.version)
         if now - ev.enqueued_at > max_age:
@@ -244,7 +244,7 @@ class AsyncDispatcher:
                 self._throttles.pop(ev.id, None)
                 await self._finish(ev, fn_arn, "EventAgeExceeded", None, ev.attempt, destinations)
             else:
-                await asyncio.to_thread(self.store.retry, ev.id, at, ev.attempt, "throttled")
+                await self._retry(ev, at, ev.attempt, "throttled")
             return
         self._throttles.pop(ev.id, None)
         attempt = ev.attempt + 1
@@ -259,7 +259,7 @@ class AsyncDispatcher:
             condition = "RetriesExhausted" if attempt > max_retries else "EventAgeExceeded"
             await self._finish(ev, fn_arn, condition, result, attempt, destinations)
         else:
-            await asyncio.to_thread(self.store.retry, ev.id, at, attempt, result.payload[:500].decode(errors="replace"))
+            await self._retry(ev, at, attempt, result.payload[:500].decode(errors="replace"))
 
     async def _finish(
         self,
@@ -280,6 +280,19 @@ class AsyncDispatcher:
         if dest:
             body = json.dumps(invocation_record(ev, fn_arn, condition, result, attempts))
             await self._send(dest, body, ev)
+        await self._ack(ev)
+
+    # the transport: how an event goes back to the queue, leaves it, or is dropped.  Here the SQLite queue;
+    # squall.cluster.dispatch overrides these three for the JetStream bus.
+    async def _retry(self, ev: QueuedEvent, at: float, attempt: int, error: str) -> None:
+        """Run ``ev`` again at ``at``; ``attempt`` attempts made so far (unchanged after a throttle)."""
+        await asyncio.to_thread(self.store.retry, ev.id, at, attempt, error)
+
+    async def _drop(self, ev: QueuedEvent) -> None:
+        await asyncio.to_thread(self.store.ack, ev.id)
+
+    async def _ack(self, ev: QueuedEvent) -> None:
+        """``ev`` is done: it leaves the queue after the records of its deliveries are written."""
         await self._acks.submit(ev.id)
 
     def _flush_and_ack(self, event_ids: list[str]) -> None:

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -136,6 +136,7 @@ class Invoker:
         observer: InvocationObserver | None = None,
         tracer: Tracer | None = None,
         code: Callable[[str], Path] = Path,
+        placer: Callable[..., Awaitable[InvocationResult | None]] | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -149,6 +150,9 @@ class Invoker:
         self.enqueue_async: Enqueue = enqueue_async or store.enqueue_many
         self.observer = observer
         self.tracer = tracer
+        #: cluster mode (squall.cluster.node): runs an invocation on another node when placement says so and
+        #: returns its result, or returns None (run here).  None = one node
+        self.placer = placer
 
     # -- resolution ------------------------------------------------------------------------------------------
     def resolve(self, name: str, qualifier: str | None) -> FunctionSpec:
@@ -242,12 +246,23 @@ class Invoker:
         wait_s: float | None = None,
         parent: Span | None = None,
         sync: bool = False,
+        forwarded: bool = False,
     ) -> InvocationResult:
         """Run one invocation of ``spec`` now (waiting up to ``wait_s`` for capacity) and record it.
 
         Traced (``self.tracer``): the spans are children of ``parent``, or of a new entry span continuing
         ``traceparent``/``trace_id`` (a server span when ``sync``: a caller waits; else a consumer span: an event
-        is delivered); the function sees the context of its "instance" span."""
+        is delivered); the function sees the context of its "instance" span.
+
+        In a cluster, placement may run it on another node (``placer``); ``forwarded``: it came from another node
+        and runs here, whatever placement says (one hop at most)."""
+        if self.placer is not None and not forwarded:
+            remote = await self.placer(
+                spec, payload, request_id, trigger, client_context, trace_id,
+                parent.traceparent() if parent is not None else traceparent, wait_s, sync,
+            )  # fmt: skip
+            if remote is not None:
+                return remote
         start = time.time()
         tracer = self.tracer
         trace = (

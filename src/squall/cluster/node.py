@@ -1,0 +1,319 @@
+"""This server as a member of a cluster: its NATS connection, the event bus, membership, placement, forwarding.
+
+``ClusterNode`` is built by the server when ``--nats-url`` is given and does four things:
+
+* connects to NATS, sets up the event bus (the dispatcher publishes to and fetches from it);
+* heartbeats this node's load (``report``) and watches the others' (``Membership``);
+* keeps this node's shares of the cluster-wide limits in its pool: the account limit and each function's
+  reserved concurrency are split over the live nodes (``scheduler.placement.shares``) and re-split whenever the
+  membership changes, so they hold across the cluster instead of xN;
+* decides, for each invocation about to run here, whether it runs here or on another node (``maybe_forward``,
+  the ``Invoker.placer`` hook) and forwards it (``Forwarder``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from squall.cluster.bus import EventBus, connect
+from squall.cluster.forward import Forwarder, invoke_subject
+from squall.cluster.membership import Membership
+from squall.core.errors import ServiceError
+from squall.core.model import FunctionSpec
+from squall.functions.invoker import InvocationResult, Invoker
+from squall.functions.pool import InstancePool
+from squall.scheduler.placement import NodeView, place, share_of
+
+__all__ = ["ClusterConfig", "ClusterNode"]
+
+log = logging.getLogger("squall.cluster")
+
+#: control-plane changes made through one node, for the others.  Core NATS, at most once: a node disconnected
+#: from NATS at that moment misses it and keeps its cached spec and idle instances of the function until the
+#: function's next change or the node's restart (a stream-backed subject would close that gap)
+CHANGES_SUBJECT = "squall.cluster.changed"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    #: SQUALL_NATS_URL: nats://host:port[,nats://host:port...]
+    nats_url: str
+    #: SQUALL_NODE_ID: this node's name in the cluster (default: hostname:port)
+    node_id: str
+    #: SQUALL_NATS_REPLICAS: replicas of the event stream and the node bucket (0 = one per URL given, at most 3)
+    replicas: int = 0
+    #: SQUALL_CLUSTER_HEARTBEAT_S / SQUALL_CLUSTER_EXPIRY_S: heartbeat period; silence after which a node is out
+    heartbeat_s: float = 0.3
+    expiry_s: float = 1.5
+    #: SQUALL_NATS_ACK_WAIT_S: an event a node fetched and neither acked nor reported in progress for this long
+    #: goes to another node (a killed node's events come back after at most this)
+    ack_wait_s: float = 10.0
+    #: SQUALL_ACCOUNT_CONCURRENCY for the whole cluster (each node runs its share)
+    account_concurrency: int = 1000
+
+    def stream_replicas(self) -> int:
+        if self.replicas > 0:
+            return self.replicas
+        return max(1, min(3, len([u for u in self.nats_url.split(",") if u.strip()])))
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        invoker: Invoker,
+        pool: InstancePool,
+        *,
+        reservations: Callable[[], Iterable[tuple[str, int]]] = lambda: (),
+        on_remote_change: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.invoker = invoker
+        self.pool = pool
+        self.reservations = reservations
+        self.on_remote_change = on_remote_change
+        self._changes: Subscription | None = None
+        self.changes_received = 0
+        self.nc: Client | None = None
+        self.bus: EventBus | None = None
+        self.membership: Membership | None = None
+        self.forwarder: Forwarder | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reserved: dict[str, int] = {}
+        self.placements: dict[str, int] = {}
+        #: between start and stop: the invoker's placement hook (``maybe_forward``) places; else it runs here
+        self.started = False
+
+    async def connect(self) -> EventBus:
+        """Connect and set up the bus (before the dispatcher starts); ``start`` does the rest."""
+        self.nc = await connect(self.config.nats_url, name=f"squall {self.node_id}")
+        self.bus = EventBus(self.nc, replicas=self.config.stream_replicas(), ack_wait_s=self.config.ack_wait_s)
+        await self.bus.setup()
+        return self.bus
+
+    async def start(self) -> None:
+        if self.nc is None:
+            await self.connect()
+        assert self.nc is not None
+        self.forwarder = Forwarder(
+            self.nc, self.node_id, resolve=self._resolve_version, run_local=self._run_forwarded,
+            flush_records=lambda: asyncio.to_thread(self.invoker.records.flush),
+        )  # fmt: skip
+        await self.forwarder.start()
+        self._changes = await self.nc.subscribe(CHANGES_SUBJECT, cb=self._on_change_message)
+        self.membership = Membership(
+            self.nc, self.node_id, self.report, heartbeat_s=self.config.heartbeat_s,
+            expiry_s=self.config.expiry_s, replicas=self.config.stream_replicas(),
+        )  # fmt: skip
+        await self.membership.start()
+        self._reserved = dict(await asyncio.to_thread(lambda: list(self.reservations())))
+        self.apply_shares()
+        self.started = True  # placement on: maybe_forward places from now on
+        self._tasks = [asyncio.create_task(self._shares_forever(), name="cluster-shares")]
+
+    async def stop(self) -> None:
+        self.started = False
+        if self._changes is not None:
+            with contextlib.suppress(Exception):
+                await self._changes.unsubscribe()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        if self.membership is not None:
+            await self.membership.stop()
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    # -- control-plane changes: every node drops what it cached of a changed function ----------------------
+    async def broadcast_change(self, name: str, qualifier: str) -> None:
+        """Tell the other nodes that ``name`` changed (through this node): they forget its cached specs, drop
+        its idle instances (old code or configuration) and re-read its concurrency, as this node did."""
+        if self.nc is None:
+            return
+        body = json.dumps({"node": self.node_id, "function": name, "qualifier": qualifier}).encode()
+        try:
+            await self.nc.publish(CHANGES_SUBJECT, body)
+            await self.nc.flush(timeout=5)
+        except Exception as e:  # the change is committed; the others pick it up at their next change or restart
+            log.warning("telling the cluster that %s changed: %s", name, e)
+
+    async def _on_change_message(self, msg: Msg) -> None:
+        try:
+            d = json.loads(msg.data)
+            if d.get("node") == self.node_id or self.on_remote_change is None:
+                return
+            self.changes_received += 1
+            await self.on_remote_change(str(d["function"]), str(d.get("qualifier") or "$LATEST"))
+        except Exception:
+            log.exception("applying a change announced by another node")
+
+    # -- what this node tells the others ---------------------------------------------------------------------
+    def report(self) -> NodeView:
+        idle: dict[str, int] = {}
+        running: dict[str, int] = {}
+        for i in self.pool.state.instances:
+            if i.state == "idle":
+                key = f"{i.function}:{i.version}"
+                idle[key] = idle.get(key, 0) + 1
+            elif i.state in ("starting", "busy"):
+                running[i.function] = running.get(i.function, 0) + 1
+        return NodeView(
+            node_id=self.node_id,
+            in_flight=sum(running.values()),
+            capacity=self.pool.state.account_limit,
+            idle=idle,
+            running=running,
+            address=invoke_subject(self.node_id),
+        )
+
+    # -- cluster-wide limits as per-node shares ---------------------------------------------------------------
+    def set_reserved(self, function: str, reserved: int | None) -> None:
+        """The control plane changed a function's reserved concurrency: this node keeps its share of it."""
+        if reserved is None:
+            self._reserved.pop(function, None)
+            self.pool.set_reserved(function, None)
+        else:
+            self._reserved[function] = reserved
+        self.apply_shares()
+
+    def apply_shares(self) -> None:
+        live = self.membership.live() if self.membership is not None else {self.node_id}
+        live.add(self.node_id)
+        account = share_of(self.node_id, self.config.account_concurrency, "", live)
+        if self.pool.state.account_limit != account:
+            self.pool.state = replace(self.pool.state, account_limit=account)
+        for function, reserved in self._reserved.items():
+            self.pool.set_reserved(function, share_of(self.node_id, reserved, function, live))
+
+    async def _shares_forever(self) -> None:
+        assert self.membership is not None
+        known = self.membership.live()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.membership.changed.wait(), self.config.heartbeat_s)
+            self.membership.changed.clear()
+            live = self.membership.live()
+            if live != known:
+                log.info("cluster members: %s", ", ".join(sorted(live)))
+                known = live
+                self.apply_shares()
+
+    # -- placement and forwarding -----------------------------------------------------------------------------
+    async def maybe_forward(
+        self,
+        spec: FunctionSpec,
+        payload: bytes,
+        request_id: str,
+        trigger: str,
+        client_context: dict[str, Any] | None,
+        trace_id: str,
+        traceparent: str,
+        wait_s: float | None,
+        sync: bool,
+    ) -> InvocationResult | None:
+        """The result of running the invocation on another node, or None: run it here."""
+        if not self.started:
+            return None
+        m, fw = self.membership, self.forwarder
+        if m is None or fw is None:
+            return None
+        for i in self.pool.state.instances:
+            if i.state == "idle" and i.function == spec.name and i.version == spec.version:
+                return None  # a warm idle instance here: nothing beats it (the common case: decided first)
+        views = m.views()
+        if len(views) <= 1:
+            return None
+        views[self.node_id] = self.report()  # this node's own state is known now, not as of its last heartbeat
+        p = place(spec.name, spec.version, views, set(views), self.node_id, reserved=self._reserved.get(spec.name))
+        self.placements[p.reason] = self.placements.get(p.reason, 0) + 1
+        if p.node_id is None or p.node_id == self.node_id:
+            return None
+        if not fw.fits(payload):  # larger than the NATS servers take: runs here (docs/cluster.md: max_payload)
+            self.placements["too_large_to_forward"] = self.placements.get("too_large_to_forward", 0) + 1
+            return None
+        try:
+            return await fw.forward(
+                p.node_id, spec, payload, request_id, trigger, client_context, trace_id, traceparent, wait_s,
+                sync=sync, durable=not sync,
+            )  # fmt: skip
+        except NoRespondersError:  # the node left since its last heartbeat: run here
+            log.info("node %s does not answer; %s runs here", p.node_id, request_id)
+            return None
+        except NatsTimeout as e:  # it may have run there: running it again here could run it twice
+            raise ServiceError(f"node {p.node_id} did not answer in time for invocation {request_id}") from e
+
+    def _resolve_version(self, name: str, version: str) -> FunctionSpec:
+        return self.invoker.resolve(name, version)
+
+    async def _run_forwarded(
+        self,
+        spec: FunctionSpec,
+        payload: bytes,
+        request_id: str,
+        trigger: str,
+        client_context: dict[str, Any] | None,
+        trace_id: str,
+        traceparent: str,
+        wait_s: float | None,
+        sync: bool,
+    ) -> InvocationResult:
+        return await self.invoker.run(
+            spec, payload, request_id, trigger, client_context, trace_id, traceparent,
+            wait_s=wait_s, sync=sync, forwarded=True,
+        )  # fmt: skip
+
+    # -- squall cluster status --------------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        m = self.membership
+        nodes = []
+        if m is not None:
+            seen = m.last_seen_s()
+            live = m.live()
+            for node_id, v in sorted(m.known().items()):
+                if node_id == self.node_id:
+                    v = self.report()
+                nodes.append({
+                    "node_id": node_id, "live": node_id in live, "last_heartbeat_s": round(seen.get(node_id, 0.0), 3),
+                    "in_flight": v.in_flight, "capacity": v.capacity, "warm_idle": dict(v.idle),
+                    "running": dict(v.running), "self": node_id == self.node_id,
+                })  # fmt: skip
+        pending = None
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                pending = await self.bus.pending()
+        return {
+            "node_id": self.node_id,
+            "changes_received": self.changes_received,
+            "nats": {
+                "url": self.config.nats_url,
+                "connected": bool(self.nc and self.nc.is_connected),
+                "server": self.nc.connected_url.netloc if self.nc and self.nc.connected_url else None,
+            },
+            "event_stream": {"replicas": self.config.stream_replicas(), "pending": pending},
+            "nodes": nodes,
+            "placements": dict(self.placements),
+            "forwarded": self.forwarder.forwarded if self.forwarder else 0,
+            "served_for_others": self.forwarder.served if self.forwarder else 0,
+            "time": time.time(),
+        }

@@ -1,0 +1,127 @@
+"""The event outbox: storage events written in the object's own transaction, published to the bus by any node.
+
+An upload commits its object and, in the same database transaction, one outbox row per Lambda target of its
+bucket notifications; the S3 API answers after that commit.  ``OutboxDrain`` (one per node) claims rows, publishes
+them to the event bus and deletes them.  So an event exists as soon as its object does, whatever dies when:
+
+* the node that wrote the row dies before publishing: another node's drain claims the row once it is unclaimed
+  (claims expire after ``lease_s``) and publishes it;
+* a drain dies after publishing, before deleting: the row is claimed again and published again with the same id
+  (the row id is the message id), and JetStream's duplicate window (120 s > ``lease_s``) stores it once.
+
+The store interface (``OutboxStore``) is what the PostgreSQL backend implements (``FOR UPDATE SKIP LOCKED`` on
+claim, so nodes never wait for each other); the table it keeps:
+
+    CREATE TABLE event_outbox (
+        id            TEXT PRIMARY KEY,           -- the event id, published as Nats-Msg-Id
+        created_at    DOUBLE PRECISION NOT NULL,  -- the event's enqueued_at (unix seconds)
+        function      TEXT NOT NULL,
+        qualifier     TEXT NOT NULL DEFAULT '$LATEST',
+        payload       BYTEA NOT NULL,
+        request_id    TEXT NOT NULL,
+        source        TEXT NOT NULL DEFAULT 'storage-event',
+        extra         JSONB NOT NULL DEFAULT '{}',
+        claimed_by    TEXT,                       -- node id of the drain holding it
+        claimed_until DOUBLE PRECISION            -- NULL or in the past: free to claim
+    );
+    CREATE INDEX event_outbox_free ON event_outbox (claimed_until, created_at);
+
+    -- claim (one statement):
+    UPDATE event_outbox SET claimed_by = $node, claimed_until = $now + $lease
+     WHERE id IN (SELECT id FROM event_outbox WHERE claimed_until IS NULL OR claimed_until < $now
+                   ORDER BY created_at LIMIT $limit FOR UPDATE SKIP LOCKED)
+    RETURNING id, created_at, function, qualifier, payload, request_id, source, extra;
+
+A node that wrote rows calls ``kick`` after its commit so that they go out at once; the drains of the other nodes
+poll every ``interval_s`` (with PostgreSQL, a NOTIFY on insert can wake them instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from squall.cluster.bus import EventBus
+from squall.core.ports import NewEvent
+
+__all__ = ["OutboxDrain", "OutboxRow", "OutboxStore"]
+
+log = logging.getLogger("squall.cluster.outbox")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: str
+    event: NewEvent
+
+
+class OutboxStore(Protocol):
+    def outbox_claim(self, node_id: str, now: float, lease_s: float, limit: int) -> list[OutboxRow]:
+        """Claim up to ``limit`` unclaimed (or claim-expired) rows, oldest first, until ``now + lease_s``."""
+        ...
+
+    def outbox_delete(self, ids: Sequence[str]) -> int:
+        """Delete published rows; how many were there."""
+        ...
+
+
+class OutboxDrain:
+    def __init__(
+        self,
+        store: OutboxStore,
+        bus: EventBus,
+        node_id: str,
+        *,
+        interval_s: float = 0.2,
+        lease_s: float = 30.0,
+        batch: int = 256,
+    ) -> None:
+        if lease_s >= bus.duplicate_window_s:
+            raise ValueError("the outbox lease must be shorter than the stream's duplicate window")
+        self.store = store
+        self.bus = bus
+        self.node_id = node_id
+        self.interval_s = interval_s
+        self.lease_s = lease_s
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.published = 0
+
+    def kick(self) -> None:
+        """Rows were committed: drain now (from any thread)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def drain_once(self) -> int:
+        """Claim, publish and delete one batch; how many rows went out."""
+        rows = await asyncio.to_thread(self.store.outbox_claim, self.node_id, time.time(), self.lease_s, self.batch)
+        if not rows:
+            return 0
+        await self.bus.publish([{**r.event, "id": r.id} for r in rows])  # acked by JetStream before the delete
+        await asyncio.to_thread(self.store.outbox_delete, [r.id for r in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                n = await self.drain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the database or NATS is away: the rows wait, claimed or not
+                log.warning("draining the event outbox: %s", e)
+                n = 0
+            if n >= self.batch:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
