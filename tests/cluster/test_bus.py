@@ -121,6 +121,8 @@ def test_event_held_by_a_killed_consumer_goes_to_another(nats1: NatsCluster, tmp
         finally:
             holder.kill()
             holder.wait()
+            if holder.stdout is not None:
+                holder.stdout.close()
         got: list[Delivery] = []
         while not got:
             got = await bus.fetch(1, wait_s=5)
