@@ -24,6 +24,7 @@ from squall.core.report import billed_ms, end_line, report_line, start_line
 from squall.errors import InvalidRequestContent, RequestTooLarge, SquallError
 from squall.model import FunctionSpec, InvokeOutcome, InvokeRequest, NetworkMode, function_arn
 from squall.node.instance import InitFailed
+from squall.node.preimport import parse_pinned
 from squall.pool import InstancePool
 from squall.scheduler import pick_version
 from squall.store.invocations import RecordWriter
@@ -98,7 +99,17 @@ def spec_from_stored(
         code_sha256=f"{c.get('CodeSha256', '')}:{c.get('RevisionId', '')}",
         runtime=runtime,
         layers=tuple(Path(p) for p in sf.squall.get("layers") or ()),
+        preimport=_pinned(sf.squall),
     )
+
+
+def _pinned(squall: dict[str, Any]) -> tuple[str, ...]:
+    """The tag squall:preimport (checked when it was set; a stored value that no longer parses pins nothing)."""
+    raw = (squall.get("tags") or {}).get("squall:preimport")
+    try:
+        return tuple(parse_pinned(raw)) if isinstance(raw, str) else ()
+    except ValueError:
+        return ()
 
 
 def validate_json_payload(payload: bytes) -> None:

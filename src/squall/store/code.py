@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from squall.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound, ServiceError
+from squall.store.bytecode import compile_tree
 from squall.store.disk import DiskFull, DiskGuard, is_disk_full
 
 __all__ = [
@@ -297,10 +298,12 @@ def _remove_tree(path: Path) -> None:
 class CodeStore:
     """Function code packages, content-addressed by the SHA-256 of the zip.  Thread-safe."""
 
-    def __init__(self, root: Path, *, max_ratio: int = MAX_RATIO, durable: bool = True) -> None:
+    def __init__(self, root: Path, *, max_ratio: int = MAX_RATIO, durable: bool = True, compile: bool = True) -> None:
         """``durable``: flush the extracted files to disk (one ``sync``) before renaming them into place, so a
-        power failure cannot leave a directory with empty files behind."""
+        power failure cannot leave a directory with empty files behind.  ``compile``: write the ``.pyc`` of every
+        ``.py`` file once, at extraction (squall.store.bytecode), so cold starts never compile vendored code."""
         self.root = Path(root)
+        self.compile = compile
         self.max_ratio = max_ratio
         self.durable = durable
         self._code = self.root / "code"
@@ -455,6 +458,8 @@ class CodeStore:
             # symlinks last: nothing is ever written through one
             for entry, link_target in links:
                 os.symlink(link_target, tmp / entry.rel)
+            if self.compile:
+                compile_tree(tmp)  # .pyc at deploy: no sandbox compiles the vendored modules on every cold start
             self._seal(tmp, {e.rel for e in entries if e.executable})
             if self.durable:
                 os.sync()
