@@ -41,7 +41,17 @@ from _common import emit, median, quick
 from squall.config import NodeConfig
 from squall.model import FunctionSpec, InvokeRequest
 from squall.node.node import Node
-from squall.store.bytecode import compile_tree
+
+try:
+    from squall.store.bytecode import compile_tree
+except ImportError:  # an older checkout (for a before/after run: PYTHONPATH=<old>/src python bench/coldest_start.py)
+
+    def compile_tree(root: Path, timeout_s: float = 120.0) -> bool:
+        py = getattr(sys, "_base_executable", sys.executable)
+        return subprocess.run([py, "-I", "-m", "compileall", "-q", "-q", str(root)], check=False).returncode == 0
+
+
+HAS_PREIMPORT = "preimport" in getattr(FunctionSpec, "__dataclass_fields__", {})
 
 HELLO = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n"
 THUMB_LAZY = """import io
@@ -103,6 +113,19 @@ def _fresh(args: list[str], env: dict[str, str], n: int) -> float:
     return median(out)
 
 
+def _in_process_thumb_ms(code: Path) -> float:
+    """The /thumb handler called in this process, Pillow already imported: the work itself (the ceiling)."""
+    ns: dict[str, Any] = {"__file__": str(code / "thumb_lazy.py")}
+    exec(THUMB_LAZY, ns)
+    ns["handler"]({}, None)
+    out = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        ns["handler"]({}, None)
+        out.append((time.perf_counter() - t0) * 1000)
+    return median(out)
+
+
 def baselines(code_pyc: Path, code_src: Path, n: int) -> dict[str, float]:
     py = getattr(sys, "_base_executable", sys.executable)
     env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -114,20 +137,26 @@ def baselines(code_pyc: Path, code_src: Path, n: int) -> dict[str, float]:
         "fresh_python3_import_PIL_Image_no_pyc_ms": round(
             _fresh([py, "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_src)}, n), 2
         ),
+        "in_process_thumb_ms": round(_in_process_thumb_ms(code_pyc), 2),
     }
 
 
 async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> dict[str, Any]:
     handler = {"hello": "hello.handler", "thumb_top": "thumb_top.handler"}.get(scenario, "thumb_lazy.handler")
+    extra: dict[str, Any] = {}
+    if scenario == "thumb_pinned" and HAS_PREIMPORT:
+        extra["preimport"] = ("PIL.Image", "PIL.ImageOps")
     spec = FunctionSpec(
         name=f"{scenario}-{uuid.uuid4().hex[:6]}", code_dir=code, handler=handler, memory_mb=memory_mb,
-        code_sha256=uuid.uuid4().hex, timeout_s=30, preimport=("PIL.Image", "PIL.ImageOps") if scenario == "thumb_pinned" else (),
+        code_sha256=uuid.uuid4().hex, timeout_s=30, **extra,
     )  # fmt: skip
-    if scenario == "thumb_learned":  # learn first: one zygote, one invocation, then the zygote goes
+    if scenario == "thumb_learned":  # learn first: one zygote, one invocation, its background probe; then it goes
         fn = await node.load(spec)
         inst = await node.start_instance(fn)
         await inst.invoke(InvokeRequest(b"{}", request_id="learn"))
         await node.stop_instance(inst)
+        if hasattr(node, "preimports_settled"):
+            await node.preimports_settled(fn)
         await node.unload(fn)
     t0 = time.perf_counter()
     fn = await node.load(spec)
@@ -139,6 +168,8 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
     if not out.ok:
         raise RuntimeError(f"{scenario}: {out.payload[:300]!r}")
     await node.stop_instance(inst)
+    if hasattr(node, "preimports_settled"):  # (what the first instance imported is pre-imported in place by now)
+        await node.preimports_settled(fn)
     t4 = time.perf_counter()  # the zygote is warm now: a second instance
     inst = await node.start_instance(fn)
     out = await inst.invoke(InvokeRequest(b"{}", request_id="warm-zygote"))
@@ -155,6 +186,7 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
         "node_ms": rep.get("node_ms", {}),
         "zygote": rep.get("phases", {}),
         "preloaded": len(rep.get("preloaded", [])),
+        "load_ms": rep.get("load_ms", 0.0),
     }
 
 

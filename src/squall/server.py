@@ -502,7 +502,7 @@ class Squall:
             *invoke_routes(self.invoker),
             *lambda_routes(self.functions),
             *permission_routes(self.permissions),
-            *squall_api_routes(self.store, self.prices),
+            *squall_api_routes(self.store, self.prices, self.node.learned_imports),
             *dashboard_api_routes(self),
             *ui_routes(self.sessions, secure_cookie=self.config.public_url.startswith("https://")),
             *self.observability.routes(),

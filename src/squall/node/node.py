@@ -610,11 +610,16 @@ class Node:
         return candidates(spec.preimport, learned, _code_id(spec))
 
     def learned_imports(self, name: str, version: str, code_sha256: str) -> dict[str, Any]:
-        """What the node learned for a version whose code is ``code_sha256`` (empty for other code): for the API."""
+        """What the node learned for a version whose code is ``code_sha256`` (nothing for other code), for the API:
+        ``learned`` (what its instances were seen importing), ``preloaded`` (what the import probe imported: the
+        next zygote pre-imports it, after the pinned names), ``note`` (why the probe pre-imports nothing)."""
         got = self.preimport.get(name, version)
-        code = code_sha256.split(":", 1)[0]
-        mods = list(got.modules) if got.code == code else []
-        return {"modules": mods, "truncated": got.truncated and bool(mods)}
+        if got.code != code_sha256.split(":", 1)[0]:
+            return {"learned": [], "preloaded": [], "probed": False, "truncated": False, "note": ""}
+        return {
+            "learned": list(got.modules), "preloaded": list(got.deps), "probed": got.probed_for is not None,
+            "truncated": got.truncated, "note": got.note,
+        }  # fmt: skip
 
     def _learn(self, fn: LoadedFunction, names: Any) -> None:
         """An instance of ``fn`` reported imports (hostile input: squall.node.preimport.learn validates it)."""
