@@ -565,14 +565,19 @@ def _probe_main(sock: socket.socket, handler: str, candidates: list[str]) -> NoR
     os._exit(0)
 
 
-def _wire_own_netns(ctrl: socket.socket) -> list[str]:
+def _ask_to_wire_own_netns(ctrl: socket.socket) -> None:
     """Network "nat": have the node wire this zygote's own namespace, so that pre-imports and snapshot init reach
-    what an instance reaches (as Lambda's init phase does).  The node answers before anything else."""
+    what an instance reaches (as Lambda's init phase does).  The node answers before anything else; the zygote
+    finishes its set-up meanwhile and waits for the answer (:func:`_own_netns_wired`) before running any of the
+    function's code."""
     fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         send_msg(ctrl, {"op": "netns", "self": True}, [fd])
     finally:
         os.close(fd)
+
+
+def _own_netns_wired(ctrl: socket.socket) -> list[str]:
     got = recv_msg(ctrl)
     if got is None:
         os._exit(1)
@@ -691,6 +696,7 @@ def _function_zygote_main(
     """Body of a freshly cloned function zygote (PID 1 of its PID namespace when namespaces are available)."""
     t0 = time.perf_counter()
     phases = _Phases()
+    wiring = False  # the node is wiring this zygote's own network namespace
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     syscalls.set_pdeathsig(signal.SIGKILL)
     warnings: list[str] = []
@@ -738,7 +744,8 @@ def _function_zygote_main(
             syscalls.unshare(syscalls.CLONE_NEWNET)
             syscalls.bring_loopback_up()
             if spec.get("network") == "nat":
-                warnings += _wire_own_netns(ctrl)
+                _ask_to_wire_own_netns(ctrl)
+                wiring = True
         phases.mark("netns")
         os.close(go_r)
         os.close(ack_w)
@@ -778,6 +785,9 @@ def _function_zygote_main(
         send_msg(ctrl, {"op": "ready", "fatal": f"could not confine the function zygote: {e}"})
         os._exit(1)
     phases.mark("lockdown")
+    if wiring:
+        warnings += _own_netns_wired(ctrl)
+        phases.mark("netns_wired")
     # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     # what the node says: pinned names and what the import probe saw this code import (a probe runs only in the
@@ -889,6 +899,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for name in COMMON_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    isolation.warm()  # what every function zygote would redo: its forks inherit it
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # function zygotes are reaped automatically
     gc.collect()
     gc.freeze()
