@@ -233,6 +233,12 @@ class EphemeralStorage:
 
     _templates: dict[Path, _Templates] = {}
 
+    @staticmethod
+    def make_template(data_dir: Path, size_mb: int) -> None:
+        """Format the template image of ``size_mb`` ahead of the first function that uses it (the node does this at
+        start for the default size: a first cold start then copies it instead of waiting for mkfs)."""
+        EphemeralStorage(data_dir, size_mb)._template()
+
     def _template(self) -> Path:
         t = EphemeralStorage._templates.setdefault(self.dir, _Templates(self.dir / "templates"))
         return t.get(self.size_mb)

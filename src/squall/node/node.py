@@ -260,6 +260,9 @@ class Node:
         # the runtime site-packages functions see (/var/runtime): built now, not by the first zygote (which may
         # start when the disk is already full)
         await asyncio.to_thread(runtime_site.ensure, self.config.data_dir)
+        if self._ephemeral:  # the default /tmp size's template, formatted before any first cold start needs it
+            fut = ephemeral.EXECUTOR.submit(EphemeralStorage.make_template, self.config.data_dir, 512)
+            fut.add_done_callback(lambda f: f.exception())  # (an error is first use's to report)
         self.caps = dataclasses.replace(self.caps, killable=self.cgroups.killable)
         for why in self.caps.missing():
             log.warning("sandbox degraded: %s", why)
