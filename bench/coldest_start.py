@@ -38,13 +38,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, median, quick
 
-from squall.config import NodeConfig
-from squall.model import FunctionSpec, InvokeRequest
-from squall.node.node import Node
+try:
+    from squall.core.config import NodeConfig
+    from squall.core.model import FunctionSpec, InvokeRequest
+    from squall.sandbox.node.node import Node
+except ImportError:  # a checkout from before the package re-cut (a before/after run: PYTHONPATH=<old>/src ...)
+    from squall.config import NodeConfig  # type: ignore[no-redef]
+    from squall.model import FunctionSpec, InvokeRequest  # type: ignore[no-redef]
+    from squall.node.node import Node  # type: ignore[no-redef]
 
 try:
-    from squall.store.bytecode import compile_tree
-except ImportError:  # an older checkout (for a before/after run: PYTHONPATH=<old>/src python bench/coldest_start.py)
+    from squall.functions.store.bytecode import compile_tree
+except ImportError:  # a checkout without .pyc at deploy
 
     def compile_tree(root: Path, timeout_s: float = 120.0) -> bool:
         py = getattr(sys, "_base_executable", sys.executable)

@@ -1,4 +1,4 @@
-"""Table tests of the learned pre-import set (squall.node.preimport): hostile reports, bounds, deploy resets."""
+"""Table tests of the learned pre-import set (squall.sandbox.node.preimport): hostile reports, bounds, deploy resets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from squall.node.preimport import (
+from squall.sandbox.node.preimport import (
     MAX_NAME_LEN,
     Learned,
     PreimportBook,
