@@ -52,8 +52,8 @@ import yaml
 from squall.core.errors import InvalidParameterValue
 from squall.core.model import NetworkMode
 from squall.iam.grants import GrantError, expand_policies
-from squall.triggers.schedules.expressions import parse_schedule
 from squall.sandbox.node.preimport import parse_pinned
+from squall.triggers.schedules.expressions import parse_schedule
 
 __all__ = [
     "PROJECT_FILE",

@@ -558,6 +558,8 @@ class Node:
                 fn.unloading = asyncio.ensure_future(self._unload(fn))
             return
         except ConnectionError:
+            if fn.unloading is not None:  # stopped by the node (scale to zero, a deploy): the next zygote probes
+                return
             # the zygote died while probing or pre-importing in place (out of memory, a crash in import-time code):
             # the same code would do it again, so its next zygotes pre-import nothing
             self._bare.add(spec.key)
