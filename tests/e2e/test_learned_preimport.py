@@ -115,3 +115,35 @@ def test_a_bad_pinned_module_name_is_refused_with_a_clear_error(tmp_path: Path) 
             raise AssertionError("a bad squall:preimport tag was accepted")
     finally:
         assert proc.stop() == 0
+
+
+HOSTILE = """
+import sys, types
+
+def handler(event, context):
+    import lazydep
+    # what an instance reports comes from the function's code: poison sys.modules with names no zygote may try
+    bad = ["../../etc/passwd", "a b", "squall.sandbox.node.node", "x" * 300, "os;rm", "__main__"]
+    for name in bad + [f"junk{i}" for i in range(3000)]:
+        sys.modules[name] = types.ModuleType("m")
+    return lazydep.ANSWER
+"""
+
+
+def test_a_hostile_import_report_is_validated_bounded_and_probed(node: Any) -> None:
+    from squall.sandbox.node.preimport import MAX_NAMES
+
+    fn = node.load({**FILES, "app.py": HOSTILE}, name="poison", code_sha256="p0150n")
+    assert node.call(fn).ok
+    node.settle(fn)
+    got = node.node.learned_imports("poison", "$LATEST", "p0150n")
+    learned = got["learned"]
+    assert 0 < len(learned) <= MAX_NAMES and got["truncated"]  # bounded: the rest of the flood was dropped
+    assert not any(n.startswith(("..", "squall", "__")) or " " in n or ";" in n or len(n) > 200 for n in learned)
+    # the names were tried by the sandboxed probe, never by the zygote: none of the fakes imports, so none is
+    # pre-imported; the real lazy import is
+    assert "lazydep" in got["preloaded"]
+    assert not any(n.startswith("junk") for n in got["preloaded"]), got["preloaded"][:20]
+    assert "lazydep" in fn.preloaded and not any(n.startswith("junk") for n in fn.preloaded)
+    assert node.call(fn).ok  # and the function still works from the zygote that pre-imported it in place
+    node.unload(fn)

@@ -77,6 +77,8 @@ LEARN_TABLE = [
     (Learned("c1", ("PIL",), 1), "c2", [], (), 0, False),  # new code, nothing reported: reset all the same
     (Learned("c1", ("a", "b"), 1), "c1", ["c", "d", "e"], ("a", "b", "c"), 2, True),  # bounded (limit 3)
     (Learned("c1", ("a", "b", "c"), 2, True), "c1", ["x"], ("a", "b", "c"), 2, True),  # full: stays
+    (Learned(), "c1", ["a", "b", "c", "d"], ("a", "b", "c"), 1, True),  # one report over the limit
+    (Learned("c1", ("a", "b", "c"), 1), "c1", ["a", "b", "c", "d"], ("a", "b", "c"), 1, True),
 ]
 
 

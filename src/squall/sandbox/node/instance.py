@@ -22,6 +22,7 @@ from typing import Any
 
 from squall.core.model import InvokeOutcome, InvokeRequest
 from squall.sandbox.node.cgroups import OwnedCgroup, oom_kills, wait_empty
+from squall.sandbox.node.preimport import LEARN_INVOCATIONS
 from squall.sandbox.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
 
 __all__ = ["InitFailed", "Instance", "InstanceDied", "exit_reason"]
@@ -431,7 +432,8 @@ class Instance:
                 raise InstanceDied()
             duration_ms = float(frame.header.get("duration_ms", (time.perf_counter() - t0) * 1000))
             self._note_reported_rss(frame.header.get("max_rss_kb"))
-            if self._on_imports is not None and "imports" in frame.header:
+            # (only what the runtime reports for: a flood after that is ignored, not parsed)
+            if self._on_imports is not None and self.invocations <= LEARN_INVOCATIONS and "imports" in frame.header:
                 self._on_imports(frame.header["imports"])
             body = frame.body
             if not frame.header.get("ok", False):

@@ -104,15 +104,17 @@ def learn(state: Learned, code: str, reported: Any, limit: int = MAX_NAMES) -> L
     code than ``state``'s replaces it (a deploy resets what was learned); names already known change nothing."""
     if state.code != code:
         state = Learned(code=code)
-    new = [n for n in clean_names(reported, limit) if n not in state.modules]
+    names = clean_names(reported, limit + 1)
+    over = len(names) > limit  # (the report alone held more than fits)
+    new = [n for n in names[:limit] if n not in state.modules]
     if not new:
-        return state
+        return replace(state, truncated=True) if over and not state.truncated else state
     room = max(0, limit - len(state.modules))
     return replace(
         state,
         modules=state.modules + tuple(new[:room]),
         updates=state.updates + (1 if room else 0),
-        truncated=state.truncated or len(new) > room,
+        truncated=state.truncated or over or len(new) > room,
     )
 
 
