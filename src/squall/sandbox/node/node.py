@@ -519,6 +519,8 @@ class Node:
 
     def _preload_for(self, spec: FunctionSpec) -> tuple[list[str], tuple[str, ...] | None]:
         """(what a new zygote of ``spec`` pre-imports, the candidates the probe answer it uses was given)."""
+        if spec.runtime.startswith("provided"):  # a custom runtime's bootstrap imports nothing in the zygote
+            return [], None
         pinned = clean_names(list(spec.preimport))
         if not spec.code_sha256:
             return pinned, None
