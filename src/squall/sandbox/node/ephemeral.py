@@ -183,7 +183,8 @@ class _Templates:
             path = self._made.get(size_mb)
             if path is not None and path.exists():
                 return path
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # <data dir>/tmp: the node's only
+            self.root.mkdir(mode=0o700, exist_ok=True)
             os.chmod(self.root, 0o700)
             path = self.root / f"ext4-{size_mb}m.img"
             want = size_mb << 20
