@@ -128,6 +128,8 @@ class LoadedFunction:
     #: the import probe running in its zygote's background (squall.node.preimport), and whether one is due after it
     probe_task: asyncio.Task[None] | None = None
     probe_again: bool = False
+    #: unloaded on purpose (Node.unload), not because its zygote died
+    stopped: bool = False
     #: per-slot /tmp filesystems (on disk, not charged to memory); None: instances use a tmpfs
     tmp: EphemeralStorage | None = None
 
@@ -560,7 +562,7 @@ class Node:
                 fn.unloading = asyncio.ensure_future(self._unload(fn))
             return
         except ConnectionError:
-            if fn.unloading is not None:  # stopped by the node (scale to zero, a deploy): the next zygote probes
+            if fn.stopped:  # unloaded on purpose (scale to zero, a deploy): the next zygote probes again
                 return
             # the zygote died while probing or pre-importing in place (out of memory, a crash in import-time code):
             # the same code would do it again, so its next zygotes pre-import nothing
@@ -822,6 +824,7 @@ class Node:
     async def unload(self, fn: LoadedFunction) -> None:
         """Stop the function's zygote and every instance (one ``cgroup.kill`` of the function's cgroup), remove its
         cgroups.  Idempotent."""
+        fn.stopped = True
         if fn.unloading is None:
             fn.unloading = asyncio.ensure_future(self._unload(fn))
         await asyncio.shield(fn.unloading)
