@@ -92,6 +92,25 @@ class NodeRunner:
         code = code_dir or self.write_function(files, name)
         return self.run(self.node.load(FunctionSpec(name=name, code_dir=code, handler=handler, **spec)))
 
+    def load_learned(self, files: dict[str, str], **kw: Any) -> Any:
+        """The function's *next* zygote: load it (with a code digest), start one instance (its init reports what it
+        imported), wait until the zygote's background import probe answered, stop that zygote and load again: the
+        new zygote pre-imports what the probe found while it loads, before any instance exists."""
+        kw.setdefault("code_sha256", uuid.uuid4().hex)
+        kw.setdefault("name", f"fn{next(self._names)}")
+        if "code_dir" not in kw:
+            kw["code_dir"] = self.write_function(files, kw["name"])
+        fn = self.load(files, **kw)
+        with contextlib.suppress(Exception):  # (an init that fails reports nothing: the next load is what counts)
+            self.stop(self.start(fn))
+        self.settle(fn)
+        self.unload(fn)
+        return self.load(files, **kw)
+
+    def settle(self, fn: Any) -> None:
+        """Wait (bounded) until no import probe of ``fn``'s zygote is running."""
+        self.run(self.node.preimports_settled(fn))
+
     def unload(self, fn: Any) -> None:
         self.run(self.node.unload(fn))
 

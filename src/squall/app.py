@@ -585,7 +585,7 @@ class Squall:
             *cluster_routes(self.cluster),
             *lambda_routes(self.functions),
             *permission_routes(self.permissions),
-            *squall_api_routes(self.store, self.prices),
+            *squall_api_routes(self.store, self.prices, self.node.learned_imports),
             *dashboard_api_routes(self.dashboard),
             *ui_routes(self.sessions, secure_cookie=c.public_url.startswith("https://")),
             *telemetry_routes(self.observability),

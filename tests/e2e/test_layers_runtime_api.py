@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e._platform import SquallProcess, zip_of
+from tests.e2e._platform import SquallProcess, eventually, signed_get, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/x"
 
@@ -153,7 +153,7 @@ def handler(event, context):
 """
 
 
-def test_function_with_layers(lam: Any) -> None:
+def test_function_with_layers(lam: Any, squall: SquallProcess) -> None:
     a = publish(lam, "layer-a", {"python/shared.py": "VALUE = 'a'\n", "python/only_a.py": "A = 'from a'\n"})
     b = publish(lam, "layer-b", {
         "python/shared.py": "VALUE = 'b'\n",
@@ -171,7 +171,11 @@ def test_function_with_layers(lam: Any) -> None:
     assert out["only_a"] == "from a" and out["dep_b"] == "from b site-packages"
     assert out["path"][:3] == ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
     assert out["wrote"] in ("OSError", "PermissionError")  # /opt is read-only
-    assert out["preimported"] is True  # the import probe and the zygote's pre-import saw the layer
+    assert out["preimported"] is False  # its first zygote pre-imports nothing yet: the instance reports its imports
+    # ... the zygote's import probe (a sandboxed instance, /opt mounted) imports them: the layer's modules are
+    # pre-imported from now on
+    eventually(lambda: "dep_b" in signed_get(squall.url, "/_squall/api/functions/layered/preimport")[1]["preloaded"],
+               timeout_s=60, what="the layer's module found by the import probe")  # fmt: skip
     # reorder: now a overrides b
     lam.update_function_configuration(FunctionName="layered", Layers=list(reversed(arns)))
     lam.get_waiter("function_updated_v2").wait(FunctionName="layered")

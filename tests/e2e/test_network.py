@@ -413,7 +413,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_a_lying_zygote_gets_only_the_namespaces_the_node_asked_for(node: Any) -> None:
-    fn = node.load(
+    fn = node.load_learned(
         {
             "app.py": "import evilnet\ndef handler(event, context):\n    return 'ok'\n",
             "evilnet/__init__.py": EVIL,

@@ -37,7 +37,7 @@ def test_provided_runtime_skips_probe_and_preimport(node: Any) -> None:
 def test_layers_given_as_directories_are_merged(node: Any, tmp_path: Path) -> None:
     a = write_tree(node.data_dir / "layer-a", {"python/mod.py": "WHO = 'a'\n", "python/a.py": "A = 1\n"})
     b = write_tree(node.data_dir / "layer-b", {"python/mod.py": "WHO = 'b'\n"})
-    fn = node.load(
+    fn = node.load_learned(
         {
             "app.py": "import os, mod, a\ndef handler(e, c):\n    return [mod.WHO, a.A, mod.__file__, os.environ['PATH']]\n"
         },

@@ -35,7 +35,7 @@ FAKEDEP = {
 
 @pytest.fixture(scope="module")
 def fakedep_fn(node: NodeRunner) -> Any:
-    return node.load(FAKEDEP, name="withdep")
+    return node.load_learned(FAKEDEP, name="withdep")
 
 
 def test_vendored_dependency_is_preloaded(node: NodeRunner, fakedep_fn: Any) -> None:
@@ -86,7 +86,7 @@ THREADED = {
 
 
 def test_dependency_with_threads_falls_back(node: NodeRunner) -> None:
-    fn = node.load(THREADED, name="threaded")
+    fn = node.load_learned(THREADED, name="threaded")
     assert fn.preloaded == []
     assert any("thread" in w for w in fn.report["warnings"]), fn.report
     assert fn.report["threads"] == 1  # the zygote that serves forks has no threads

@@ -408,3 +408,37 @@ def test_durable_store_round_trip(tmp_path: Path) -> None:
     art = store.put_zip(data)
     assert (art.path / "app.py").read_text() == "x = 1\n"
     assert store.get_zip(art.hex_digest) == data
+
+
+def test_python_files_are_compiled_at_extraction_without_running_them(store: CodeStore, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran"
+    data = make_zip(
+        [
+            ("app.py", b"def handler(e, c):\n    return 1\n"),
+            ("pkg/__init__.py", f"open({str(marker)!r}, 'w').write('import-time code ran')\n".encode()),
+            ("broken.py", b"def (:\n"),  # the function's own problem: reported when it is imported
+        ]
+    )
+    art = store.put_zip(data)
+    tag = sys.implementation.cache_tag
+    assert (art.path / "__pycache__" / f"app.{tag}.pyc").is_file()
+    assert (art.path / "pkg" / "__pycache__" / f"__init__.{tag}.pyc").is_file()
+    assert not (art.path / "__pycache__" / f"broken.{tag}.pyc").exists()
+    assert not marker.exists()  # compiling parses: no code of the package ran
+    assert oct(os.stat(art.path / "__pycache__").st_mode & 0o777) == oct(0o555)  # sealed like the rest
+    # the interpreter sandboxes run uses them (unchecked-hash: no source timestamp check), never writes any
+    py = getattr(sys, "_base_executable", sys.executable)
+    out = subprocess.run(
+        [py, "-I", "-B", "-v", "-c", "import sys; sys.path.insert(0, '.'); import app"],
+        cwd=art.path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert f"code object from '{art.path}/__pycache__/app.{tag}.pyc'" in out.stderr
+
+
+def test_compiling_can_be_turned_off(tmp_path: Path) -> None:
+    store = CodeStore(tmp_path / "s", durable=False, compile=False)
+    art = store.put_zip(make_zip([("app.py", b"X = 1\n")]))
+    assert not (art.path / "__pycache__").exists()

@@ -46,6 +46,7 @@ __all__ = ["DeployResult", "add_parser", "plan", "run"]
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]+")
 NETWORK_TAG = "squall:network"
+PREIMPORT_TAG = "squall:preimport"
 LIVE_ALIAS = "live"
 _HANDLER_GUESSES = (("app.py", "app.handler"), ("lambda_function.py", "lambda_function.lambda_handler"))
 
@@ -253,6 +254,18 @@ def _apply_network(client: Client, fn: FunctionDef, arn: str, tags: dict[str, st
     result.notes.append(f"network: {fn.network}")
 
 
+def _apply_preimport(client: Client, fn: FunctionDef, arn: str, tags: dict[str, str], result: DeployResult) -> None:
+    want = " ".join(fn.preimport)
+    if tags.get(PREIMPORT_TAG, "") == want:
+        return
+    with client.errors():
+        if want:
+            client.lambda_.tag_resource(Resource=arn, Tags={PREIMPORT_TAG: want})
+        else:
+            client.lambda_.untag_resource(Resource=arn, TagKeys=[PREIMPORT_TAG])
+    result.notes.append(f"preimport: {want or '-'}")
+
+
 def _apply_reserved(
     client: Client, fn: FunctionDef, declarative: bool, current: int | None, result: DeployResult
 ) -> None:
@@ -331,6 +344,8 @@ def deploy_one(
         create: dict[str, Any] = {**desired, "FunctionName": fn.name, "Code": {"ZipFile": data}, "Publish": False}
         if fn.network != "nat":
             create["Tags"] = {NETWORK_TAG: fn.network}
+        if fn.preimport:
+            create["Tags"] = {**create.get("Tags", {}), PREIMPORT_TAG: " ".join(fn.preimport)}
         with client.errors():
             created = lam.create_function(**create)
         _wait(client, "function_active_v2", fn.name)
@@ -359,6 +374,7 @@ def deploy_one(
             changed.append("configuration")
         result.action = f"updated ({' + '.join(changed)})" if changed else "unchanged"
     _apply_network(client, fn, arn, tags, result)
+    _apply_preimport(client, fn, arn, tags, result)
     _apply_reserved(client, fn, declarative, reserved, result)
     if fn.provisioned_concurrency is not None:
         say(f"{fn.name}: publishing a version for provisioned concurrency")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+from urllib.parse import quote
 
 from rich.console import Console
 from rich.table import Table
@@ -104,6 +105,26 @@ def _kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
+def _learned_row(p: dict[str, Any]) -> str:
+    """What the instances of the current code were seen importing (top-level names, with the module count)."""
+    mods = [str(m) for m in p.get("learned") or []]
+    if not mods:
+        return "- (nothing yet: learned from its instances' imports, reset by a deploy)"
+    tops = list(dict.fromkeys(m.split(".", 1)[0] for m in mods))
+    more = " (truncated)" if p.get("truncated") else ""
+    return f"{' '.join(tops)} ({len(mods)} modules){more}"
+
+
+def _next_zygote_row(p: dict[str, Any]) -> str:
+    if p.get("note"):
+        return f"only the pinned names: {p['note']}"
+    if not p.get("probed"):
+        return "the pinned names (no import probe has run for this code yet)"
+    mods = [str(m) for m in p.get("preloaded") or []]
+    tops = list(dict.fromkeys(m.split(".", 1)[0] for m in mods))
+    return f"{' '.join(tops) or '-'} ({len(mods)} modules, after the sandboxed import probe)"
+
+
 def run_show(args: argparse.Namespace) -> int:
     client = make_client(args)
     lam = client.lambda_
@@ -115,9 +136,10 @@ def run_show(args: argparse.Namespace) -> int:
         versions: list[dict[str, Any]] = []
         for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=args.name):
             versions.extend(page.get("Versions", []))
+    preimport: dict[str, Any] = client.api_get(f"functions/{quote(args.name, safe='')}/preimport")
     if output_mode(args) == "json":
         fn.pop("ResponseMetadata", None)
-        print_json({**fn, "Aliases": aliases, "Versions": versions})
+        print_json({**fn, "Aliases": aliases, "Versions": versions, "Preimport": preimport})
         return 0
     cfg: dict[str, Any] = fn.get("Configuration", {})
     env = (cfg.get("Environment") or {}).get("Variables") or {}
@@ -139,6 +161,9 @@ def run_show(args: argparse.Namespace) -> int:
         ("snapstart", str((cfg.get("SnapStart") or {}).get("ApplyOn", "None"))),
         ("environment", ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"),
+        ("pre-import: pinned", " ".join(preimport.get("pinned") or []) or "-"),
+        ("pre-import: learned", _learned_row(preimport)),
+        ("pre-import: next zygote", _next_zygote_row(preimport)),
     ]
     console = Console()
     console.print(_kv_table(f"function {cfg.get('FunctionName', args.name)}", rows))

@@ -21,6 +21,7 @@ Example::
         ephemeral_storage: 512        # MB, 512..10240
         network: nat                  # nat (default) | none | host (unsafe: the host's network)
         snapshot: false
+        preimport: [PIL.Image]        # modules its zygote imports before any cold start (more are learned)
         layers: [./shared, "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]  # directories or ARNs, <= 5
         requirements: requirements.txt  # optional; default <code>/requirements.txt if present; false: none
         policies:                     # what the function's own AWS calls may do (default: nothing)
@@ -51,6 +52,7 @@ import yaml
 from squall.core.errors import InvalidParameterValue
 from squall.core.model import NetworkMode
 from squall.iam.grants import GrantError, expand_policies
+from squall.sandbox.node.preimport import parse_pinned
 from squall.triggers.schedules.expressions import parse_schedule
 
 __all__ = [
@@ -172,6 +174,8 @@ class FunctionDef:
     #: layers in order: layer version ARNs, names of ``Project.layers`` (templates), or local directories
     #: (absolute) ``squall deploy`` publishes as layers
     layers: tuple[str | Path, ...] = ()
+    #: modules the function's zygote pre-imports from its first start (``preimport: [PIL.Image]``); more are learned
+    preimport: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,7 @@ _FUNCTION_KEYS = (
     "policies",
     "role",
     "layers",
+    "preimport",
 )
 _LAYER_ARN = re.compile(r"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+")
 _MAX_LAYERS = 5
@@ -459,7 +464,24 @@ def _function(c: _Checker, name: str, body: Any, base_dir: Path, check_paths: bo
         policies=policies,
         role=role,
         layers=_layers(c, f"{at}.layers", fn.get("layers"), base_dir, check_paths),
+        preimport=_preimport(c, f"{at}.preimport", fn.get("preimport")),
     )
+
+
+def _preimport(c: _Checker, at: str, value: Any) -> tuple[str, ...]:
+    """``preimport: [PIL.Image, numpy]``: module names, carried by the tag squall:preimport (at most 256 characters,
+    Lambda's limit on a tag value)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise c.fail(at, f"must be a list of module names such as [PIL.Image], got {_show(value)}")
+    try:
+        names = tuple(parse_pinned(" ".join(value)))
+    except ValueError as e:
+        raise c.fail(at, str(e)) from None
+    if len(" ".join(names)) > 256:
+        raise c.fail(at, "lists more than fits in a tag (256 characters): pin the heaviest modules only")
+    return names
 
 
 def _permissions(c: _Checker, at: str, fn: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...], str | None]:

@@ -45,6 +45,8 @@ class FunctionSpec:
     runtime: str = "python3.11"
     #: the extracted trees of the function's layers, in order: merged under /opt, later layers overriding earlier
     layers: tuple[Path, ...] = ()
+    #: modules its zygote pre-imports ahead of what it learned (squall.yaml ``preimport:``, tag squall:preimport)
+    preimport: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

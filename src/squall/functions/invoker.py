@@ -30,6 +30,7 @@ from squall.functions.store.invocations import RecordWriter
 from squall.functions.store.metadata import SqliteMetadataStore
 from squall.functions.store.records import InvocationRecord, StoredFunction
 from squall.sandbox.node.instance import InitFailed
+from squall.sandbox.node.preimport import parse_pinned
 from squall.scheduler import pick_version
 
 if TYPE_CHECKING:
@@ -104,7 +105,17 @@ def spec_from_stored(
         code_sha256=f"{c.get('CodeSha256', '')}:{c.get('RevisionId', '')}",
         runtime=runtime,
         layers=tuple(code(p) for p in sf.squall.get("layers") or ()),
+        preimport=_pinned(sf.squall),
     )
+
+
+def _pinned(squall: dict[str, Any]) -> tuple[str, ...]:
+    """The tag squall:preimport (checked when it was set; a stored value that no longer parses pins nothing)."""
+    raw = (squall.get("tags") or {}).get("squall:preimport")
+    try:
+        return tuple(parse_pinned(raw)) if isinstance(raw, str) else ()
+    except ValueError:
+        return ()
 
 
 def validate_json_payload(payload: bytes) -> None:

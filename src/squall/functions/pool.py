@@ -336,6 +336,9 @@ class InstancePool:
         live = {(i.function, i.version) for i in self.state.instances}
         live_keys = {k for k, fn in self.loaded.items() if (fn.spec.name, fn.spec.version) in live}
         live_keys |= {spec.key for spec, n in self.provision_targets.values() if n > 0}
+        # a zygote whose import probe runs is kept until it answers (bounded by the probe's timeout): its answer is
+        # what the function's next zygotes pre-import
+        live_keys |= {k for k, fn in self.loaded.items() if fn.probe_task is not None and not fn.probe_task.done()}
         if keep is None:
             zygotes = scheduler.reap_zygotes(self._zygote_used, now, self.config.zygote_keep_alive_s, live_keys)
         else:

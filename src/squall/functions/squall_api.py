@@ -14,6 +14,10 @@ shape (``x-amzn-ErrorType`` + ``{"Type", "Message", "message"}``), so a bad para
   (within ``since``/``until`` if given).
 * ``GET /_squall/api/usage?since=&until=`` -> per-function aggregates, cost lines and a break-even estimate,
   plus totals (default window: the last 24 hours).
+* ``GET /_squall/api/functions/{name}/preimport?qualifier=`` -> ``{"function", "version", "code_sha256", "pinned",
+  "learned", "preloaded", "probed", "truncated", "note"}``: what its zygotes pre-import (squall.node.preimport):
+  the pinned names (tag ``squall:preimport``), what its instances were seen importing with this code, and what the
+  import probe imported from those (the next zygote pre-imports ``pinned`` then ``preloaded``).
 
 Times (``since``, ``until``) are epoch seconds or ISO 8601 timestamps (naive ones are UTC).  ``since`` is
 inclusive, ``until`` exclusive.
@@ -51,6 +55,7 @@ from squall.functions.metering import (
 )
 from squall.functions.store.metadata import MetadataStore
 from squall.functions.store.records import InvocationRecord, LogLine, UsageRow
+from squall.sandbox.node.preimport import parse_pinned
 
 __all__ = ["QueryParams", "parse_time", "squall_api_routes", "usage_report"]
 
@@ -284,8 +289,31 @@ def usage_report(
 # ------------------------------------------------------------------------------------------- routes
 
 
-def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
-    """Routes of the ``/_squall/api/`` JSON API (mount them behind the SigV4 middleware)."""
+def squall_api_routes(
+    store: MetadataStore, prices: PriceTable, learned: Callable[[str, str, str], dict[str, Any]] | None = None
+) -> list[Route]:
+    """Routes of the ``/_squall/api/`` JSON API (mount them behind the SigV4 middleware).  ``learned(name, version,
+    code_sha256)``: what the node learned a function version imports (squall.node.Node.learned_imports)."""
+
+    async def preimport(request: Request) -> Response:
+        try:
+            p = QueryParams(request)
+            name = request.path_params["name"]
+            if len(name) > 170:
+                raise InvalidParameterValue("Invalid function name: it must be at most 170 characters long.")
+            qualifier = p.text("qualifier", 128)
+            sf = await asyncio.to_thread(store.get_function, name, qualifier)
+        except SquallError as e:
+            return lambda_error(request, e)
+        code = str(sf.config.get("CodeSha256", ""))
+        raw = (sf.squall.get("tags") or {}).get("squall:preimport")
+        try:
+            pinned = parse_pinned(raw) if isinstance(raw, str) else []
+        except ValueError:
+            pinned = []
+        got = learned(sf.name, sf.version, code) if learned is not None else {}
+        return json_response({"function": sf.name, "version": sf.version, "code_sha256": code, "pinned": pinned,
+                              **got})  # fmt: skip
 
     async def list_invocations(request: Request) -> Response:
         try:
@@ -363,4 +391,5 @@ def squall_api_routes(store: MetadataStore, prices: PriceTable) -> list[Route]:
         Route(f"{API_PREFIX}/invocations/{{request_id}}", get_invocation, methods=["GET"]),
         Route(f"{API_PREFIX}/logs", logs, methods=["GET"]),
         Route(f"{API_PREFIX}/usage", usage, methods=["GET"]),
+        Route(f"{API_PREFIX}/functions/{{name}}/preimport", preimport, methods=["GET"]),
     ]

@@ -17,6 +17,7 @@ from typing import Any
 from squall.core.errors import InvalidParameterValue
 from squall.functions.control.errors import UnsupportedFeature
 from squall.functions.control.names import validation_error
+from squall.sandbox.node.preimport import parse_pinned
 
 __all__ = [
     "AVAILABLE_RUNTIMES",
@@ -371,7 +372,9 @@ def squall_extras_from_tags(tags: Mapping[str, str]) -> tuple[str, bool]:
       on the host), ``none`` (no network at all) or ``host`` (the host's own network: every service on the host
       is reachable; unsafe, an explicit opt-in);
     * ``squall:snapshot``: ``true`` / ``false`` (default): snapshot the initialised instance (SnapStart-like) on
-      every version, ``$LATEST`` included.
+      every version, ``$LATEST`` included;
+    * ``squall:preimport``: module names (space-separated) the function's zygote pre-imports ahead of what it
+      learned (squall.node.preimport); checked here, read by squall.invoker.spec_from_stored.
     """
     network = tags.get("squall:network", "nat")
     if network not in ("nat", "none", "host"):
@@ -384,9 +387,19 @@ def squall_extras_from_tags(tags: Mapping[str, str]) -> tuple[str, bool]:
         raise InvalidParameterValue(
             f"Invalid value for tag squall:snapshot: '{tags['squall:snapshot']}'. Use 'true' or 'false'."
         )
-    unknown = [k for k in tags if k.startswith("squall:") and k not in ("squall:network", "squall:snapshot")]
+    if "squall:preimport" in tags:
+        try:
+            parse_pinned(tags["squall:preimport"])
+        except ValueError as e:
+            raise InvalidParameterValue(
+                f"Invalid value for tag squall:preimport: {e}. List module names separated by spaces "
+                "(e.g. 'PIL.Image PIL.ImageOps')."
+            ) from None
+    known = ("squall:network", "squall:snapshot", "squall:preimport")
+    unknown = [k for k in tags if k.startswith("squall:") and k not in known]
     if unknown:
         raise InvalidParameterValue(
-            f"Unknown Squall tag {unknown[0]}: the squall: tags are squall:network and squall:snapshot."
+            f"Unknown Squall tag {unknown[0]}: the squall: tags are squall:network, squall:snapshot and "
+            "squall:preimport."
         )
     return network, snapshot == "true"

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from squall.core.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound, ServiceError
+from squall.functions.store.bytecode import compile_tree
 from squall.store.blobs import DbDataFiles
 from squall.store.db import PgTarget
 from squall.store.disk import DiskFull, DiskGuard, is_disk_full
@@ -307,13 +308,17 @@ class CodeStore:
         durable: bool = True,
         disk: DiskGuard | None = None,
         shared: PgTarget | None = None,
+        compile: bool = True,
     ) -> None:
         """``durable``: flush the extracted files to disk (one ``sync``) before renaming them into place, so a
         power failure cannot leave a directory with empty files behind.  ``shared`` (cluster mode): every zip is
         also stored in PostgreSQL (``code/<sha256>``), and a node that lacks a package fetches, re-validates and
-        extracts it from there (``materialize``); ``root`` is then this node's cache."""
+        extracts it from there (``materialize``); ``root`` is then this node's cache.  ``compile``: write the ``.pyc``
+        of every ``.py`` file once, at extraction (squall.functions.store.bytecode), so cold starts never compile
+        vendored code."""
         self.root = Path(root)
         self._shared = DbDataFiles(PgTarget(shared.url, "blobs")) if shared is not None else None
+        self.compile = compile
         self.max_ratio = max_ratio
         self.durable = durable
         self._code = self.root / "code"
@@ -485,6 +490,8 @@ class CodeStore:
             # symlinks last: nothing is ever written through one
             for entry, link_target in links:
                 os.symlink(link_target, tmp / entry.rel)
+            if self.compile:
+                compile_tree(tmp)  # .pyc at deploy: no sandbox compiles the vendored modules on every cold start
             self._seal(tmp, {e.rel for e in entries if e.executable})
             if self.durable:
                 os.sync()

@@ -183,7 +183,8 @@ class _Templates:
             path = self._made.get(size_mb)
             if path is not None and path.exists():
                 return path
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # <data dir>/tmp: the node's only
+            self.root.mkdir(mode=0o700, exist_ok=True)
             os.chmod(self.root, 0o700)
             path = self.root / f"ext4-{size_mb}m.img"
             want = size_mb << 20
@@ -232,6 +233,12 @@ class EphemeralStorage:
         self.closed = False
 
     _templates: dict[Path, _Templates] = {}
+
+    @staticmethod
+    def make_template(data_dir: Path, size_mb: int) -> None:
+        """Format the template image of ``size_mb`` ahead of the first function that uses it (the node does this at
+        start for the default size: a first cold start then copies it instead of waiting for mkfs)."""
+        EphemeralStorage(data_dir, size_mb)._template()
 
     def _template(self) -> Path:
         t = EphemeralStorage._templates.setdefault(self.dir, _Templates(self.dir / "templates"))

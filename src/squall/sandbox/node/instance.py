@@ -23,6 +23,7 @@ from typing import Any
 from squall.core.model import InvokeOutcome, InvokeRequest
 from squall.core.report import billed_ms, end_line, report_line, start_line
 from squall.sandbox.node.cgroups import OwnedCgroup, oom_kills, wait_empty
+from squall.sandbox.node.preimport import LEARN_INVOCATIONS
 from squall.sandbox.protocol import Frame, FrameDecoder, Kind, ProtocolError, encode
 
 __all__ = ["InitFailed", "Instance", "InstanceDied", "exit_reason"]
@@ -139,6 +140,7 @@ class Instance:
         on_gone: Callable[[Instance, bool], None] | None = None,
         freeze_after_s: float = -1.0,
         pids_cgroup: Path | None = None,
+        on_imports: Callable[[Any], None] | None = None,
     ) -> None:
         self.id = instance_id
         #: the instance's pid as its zygote reported it (in the zygote's PID namespace): informational only
@@ -159,6 +161,8 @@ class Instance:
         self.cgroup = cgroup
         self._kill_fallback = kill_fallback
         self._on_gone = on_gone
+        #: the instance reports the modules its init and first invocations imported (untrusted: the node validates)
+        self._on_imports = on_imports
         self._gone: asyncio.Task[bool] | None = None
         self.freeze_after_s = freeze_after_s if cgroup is not None else -1.0
         self._freeze_timer: asyncio.TimerHandle | None = None
@@ -233,6 +237,8 @@ class Instance:
             )  # fmt: skip
         if frame.kind == Kind.READY:
             self.init_ms = float(frame.header.get("init_ms", 0.0))
+            if self._on_imports is not None and "imports" in frame.header:
+                self._on_imports(frame.header["imports"])
             self._init_logs = self._take_logs()
             self.last_used = time.monotonic()
             self._schedule_freeze()
@@ -427,6 +433,9 @@ class Instance:
                 raise InstanceDied()
             duration_ms = float(frame.header.get("duration_ms", (time.perf_counter() - t0) * 1000))
             self._note_reported_rss(frame.header.get("max_rss_kb"))
+            # (only what the runtime reports for: a flood after that is ignored, not parsed)
+            if self._on_imports is not None and self.invocations <= LEARN_INVOCATIONS and "imports" in frame.header:
+                self._on_imports(frame.header["imports"])
             body = frame.body
             if not frame.header.get("ok", False):
                 error_type = str(frame.header.get("error_type") or "Unhandled")

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from squall.sandbox.node.instance import Instance, InstanceDied, _Conn
 from squall.sandbox.node.layers import merge_layers
 from squall.sandbox.node.link import ZygoteLink
 from squall.sandbox.node.network import NetworkUnavailable, NodeNetwork
+from squall.sandbox.node.preimport import PreimportBook, candidates, clean_names
+from squall.sandbox.node.preimport import preload as preload_names
 
 __all__ = ["Capabilities", "LoadedFunction", "Node"]
 
@@ -120,6 +123,13 @@ class LoadedFunction:
     unloading: asyncio.Task[None] | None = None
     #: tokens of instances whose exit the zygote may still report (once each)
     reportable: set[int] = field(default_factory=set)
+    #: the pinned + learned names of the import probe answer its pre-imports came from (None: none yet)
+    probed_for: tuple[str, ...] | None = None
+    #: the import probe running in its zygote's background (squall.node.preimport), and whether one is due after it
+    probe_task: asyncio.Task[None] | None = None
+    probe_again: bool = False
+    #: unloaded on purpose (Node.unload), not because its zygote died
+    stopped: bool = False
     #: per-slot /tmp filesystems (on disk, not charged to memory); None: instances use a tmpfs
     tmp: EphemeralStorage | None = None
 
@@ -157,6 +167,11 @@ def _sanitize_report(rep: dict[str, Any] | None) -> dict[str, Any] | None:
     }
     if rep.get("fatal"):
         out["fatal"] = str(rep["fatal"])[:2000]
+    phases = rep.get("phases")
+    if isinstance(phases, dict):
+        out["phases"] = {
+            str(k)[:40]: float(v) for k, v in list(phases.items())[:20] if isinstance(v, (int, float)) and v == v
+        }
     out["op"] = str(rep.get("op", ""))
     out["warnings"] = _strs(rep.get("warnings"))
     out["preloaded"] = _strs(rep.get("preloaded"), 200)
@@ -171,6 +186,11 @@ def _sanitize_report(rep: dict[str, Any] | None) -> dict[str, Any] | None:
         err = rep["init_error"]
         out["init_error"] = err if isinstance(err, dict) else {"errorType": "Runtime.Unknown", "errorMessage": str(err)}
     return out
+
+
+def _code_id(spec: FunctionSpec) -> str:
+    """The code part of a spec's digest ("CodeSha256:RevisionId"): a configuration change keeps what was learned."""
+    return spec.code_sha256.split(":", 1)[0]
 
 
 class _ZygoteFailed(Exception):
@@ -212,9 +232,13 @@ class Node:
         self._slots = itertools.count(1)
         self._tokens = itertools.count(1)
         self._free_fn_slots: list[int] = []
-        self._probe_cache: dict[str, list[str]] = {}
+        #: the import probe's last answer per loaded version: (the pinned/learned names it was given, its answer)
+        #: what each function version's code was seen importing: its next zygote's probe tries those names
+        self.preimport = PreimportBook(self.config.data_dir / "preimport")
         #: function versions (by code digest) whose zygote died or hung while loading: later zygotes pre-import nothing
         self._bare: set[str] = set()
+        #: why, where known (a zygote that died while pre-importing in place)
+        self._bare_why: dict[str, str] = {}
         self.functions: dict[str, LoadedFunction] = {}
         #: every function zygote this node runs (a version loaded twice has two), by id: close() stops them all
         self._running: dict[int, LoadedFunction] = {}
@@ -238,6 +262,9 @@ class Node:
         # the runtime site-packages functions see (/var/runtime): built now, not by the first zygote (which may
         # start when the disk is already full)
         await asyncio.to_thread(runtime_site.ensure, self.config.data_dir)
+        if self._ephemeral:  # the default /tmp size's template, formatted before any first cold start needs it
+            fut = ephemeral.EXECUTOR.submit(EphemeralStorage.make_template, self.config.data_dir, 512)
+            fut.add_done_callback(lambda f: f.exception())  # (an error is first use's to report)
         self.caps = dataclasses.replace(self.caps, killable=self.cgroups.killable)
         for why in self.caps.missing():
             log.warning("sandbox degraded: %s", why)
@@ -441,20 +468,27 @@ class Node:
         if self._base is None:
             raise SandboxUnavailable("node not started")
         spec = self._stage(spec)
-        cached = preload if preload is not None else self._probe_cache.get(spec.key) if spec.code_sha256 else None
         bare = spec.key in self._bare
+        names, probed_for = self._preload_for(spec)
+        if preload is not None:
+            names, probed_for = list(preload), None
         try:
-            fn = await self._start_zygote(spec, [] if bare else cached, spec.snapshot and not bare, probe=not bare)
+            fn = await self._start_zygote(spec, [] if bare else names, spec.snapshot and not bare)
+            fn.probed_for = probed_for
+            note = self.preimport.get(spec.name, spec.version).note if probed_for is not None else ""
+            if note:
+                fn.report.setdefault("warnings", []).append(f"import probe: {note}")
             if bare:
                 fn.report.setdefault("warnings", []).append(
                     "a zygote without pre-imports: this code's zygote died or hung while loading before"
+                    + (f" ({self._bare_why[spec.key]})" if spec.key in self._bare_why else "")
                 )
         except _ZygoteFailed as e:
             log.warning("function %s: %s; using a zygote that pre-imports nothing", spec.name, e)
             if spec.code_sha256:  # the same code would do the same again: its next zygotes skip it
                 self._bare.add(spec.key)
             try:
-                fn = await self._start_zygote(spec, [], False, probe=False)
+                fn = await self._start_zygote(spec, [], False)
             except _ZygoteFailed as e2:
                 raise SandboxUnavailable(f"could not load {spec.name}: {e2}") from None
             fn.report.setdefault("warnings", []).append(f"fell back to a zygote without pre-imports: {e}")
@@ -472,17 +506,136 @@ class Node:
                 why,
             )
             await self.unload(fn)
+            if spec.code_sha256:
+                self._bare.add(spec.key)
             try:
-                fn = await self._start_zygote(spec, [], False, probe=False)
+                fn = await self._start_zygote(spec, [], False)
             except _ZygoteFailed as e2:
                 raise SandboxUnavailable(f"could not load {spec.name}: {e2}") from None
             fn.report.setdefault("warnings", []).append(f"fell back to a zygote without pre-imports: {why}")
-        if rep.get("probe") is not None and spec.code_sha256:
-            self._probe_cache[spec.key] = list(rep["probe"])
         for w in fn.report.get("warnings", []):
             log.warning("function %s: %s", spec.name, w)
         self.functions[spec.key] = fn
+        self._maybe_probe(fn)
         return fn
+
+    def _preload_for(self, spec: FunctionSpec) -> tuple[list[str], tuple[str, ...] | None]:
+        """(what a new zygote of ``spec`` pre-imports, the candidates the probe answer it uses was given)."""
+        if spec.runtime.startswith("provided"):  # a custom runtime's bootstrap imports nothing in the zygote
+            return [], None
+        pinned = clean_names(list(spec.preimport))
+        if not spec.code_sha256:
+            return pinned, None
+        state = self.preimport.get(spec.name, spec.version)
+        if state.code != _code_id(spec) or state.probed_for is None:
+            return pinned, None
+        return preload_names(pinned, state, _code_id(spec)), state.probed_for
+
+    def _maybe_probe(self, fn: LoadedFunction) -> None:
+        """Have ``fn``'s zygote run the import probe in the background when the pinned and learned names changed
+        since the answer its pre-imports came from; it then pre-imports the answer in place, and the answer is kept
+        for the next zygotes (PreimportBook).  Never on a request's path."""
+        spec = fn.spec
+        if (
+            not spec.code_sha256 or spec.snapshot or spec.runtime.startswith("provided") or spec.key in self._bare
+            or fn.unloading is not None or fn.link.closed.is_set()
+        ):  # fmt: skip
+            return
+        cands = tuple(self.preimport_candidates(spec))
+        if cands == fn.probed_for or (not cands and fn.probed_for is None and not spec.preimport):
+            return
+        if fn.probe_task is not None and not fn.probe_task.done():
+            fn.probe_again = True
+            return
+        fn.probe_task = asyncio.get_running_loop().create_task(self._probe(fn, cands))
+
+    async def _probe(self, fn: LoadedFunction, cands: tuple[str, ...]) -> None:
+        spec = fn.spec
+        timeout_s = self.config.init_timeout_s + self.config.zygote_timeout_s
+        try:
+            reply = await fn.link.request({"op": "probe", "candidates": list(cands)}, timeout_s=timeout_s)
+        except TimeoutError:
+            log.warning("function %s: its zygote did not finish the import probe in %g s; stopping it",
+                        spec.name, timeout_s)  # fmt: skip
+            self._bare.add(spec.key)
+            if fn.unloading is None:
+                fn.unloading = asyncio.ensure_future(self._unload(fn))
+            return
+        except ConnectionError:
+            if fn.stopped:  # unloaded on purpose (scale to zero, a deploy): the next zygote probes again
+                return
+            # the zygote died while probing or pre-importing in place (out of memory, a crash in import-time code):
+            # the same code would do it again, so its next zygotes pre-import nothing
+            self._bare.add(spec.key)
+            why = "the function zygote exited while pre-importing what the import probe found"
+            if fn.cg is not None and fn.cg.dirs.get("memory") and oom_kills(Path(fn.cg.dirs["memory"]) / "zygote"):
+                why = (
+                    "the function zygote ran out of memory during pre-import (limit "
+                    f"{spec.memory_mb + self.config.zygote_memory_mb} MB: MemorySize + SQUALL_ZYGOTE_MEMORY_MB)"
+                )
+            self._bare_why[spec.key] = why
+            log.warning("function %s: %s; its next zygote pre-imports nothing", spec.name, why)
+            return
+        if reply.get("error"):
+            why = str(reply["error"])[:500]
+            log.warning("function %s: import probe: %s", spec.name, why)
+            fn.report.setdefault("warnings", []).append(f"import probe: {why}")
+            self.preimport.record_probe(spec.name, spec.version, _code_id(spec), cands, [], note=why)
+            fn.probed_for = cands
+        else:
+            state = self.preimport.record_probe(spec.name, spec.version, _code_id(spec), cands, reply.get("probe"))
+            fn.probed_for = cands
+            done = clean_names(reply.get("preloaded"))
+            fn.report["preloaded"] = clean_names([*fn.report.get("preloaded", []), *done])
+            fn.report["probe"] = list(state.deps)
+            for w in _strs(reply.get("warnings"))[:20]:
+                log.warning("function %s: %s", spec.name, w)
+            threads = reply.get("threads", 1)
+            if not isinstance(threads, int) or threads > 1:
+                log.warning("function %s: %s threads after pre-import; forking from its zygote is unsafe: stopping "
+                            "it (its next zygote pre-imports nothing)", spec.name, threads)  # fmt: skip
+                self._bare.add(spec.key)
+                if fn.unloading is None:
+                    fn.unloading = asyncio.ensure_future(self._unload(fn))
+                return
+        if fn.probe_again:
+            fn.probe_again = False
+            self._maybe_probe(fn)
+
+    async def preimports_settled(self, fn: LoadedFunction, timeout_s: float = 60.0) -> None:
+        """Wait (bounded) until no import probe of ``fn``'s zygote is running or due (tests and benchmarks)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while fn.probe_task is not None and not fn.probe_task.done():
+            await asyncio.wait_for(
+                asyncio.shield(fn.probe_task), max(0.0, deadline - asyncio.get_running_loop().time())
+            )
+
+    def preimport_candidates(self, spec: FunctionSpec) -> list[str]:
+        """Names the next zygote of ``spec`` hands its import probe: pinned ones, then what its code was seen
+        importing (nothing learned without a code digest: what was learned must belong to this code)."""
+        if not spec.code_sha256:
+            return clean_names(list(spec.preimport))
+        learned = self.preimport.get(spec.name, spec.version)
+        return candidates(spec.preimport, learned, _code_id(spec))
+
+    def learned_imports(self, name: str, version: str, code_sha256: str) -> dict[str, Any]:
+        """What the node learned for a version whose code is ``code_sha256`` (nothing for other code), for the API:
+        ``learned`` (what its instances were seen importing), ``preloaded`` (what the import probe imported: the
+        next zygote pre-imports it, after the pinned names), ``note`` (why the probe pre-imports nothing)."""
+        got = self.preimport.get(name, version)
+        if got.code != code_sha256.split(":", 1)[0]:
+            return {"learned": [], "preloaded": [], "probed": False, "truncated": False, "note": ""}
+        return {
+            "learned": list(got.modules), "preloaded": list(got.deps), "probed": got.probed_for is not None,
+            "truncated": got.truncated, "note": got.note,
+        }  # fmt: skip
+
+    def _learn(self, fn: LoadedFunction, names: Any) -> None:
+        """An instance of ``fn`` reported imports (hostile input: squall.node.preimport.learn validates it)."""
+        spec = fn.spec
+        before = self.preimport.get(spec.name, spec.version)
+        if self.preimport.learn(spec.name, spec.version, _code_id(spec), names) != before:
+            self._maybe_probe(fn)
 
     def _stage(self, spec: FunctionSpec) -> FunctionSpec:
         """Code must live under the data directory, which every sandbox masks: otherwise its host path stays
@@ -512,10 +665,10 @@ class Node:
         """A zygote's load: the import probe (init timeout), the pre-imports or snapshot init (another), a margin."""
         return 2 * self.config.init_timeout_s + self.config.zygote_timeout_s
 
-    async def _start_zygote(
-        self, spec: FunctionSpec, preload: list[str] | None, snapshot: bool, probe: bool = True
-    ) -> LoadedFunction:
+    async def _start_zygote(self, spec: FunctionSpec, preload: list[str], snapshot: bool) -> LoadedFunction:
         assert self._base is not None
+        t0 = time.perf_counter()
+        node_ms: dict[str, float] = {}
         slot = self._free_fn_slots.pop() if self._free_fn_slots else next(self._slots)
         try:
             sandbox, fc = self._sandbox_for(slot, spec.memory_mb)
@@ -526,6 +679,7 @@ class Node:
         except OSError as e:
             self._free_fn_slots.append(slot)
             raise SandboxUnavailable(f"could not create the cgroups of {spec.name}: {e}") from None
+        node_ms["cgroups"] = (time.perf_counter() - t0) * 1000
         sd = asdict(spec)
         sd["code_dir"] = str(spec.code_dir)
         sd["layers"] = [str(p) for p in spec.layers]
@@ -536,7 +690,7 @@ class Node:
         )
         sd["preload"] = preload
         sd["snapshot"] = snapshot
-        sd["probe"] = probe
+        sd["candidates"] = []
         if spec.network == "nat" and not self.network.available:
             sd["network"] = "none"
         tmp = None
@@ -544,12 +698,15 @@ class Node:
             tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
             tmp.prefetch(1)  # the first cold start's /tmp, made while the zygote loads
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        t_clone = time.perf_counter()
+        node_ms["before_clone"] = (t_clone - t0) * 1000
         try:
             reply = await self._base.request(
                 {"op": "function", "spec": sd, "sandbox": sandbox}, [child.fileno()], keep_fds=True
             )
         finally:
             child.close()
+        node_ms["clone"] = (time.perf_counter() - t_clone) * 1000
         got_fds: list[int] = reply.pop("_fds", None) or []
         pidfd = got_fds.pop(0) if got_fds else -1
         userns_fd = got_fds.pop(0) if got_fds and reply.get("userns") else -1
@@ -626,6 +783,8 @@ class Node:
             if failed:
                 raise _ZygoteFailed(report["fatal"])
             raise SandboxUnavailable(f"could not load {spec.name}: {report['fatal']}")
+        node_ms["total"] = (time.perf_counter() - t0) * 1000
+        report["node_ms"] = {k: round(v, 3) for k, v in node_ms.items()}
         fn = LoadedFunction(
             spec, slot, link, int(reply["pid"]), report, dict(fc.dirs) if fc else {}, cg=fc, pidfd=pidfd
         )
@@ -665,6 +824,7 @@ class Node:
     async def unload(self, fn: LoadedFunction) -> None:
         """Stop the function's zygote and every instance (one ``cgroup.kill`` of the function's cgroup), remove its
         cgroups.  Idempotent."""
+        fn.stopped = True
         if fn.unloading is None:
             fn.unloading = asyncio.ensure_future(self._unload(fn))
         await asyncio.shield(fn.unloading)
@@ -795,6 +955,7 @@ class Node:
             memory_cgroup=mem_dir, exited=exited, log_max_bytes=self.config.log_max_bytes_per_invocation,
             cgroup=inst_cg, kill_fallback=lambda: fn.link.send({"op": "kill", "token": token}),
             on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
+            on_imports=(lambda names: self._learn(fn, names)) if fn.spec.code_sha256 else None,
         )  # fmt: skip
         fn.instances[slot] = inst
         # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)

@@ -19,6 +19,7 @@ the node replaces it with one that has pre-imported nothing); children reseed ra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import importlib.machinery
@@ -127,25 +128,55 @@ def _netns_ino() -> int:
         return 0
 
 
-def _probe_dependencies(handler: str) -> list[str]:
-    """Import the handler module; return the top-level modules it pulled in that are not the user's own code."""
+#: most module names a probe reports (the node keeps at most squall.sandbox.node.preimport.MAX_NAMES of them)
+PROBE_MAX_NAMES = 1024
+
+
+def _probe_dependencies(handler: str, candidates: list[str]) -> list[str]:
+    """Import the handler module, then each candidate (pinned or learned names; one that fails is skipped); return
+    every module this pulled in that is not the user's own code, in import order (parents before submodules)."""
     from squall.sandbox.runtime.handler import import_handler_module, split_handler
+    from squall.sandbox.runtime.imports import dependencies
 
     before = set(sys.modules)
     import_handler_module(handler)
+    for name in candidates:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
     modname, _ = split_handler(handler)
-    own = modname.split(".")[0]
-    tops = sorted({m.split(".")[0] for m in set(sys.modules) - before if not m.startswith("__")} - {own})
-    task = Path("/var/task")
-    vendored = {p.name.split("-")[0].lower() for p in task.glob("*.dist-info")} if task.exists() else set()
-    deps = []
-    for top in tops:
-        mod = sys.modules.get(top)
-        f = getattr(mod, "__file__", None) or ""
-        in_task = f.startswith("/var/task/")
-        if not in_task or top.lower() in vendored or top in sys.stdlib_module_names:
-            deps.append(top)
-    return deps
+    fresh = [m for m in list(sys.modules) if m not in before]
+    return dependencies(fresh, modname.split(".")[0])[:PROBE_MAX_NAMES]
+
+
+@dataclasses.dataclass
+class _Probe:
+    request_id: Any
+    sock: socket.socket
+    pid: int
+    decoder: Any
+    deadline: float
+    timeout_s: float
+
+
+def preimport(names: list[str], warnings: list[str]) -> list[str]:
+    """Import ``names`` here (in order); return those now loaded.  The first failure is a warning, the rest are
+    counted."""
+    done: list[str] = []
+    failed: list[str] = []
+    for dep in names:
+        if dep in sys.modules:  # (its package's import brought it in already)
+            done.append(dep)
+            continue
+        try:
+            importlib.import_module(dep)
+            done.append(dep)
+        except BaseException as e:
+            if not failed:
+                warnings.append(f"pre-import of {dep} failed: {type(e).__name__}: {e}")
+            failed.append(dep)
+    if len(failed) > 1:
+        warnings.append(f"{len(failed)} pre-imports failed in all: {', '.join(failed[:10])}")
+    return done
 
 
 class FunctionZygote:
@@ -158,6 +189,8 @@ class FunctionZygote:
         self._slot_fds: dict[int, list[int]] = {}  # slot -> cgroup.procs fds of what the instance is born in
         self._home_fds: list[int] | None = None  # cgroup.procs fds of the zygote's own cgroups
         self.preloaded_handler: Any = None
+        #: the import probe running in the background, if any
+        self.probe: _Probe | None = None
         self.netns_pool: list[int] = []
         #: the zygote's network namespace: an instance still in it shares the network with other processes
         self.netns_ino = _netns_ino()
@@ -300,7 +333,7 @@ class FunctionZygote:
         except BaseException as e:
             _die_with_init_error(3, "Runtime.SandboxError", f"could not enter the sandbox: {e}")
         if mode == "probe":
-            _probe_main(sock, self.spec["handler"])
+            _probe_main(sock, self.spec["handler"], list(self.spec.get("candidates") or []))
         if _is_provided(self.spec):
             from squall.sandbox.runtime.runtime_api import serve_provided
 
@@ -327,6 +360,10 @@ class FunctionZygote:
             finally:
                 for fd in fds:
                     os.close(fd)
+        elif op == "probe":
+            for fd in fds:
+                os.close(fd)
+            self.start_probe(msg)
         elif op == "netns-want":
             self.netns_owed += max(0, int(msg.get("count", 0)))
             for fd in fds:
@@ -342,6 +379,88 @@ class FunctionZygote:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
             os._exit(0)
+
+    # -- the import probe (in the background, on the node's request) ------------------------------------------
+    def start_probe(self, msg: dict[str, Any]) -> None:
+        """Fork the import probe: a sandboxed instance (slot 0) that imports the handler module and the candidate
+        names, and answers with the dependencies it saw; the zygote keeps serving meanwhile."""
+        if self.probe is not None:
+            send_msg(self.ctrl, {"op": "probed", "id": msg["id"], "error": "a probe is already running"})
+            return
+        self.spec["candidates"] = [str(c) for c in msg.get("candidates") or []][:PROBE_MAX_NAMES]
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        devnull = os.open("/dev/null", os.O_WRONLY)
+        try:
+            pid = self.spawn(slot=0, sock_fd=child.fileno(), log_fd=devnull, init_type="on-demand", mode="probe")
+        except Exception as e:
+            parent.close()
+            send_msg(self.ctrl, {"op": "probed", "id": msg["id"], "error": f"could not start the probe: {e}"})
+            return
+        finally:
+            child.close()
+            os.close(devnull)
+        self.instances.pop(pid, None)  # not an instance of the node's: no exit report
+        from squall.sandbox.protocol import FrameDecoder
+
+        timeout_s = float(self.sb.get("init_timeout_s", 10.0))
+        self.probe = _Probe(msg["id"], parent, pid, FrameDecoder(), time.monotonic() + timeout_s, timeout_s)
+
+    def probe_readable(self) -> None:
+        from squall.sandbox.protocol import Kind
+
+        pr = self.probe
+        assert pr is not None
+        try:
+            data = pr.sock.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self.finish_probe(None, "import probe exited without an answer")
+            return
+        try:
+            frames = pr.decoder.feed(data)
+        except Exception as e:
+            self.finish_probe(None, f"import probe broke the protocol: {e}")
+            return
+        for frame in frames:
+            if frame.kind == Kind.READY:
+                deps = frame.header.get("probe")
+                threads = frame.header.get("threads")
+                if threads != 1:  # never import in place what starts threads: forking it would be unsafe
+                    self.finish_probe([], f"the imports started threads in the import probe ({threads}): "
+                                          "nothing is pre-imported")  # fmt: skip
+                else:
+                    self.finish_probe([str(d) for d in deps] if isinstance(deps, list) else [], None)
+            else:
+                self.finish_probe(None, f"import probe failed: {frame.body[:300].decode(errors='replace')}")
+            return
+
+    def finish_probe(self, deps: list[str] | None, why: str | None) -> None:
+        """Stop the probe, pre-import what it imported (here, in place: the next instances inherit it), answer."""
+        pr, self.probe = self.probe, None
+        assert pr is not None
+        pr.sock.close()
+        with contextlib.suppress(OSError):
+            os.kill(pr.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pr.pid, 0)
+        reply: dict[str, Any] = {"op": "probed", "id": pr.request_id}
+        if why is not None:
+            reply["error"] = why
+            send_msg(self.ctrl, reply)
+            return
+        warnings: list[str] = []
+        reply["probe"] = deps
+        reply["preloaded"] = preimport(deps or [], warnings)
+        keep = {1, self.netns_factory.pid if self.netns_factory is not None else -1}
+        strays = _stop_strays(keep, own_pidns_only=True)
+        if strays:
+            warnings.append(f"stopped {strays} processes the pre-imports left in the zygote")
+        reply["threads"] = _thread_count()
+        reply["warnings"] = warnings
+        gc.collect()
+        gc.freeze()
+        send_msg(self.ctrl, reply)
 
     def _make_netns(self) -> int:
         return self.netns_factory.make() if self.netns_factory is not None else isolation.make_netns()
@@ -380,9 +499,20 @@ class FunctionZygote:
         while True:
             timeout = 0.0 if self._wants_netns() else None
             ctrl_fd = self.ctrl.fileno()
-            ready, _, _ = select.select([ctrl_fd, sig_r], [], [], timeout)
+            watch = [ctrl_fd, sig_r]
+            if self.probe is not None:
+                watch.append(self.probe.sock.fileno())
+                left = max(0.0, self.probe.deadline - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            ready, _, _ = select.select(watch, [], [], timeout)
+            if self.probe is not None:
+                if self.probe.sock.fileno() in ready:
+                    self.probe_readable()
+                elif time.monotonic() >= self.probe.deadline:
+                    self.finish_probe(None, f"import probe timed out after {self.probe.timeout_s:.0f} s")
             if not ready:
-                self.refill()
+                if self._wants_netns():
+                    self.refill()
                 continue
             if sig_r in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -419,15 +549,15 @@ def _die_with_init_error(fd: int, error_type: str, message: str) -> NoReturn:
     os._exit(0)
 
 
-def _probe_main(sock: socket.socket, handler: str) -> NoReturn:
+def _probe_main(sock: socket.socket, handler: str, candidates: list[str]) -> NoReturn:
     import json
 
     from squall.sandbox.protocol import Kind, encode
     from squall.sandbox.runtime.errors import InitError
 
     try:
-        deps = _probe_dependencies(handler)
-        sock.sendall(encode(Kind.READY, {"probe": deps}))
+        deps = _probe_dependencies(handler, candidates)
+        sock.sendall(encode(Kind.READY, {"probe": deps, "threads": _thread_count()}))
     except InitError as e:
         sock.sendall(encode(Kind.INIT_ERROR, {"error_type": e.error_type}, json.dumps(e.document()).encode()))
     except BaseException as e:
@@ -436,46 +566,19 @@ def _probe_main(sock: socket.socket, handler: str) -> NoReturn:
     os._exit(0)
 
 
-def _run_probe(fz: FunctionZygote, timeout_s: float) -> tuple[list[str] | None, str | None]:
-    """Run the import probe in a sandboxed instance; (deps, None) or (None, why it failed)."""
-    from squall.sandbox.protocol import FrameDecoder, Kind
-
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    devnull = os.open("/dev/null", os.O_WRONLY)
-    pid = fz.spawn(slot=0, sock_fd=child.fileno(), log_fd=devnull, init_type="on-demand", mode="probe")
-    child.close()
-    os.close(devnull)
-    dec = FrameDecoder()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([parent], [], [], left)[0]:
-                return None, f"import probe timed out after {timeout_s:.0f} s"
-            data = parent.recv(1 << 16)
-            if not data:
-                return None, "import probe exited without an answer"
-            for frame in dec.feed(data):
-                if frame.kind == Kind.READY:
-                    return list(frame.header.get("probe", [])), None
-                return None, f"import probe failed: {frame.body[:300].decode(errors='replace')}"
-    finally:
-        parent.close()
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        fz.instances.pop(pid, None)
-
-
-def _wire_own_netns(ctrl: socket.socket) -> list[str]:
+def _ask_to_wire_own_netns(ctrl: socket.socket) -> None:
     """Network "nat": have the node wire this zygote's own namespace, so that pre-imports and snapshot init reach
-    what an instance reaches (as Lambda's init phase does).  The node answers before anything else."""
+    what an instance reaches (as Lambda's init phase does).  The node answers before anything else; the zygote
+    finishes its set-up meanwhile and waits for the answer (:func:`_own_netns_wired`) before running any of the
+    function's code."""
     fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         send_msg(ctrl, {"op": "netns", "self": True}, [fd])
     finally:
         os.close(fd)
+
+
+def _own_netns_wired(ctrl: socket.socket) -> list[str]:
     got = recv_msg(ctrl)
     if got is None:
         os._exit(1)
@@ -514,21 +617,51 @@ def _lockdown(sb: dict[str, Any], warnings: list[str]) -> None:
             f.load()
 
 
-def _stop_strays(keep: int = -1) -> int:
+def _pidns(pid: int | str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return -1
+
+
+def _stop_strays(keep: set[int], own_pidns_only: bool = False) -> int:
     """Kill every process left in this zygote's PID namespace (import-time or init code may fork): instances are
-    forked from the zygote alone; ``keep`` (the network namespace factory, started before any function code) is
-    spared.  Only as PID 1 of its own namespace.  Returns how many were reaped."""
+    forked from the zygote alone; ``keep`` (PID 1, the network namespace factory, started before any function code)
+    is spared.  ``own_pidns_only``: only processes of the zygote's own PID namespace (instances, their children and
+    the probe live in nested ones).  Only as PID 1 of its own namespace.  Returns how many were reaped."""
     if os.getpid() != 1:
         return 0
+    mine = _pidns("self")
+
+    def strays() -> list[int]:
+        return [
+            int(p) for p in os.listdir("/proc")
+            if p.isdigit() and int(p) not in keep and (not own_pidns_only or _pidns(p) == mine)
+        ]  # fmt: skip
+
     n = 0
     deadline = time.monotonic() + 2.0
     for _ in range(3):
-        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, keep)]
+        others = strays()
         if not others:
             break
         for pid in others:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        if own_pidns_only:  # instances exit meanwhile: their exits are serve_forever's to report, never reaped here
+            pending = set(others)
+            while pending and time.monotonic() < deadline:
+                for pid in list(pending):
+                    try:
+                        done, _status = os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:  # not our child: gone with its parent, or reparented and reaped
+                        done = pid if not os.path.exists(f"/proc/{pid}") else 0
+                    if done:
+                        pending.discard(pid)
+                        n += 1
+                if pending:
+                    time.sleep(0.001)
+            continue
         while True:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)
@@ -537,9 +670,7 @@ def _stop_strays(keep: int = -1) -> int:
             except InterruptedError:
                 continue
             if pid == 0:
-                if time.monotonic() > deadline or not any(
-                    p.isdigit() and int(p) not in (1, keep) for p in os.listdir("/proc")
-                ):
+                if time.monotonic() > deadline or not strays():
                     break
                 time.sleep(0.001)
                 continue
@@ -547,16 +678,32 @@ def _stop_strays(keep: int = -1) -> int:
     return n
 
 
+class _Phases:
+    """Where a function zygote's load goes: milliseconds per named phase, in order (its load report's "phases")."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = round((now - self._t) * 1000, 3)
+        self._t = now
+
+
 def _function_zygote_main(
     ctrl: socket.socket, spec: dict[str, Any], sb: dict[str, Any], go_r: int, ack_w: int
 ) -> NoReturn:
     """Body of a freshly cloned function zygote (PID 1 of its PID namespace when namespaces are available)."""
     t0 = time.perf_counter()
+    phases = _Phases()
+    wiring = False  # the node is wiring this zygote's own network namespace
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     syscalls.set_pdeathsig(signal.SIGKILL)
     warnings: list[str] = []
     try:
         _join_own_cgroups(sb)
+        phases.mark("cgroups")
         # build the mount namespace while still host root (the Python installation may sit under a directory
         # only root can traverse); entering the user namespace afterwards locks these mounts: the function
         # cannot unmount the masks or make the host filesystem writable again
@@ -582,11 +729,13 @@ def _function_zygote_main(
             task_root = spec["code_dir"]
             opt_root = spec.get("opt_dir")
             os.chdir(task_root)
+        phases.mark("mounts")
         if sb.get("userns"):
             syscalls.unshare(syscalls.CLONE_NEWUSER)
         os.write(ack_w, b"u")
         if os.read(go_r, 1) != b"g":
             os._exit(1)
+        phases.mark("userns")
         if sb.get("userns"):
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
@@ -596,7 +745,9 @@ def _function_zygote_main(
             syscalls.unshare(syscalls.CLONE_NEWNET)
             syscalls.bring_loopback_up()
             if spec.get("network") == "nat":
-                warnings += _wire_own_netns(ctrl)
+                _ask_to_wire_own_netns(ctrl)
+                wiring = True
+        phases.mark("netns")
         os.close(go_r)
         os.close(ack_w)
         if os.getpid() != 1:
@@ -628,28 +779,22 @@ def _function_zygote_main(
         except OSError as e:
             warnings.append(f"network namespace factory: {e}")
     warnings += fz.warnings
+    phases.mark("runtime")
     try:
         _lockdown(sb, warnings)
     except OSError as e:
         send_msg(ctrl, {"op": "ready", "fatal": f"could not confine the function zygote: {e}"})
         os._exit(1)
+    phases.mark("lockdown")
+    if wiring:
+        warnings += _own_netns_wired(ctrl)
+        phases.mark("netns_wired")
     # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
-    deps = spec.get("preload")
-    t_probe = time.perf_counter()
-    if deps is None and spec.get("probe", True) and not provided:
-        deps, why = _run_probe(fz, sb.get("init_timeout_s", 10.0))
-        if why:
-            report["probe_error"] = why
-        report["probe"] = deps
-    report["probe_ms"] = (time.perf_counter() - t_probe) * 1000
+    # what the node says: pinned names and what the import probe saw this code import (a probe runs only in the
+    # background, on the node's request: start_probe); never the function's own modules
     t_pre = time.perf_counter()
-    for dep in deps or []:
-        try:
-            importlib.import_module(dep)
-            report["preloaded"].append(dep)
-        except BaseException as e:
-            warnings.append(f"pre-import of {dep} failed: {type(e).__name__}: {e}")
+    report["preloaded"] = preimport([str(d) for d in spec.get("preload") or []], warnings)
     if spec.get("snapshot") and not provided:
         from squall.sandbox.runtime.errors import InitError
         from squall.sandbox.runtime.handler import load_handler
@@ -667,17 +812,21 @@ def _function_zygote_main(
                 "stackTrace": traceback.format_list(traceback.extract_tb(e.__traceback__)),
             }  # fmt: skip
     report["preload_ms"] = (time.perf_counter() - t_pre) * 1000
+    phases.mark("preload")
     # locate (never run) the handler's top-level module: the path finder's directory caches are then inherited
     # and each instance's import skips the sys.path scan
     with contextlib.suppress(Exception):
         importlib.machinery.PathFinder.find_spec(spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0])
-    strays = _stop_strays(fz.netns_factory.pid if fz.netns_factory is not None else -1)
+    strays = _stop_strays({1, fz.netns_factory.pid if fz.netns_factory is not None else -1})
     if strays:
         warnings.append(f"stopped {strays} processes the function's init code left in the zygote")
     report["threads"] = _thread_count()
-    report["load_ms"] = (time.perf_counter() - t0) * 1000
+    phases.mark("strays")
     gc.collect()
     gc.freeze()
+    phases.mark("freeze")
+    report["phases"] = phases.ms
+    report["load_ms"] = (time.perf_counter() - t0) * 1000
     send_msg(ctrl, report)
     if report["threads"] > 1 or report.get("init_error"):
         # never fork a process that has threads (or a broken snapshot): the node replaces this zygote
@@ -751,6 +900,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for name in COMMON_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    isolation.warm()  # what every function zygote would redo: its forks inherit it
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # function zygotes are reaped automatically
     gc.collect()
     gc.freeze()

@@ -18,6 +18,7 @@ from squall.sandbox.runtime import init, logs
 from squall.sandbox.runtime.context import LambdaContext
 from squall.sandbox.runtime.errors import InitError, error_document, exception_document, format_for_log
 from squall.sandbox.runtime.handler import load_handler
+from squall.sandbox.runtime.imports import ImportTracker
 
 __all__ = ["run_after_restore_hooks", "run_before_snapshot_hooks", "serve"]
 
@@ -121,6 +122,9 @@ def serve(
     logs.install()
     init.install()  # PID 1 reaps orphans (before any user code can create processes)
     t0 = time.perf_counter()
+    # what init and the first invocations import: the node learns it for the next zygote (squall.node.preimport)
+    tracker = None if preloaded is not None else ImportTracker(handler_name.rsplit(".", 1)[0].replace("/", ".")
+                                                               .split(".")[0])  # fmt: skip
     try:
         if preloaded is not None:
             handler = preloaded
@@ -139,7 +143,10 @@ def serve(
         os._exit(0)
     init_ms = (time.perf_counter() - t0) * 1000
     logs.flush()
-    conn.send(Kind.READY, {"init_ms": init_ms, "init_type": init_type})
+    ready: dict[str, Any] = {"init_ms": init_ms, "init_type": init_type}
+    if tracker is not None and (imported := tracker.new()):
+        ready["imports"] = imported
+    conn.send(Kind.READY, ready)
     loop: asyncio.AbstractEventLoop | None = None
     if inspect.iscoroutinefunction(handler):
         loop = asyncio.new_event_loop()
@@ -161,5 +168,11 @@ def serve(
             "request_id": frame.header.get("request_id", ""), "ok": error_type is None, "error_type": error_type,
             "duration_ms": duration_ms, "max_rss_kb": _max_rss_kb(),
         }  # fmt: skip
+        if tracker is not None:
+            more = tracker.after_invoke()
+            if more:
+                header["imports"] = more
+            elif more is None:
+                tracker = None
         conn.send(Kind.RESULT, header, body)
         init.after_invoke()
