@@ -579,10 +579,18 @@ class Squall:
         public = [(p.accepts, p.public_app) for p in self.plugins if p.accepts is not None and p.public_app]
 
         def is_public(scope: Any) -> bool:
-            return any(accepts(scope) for accepts, _ in public)
+            for accepts, handler in public:
+                if accepts(scope):
+                    scope["squall.public_app"] = handler  # outer() serves it without asking every plugin again
+                    return True
+            return False
 
         async def outer(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http" and "squall.auth" not in scope:
+                chosen = scope.get("squall.public_app")
+                if chosen is not None:
+                    await chosen(scope, receive, send)
+                    return
                 for accepts, handler in public:
                     if accepts(scope):
                         await handler(scope, receive, send)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from squall.errors import InvalidParameterValue
 
@@ -30,6 +30,7 @@ __all__ = [
     "PoolKey",
     "SchedulerState",
     "concurrency",
+    "evolve",
     "memory_used_mb",
     "pools",
     "unreserved_in_use",
@@ -43,6 +44,8 @@ ACCOUNT_CONCURRENCY_DEFAULT = 1000
 UNRESERVED_MIN_DEFAULT = 100
 #: share of the node's RAM that instances may use (see :mod:`squall.scheduler.host`)
 MEMORY_BUDGET_FRACTION_DEFAULT = 0.8
+
+_T = TypeVar("_T")
 
 InstanceState = Literal["starting", "idle", "busy", "stopping"]
 #: (function name, version)
@@ -90,14 +93,19 @@ class SchedulerState:
         return None
 
     def upsert(self, instance: InstanceView) -> SchedulerState:
-        """A copy with ``instance`` added, or replacing the instance with the same id."""
-        kept = tuple(i for i in self.instances if i.id != instance.id)
-        return replace(self, instances=(*kept, instance))
+        """A copy with ``instance`` added (last), or replacing the instance with the same id (which moves last).
+        On every request twice: tuple slices and a field copy, not a filtering pass and ``dataclasses.replace``."""
+        insts = self.instances
+        key = instance.id
+        for n, cur in enumerate(insts):
+            if cur.id == key:
+                return evolve(self, instances=insts[:n] + insts[n + 1 :] + (instance,))
+        return evolve(self, instances=(*insts, instance))
 
     def without(self, instance_ids: Iterable[str]) -> SchedulerState:
         """A copy without the given instances."""
         gone = set(instance_ids)
-        return replace(self, instances=tuple(i for i in self.instances if i.id not in gone))
+        return evolve(self, instances=tuple(i for i in self.instances if i.id not in gone))
 
     def with_reserved(self, function: str, reserved: int | None) -> SchedulerState:
         """A copy with the function's reservation set (``None`` deletes it).  Does not validate."""
@@ -105,6 +113,16 @@ class SchedulerState:
         if reserved is not None:
             table[function] = reserved
         return replace(self, reserved=table)
+
+
+def evolve(value: _T, **changes: object) -> _T:
+    """``dataclasses.replace`` for the frozen, slot-less, validation-free values of this module, at a fraction of its
+    cost (it is on the hot path: an instance view changes state twice per request)."""
+    new = object.__new__(type(value))
+    d = new.__dict__
+    d.update(value.__dict__)
+    d.update(changes)
+    return new
 
 
 def pools(state: SchedulerState) -> dict[PoolKey, list[InstanceView]]:

@@ -22,7 +22,6 @@ import re
 import secrets
 import string
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -34,6 +33,7 @@ from starlette.routing import Route as StarletteRoute
 
 from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, error_response, read_json_object, request_id
 from squall.core.arn import function_of_arn
+from squall.core.ids import request_id as new_request_id
 from squall.core.timefmt import iso_us
 from squall.errors import (
     InvalidParameterValue,
@@ -423,7 +423,7 @@ class FunctionUrls:
 
     # -- serving -------------------------------------------------------------------------------------------------
     async def public_app(self, scope: Any, receive: Any, send: Any) -> None:
-        request_id = scope.get("squall.request_id") or str(uuid.uuid4())
+        request_id = scope.get("squall.request_id") or new_request_id()
         try:
             status, headers, body = await self._handle(scope, receive, request_id)
         except Exception:
@@ -535,7 +535,7 @@ class FunctionUrls:
         try:
             result = await self.squall.invoker.invoke(
                 function, qualifier, json.dumps(event).encode(), trigger=trigger, trace_id=trace_id,
-                traceparent=traceparent, request_id=request_id,
+                traceparent=traceparent, request_id=request_id, payload_is_json=True,
             )  # fmt: skip
         except ResourceNotFound:
             return _message(404, "Not Found")
