@@ -29,8 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, quick
 
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.records import InvocationRecord
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.functions.store.records import InvocationRecord
 
 
 def records(n: int, now: float) -> list[InvocationRecord]:

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from _common import emit, pct, quick
 from _server import KEY_ID, SECRET, Server
 
+from squall.functions.store.metadata import SqliteMetadataStore
 from squall.iam.actions import Check
 from squall.iam.api import IamApi, Identity
 from squall.iam.authorizer import Authorizer, decide
 from squall.iam.roles import ensure_role_in_store
 from squall.iam.store import IamStore
-from squall.store.metadata import SqliteMetadataStore
 
 STATEMENTS = [
     *({"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": f"arn:aws:sqs:*:*:q{i}"} for i in range(9)),

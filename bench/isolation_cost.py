@@ -169,7 +169,7 @@ def patched_baseline(src: Path) -> Path:
 
     dst = Path(tempfile.mkdtemp(prefix="squall-baseline-src-")) / "src"
     shutil.copytree(src, dst)
-    inst = dst / "squall/node/instance.py"
+    inst = dst / "squall/sandbox/node/instance.py"
     text = inst.read_text()
     old = (
         "        self.alive = False\n        with contextlib.suppress(Exception):\n"
@@ -181,7 +181,7 @@ def patched_baseline(src: Path) -> Path:
         "                self._loop.remove_reader(self.log_fd)\n            with contextlib.suppress(OSError):\n"
         "                os.close(self.log_fd)\n            self.log_fd = -1\n"
     )
-    node = dst / "squall/node/node.py"
+    node = dst / "squall/sandbox/node/node.py"
     ntext = node.read_text()
     nold = "            for fd in (log_r, log_w):\n                os.close(fd)\n"
     if old not in text or nold not in ntext:

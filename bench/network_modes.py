@@ -28,11 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, pct, quick
 
-from squall.config import NodeConfig
-from squall.model import FunctionSpec, InvokeRequest, NetworkMode
-from squall.node import isolation, syscalls
-from squall.node.network import NodeNetwork
-from squall.node.node import Node
+from squall.core.config import NodeConfig
+from squall.core.model import FunctionSpec, InvokeRequest, NetworkMode
+from squall.sandbox.node import isolation, syscalls
+from squall.sandbox.node.network import NodeNetwork
+from squall.sandbox.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return {'ok': True}\n"
 MODES: tuple[NetworkMode, ...] = ("nat", "none", "host")

@@ -46,10 +46,10 @@ def cpu_s(pid: int) -> float:
 def hooks_us(n: int, sample_ratio: float) -> float:
     """The per-invocation observability calls of a warm Invoke, in-process (as invoke_api.py and invoker.py make
     them), microseconds each."""
-    from squall.model import InvokeOutcome
-    from squall.observability.metrics import Metrics
-    from squall.observability.trace_store import TraceStore
-    from squall.observability.tracing import KIND_SERVER, Tracer
+    from squall.core.model import InvokeOutcome
+    from squall.telemetry.metrics import Metrics
+    from squall.telemetry.trace_store import TraceStore
+    from squall.telemetry.tracing import KIND_SERVER, Tracer
 
     store = TraceStore()
     tracer = Tracer(sample_ratio, [store.add])

@@ -37,9 +37,9 @@ from _common import emit, pct, quick
 from _http import Conn, Signer
 from _server import KEY_ID, SECRET, Server
 
-from squall.config import NodeConfig
-from squall.model import FunctionSpec, InvokeRequest
-from squall.node.node import Node
+from squall.core.config import NodeConfig
+from squall.core.model import FunctionSpec, InvokeRequest
+from squall.sandbox.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
 URLLIB_BOOTSTRAP = """#!/usr/bin/env python3

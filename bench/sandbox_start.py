@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, pct, quick
 
-from squall.config import NodeConfig
-from squall.model import FunctionSpec, InvokeRequest
-from squall.node.node import Node
+from squall.core.config import NodeConfig
+from squall.core.model import FunctionSpec, InvokeRequest
+from squall.sandbox.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
 

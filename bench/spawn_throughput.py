@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 from _cpu import busy_ms, proc_times_ms, self_ms
 
-from squall.config import NodeConfig
-from squall.model import FunctionSpec
-from squall.node.node import Node
+from squall.core.config import NodeConfig
+from squall.core.model import FunctionSpec
+from squall.sandbox.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return 1\n"
 

@@ -83,14 +83,14 @@ def photos() -> list[bytes]:
 
 
 def deploy(server: Server, concurrency: int, warm: bool = False) -> None:
-    from squall.packaging import build_package
+    from squall.cli.packaging import build_package
 
     cache = Path(tempfile.gettempdir()) / "squall-bench-build-cache"
     package, info = build_package(EXAMPLE, EXAMPLE / "requirements.txt", cache)
     print(f"# package: {info.size / 1e6:.1f} MB, pip ran: {info.pip_ran}", file=sys.stderr)
     lam = server.lambda_client()
+    from squall.cli.project import load_project
     from squall.iam.roles import ensure_role
-    from squall.project import load_project
 
     policies = load_project(EXAMPLE / "squall.yaml").function("thumbnails").policies
     role, _ = ensure_role(server.client("iam"), "thumbnails", policies)  # what the example's squall.yaml declares

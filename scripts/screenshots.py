@@ -46,8 +46,8 @@ def signed(sq: SquallProcess, method: str, path: str, body: Any) -> None:
 def history(sq: SquallProcess, functions: dict[str, tuple[int, float, float]]) -> None:
     """A day of synthetic records (name -> (memory MB, mean duration ms, error rate)), written straight into the
     store so the charts have a shape: a daily curve with a burst, and a slow deploy an hour ago."""
-    from squall.store.metadata import SqliteMetadataStore
-    from squall.store.records import InvocationRecord
+    from squall.functions.store.metadata import SqliteMetadataStore
+    from squall.functions.store.records import InvocationRecord
 
     rng = random.Random(11)
     now = time.time()

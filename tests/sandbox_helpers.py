@@ -48,11 +48,11 @@ def make_world_readable(root: Path) -> None:
 
 
 class NodeRunner:
-    """A started :class:`squall.node.node.Node` driven from sync code through a background event loop."""
+    """A started :class:`squall.sandbox.node.node.Node` driven from sync code through a background event loop."""
 
     def __init__(self, data_dir: Path, code_root: Path, **config: Any) -> None:
-        from squall.config import NodeConfig
-        from squall.node.node import Node
+        from squall.core.config import NodeConfig
+        from squall.sandbox.node.node import Node
 
         self.data_dir = data_dir
         self.code_root = code_root
@@ -86,7 +86,7 @@ class NodeRunner:
         code_dir: Path | None = None,
         **spec: Any,
     ) -> Any:
-        from squall.model import FunctionSpec
+        from squall.core.model import FunctionSpec
 
         name = name or f"fn{next(self._names)}"
         code = code_dir or self.write_function(files, name)
@@ -103,7 +103,7 @@ class NodeRunner:
 
     def invoke(self, inst: Any, event: Any = None, *, raw: bytes | None = None, request_id: str | None = None,
                **req: Any) -> Any:  # fmt: skip
-        from squall.model import InvokeRequest
+        from squall.core.model import InvokeRequest
 
         body = raw if raw is not None else json.dumps({} if event is None else event).encode()
         rid = request_id or str(uuid.uuid4())

@@ -26,46 +26,48 @@ from starlette.routing import Route
 
 from squall.aws.auth import SigV4Middleware, send_error
 from squall.aws.credentials import Credentials, KeyRing
-from squall.clock import SystemClock
-from squall.config import NodeConfig, ServerConfig
-from squall.control import FunctionService
 from squall.core.arn import function_of_arn, resource_name
-from squall.edge.dashboard_api import dashboard_api_routes
-from squall.edge.invoke_api import InvokeEndpoint, invoke_routes
-from squall.edge.lambda_api import lambda_routes
-from squall.edge.squall_api import squall_api_routes
-from squall.errors import ResourceNotFound, SquallError
+from squall.core.clock import SystemClock
+from squall.core.config import NodeConfig, ServerConfig
+from squall.core.errors import ResourceNotFound, SquallError
+from squall.core.model import FunctionSpec
+from squall.dashboard.api import dashboard_api_routes
+from squall.dashboard.ui.routes import ui_routes
+from squall.dashboard.ui.sessions import SessionGate, Sessions
+from squall.functions.api import lambda_routes
+from squall.functions.async_delivery import AsyncDispatcher
+from squall.functions.control import FunctionService
+from squall.functions.invoke_api import InvokeEndpoint, invoke_routes
+from squall.functions.invoker import Invoker, spec_from_stored
+from squall.functions.metering import PriceTable
+from squall.functions.pool import InstancePool, PoolConfig
+from squall.functions.squall_api import squall_api_routes
+from squall.functions.store.code import CodeStore
+from squall.functions.store.invocations import RecordWriter
+from squall.functions.store.layers import LayerStore
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.functions.store.retention import Retention
 from squall.iam.actions import s3_checks
 from squall.iam.api import IamApi, Identity
 from squall.iam.authorizer import Authorizer
 from squall.iam.gate import Gate, lambda_not_implemented_route, not_implemented_service, render_unknown_service
 from squall.iam.permissions import FunctionPermissions, permission_routes
 from squall.iam.store import IamStore
-from squall.invoker import Invoker, spec_from_stored
-from squall.metering import PriceTable
-from squall.model import FunctionSpec
-from squall.node.node import Node
-from squall.observability import setup as observability
-from squall.pool import InstancePool, PoolConfig
 from squall.s3.api import s3_app
 from squall.s3.notifications import StorageEvents
 from squall.s3.store.objects import ObjectStore
+from squall.sandbox.node.node import Node
 from squall.scheduler.keep_alive import HistogramConfig
 from squall.sqs.api import is_sqs_request, sqs_app
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
-from squall.store.code import CodeStore
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
-from squall.store.invocations import RecordWriter
-from squall.store.layers import LayerStore
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.retention import Retention
-from squall.triggers import event_source_mappings, function_urls, schedule_runner
-from squall.triggers.async_queue import AsyncDispatcher
+from squall.telemetry import setup as observability
+from squall.triggers.event_source_mappings import api as event_source_mappings
+from squall.triggers.function_urls import api as function_urls
 from squall.triggers.plugin import Plugin
-from squall.ui.routes import ui_routes
-from squall.ui.sessions import SessionGate, Sessions
+from squall.triggers.schedules import runner as schedule_runner
 
 __all__ = ["PLUGINS", "Squall"]
 

@@ -16,11 +16,11 @@ import uvicorn
 from botocore.config import Config
 from starlette.applications import Starlette
 
-from squall.clock import SystemClock
-from squall.control import FunctionService
-from squall.edge.lambda_api import lambda_routes
-from squall.store.code import CodeStore
-from squall.store.metadata import SqliteMetadataStore
+from squall.core.clock import SystemClock
+from squall.functions.api import lambda_routes
+from squall.functions.control import FunctionService
+from squall.functions.store.code import CodeStore
+from squall.functions.store.metadata import SqliteMetadataStore
 
 __all__ = ["ACCOUNT", "REGION", "ROLE", "LambdaServer", "make_zip"]
 

@@ -1,4 +1,4 @@
-"""The runtime under test, as a fixture: any runtime that speaks squall.protocol can be plugged in here.
+"""The runtime under test, as a fixture: any runtime that speaks squall.sandbox.protocol can be plugged in here.
 
 A runtime is started with a code directory and a handler name, connected to the node's end of a stream socket pair
 (fd given to it), with its stdout and stderr on a pipe.  The conformance suite in test_protocol.py only talks to it
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_helpers import write_tree
-from squall.protocol import Frame, FrameDecoder, Kind, encode
+from squall.sandbox.protocol import Frame, FrameDecoder, Kind, encode
 
 
 class RuntimePeer:
@@ -91,7 +91,7 @@ class RuntimePeer:
 
 
 def _fork_squall_runtime(code_dir: Path, handler: str) -> RuntimePeer:
-    """Squall's own runtime loop (squall.runtime.loop.serve) in a forked child, WITHOUT any sandbox."""
+    """Squall's own runtime loop (squall.sandbox.runtime.loop.serve) in a forked child, WITHOUT any sandbox."""
     node_end, rt_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     log_r, log_w = os.pipe()
     pid = os.fork()
@@ -104,7 +104,7 @@ def _fork_squall_runtime(code_dir: Path, handler: str) -> RuntimePeer:
             os.close(log_w)
             os.chdir(code_dir)
             sys.path.insert(0, str(code_dir))
-            from squall.runtime.loop import serve
+            from squall.sandbox.runtime.loop import serve
 
             serve(rt_end, handler, "on-demand")
         finally:

@@ -1,4 +1,4 @@
-"""Conformance of squall.protocol, and of a runtime that speaks it.
+"""Conformance of squall.sandbox.protocol, and of a runtime that speaks it.
 
 Part 1 tests the pure codec.  Part 2 ("runtime conformance") drives a runtime process through the ``runtime``
 fixture (tests/contract/conftest.py): every runtime Squall can run must pass it.
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from squall.protocol import MAX_FRAME_BYTES, Frame, FrameDecoder, Kind, ProtocolError, encode
+from squall.sandbox.protocol import MAX_FRAME_BYTES, Frame, FrameDecoder, Kind, ProtocolError, encode
 
 # --------------------------------------------------------------------------------------------- the codec
 

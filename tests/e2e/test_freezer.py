@@ -112,8 +112,8 @@ def test_stop_kills_a_frozen_instance(fnode: NodeRunner, ticker: Any) -> None:
 
 
 def test_scale_to_zero_reaps_a_frozen_instance(fnode: NodeRunner, ticker: Any) -> None:
-    from squall.model import InvokeRequest
-    from squall.pool import InstancePool, PoolConfig
+    from squall.core.model import InvokeRequest
+    from squall.functions.pool import InstancePool, PoolConfig
 
     async def make() -> Any:
         return InstancePool(fnode.node, PoolConfig(keep_alive_s=0.3))

@@ -21,7 +21,7 @@ import pytest
 from tests.e2e._platform import SquallProcess, create
 from tests.e2e.test_function_urls import make_url, request, signed_request, url_path
 
-from squall.packaging import BuildError, build_package
+from squall.cli.packaging import BuildError, build_package
 
 ECHO_TRACE = """
 import os

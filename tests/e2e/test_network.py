@@ -24,9 +24,9 @@ import pytest
 from tests.e2e._platform import SquallProcess, create, eventually, execution_role
 
 from sandbox_helpers import make_node
-from squall.node import syscalls
+from squall.sandbox.node import syscalls
 
-# interface prefixes of squall.node.network (spelled out: this module must import before the change, to fail there)
+# interface prefixes of squall.sandbox.node.network (spelled out: this module must import before the change, to fail there)
 VETH_PREFIX, GATEWAY_PREFIX = "sqv", "sqg"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root")
@@ -283,7 +283,7 @@ def test_outside_world_through_nat(lam: Any, uplink: tuple[str, int, Path]) -> N
 def test_leftovers_of_a_killed_server_are_removed(tmp_path: Path) -> None:
     import hashlib
 
-    from squall.node.network import node_tag
+    from squall.sandbox.node.network import node_tag
 
     data = tmp_path / "data"
     tag = node_tag("squall-" + hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:10])
@@ -330,7 +330,7 @@ def _namespaces_in_a_new_userns() -> tuple[int, list[int]]:
 
 
 def test_node_refuses_namespaces_the_function_does_not_own() -> None:
-    from squall.node.network import NodeNetwork, check_netns_owner
+    from squall.sandbox.node.network import NodeNetwork, check_netns_owner
 
     pid_a, (net_a, user_a) = _namespaces_in_a_new_userns()
     pid_b, (net_b, user_b) = _namespaces_in_a_new_userns()
@@ -379,9 +379,9 @@ def ipaddress_in(addr: str, net: str) -> bool:
 EVIL = r"""
 import os, sys
 
-_z = sys.modules.get("__main__")  # the zygote runs as python -m squall.node.zygote
+_z = sys.modules.get("__main__")  # the zygote runs as python -m squall.sandbox.node.zygote
 if hasattr(_z, "FunctionZygote"):  # pre-imported by the function zygote: patch it to flood the node
-    from squall.node.channel import send_msg
+    from squall.sandbox.node.channel import send_msg
 
     _orig = _z.FunctionZygote.refill
 

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from tests.e2e._platform import KEY_ID, SECRET, SquallProcess, create
 
-from squall.cfn import parse_cfn_yaml
+from squall.cli.cfn import parse_cfn_yaml
 from squall.cli.main import build_parser
-from squall.project_files import PROJECT_FILES
+from squall.cli.project_files import PROJECT_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sandbox_helpers import NodeRunner, body, eventually
-from squall.node.instance import InitFailed
+from squall.sandbox.node.instance import InitFailed
 
 CRASHY = """
 import ctypes, os, time
@@ -61,7 +61,7 @@ def test_handler_exception(node: NodeRunner, crashy: Any) -> None:
         assert doc["requestId"] == "exc-1"
         assert isinstance(doc["stackTrace"], list)
         assert any("/var/task/app.py" in s and "inner" in s for s in doc["stackTrace"])
-        assert not any("squall/runtime" in s for s in doc["stackTrace"])
+        assert not any("squall/sandbox/runtime" in s for s in doc["stackTrace"])
         assert "[ERROR] ValueError: boom exc-1" in out.logs
         # the START..END framing still holds and the instance stays up
         assert out.logs.index("START RequestId: exc-1") < out.logs.index("[ERROR]") < out.logs.index("END RequestId")
@@ -181,7 +181,7 @@ def test_sys_exit_code_is_reported(node: NodeRunner) -> None:
 
 PROTOCOL_ABUSE = """
 import os, time
-from squall.protocol import Kind, encode
+from squall.sandbox.protocol import Kind, encode
 
 def handler(event, context):
     if event.get("do") == "forge":

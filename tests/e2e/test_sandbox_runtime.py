@@ -54,7 +54,16 @@ def handler(event, context):
     }
 """
 
-MUST_FAIL = ["starlette", "requests", "uvicorn", "squall", "squall.server", "squall.node.node", "pytest", "yaml"]
+MUST_FAIL = [
+    "starlette",
+    "requests",
+    "uvicorn",
+    "squall",
+    "squall.server",
+    "squall.sandbox.node.node",
+    "pytest",
+    "yaml",
+]
 MUST_WORK = ["boto3", "botocore", "jmespath", "s3transfer", "dateutil", "six", "urllib3", "snapshot_restore_py"]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from squall.node import ephemeral
+from squall.sandbox.node import ephemeral
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from tests.e2e._platform import SquallProcess, eventually, signed_get
 
-from squall.errors import SquallError
+from squall.cli.packaging import build_package
+from squall.cli.project import load_project
+from squall.core.errors import SquallError
 from squall.iam.roles import ensure_role
-from squall.packaging import build_package
-from squall.project import load_project
 
 Image = pytest.importorskip("PIL.Image", reason="the test makes its JPEGs with Pillow (pip install Pillow)")
 

@@ -108,7 +108,7 @@ def test_preload_argument_is_honoured(node: NodeRunner) -> None:
 
 
 def _spec(node: NodeRunner, files: dict[str, str], name: str, **kw: Any) -> Any:
-    from squall.model import FunctionSpec
+    from squall.core.model import FunctionSpec
 
     return FunctionSpec(name=name, code_dir=node.write_function(files, name), handler="app.handler", **kw)
 

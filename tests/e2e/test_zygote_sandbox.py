@@ -53,7 +53,7 @@ def _patch(mod):
     mod.send_msg = send_msg
 
 
-for _name in ("__main__", "squall.node.zygote", "squall.node.channel"):
+for _name in ("__main__", "squall.sandbox.node.zygote", "squall.sandbox.node.channel"):
     _mod = sys.modules.get(_name)
     if _mod is not None and hasattr(_mod, "send_msg"):
         _patch(_mod)
@@ -296,9 +296,9 @@ def fast_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRunner]:
 
 @pytest.mark.parametrize("how", ["HANG", "DIE"])
 def test_hung_or_dead_zygote_costs_one_invoke(fast_node: NodeRunner, how: str) -> None:
-    from squall.errors import SandboxUnavailable
-    from squall.model import FunctionSpec
-    from squall.pool import InstancePool, PoolConfig
+    from squall.core.errors import SandboxUnavailable
+    from squall.core.model import FunctionSpec
+    from squall.functions.pool import InstancePool, PoolConfig
 
     node = fast_node
     code = node.write_function(
@@ -310,7 +310,7 @@ def test_hung_or_dead_zygote_costs_one_invoke(fast_node: NodeRunner, how: str) -
     async def one() -> Any:
         inst = await pool.acquire(spec)
         try:
-            from squall.model import InvokeRequest
+            from squall.core.model import InvokeRequest
 
             return await inst.invoke(InvokeRequest(b"{}", request_id="r"))
         finally:
@@ -424,8 +424,8 @@ def test_an_exit_the_zygote_claims_is_confirmed_by_the_cgroup(node: NodeRunner) 
     """Exit reports are hints: an instance the zygote says has exited is made so (killed through its cgroup), its
     slot is reused only once the cgroup is empty, and a zygote whose reports do not add up (a second report for the
     same instance) is stopped with its function.  Every outcome is a clean error; no process is left behind."""
-    from squall.errors import SandboxUnavailable
-    from squall.node.instance import InitFailed
+    from squall.core.errors import SandboxUnavailable
+    from squall.sandbox.node.instance import InitFailed
 
     fn = node.load(vendored("liar", LIAR, "def handler(e, c):\n    return 1\n"), name="liar")
     assert "liar" in fn.preloaded

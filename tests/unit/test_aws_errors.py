@@ -21,7 +21,7 @@ from squall.aws.sigv4 import (
     SignatureMismatch,
     UnrecognizedAccessKey,
 )
-from squall.errors import (
+from squall.core.errors import (
     InvalidParameterValue,
     ResourceNotFound,
     ServiceError,

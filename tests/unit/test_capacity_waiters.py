@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from squall.pool import CapacityWaiters
+from squall.functions.pool import CapacityWaiters
 
 A = ("fn", "$LATEST")
 B = ("other", "1")

@@ -14,8 +14,8 @@ from tests.unit.test_packaging import make_wheel
 
 from squall.cli.client import CliError, load_credentials
 from squall.cli.output import Column, fit_table, output_mode
+from squall.cli.packaging import BuildStep, build_package
 from squall.cli.progress import DeployProgress
-from squall.packaging import BuildStep, build_package
 
 COLUMNS = [
     Column("name"),

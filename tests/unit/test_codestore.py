@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from squall.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound
-from squall.store import code as code_mod
-from squall.store.code import MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES, UNZIP_FAILED, CodeStore, code_sha256
+from squall.core.errors import InvalidParameterValue, RequestTooLarge, ResourceNotFound
+from squall.functions.store import code as code_mod
+from squall.functions.store.code import MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES, UNZIP_FAILED, CodeStore, code_sha256
 
 
 def make_zip(entries: list[tuple[str | zipfile.ZipInfo, bytes]], method: int = zipfile.ZIP_DEFLATED) -> bytes:

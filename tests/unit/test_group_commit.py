@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from squall.group_commit import GroupCommit
+from squall.store.group_commit import GroupCommit
 
 
 def test_a_lone_submission_is_one_batch() -> None:

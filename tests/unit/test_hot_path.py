@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from squall.aws.http_protocol import CoalescingTransport
 from squall.core.ids import random_hex, request_id
+from squall.core.model import InvokeRequest
 from squall.core.tick_writes import TickWriter, tick_writer
-from squall.model import InvokeRequest
-from squall.node.instance import _invoke_header
-from squall.protocol import FrameDecoder, Kind, encode, encode_raw
+from squall.functions.store.invocations import PendingLog, RecordWriter
+from squall.functions.store.records import InvocationRecord
+from squall.sandbox.node.instance import _invoke_header
+from squall.sandbox.protocol import FrameDecoder, Kind, encode, encode_raw
 from squall.scheduler import InstanceView, SchedulerState, evolve
-from squall.store.invocations import PendingLog, RecordWriter
-from squall.store.records import InvocationRecord
 
 
 def test_request_ids_are_distinct_uuid4() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from squall.errors import InvalidParameterValue, RequestTooLarge
-from squall.triggers.http_events import (
+from squall.core.errors import InvalidParameterValue, RequestTooLarge
+from squall.triggers.function_urls.events import (
     INTERNAL_ERROR,
     build_event,
     compile_route,

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
-from squall.errors import InvalidParameterValue
-from squall.project import ProjectError, parse_project
-from squall.triggers.http_events import (
+from squall.cli.project import ProjectError, parse_project
+from squall.core.errors import InvalidParameterValue
+from squall.triggers.function_urls.events import (
     INTERNAL_ERROR,
     build_event,
     build_event_v1,

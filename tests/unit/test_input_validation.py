@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from squall import jsonlimits
-from squall.control.validation import check_handler
-from squall.errors import InvalidParameterValue
+from squall.core import jsonlimits
+from squall.core.errors import InvalidParameterValue
+from squall.functions.control.validation import check_handler
 from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong
 from squall.s3.store.base import check_bucket_name, check_key
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from squall.aws.json_api import json_object, lambda_endpoint, parse_json, read_json_object
-from squall.errors import InvalidRequestContent, ResourceNotFound
+from squall.core.errors import InvalidRequestContent, ResourceNotFound
 
 PARSE = "Could not parse request body into json"
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from squall.clock import FakeClock
+from squall.core.clock import FakeClock
 from squall.scheduler import InstanceView, SchedulerState
 from squall.scheduler.keep_alive import (
     FunctionKeepAlive,

@@ -1,4 +1,4 @@
-"""Merging layer trees for /opt (squall.node.layers) and the ``layers:`` key of squall.yaml."""
+"""Merging layer trees for /opt (squall.sandbox.node.layers) and the ``layers:`` key of squall.yaml."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from squall.node.layers import merge_layers
-from squall.project import ProjectError, parse_project
+from squall.cli.project import ProjectError, parse_project
+from squall.sandbox.node.layers import merge_layers
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, ServiceError
-from squall.store.invocations import RecordWriter
-from squall.store.metadata import MetadataStore, RevisionMismatch, SqliteMetadataStore, open_store
-from squall.store.records import InvocationRecord, NewEvent
-from squall.store.sqlite import MIGRATIONS
+from squall.core.clock import FakeClock
+from squall.core.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, ServiceError
+from squall.functions.store.invocations import RecordWriter
+from squall.functions.store.metadata import MetadataStore, RevisionMismatch, SqliteMetadataStore, open_store
+from squall.functions.store.records import InvocationRecord, NewEvent
+from squall.functions.store.sqlite import MIGRATIONS
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function"
 

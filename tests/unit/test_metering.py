@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from squall.errors import InvalidParameterValue
-from squall.metering import (
+from squall.core.errors import InvalidParameterValue
+from squall.core.model import InvokeOutcome
+from squall.functions.metering import (
     CostLine,
     Invocations,
     PriceTable,
@@ -20,7 +21,6 @@ from squall.metering import (
     total,
     usd,
 )
-from squall.model import InvokeOutcome
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from squall.config import ServerConfig
-from squall.model import InvokeOutcome
-from squall.observability.metrics import Metrics, StateSnapshot
-from squall.observability.setup import Observability
+from squall.core.config import ServerConfig
+from squall.core.model import InvokeOutcome
+from squall.telemetry.metrics import Metrics, StateSnapshot
+from squall.telemetry.setup import Observability
 
 
 def outcome(duration_ms: float = 2.0, cold: bool = False, init_ms: float | None = None) -> InvokeOutcome:

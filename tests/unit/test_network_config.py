@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from squall.control.validation import squall_extras_from_tags
-from squall.errors import InvalidParameterValue
-from squall.invoker import network_mode
-from squall.node.isolation import resolv_conf_for_netns
+from squall.core.errors import InvalidParameterValue
+from squall.functions.control.validation import squall_extras_from_tags
+from squall.functions.invoker import network_mode
+from squall.sandbox.node.isolation import resolv_conf_for_netns
 
 
 def _conf(tmp: Path, name: str, *servers: str) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import ServiceError
+from squall.core.clock import FakeClock
+from squall.core.errors import ServiceError
 from squall.s3.errors import (
     BadDigest,
     BucketAlreadyOwnedByYou,

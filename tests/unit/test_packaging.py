@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from squall import packaging
-from squall.errors import InvalidParameterValue, RequestTooLarge
-from squall.packaging import BuildError, build_package, pip_runs, requirements_key
-from squall.store.code import CodeStore, code_sha256
+from squall.cli import packaging
+from squall.cli.packaging import BuildError, build_package, pip_runs, requirements_key
+from squall.core.errors import InvalidParameterValue, RequestTooLarge
+from squall.functions.store.code import CodeStore, code_sha256
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from squall.errors import InvalidParameterValue
-from squall.project import EventSpec, ProjectError, load_project, parse_project
+from squall.cli.project import EventSpec, ProjectError, load_project, parse_project
+from squall.core.errors import InvalidParameterValue
 
 FULL = """\
 functions:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from squall.project import ProjectError, parse_project
+from squall.cli.project import ProjectError, parse_project
 
 
 def fn(**settings: Any) -> Any:

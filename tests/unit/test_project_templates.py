@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from squall.project import ProjectError
-from squall.project_files import find_project_file, load_any_project
+from squall.cli.project import ProjectError
+from squall.cli.project_files import find_project_file, load_any_project
 
 ENDPOINT = "http://127.0.0.1:9070"
 

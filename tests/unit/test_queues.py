@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import InvalidParameterValue
+from squall.core.clock import FakeClock
+from squall.core.errors import InvalidParameterValue
 from squall.sqs.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from squall.clock import FakeClock
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.records import InvocationRecord
-from squall.store.retention import DAY_S, Retention
+from squall.core.clock import FakeClock
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.functions.store.records import InvocationRecord
+from squall.functions.store.retention import DAY_S, Retention
 
 
 def _record(request_id: str, start: float) -> InvocationRecord:

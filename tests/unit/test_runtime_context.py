@@ -1,4 +1,4 @@
-"""squall.runtime.context: the ``context`` object, attribute for attribute as awslambdaric builds it."""
+"""squall.sandbox.runtime.context: the ``context`` object, attribute for attribute as awslambdaric builds it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from squall.runtime.context import Client, ClientContext, CognitoIdentity, LambdaContext
+from squall.sandbox.runtime.context import Client, ClientContext, CognitoIdentity, LambdaContext
 
 ENV = {
     "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",

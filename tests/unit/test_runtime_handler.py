@@ -1,4 +1,4 @@
-"""squall.runtime.handler and squall.runtime.errors: handler names and Lambda's init-error documents."""
+"""squall.sandbox.runtime.handler and squall.sandbox.runtime.errors: handler names and Lambda's init-error documents."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from squall.runtime.errors import InitError, error_document, exception_document, format_for_log
-from squall.runtime.handler import import_handler_module, load_handler, resolve_handler, split_handler
-from squall.runtime.loop import _json_default
+from squall.sandbox.runtime.errors import InitError, error_document, exception_document, format_for_log
+from squall.sandbox.runtime.handler import import_handler_module, load_handler, resolve_handler, split_handler
+from squall.sandbox.runtime.loop import _json_default
 
 
 @pytest.fixture

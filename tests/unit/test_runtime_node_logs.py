@@ -1,11 +1,11 @@
-"""The node's per-invocation log capture (squall.node.instance.Instance), without a sandbox."""
+"""The node's per-invocation log capture (squall.sandbox.node.instance.Instance), without a sandbox."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 
-from squall.node.instance import Instance, _Conn
+from squall.sandbox.node.instance import Instance, _Conn
 
 
 async def _capture(writes: list[bytes], limit: int) -> str:

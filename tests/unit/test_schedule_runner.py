@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from squall.errors import InvalidParameterValue
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.schedules import ScheduleStore
-from squall.triggers.schedule_runner import ScheduleRunner, parse_rules
+from squall.core.errors import InvalidParameterValue
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.triggers.schedules.runner import ScheduleRunner, parse_rules
+from squall.triggers.schedules.store import ScheduleStore
 
 T0 = 1_700_000_000.0
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from squall.clock import FakeClock
-from squall.errors import InvalidParameterValue, TooManyRequests
+from squall.core.clock import FakeClock
+from squall.core.errors import InvalidParameterValue, TooManyRequests
 from squall.scheduler import (
     Decision,
     Evict,

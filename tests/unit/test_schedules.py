@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from squall.clock import FakeClock
-from squall.errors import InvalidParameterValue
-from squall.triggers.schedules import (
+from squall.core.clock import FakeClock
+from squall.core.errors import InvalidParameterValue
+from squall.triggers.schedules.expressions import (
     CATCH_UP_LIMIT,
     due_fires,
     latest_tick,

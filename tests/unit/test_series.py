@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from squall.errors import InvalidParameterValue
-from squall.store.metadata import SqliteMetadataStore
-from squall.store.records import InvocationRecord
+from squall.core.errors import InvalidParameterValue
+from squall.functions.store.metadata import SqliteMetadataStore
+from squall.functions.store.records import InvocationRecord
 
 T0 = 1_700_000_000.0
 N = 100_000

@@ -1,4 +1,4 @@
-"""Dashboard sessions (squall.ui.sessions) and dead-letter redrive (squall.sqs.store.moves), without a server."""
+"""Dashboard sessions (squall.dashboard.ui.sessions) and dead-letter redrive (squall.sqs.store.moves), without a server."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from squall.aws.sigv4 import AuthContext
-from squall.clock import FakeClock
-from squall.errors import InvalidParameterValue
+from squall.core.clock import FakeClock
+from squall.core.errors import InvalidParameterValue
+from squall.dashboard.ui.sessions import CSRF_HEADER, SessionGate, Sessions
 from squall.sqs.store.moves import ResourceNotFound, list_move_tasks, peek_messages, start_move_task
 from squall.sqs.store.queues import QueueStore
-from squall.ui.sessions import CSRF_HEADER, SessionGate, Sessions
 
 ADMIN, SECRET = "AKSQADMIN", "s3cret"
 SCOPED, SCOPED_SECRET = "AKSQFUNC", "fn-secret"

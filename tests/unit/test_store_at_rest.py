@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from squall.functions.store.metadata import SqliteMetadataStore
 from squall.s3.store.objects import ObjectStore
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher, EnvKeyError
-from squall.store.metadata import SqliteMetadataStore
 
 SECRET = "hunter2-very-secret-value"
 CONFIG = {"Runtime": "python3.11", "Handler": "app.handler", "Environment": {"Variables": {"DB_PASSWORD": SECRET}}}

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from squall.model import InvokeOutcome
-from squall.observability.otlp import OtlpExport, otlp_traces_url, to_readable
-from squall.observability.trace_store import TraceStore
-from squall.observability.tracing import (
+from squall.core.model import InvokeOutcome
+from squall.telemetry.otlp import OtlpExport, otlp_traces_url, to_readable
+from squall.telemetry.trace_store import TraceStore
+from squall.telemetry.tracing import (
     KIND_CONSUMER,
     KIND_SERVER,
     Finished,

@@ -22,12 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query, verify_query_v2
 from squall.aws.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
+from squall.core.errors import RequestTooLarge
 from squall.core.ids import request_id as new_request_id
-from squall.errors import RequestTooLarge
 
 __all__ = ["SigV4Middleware", "is_s3_post_upload", "service_for_unsigned"]
 
-#: the dashboard's session check (``squall.ui.sessions.SessionGate``): for an unsigned request, the caller it
+#: the dashboard's session check (``squall.dashboard.ui.sessions.SessionGate``): for an unsigned request, the caller it
 #: authenticates, an ASGI response to send instead (a redirect to the login page, a refusal), or None (use SigV4)
 SessionHook = Callable[[Scope, Mapping[str, str]], "AuthContext | ASGIApp | None"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from squall.errors import SquallError
+from squall.core.errors import SquallError
 
 __all__ = [
     "ACCESS_KEY_ENV",

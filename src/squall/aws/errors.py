@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
-from squall.errors import SquallError, TooManyRequests
+from squall.core.errors import SquallError, TooManyRequests
 
 __all__ = [
     "QUERY_NAMESPACES",

@@ -24,9 +24,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from squall import jsonlimits
 from squall.aws.errors import render_lambda
-from squall.errors import InvalidRequestContent, RequestEntityTooLarge, ServiceError, SquallError
+from squall.core import jsonlimits
+from squall.core.errors import InvalidRequestContent, RequestEntityTooLarge, ServiceError, SquallError
 
 __all__ = [
     "LAMBDA_MAX_BODY_BYTES",

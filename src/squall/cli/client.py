@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
-from squall.errors import SquallError
+from squall.core.errors import SquallError
 
 __all__ = [
     "DEFAULT_PORT",

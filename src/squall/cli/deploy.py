@@ -2,9 +2,9 @@
 
 PATH is a function's code directory (one function: name from the directory, handler guessed from ``app.py`` or
 ``lambda_function.py``, overridable with flags), or a project file (``squall.yaml``, a SAM ``template.yaml`` or a
-``serverless.yml``: see ``squall.project_files``), or a directory holding one (every function of the project, or only
+``serverless.yml``: see ``squall.cli.project_files``), or a directory holding one (every function of the project, or only
 ``--name``; the buckets and queues a template defines are created first).  Each package is built like ``sam build`` does
-(``squall.packaging.build_package``, dependencies cached in ``<data dir>/build-cache``), then:
+(``squall.cli.packaging.build_package``, dependencies cached in ``<data dir>/build-cache``), then:
 
 1. CreateFunction, or UpdateFunctionCode (only when the zip changed) and UpdateFunctionConfiguration (only when
    the configuration changed), waiting for the update to finish in between;
@@ -34,12 +34,12 @@ from rich.table import Table
 from rich.text import Text
 
 from squall.cli.client import Client, CliError, add_connection_args, endpoint_from, make_client
+from squall.cli.packaging import StepSink
 from squall.cli.progress import DeployProgress
+from squall.cli.project import PROJECT_FILE, FunctionDef, Project
+from squall.cli.project_files import find_project_file, load_any_project
 from squall.cli.resources import apply_resources, publish_layers
 from squall.cli.triggers import apply_triggers
-from squall.packaging import StepSink
-from squall.project import PROJECT_FILE, FunctionDef, Project
-from squall.project_files import find_project_file, load_any_project
 
 __all__ = ["DeployResult", "add_parser", "plan", "run"]
 
@@ -186,7 +186,7 @@ def _layer_name(function: str, directory: Path) -> str:
 
 def _resolve_layers(client: Client, fn: FunctionDef, say: Callable[[str], None], cache_dir: Path) -> list[str]:
     """The function's layer version ARNs, publishing each local layer directory whose zip changed."""
-    from squall.packaging import build_package
+    from squall.cli.packaging import build_package
 
     arns: list[str] = []
     lam = client.lambda_
@@ -313,7 +313,7 @@ def deploy_one(
     steps: StepSink | None = None,
 ) -> DeployResult:
     """Build and deploy one function; ``say`` reports each step ("<name>: <what>"), ``steps`` the build's phases."""
-    from squall.packaging import build_package
+    from squall.cli.packaging import build_package
 
     result = DeployResult(fn.name)
     say(f"{fn.name}: building package from {fn.code}")

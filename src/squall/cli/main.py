@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # one clear line, no traceback
-        from squall.errors import SquallError
+        from squall.core.errors import SquallError
 
         msg = e.message if isinstance(e, SquallError) else str(e)
         print(f"squall: error: {msg}", file=sys.stderr)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from squall.packaging import BuildStep
+from squall.cli.packaging import BuildStep
 
 __all__ = ["DeployProgress", "describe"]
 
@@ -77,7 +77,7 @@ class DeployProgress:
     # -- phases --
 
     def build(self, function: str, step: BuildStep) -> None:
-        """A packaging step (see ``squall.packaging.BuildStep``)."""
+        """A packaging step (see ``squall.cli.packaging.BuildStep``)."""
         self._switch(function, step.phase, step)
         if self._progress is None:
             return

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from squall.cfn import layer_arn
+from squall.cli.cfn import layer_arn
 from squall.cli.client import Client, CliError
-from squall.project import FunctionDef, LayerDef, Project, QueueDef
+from squall.cli.project import FunctionDef, LayerDef, Project, QueueDef
 
 __all__ = ["apply_resources", "publish_layers"]
 
@@ -41,7 +41,7 @@ def _publish(client: Client, project: Project, layer: LayerDef, cache_dir: Path)
     """The version ARN of ``layer``'s content: the newest version if its CodeSha256 matches, else a new version."""
     from botocore.exceptions import ClientError
 
-    from squall.packaging import build_package
+    from squall.cli.packaging import build_package
 
     data, info = build_package(layer.content, None, cache_dir)
     lam = client.lambda_

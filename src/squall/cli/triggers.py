@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from squall.cli.client import Client
-from squall.project import FunctionDef
+from squall.cli.project import FunctionDef
 
 __all__ = ["apply_triggers"]
 

@@ -21,7 +21,7 @@ from rich.logging import RichHandler
 from rich.panel import Panel
 
 from squall.aws.http_protocol import EdgeLimits, edge_protocol
-from squall.config import ServerConfig
+from squall.core.config import ServerConfig
 from squall.server import Squall
 
 __all__ = ["add_parser", "bind_listener", "run"]
@@ -46,7 +46,7 @@ def _demo_zip() -> bytes:
 
 
 async def _deploy_demo(squall: Squall, console: Console) -> None:
-    from squall.errors import ResourceNotFound
+    from squall.core.errors import ResourceNotFound
     from squall.iam.roles import ensure_role_in_store
 
     svc = squall.functions
@@ -67,10 +67,10 @@ async def _deploy_demo(squall: Squall, console: Console) -> None:
 async def _deploy_thumbnails_demo(squall: Squall, console: Console) -> None:
     """The showcase: examples/thumbnails (Pillow vendored by pip) wired to uploads under s3://photos/originals/."""
     import squall as squall_pkg
-    from squall.errors import ResourceNotFound, SquallError
+    from squall.cli.packaging import build_package
+    from squall.cli.project import load_project
+    from squall.core.errors import ResourceNotFound, SquallError
     from squall.iam.roles import ensure_role_in_store
-    from squall.packaging import build_package
-    from squall.project import load_project
     from squall.s3.errors import BucketAlreadyOwnedByYou
 
     example = Path(squall_pkg.__file__).resolve().parents[2] / "examples" / "thumbnails"

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from squall.cli.client import CliError, add_connection_args, make_client, parse_when, show_time
 from squall.cli.output import Column, add_output_arg, output_mode, print_json, print_rows
-from squall.metering import usd
+from squall.functions.metering import usd
 
 __all__ = ["add_parser", "break_even_line", "run"]
 

@@ -23,8 +23,8 @@ from xml.sax.saxutils import escape
 import anyio.to_thread
 from starlette.types import Receive, Scope, Send
 
+from squall.core.errors import ServiceError, SquallError
 from squall.core.timefmt import iso_s
-from squall.errors import ServiceError, SquallError
 from squall.iam.errors import (
     IMPLEMENTED,
     QUERY_NAMESPACES,

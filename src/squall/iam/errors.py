@@ -4,7 +4,7 @@ error document is rendered by ``squall.aws.errors.render_query`` (re-exported he
 from __future__ import annotations
 
 from squall.aws.errors import QUERY_NAMESPACES, render_query
-from squall.errors import SquallError
+from squall.core.errors import SquallError
 
 __all__ = [
     "IMPLEMENTED",

@@ -18,8 +18,8 @@ from urllib.parse import unquote
 from starlette.datastructures import QueryParams
 from starlette.types import Scope
 
-from squall import jsonlimits
-from squall.errors import SquallError
+from squall.core import jsonlimits
+from squall.core.errors import SquallError
 from squall.iam.actions import invoke_check, s3_checks, sqs_checks
 from squall.iam.authorizer import Authorizer
 from squall.iam.errors import IMPLEMENTED, NotAuthorized
@@ -119,7 +119,7 @@ class Gate:
         return self.authorizer.check(function, checks)
 
     def invoke(self, function: str, scope: Scope) -> SquallError | None:
-        from squall.control.names import parse_function_name
+        from squall.functions.control.names import parse_function_name
 
         m = _INVOKE_PATH.match(scope["path"])
         raw = m.group("function") if m else ""

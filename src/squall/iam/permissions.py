@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from squall.aws.json_api import LAMBDA_MAX_BODY_BYTES, lambda_endpoint, read_json_object
-from squall.control.names import parse_function_name, validation_error
 from squall.core.arn import function_arn
-from squall.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, SquallError
+from squall.core.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, SquallError
+from squall.functions.control.names import parse_function_name, validation_error
 from squall.iam.authorizer import statements_json
 from squall.iam.store import IamStore
 

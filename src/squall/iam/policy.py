@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from squall import jsonlimits
+from squall.core import jsonlimits
 
 __all__ = [
     "Condition",

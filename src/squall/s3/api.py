@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query
-from squall.errors import ServiceError, SquallError
+from squall.core.errors import ServiceError, SquallError
 from squall.s3.errors import InvalidURI, MethodNotAllowed, NotImplementedOperation, NotModified
 from squall.s3.http import S3Request, S3Response
 from squall.s3.ops import S3Operations

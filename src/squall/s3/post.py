@@ -37,7 +37,6 @@ from urllib.parse import quote, unquote_to_bytes, urlencode
 import anyio.to_thread
 from starlette.types import Receive
 
-from squall import jsonlimits
 from squall.aws.sigv2 import sign_v2
 from squall.aws.sigv4 import (
     ALGORITHM,
@@ -46,7 +45,8 @@ from squall.aws.sigv4 import (
     UnrecognizedAccessKey,
     signing_key,
 )
-from squall.errors import SquallError
+from squall.core import jsonlimits
+from squall.core.errors import SquallError
 from squall.s3 import xml as s3_xml
 from squall.s3.errors import EntityTooSmall, InvalidArgument, S3Error
 from squall.s3.http import S3Response, attrs_from_headers

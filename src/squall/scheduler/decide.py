@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from squall.errors import TooManyRequests
+from squall.core.errors import TooManyRequests
 from squall.scheduler.state import (
     InstanceView,
     PoolKey,

@@ -13,7 +13,7 @@ Times are seconds on one clock (the shell uses wall-clock seconds so queued even
 
 from __future__ import annotations
 
-from squall.errors import InvalidParameterValue
+from squall.core.errors import InvalidParameterValue
 
 __all__ = [
     "BASE_DELAY_S_DEFAULT",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from squall.errors import InvalidParameterValue
+from squall.core.errors import InvalidParameterValue
 
 __all__ = ["pick_version", "validate_routing"]
 

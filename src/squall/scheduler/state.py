@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
-from squall.errors import InvalidParameterValue
+from squall.core.errors import InvalidParameterValue
 
 __all__ = [
     "ACCOUNT_CONCURRENCY_DEFAULT",

@@ -25,9 +25,9 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from squall import jsonlimits
 from squall.aws import errors as aws_errors
-from squall.errors import InvalidParameterValue, ServiceError, SquallError
+from squall.core import jsonlimits
+from squall.core.errors import InvalidParameterValue, ServiceError, SquallError
 from squall.sqs.errors import BatchRequestTooLong, MissingParameter, QueueDoesNotExist, UnknownOperation
 from squall.sqs.shapes import (
     batch_entries,

@@ -2,7 +2,7 @@
 
 Each class's ``code`` is the shape name in botocore's SQS model (the JSON ``__type``); ``squall.aws.errors``
 adds the legacy query code (``AWS.SimpleQueueService.NonExistentQueue``, ...).  Parameter errors use
-``squall.errors.InvalidParameterValue``, which renders as SQS's ``InvalidParameterValue``.
+``squall.core.errors.InvalidParameterValue``, which renders as SQS's ``InvalidParameterValue``.
 """
 
 from __future__ import annotations

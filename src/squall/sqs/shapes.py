@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from squall import jsonlimits
 from squall.aws.errors import error_code
-from squall.errors import InvalidParameterValue, SquallError
+from squall.core import jsonlimits
+from squall.core.errors import InvalidParameterValue, SquallError
 from squall.sqs.errors import (
     BatchEntryIdsNotDistinct,
     EmptyBatchRequest,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from squall.errors import ServiceError
+from squall.core.errors import ServiceError
 
 __all__ = [
     "RESERVE_FILE",

@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from squall.errors import ServiceError
+from squall.core.errors import ServiceError
 
 __all__ = [
     "ENV_KEY_ENV",

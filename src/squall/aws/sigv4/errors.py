@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from squall.errors import SquallError
+from squall.core.errors import SquallError
 
 __all__ = [
     "InvalidPayloadHash",

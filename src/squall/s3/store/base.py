@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from squall.clock import Clock, SystemClock
-from squall.errors import ServiceError
+from squall.core.clock import Clock, SystemClock
+from squall.core.errors import ServiceError
 from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
 from squall.s3.store.events import EventOrigin, ObjectEvent
 from squall.s3.store.files import DataFiles

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from squall import jsonlimits
-from squall.errors import InvalidParameterValue
+from squall.core import jsonlimits
+from squall.core.errors import InvalidParameterValue
 from squall.sqs.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,

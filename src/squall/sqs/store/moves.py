@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from squall.errors import InvalidParameterValue
+from squall.core.errors import InvalidParameterValue
 from squall.sqs.errors import QueueDoesNotExist, SqsError
 from squall.sqs.store.queues import QueueStore
 

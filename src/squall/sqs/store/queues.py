@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from squall.clock import Clock, SystemClock
 from squall.core.arn import queue_arn, queue_of_arn
-from squall.errors import InvalidParameterValue, ServiceError, SquallError
+from squall.core.clock import Clock, SystemClock
+from squall.core.errors import InvalidParameterValue, ServiceError, SquallError
 from squall.sqs.errors import (
     InvalidAttributeName,
     MessageNotInflight,

@@ -1,1 +1,0 @@
-"""The HTTP edge: AWS-compatible request authentication, routing and wire formats."""

@@ -1,1 +1,0 @@
-"""The node: zygotes and sandboxed instances on one machine, behind a small asyncio API (``squall.node.node``)."""

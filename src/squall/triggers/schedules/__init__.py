@@ -1,0 +1,2 @@
+"""Scheduled invocations: the expressions and the pure firing decision (``expressions``), the API and firing loop
+(``runner``) and the durable rules (``store``)."""
