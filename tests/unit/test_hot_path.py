@@ -223,3 +223,34 @@ def test_decoder_keeps_a_partial_frame_after_whole_ones(chunk: int) -> None:
         got += d.feed(data[i : i + chunk])
     assert [f.header["request_id"] for f in got] == [str(n) for n in range(20)]
     assert [f.body for f in got] == [b"x" * n for n in range(20)] and d.pending == 0
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["upsert", "without", "count"]),
+            st.integers(0, 6),
+            st.sampled_from(["fa", "fb", "fr"]),
+            st.sampled_from(["starting", "idle", "busy", "stopping"]),
+        ),
+        max_size=40,
+    )
+)
+def test_carried_running_count_equals_a_recount(ops: list[tuple[str, int, str, str]]) -> None:
+    """``unreserved_in_use`` is carried from state to state by ``upsert``: after any sequence of changes it must
+    equal a count from scratch (``fr`` has a reservation and never counts)."""
+    from squall.scheduler import unreserved_in_use
+
+    state = SchedulerState(reserved={"fr": 5})
+    for op, i, fn, st_ in ops:
+        if op == "upsert":
+            state = state.upsert(InstanceView(f"i{i}", fn, "$LATEST", st_, 128, 0.0))  # type: ignore[arg-type]
+        elif op == "without":
+            state = state.without([f"i{i}"])
+        fresh = SchedulerState(instances=state.instances, reserved=state.reserved)
+        expected = sum(1 for v in state.instances if v.function != "fr" and v.state in ("starting", "busy"))
+        assert unreserved_in_use(fresh) == expected
+        if op == "count":
+            assert unreserved_in_use(state) == expected
+        assert state.get(f"i{i}") == next((v for v in state.instances if v.id == f"i{i}"), None)

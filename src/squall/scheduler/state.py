@@ -15,6 +15,7 @@ reservations.  Lambda never lets reservations take the unreserved pool below 100
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
@@ -52,6 +53,9 @@ InstanceState = Literal["starting", "idle", "busy", "stopping"]
 PoolKey = tuple[str, str]
 
 _RUNNING: frozenset[str] = frozenset({"starting", "busy"})
+#: where a state keeps its count of running instances of unreserved functions (not a field: not compared, not shown)
+_UNRESERVED_RUNNING = "_unreserved_running"
+_ID = operator.attrgetter("id")
 
 
 @dataclass(frozen=True)
@@ -86,26 +90,41 @@ class SchedulerState:
     #: memory all instances together may hold, MB (default: 80% of RAM, see ``host.node_memory_budget_mb``)
     memory_budget_mb: int = 0
 
+    def _index(self, instance_id: str) -> int:
+        """Position of the instance with this id, -1 if none (the ids are compared at C speed)."""
+        try:
+            return list(map(_ID, self.instances)).index(instance_id)
+        except ValueError:
+            return -1
+
     def get(self, instance_id: str) -> InstanceView | None:
-        for inst in self.instances:
-            if inst.id == instance_id:
-                return inst
-        return None
+        n = self._index(instance_id)
+        return None if n < 0 else self.instances[n]
 
     def upsert(self, instance: InstanceView) -> SchedulerState:
         """A copy with ``instance`` added (last), or replacing the instance with the same id (which moves last).
-        On every request twice: tuple slices and a field copy, not a filtering pass and ``dataclasses.replace``."""
+        On every request twice: tuple slices and a field copy, not a filtering pass and ``dataclasses.replace``; the
+        count of running unreserved instances, once computed, is carried over (one instance changed)."""
         insts = self.instances
-        key = instance.id
-        for n, cur in enumerate(insts):
-            if cur.id == key:
-                return evolve(self, instances=insts[:n] + insts[n + 1 :] + (instance,))
-        return evolve(self, instances=(*insts, instance))
+        n = self._index(instance.id)
+        old = None if n < 0 else insts[n]
+        new = evolve(self, instances=(*insts, instance) if n < 0 else insts[:n] + insts[n + 1 :] + (instance,))
+        count = self.__dict__.get(_UNRESERVED_RUNNING)
+        if count is not None:
+            reserved = self.reserved
+            if old is not None and old.state in _RUNNING and old.function not in reserved:
+                count -= 1
+            if instance.state in _RUNNING and instance.function not in reserved:
+                count += 1
+            new.__dict__[_UNRESERVED_RUNNING] = count
+        return new
 
     def without(self, instance_ids: Iterable[str]) -> SchedulerState:
         """A copy without the given instances."""
         gone = set(instance_ids)
-        return evolve(self, instances=tuple(i for i in self.instances if i.id not in gone))
+        new = evolve(self, instances=tuple(i for i in self.instances if i.id not in gone))
+        new.__dict__.pop(_UNRESERVED_RUNNING, None)  # counted again when asked
+        return new
 
     def with_reserved(self, function: str, reserved: int | None) -> SchedulerState:
         """A copy with the function's reservation set (``None`` deletes it).  Does not validate."""
@@ -144,8 +163,14 @@ def unreserved_pool(state: SchedulerState) -> int:
 
 
 def unreserved_in_use(state: SchedulerState) -> int:
-    """Concurrent executions of functions without a reservation."""
-    return sum(1 for i in state.instances if i.function not in state.reserved and i.state in _RUNNING)
+    """Concurrent executions of functions without a reservation (counted once per state, then carried over by
+    ``upsert``: this is asked on every request)."""
+    count = state.__dict__.get(_UNRESERVED_RUNNING)
+    if count is None:
+        reserved = state.reserved
+        count = sum(1 for i in state.instances if i.function not in reserved and i.state in _RUNNING)
+        state.__dict__[_UNRESERVED_RUNNING] = count
+    return count
 
 
 def memory_used_mb(state: SchedulerState) -> int:
