@@ -7,6 +7,8 @@ Prints JSON lines:
   baseline.floor_*        the cross-process floor (bench/_floor.py): the same Starlette + uvicorn handing each
                           request to one of 32 pre-forked bare worker processes, no sandbox/SigV4/scheduler/records:
                           what running the handler outside the server process costs at least
+  server_cpu_us_per_invoke  CPU of the Squall server process (all its threads: edge, scheduler, records writer) per
+                          warm invoke, sequential and at concurrency 32 (target <= 120 us); the floor's server too
   cold_invoke_p50_ms      function deployed, zygote warm, no instance: first Invoke (target <= 10 ms)
 
     python bench/invoke_http.py [--quick]
@@ -18,10 +20,13 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, median, pct, quick
+from _cpu import proc_cpu_ms
 from _http import Conn, Signer
 from _server import KEY_ID, SECRET, Server, deploy, free_port, wait_http
 
@@ -42,6 +47,13 @@ async def sequential(port: int, n: int) -> list[float]:
         assert status == 200, status
     conn.close()
     return out
+
+
+def cpu_per_call(pid: int, run: Callable[[], Any], calls: Callable[[Any, float], float]) -> tuple[Any, float]:
+    """``run()``'s result and the CPU process ``pid`` used per call meanwhile, µs (``calls(result, wall_s)``)."""
+    c0, t0 = proc_cpu_ms(pid), time.perf_counter()
+    out = run()
+    return out, (proc_cpu_ms(pid) - c0) * 1000 / max(1.0, calls(out, time.perf_counter() - t0))
 
 
 async def throughput(port: int, concurrency: int, seconds: float) -> float:
@@ -83,14 +95,26 @@ def main() -> None:
         asyncio.run(sequential(port, 50))
         asyncio.run(sequential(floor_port, 50))
         s_p50, c_p50, s_rps, c_rps, f_p50, f_rps = [], [], [], [], [], []
+        s_cpu_seq, s_cpu_c32, f_cpu_seq = [], [], []
         for _ in range(repeats):
-            s = asyncio.run(sequential(squall.port, n_seq))
+            s, cpu = cpu_per_call(
+                squall.proc.pid, lambda: asyncio.run(sequential(squall.port, n_seq)), lambda r, _: len(r)
+            )
+            s_cpu_seq.append(cpu)
             c = asyncio.run(sequential(port, n_seq))
             s_p50.append(pct(s, 50))
             c_p50.append(pct(c, 50))
-            s_rps.append(asyncio.run(throughput(squall.port, 32, secs)))
+            rps, cpu = cpu_per_call(
+                squall.proc.pid,
+                lambda: asyncio.run(throughput(squall.port, 32, secs)),
+                lambda rps, wall_s: rps * wall_s,
+            )
+            s_rps.append(rps)
+            s_cpu_c32.append(cpu)
             c_rps.append(asyncio.run(throughput(port, 32, secs)))
-            f_p50.append(pct(asyncio.run(sequential(floor_port, n_seq)), 50))
+            f, cpu = cpu_per_call(floor.pid, lambda: asyncio.run(sequential(floor_port, n_seq)), lambda r, _: len(r))
+            f_cpu_seq.append(cpu)
+            f_p50.append(pct(f, 50))
             f_rps.append(asyncio.run(throughput(floor_port, 32, secs)))
         emit(
             "warm_invoke_p50_ms", median(s_p50), "ms",
@@ -100,11 +124,16 @@ def main() -> None:
         emit(
             "throughput_c32_rps", median(s_rps), "req/s",
             ratio=round(median(s_rps) / median(c_rps), 3), repeats=repeats, seconds=secs,
+            of_floor=round(median(s_rps) / median(f_rps), 3),
             baseline={
                 "ceiling_rps": round(median(c_rps), 1),
                 "floor_rps": round(median(f_rps), 1),
                 "floor_ratio": round(median(f_rps) / median(c_rps), 3),
             },
+        )  # fmt: skip
+        emit(
+            "server_cpu_us_per_invoke", median(s_cpu_seq), "us", c32=round(median(s_cpu_c32), 1), repeats=repeats,
+            baseline={"floor_server_us_sequential": round(median(f_cpu_seq), 1)},
         )  # fmt: skip
     finally:
         squall.stop()

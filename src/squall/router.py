@@ -123,10 +123,18 @@ def router(
     handlers = list(public)
 
     def is_public(scope: Scope) -> bool:
-        return any(accepts(scope) for accepts, _ in handlers)
+        for accepts, handler in handlers:
+            if accepts(scope):
+                scope["squall.public_app"] = handler  # outer() serves it without asking every handler again
+                return True
+        return False
 
     async def outer(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "squall.auth" not in scope:
+            chosen = scope.get("squall.public_app")
+            if chosen is not None:
+                await chosen(scope, receive, send)
+                return
             for accepts, handler in handlers:
                 if accepts(scope):
                     await handler(scope, receive, send)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query, verify_query_v2
 from squall.aws.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
 from squall.core.errors import RequestTooLarge
+from squall.core.ids import request_id as new_request_id
 
 __all__ = ["SigV4Middleware", "is_s3_post_upload", "service_for_unsigned"]
 
@@ -97,7 +97,7 @@ class SigV4Middleware:
             await self.app(scope, receive, send)
             return
         if is_s3_post_upload(scope):
-            scope["squall.request_id"] = str(uuid.uuid4())
+            scope["squall.request_id"] = new_request_id()
             scope["squall.s3_post"] = True
             await self.app(scope, receive, send)
             return
@@ -110,8 +110,9 @@ class SigV4Middleware:
         scope_info = parse_scope(headers, query)
         v2 = scope_info is None and "authorization" not in headers and is_v2_query(query)
         service = "s3" if v2 else scope_info.service if scope_info else service_for_unsigned(headers)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         scope["squall.request_id"] = request_id
+        scope["squall.headers"] = headers  # lower-case names, repeated fields joined: the Invoke path reads these
         ctx: AuthContext | None = None
         if self.session is not None and scope_info is None and not v2:
             verdict = self.session(scope, headers)

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from squall.core.tick_writes import tick_writer
+
 __all__ = ["CoalescingHttpProtocol", "CoalescingTransport", "EdgeLimits", "edge_protocol"]
 
 #: seconds a refused connection is drained (its request read and thrown away) before it is closed
@@ -34,18 +36,20 @@ LINGER_S = 2.0
 class CoalescingTransport:
     """A transport whose ``write``s within one event-loop step become one write of the underlying transport."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_tick", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        #: the loop's end-of-pass writer: the responses of one pass leave together (see squall.core.tick_writes)
+        self._tick = tick_writer(loop)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         if not self._pending:
-            self._loop.call_soon(self.flush)
+            self._tick.later(self.flush)
         self._pending.append(bytes(data))
 
     def writelines(self, chunks: Any) -> None:

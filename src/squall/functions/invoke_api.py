@@ -12,10 +12,9 @@ import binascii
 import logging
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.requests import Request
-from starlette.responses import Response
 
 from squall.aws import errors as aws_errors
 from squall.core import jsonlimits
@@ -48,7 +47,9 @@ _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>.+)/invocations$
 
 class InvokeEndpoint:
     """The Invoke operation as a bare ASGI app: the hottest path in Squall skips the generic router and
-    middleware stack (``is_invoke(scope)`` lets the top-level dispatcher send requests straight here)."""
+    middleware stack (``is_invoke(scope)`` lets the top-level dispatcher send requests straight here), and Starlette's
+    Request/Response objects too: the header fields are read from the dict the SigV4 check already built
+    (``scope["squall.headers"]``) and the response goes out as two ASGI messages."""
 
     def __init__(self, invoker: Invoker) -> None:
         self.invoker = invoker
@@ -58,13 +59,26 @@ class InvokeEndpoint:
         return scope["method"] == "POST" and _INVOKE_PATH.match(scope["path"]) is not None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        response = await self.handle(request)
-        await response(scope, receive, send)
+        headers_in: dict[str, str] | None = scope.get("squall.headers")
+        if headers_in is None:
+            headers_in = {}
+            for k, v in scope["headers"]:
+                name = k.decode("latin-1").lower()
+                value = v.decode("latin-1")
+                headers_in[name] = f"{headers_in[name]},{value}" if name in headers_in else value
+        body = scope.get("squall.body")
+        if body is None:
+            body = await Request(scope, receive).body()
+        status, headers, payload = await self.run(scope, headers_in, body)
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if status >= 200 and status not in (204, 304):  # as Starlette's Response framed it
+            raw.append((b"content-length", b"%d" % len(payload)))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
 
-    async def handle(self, request: Request) -> Response:
-        request_id = request.scope.get("squall.request_id", "")
-        headers_in = request.headers
+    async def run(self, scope: Any, headers_in: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one Invoke request; ``headers_in``: lower-case names."""
+        request_id = scope.get("squall.request_id", "")
         tracer = self.invoker.tracer
         span: Span | None = None
         try:
@@ -75,16 +89,13 @@ class InvokeEndpoint:
                     "Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
                 )
             log_type = headers_in.get("x-amz-log-type", "None")
-            m = _INVOKE_PATH.match(request.scope["path"])
+            m = _INVOKE_PATH.match(scope["path"])
             raw_name = m.group("function") if m else ""
-            qualifier = request.query_params.get("Qualifier") if request.scope.get("query_string") else None
+            qualifier = _qualifier(scope.get("query_string") or b"")
             ref = parse_function_name(
                 unquote(raw_name), qualifier, region=self.invoker.region, account_id=self.invoker.account_id
             )
             name, qualifier = ref.name, ref.qualifier
-            body = request.scope.get("squall.body")
-            if body is None:
-                body = await request.body()
             amzn_trace_id = headers_in.get("x-amzn-trace-id", "")
             traceparent = headers_in.get("traceparent", "")
             if tracer is not None:  # the entry span: continues the caller's traceparent / X-Amzn-Trace-Id
@@ -112,14 +123,14 @@ class InvokeEndpoint:
                 span.attributes["error.type"] = e.code
                 tracer.end(span, error=True)
                 headers["traceparent"] = span.traceparent()
-            return Response(payload, status, headers=headers)
+            return status, headers, payload
         except Exception as e:  # a bug of ours: log it, answer in Lambda's shape, never a bare 500
             log.exception("Invoke failed")
             err = ServiceError(f"Squall could not run the invocation ({type(e).__name__}: {e}); see the server log")
             status, headers, payload = aws_errors.render("lambda", err, request_id)
             if span is not None and tracer is not None:
                 tracer.end(span, error=True)
-            return Response(payload, status, headers={**headers, "x-amzn-RequestId": request_id})
+            return status, {**headers, "x-amzn-RequestId": request_id}, payload
         headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": result.executed_version}
         if span is not None and tracer is not None:
             if result.function_error:
@@ -130,4 +141,17 @@ class InvokeEndpoint:
             headers["X-Amz-Function-Error"] = result.function_error
         if log_type == "Tail" and itype == "RequestResponse":
             headers["X-Amz-Log-Result"] = result.log_tail_b64()
-        return Response(result.payload, result.status, headers=headers, media_type="application/json")
+        headers["content-type"] = "application/json"
+        return result.status, headers, result.payload
+
+
+def _qualifier(query: bytes) -> str | None:
+    """The ``Qualifier`` query parameter (its last value, as Starlette's query_params gave it), if any."""
+    if not query:
+        return None
+    found = None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name == "Qualifier":
+            found = value
+    return found
+

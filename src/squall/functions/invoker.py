@@ -13,7 +13,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from squall.core import jsonlimits
 from squall.core.arn import function_arn
 from squall.core.errors import InvalidRequestContent, RequestTooLarge, SquallError
+from squall.core.ids import random_hex
+from squall.core.ids import request_id as new_request_id
 from squall.core.model import FunctionSpec, InvokeOutcome, InvokeRequest, NetworkMode
 from squall.core.ports import Enqueue, InvocationObserver
 from squall.core.report import billed_ms, end_line, report_line, start_line
@@ -207,9 +208,12 @@ class Invoker:
         traceparent: str = "",
         request_id: str | None = None,
         span: Span | None = None,
+        payload_is_json: bool = False,
     ) -> InvocationResult:
-        """``span``: the caller's entry span (the Invoke endpoint's), parent of the invocation's spans."""
-        request_id = request_id or str(uuid.uuid4())
+        """``span``: the caller's entry span (the Invoke endpoint's), parent of the invocation's spans.
+        ``payload_is_json``: the caller made ``payload`` with ``json.dumps`` itself (an HTTP event), so it is not
+        parsed again to check it."""
+        request_id = request_id or new_request_id()
         if invocation_type == "Event":
             if len(payload) > ASYNC_PAYLOAD_MAX:
                 raise RequestTooLarge(
@@ -217,7 +221,8 @@ class Invoker:
                 )
         elif len(payload) > SYNC_PAYLOAD_MAX:
             raise RequestTooLarge(f"Request must be smaller than {SYNC_PAYLOAD_MAX} bytes for the Invoke operation")
-        validate_json_payload(payload)
+        if not payload_is_json:
+            validate_json_payload(payload)
         spec = self.resolve(name, qualifier)
         if invocation_type == "DryRun":
             return InvocationResult(204, b"", None, spec.version, request_id)
@@ -386,11 +391,10 @@ class Invoker:
                 request_id, spec.name, spec.version, trigger, start, outcome.duration_ms, outcome.billed_ms,
                 outcome.init_ms, outcome.memory_mb, outcome.max_memory_mb, status, error_type, outcome.cold, provisioned,
             )  # fmt: skip
-            self.records.add_log(request_id, spec.name, start, outcome.logs)
-        self.records.add(rec)
+        self.records.add_invocation(rec, None if outcome is None else (request_id, spec.name, start, outcome.logs))
         if self.observer is not None:
             self.observer.observe(spec.name, trigger, outcome, status)
 
 
 def _new_trace_id() -> str:
-    return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"
+    return f"Root=1-{int(time.time()):08x}-{random_hex(12)};Sampled=0"

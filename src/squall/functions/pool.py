@@ -169,7 +169,7 @@ class InstancePool:
     def _set(self, inst_id: str, **changes: object) -> None:
         view = self.state.get(inst_id)
         if view is not None:
-            self.state = self.state.upsert(replace(view, **changes))  # type: ignore[arg-type]
+            self.state = self.state.upsert(scheduler.evolve(view, **changes))
 
     async def _notify(self) -> None:
         self.waiters.wake_all()

@@ -24,9 +24,11 @@ __all__ = [
     "Kind",
     "ProtocolError",
     "encode",
+    "encode_raw",
 ]
 
 _PREFIX = struct.Struct(">IBI")
+_LENGTH = struct.Struct(">I")
 #: largest frame either side accepts: a 6 MB payload plus headers, with room to spare
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
@@ -44,6 +46,9 @@ class Kind(IntEnum):
     RESULT = 4
     #: node -> instance: leave cleanly
     SHUTDOWN = 5
+
+
+_KINDS = {int(k): k for k in Kind}
 
 
 class ProtocolError(Exception):
@@ -65,40 +70,70 @@ def encode(kind: Kind, header: dict[str, Any] | None = None, body: bytes = b"") 
     return _PREFIX.pack(length, int(kind), len(h)) + h + body
 
 
+def encode_raw(kind: Kind, header_json: bytes, body: bytes = b"") -> bytes:
+    """``encode`` for a header the caller already serialised (a JSON object, UTF-8)."""
+    length = 1 + 4 + len(header_json) + len(body)
+    if length > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
+    return _PREFIX.pack(length, int(kind), len(header_json)) + header_json + body
+
+
 class FrameDecoder:
-    """Feed bytes in any chunking; take whole frames out."""
+    """Feed bytes in any chunking; take whole frames out.  A read that holds whole frames only (the usual case: one
+    RESULT per read) is parsed where it lies, without going through the buffer."""
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
         self._max = max_frame_bytes
+        self._used = 0
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+        buf: bytes | bytearray
+        if self._buf:
+            self._buf += data
+            buf = self._buf
+        else:
+            buf = data
         frames: list[Frame] = []
-        while len(self._buf) >= 4:
-            (length,) = struct.unpack_from(">I", self._buf, 0)
+        try:
+            self._parse(buf, frames)
+        finally:
+            if buf is self._buf:
+                del self._buf[: self._used]
+            elif self._used < len(buf):
+                self._buf += memoryview(buf)[self._used :]
+        return frames
+
+    def _parse(self, buf: bytes | bytearray, frames: list[Frame]) -> None:
+        """Append the whole frames at the start of ``buf`` to ``frames``; ``self._used``: the bytes they took (so far,
+        if a bad frame raises ProtocolError)."""
+        pos = 0
+        self._used = 0
+        size = len(buf)
+        while size - pos >= 4:
+            (length,) = _LENGTH.unpack_from(buf, pos)
             if length < 5 or length > self._max:
                 raise ProtocolError(f"bad frame length {length}")
-            if len(self._buf) < 4 + length:
+            end = pos + 4 + length
+            if size < end:
                 break
-            _, kind_raw, hlen = _PREFIX.unpack_from(self._buf, 0)
+            _, kind_raw, hlen = _PREFIX.unpack_from(buf, pos)
             if hlen > length - 5:
                 raise ProtocolError(f"header length {hlen} overruns frame of {length}")
-            try:
-                kind = Kind(kind_raw)
-            except ValueError:
+            kind = _KINDS.get(kind_raw)
+            if kind is None:
                 raise ProtocolError(f"unknown frame kind {kind_raw}")
-            start = _PREFIX.size
+            start = pos + _PREFIX.size
             try:
-                header = json.loads(bytes(self._buf[start : start + hlen]) or b"{}")
+                header = json.loads(buf[start : start + hlen] or b"{}")
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise ProtocolError(f"frame header is not JSON: {e}")
             if not isinstance(header, dict):
                 raise ProtocolError("frame header must be a JSON object")
-            body = bytes(self._buf[start + hlen : 4 + length])
-            del self._buf[: 4 + length]
-            frames.append(Frame(kind, header, body))
-        return frames
+            body = buf[start + hlen : end]
+            frames.append(Frame(kind, header, body if type(body) is bytes else bytes(body)))
+            pos = end
+            self._used = pos
 
     @property
     def pending(self) -> int:

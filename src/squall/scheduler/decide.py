@@ -26,7 +26,6 @@ from squall.scheduler.state import (
     SchedulerState,
     concurrency,
     memory_used_mb,
-    pools,
     unreserved_in_use,
     unreserved_pool,
 )
@@ -141,7 +140,7 @@ def acquire(state: SchedulerState, function: str, version: str, memory_mb: int, 
         if in_use >= pool:
             return Wait("account-concurrency", f"unreserved pool: {in_use} of {pool} in use")
 
-    idle = [i for i in pools(state).get((function, version), []) if i.state == "idle"]
+    idle = [i for i in state.instances if i.state == "idle" and i.function == function and i.version == version]
     if idle:
         return UseIdle(min(idle, key=_mru_key).id)
 

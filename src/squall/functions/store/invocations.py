@@ -243,6 +243,15 @@ class RecordWriter:
             self._records.append(record)
             self._trim()
 
+    def add_invocation(self, record: InvocationRecord, log: PendingLog | None) -> None:
+        """A record and (if any) its log entry, under one lock acquisition (the invoker's hot path)."""
+        with self._lock:
+            self._records.append(record)
+            if log is not None:
+                self._logs.append(log)
+            if len(self._records) > self._max_pending or len(self._logs) > self._max_pending:
+                self._trim()
+
     def add_log(self, request_id: str, function: str, ts: float, text: str) -> None:
         with self._lock:
             self._logs.append((request_id, function, ts, text))

@@ -22,7 +22,6 @@ import re
 import secrets
 import string
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -43,6 +42,7 @@ from squall.core.errors import (
     SquallError,
     TooManyRequests,
 )
+from squall.core.ids import request_id as new_request_id
 from squall.core.timefmt import iso_us
 from squall.functions.invoker import Invoker
 from squall.functions.store.metadata import SqliteMetadataStore
@@ -442,7 +442,7 @@ class FunctionUrls:
 
     # -- serving -------------------------------------------------------------------------------------------------
     async def public_app(self, scope: Any, receive: Any, send: Any) -> None:
-        request_id = scope.get("squall.request_id") or str(uuid.uuid4())
+        request_id = scope.get("squall.request_id") or new_request_id()
         try:
             status, headers, body = await self._handle(scope, receive, request_id)
         except Exception:
@@ -554,7 +554,7 @@ class FunctionUrls:
         try:
             result = await self.invoker.invoke(
                 function, qualifier, json.dumps(event).encode(), trigger=trigger, trace_id=trace_id,
-                traceparent=traceparent, request_id=request_id,
+                traceparent=traceparent, request_id=request_id, payload_is_json=True,
             )  # fmt: skip
         except ResourceNotFound:
             return _message(404, "Not Found")

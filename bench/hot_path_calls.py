@@ -1,0 +1,115 @@
+"""Python calls the server makes per warm request, for the Invoke API and an HTTP route (load-independent A/B).
+
+On a 2-core machine shared with other work, CPU time and throughput swing by 2x from run to run; the number of
+Python-level calls (function calls + C calls, all server threads) per request does not.  Run it against two source
+trees to compare them (``PYTHONPATH=<tree>/src python bench/hot_path_calls.py``).  The server runs under
+bench/_count_calls.py (a ``sys.setprofile`` hook): its CPU figure here is inflated by the hook, never a timing.
+
+Prints JSON lines:
+  py_calls_per_invoke        signed Invoke (POST /2015-03-31/functions/bench/invocations), sequential, warm
+  py_calls_per_http_route    GET /hello of a squall.yaml `http` event (API Gateway v2 event), sequential, warm
+
+    python bench/hot_path_calls.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, quick
+from _cpu import proc_cpu_ms
+from _http import Conn, Signer
+from _server import KEY_ID, SECRET, free_port, wait_http, zip_of
+
+CODE = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
+HELLO = "def hello(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n"
+YAML = (
+    "functions:\n  hello:\n    handler: app.hello\n    code: ./code\n    requirements: false\n"
+    "    events: [{http: {method: GET, path: /hello}}]\n"
+)
+INVOKE = "/2015-03-31/functions/bench/invocations"
+
+
+def calls(pid: int, path: Path) -> int:
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if path.exists():
+            return int(path.read_text())
+        time.sleep(0.02)
+    raise RuntimeError("the server did not report its call count")
+
+
+async def run(port: int, n: int, signed: bool) -> None:
+    conn = Conn("127.0.0.1", port)
+    signer = Signer(KEY_ID, SECRET)
+    body = b'{"n": 1}'
+    for _ in range(n):
+        if signed:
+            status, _ = await conn.request(
+                "POST", INVOKE, body, signer.headers("POST", f"127.0.0.1:{port}", INVOKE, body)
+            )
+        else:
+            status, _ = await conn.request("GET", "/hello", b"", {"host": f"127.0.0.1:{port}"})
+        assert status == 200, status
+    conn.close()
+
+
+def main() -> None:
+    n = 200 if quick() else 1000
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="squall-bench-calls-"))
+    count_file = work / "count"
+    env = {**os.environ, "SQUALL_ACCESS_KEY_ID": KEY_ID, "SQUALL_SECRET_ACCESS_KEY": SECRET,
+           "SQUALL_BENCH_COUNT_FILE": str(count_file)}  # fmt: skip
+    with open(work / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_count_calls.py")), "up", "--data-dir", str(work / "data"),
+             "--port", str(port)],
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_squall/health", 120)
+        project = work / "project"
+        (project / "code").mkdir(parents=True)
+        (project / "code" / "app.py").write_text(HELLO)
+        (project / "squall.yaml").write_text(YAML)
+        client_env = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": KEY_ID,
+                      "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        subprocess.run([sys.executable, "-m", "squall.cli.main", "deploy", "."], cwd=project, env=client_env,
+                       check=True, capture_output=True)  # fmt: skip
+        import boto3
+
+        boto3.client(
+            "lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+        ).create_function(
+            FunctionName="bench", Runtime="python3.11", Role="arn:aws:iam::000000000000:role/x",
+            Handler="app.handler", Code={"ZipFile": zip_of({"app.py": CODE})},
+        )  # fmt: skip
+        for metric, signed in (("py_calls_per_invoke", True), ("py_calls_per_http_route", False)):
+            asyncio.run(run(port, 20, signed))  # warm: instance started, caches filled
+            c0, t0 = calls(proc.pid, count_file), proc_cpu_ms(proc.pid)
+            asyncio.run(run(port, n, signed))
+            c1, t1 = calls(proc.pid, count_file), proc_cpu_ms(proc.pid)
+            emit(metric, (c1 - c0) / n, "calls", n=n, hooked_cpu_us=round((t1 - t0) * 1000 / n, 1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
