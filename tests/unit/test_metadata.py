@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pg_helpers import backend, store_target
 from squall.core.clock import FakeClock
 from squall.core.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, ServiceError
 from squall.functions.store.invocations import RecordWriter
@@ -32,7 +33,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path, clock: FakeClock) -> Iterator[SqliteMetadataStore]:
-    s = SqliteMetadataStore(db_path, clock=clock)
+    s = SqliteMetadataStore(store_target(db_path, "metadata"), clock=clock)  # SQUALL_TEST_BACKEND=postgres: on it
     yield s
     s.close()
 
@@ -102,6 +103,7 @@ def test_refuses_a_newer_schema(db_path: Path) -> None:
         SqliteMetadataStore(db_path)
 
 
+@pytest.mark.skipif(backend() == "postgres", reason="SQLite's catalogue (sqlite_master)")
 def test_indexes_exist(store: SqliteMetadataStore) -> None:
     names = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"invocations_function_start", "invocations_request_id", "logs_request_id", "event_queue_due"} <= names
@@ -635,6 +637,7 @@ def test_retry_scheduling(store: SqliteMetadataStore, clock: FakeClock) -> None:
     assert store.depth() == 0 and store.oldest_age(clock.now()) == 0.0
 
 
+@pytest.mark.skipif(backend() == "postgres", reason="SQLite's synchronous pragma")
 def test_enqueue_is_fsynced(store: SqliteMetadataStore) -> None:
     """Enqueue commits with synchronous=FULL, and the connection goes back to NORMAL afterwards."""
     seen: list[int] = []

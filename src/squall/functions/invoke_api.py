@@ -154,4 +154,3 @@ def _qualifier(query: bytes) -> str | None:
         if name == "Qualifier":
             found = value
     return found
-

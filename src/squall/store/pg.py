@@ -6,6 +6,7 @@ Translation (cached per statement text):
 - ``INSERT OR IGNORE INTO ...`` becomes ``INSERT INTO ... ON CONFLICT DO NOTHING``;
 - ``CAST(x AS INTEGER)`` truncates (``TRUNC``) as SQLite's does, and ``SUM(<condition>)`` counts the rows where it
   holds (an aggregate ``sum(boolean)`` created by the first migration), as SQLite's booleans are 0/1;
+- ``LIKE`` is ``ILIKE`` (SQLite's ignores case);
 - ``x COLLATE NOCASE`` in a query compares with the ``nocase`` collation (ICU, case-insensitive, created by the
   first migration), and so do columns declared ``COLLATE NOCASE``;
 - DDL: ``INTEGER`` is ``BIGINT``, ``REAL`` is ``DOUBLE PRECISION``, ``BLOB`` is ``BYTEA``, ``INTEGER PRIMARY KEY``
@@ -45,6 +46,7 @@ __all__ = ["PgConnection", "PgCursor", "PgListener", "lock_key", "translate", "t
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\?|%")
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+_LIKE = re.compile(r"(?<![\w.])LIKE\b", re.IGNORECASE)
 _NOCASE = re.compile(r"\bCOLLATE\s+NOCASE\b", re.IGNORECASE)
 _CONNECT_TIMEOUT_S = 3
 
@@ -69,6 +71,7 @@ def translate(sql: str) -> str:
             if ret
             else f"{out.rstrip().rstrip(';')} ON CONFLICT DO NOTHING"
         )
+    out = _LIKE.sub("ILIKE", out)  # SQLite's LIKE ignores (ASCII) case
     return _NOCASE.sub("COLLATE nocase", _trunc_casts(out))
 
 
