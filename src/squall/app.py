@@ -56,6 +56,7 @@ from squall.iam.store import IamStore
 from squall.router import router
 from squall.s3.api import s3_app
 from squall.s3.notifications import NotificationQuery, StorageEvents
+from squall.s3.store.events import NotificationTarget, ObjectEvent
 from squall.s3.store.objects import ObjectStore
 from squall.sandbox.node.node import Node
 from squall.scheduler.keep_alive import HistogramConfig
@@ -162,7 +163,9 @@ class Squall:
             max_in_flight=max(1, c.async_max_in_flight),
             queue_sink=self.queues,
         )
-        self.storage_events = StorageEvents(self.queues, c.region, self.dispatcher.enqueue_threadsafe)
+        self.storage_events = StorageEvents(
+            self.queues, c.region, self.dispatcher.enqueue_threadsafe, self._notification_targets
+        )
         self.objects = ObjectStore(c.data_dir / "objects", on_event=self.storage_events, disk=self.disk)
         self.functions = FunctionService(
             self.store,
@@ -304,6 +307,11 @@ class Squall:
 
     def _spec_of(self, sf: StoredFunction) -> FunctionSpec:
         return spec_from_stored(sf, self.config.region, self.config.account_id, self.function_env(sf.name))
+
+    def _notification_targets(self, event: ObjectEvent) -> list[NotificationTarget]:
+        """Where a storage event goes: the object store reads its bucket's configuration (built after
+        ``StorageEvents``, which it calls)."""
+        return self.objects.notification_targets(event)
 
     def _enqueue_async(self, batch: list[NewEvent]) -> None:
         """The invoker's way into the durable async queue: the dispatcher's hand-over (built after the invoker,
