@@ -181,31 +181,30 @@ class Squall:
         self.provisioning = Provisioning(self.store, self.pool, self._spec_of)
         self.started_at = 0.0
         #: event sources (see squall.triggers.plugin), each given its store and the ports it needs
+        self.schedules = schedules.install(
+            ScheduleStore(c.data_dir / "schedules.db"), self.dispatcher.enqueue_threadsafe, self._function_exists,
+            region=c.region, account_id=c.account_id,
+        )  # fmt: skip
+        self.event_source_mappings = event_source_mappings.install(
+            MappingStore(c.data_dir / "esm.db"), self.store, self.invoker, self.queues, self.queue_waiter,
+            region=c.region, account_id=c.account_id,
+        )  # fmt: skip
         self.function_urls = function_urls.install(
             FunctionUrlStore(c.data_dir / "function_urls.db"), self.store, self.invoker, public_url=c.public_url,
             account_id=c.account_id,
         )  # fmt: skip
-        self.plugins: list[Plugin] = [
-            schedules.install(
-                ScheduleStore(c.data_dir / "schedules.db"), self.dispatcher.enqueue_threadsafe, self._function_exists,
-                region=c.region, account_id=c.account_id,
-            ),
-            event_source_mappings.install(
-                MappingStore(c.data_dir / "esm.db"), self.store, self.invoker, self.queues, self.queue_waiter,
-                region=c.region, account_id=c.account_id,
-            ),
-            self.function_urls,
-        ]  # fmt: skip
+        self.plugins: list[Plugin] = [self.schedules, self.event_source_mappings, self.function_urls]
         #: dashboard sessions (the admin key, entered once on /ui/login)
         self.sessions = Sessions(self.keyring.is_admin, self.keyring.secret_for)
+        #: the dashboard reads triggers through their query ports (in the order it lists them) and the pool here
+        queries = (self.function_urls.query, self.schedules.query, self.event_source_mappings.query)
         self.dashboard = DashboardApi(
             self.store,
             self.queues,
             self.prices,
-            [*(p.query for p in (self.function_urls, *self.plugins[:2]) if p.query is not None),
-             NotificationQuery(self.objects)],
+            [*(q for q in queries if q is not None), NotificationQuery(self.objects)],
             self,
-        )  # fmt: skip
+        )
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
         self.iam_store = IamStore(c.data_dir / "iam.db")
