@@ -60,6 +60,7 @@ from squall.iam.store import IamStore
 from squall.router import router
 from squall.s3.api import s3_app
 from squall.s3.notifications import NotificationQuery, StorageEvents
+from squall.s3.store.events import NotificationTarget, ObjectEvent
 from squall.s3.store.objects import ObjectStore
 from squall.sandbox.node.node import Node
 from squall.scheduler.keep_alive import HistogramConfig
@@ -193,7 +194,9 @@ class Squall:
                 max_in_flight=max(1, c.async_max_in_flight),
                 queue_sink=self.queues,
             )
-        self.storage_events = StorageEvents(self.queues, c.region, self.dispatcher.enqueue_threadsafe)
+        self.storage_events = StorageEvents(
+            self.queues, c.region, self.dispatcher.enqueue_threadsafe, self._notification_targets
+        )
         s3_db = self.db_target("objects.db", "s3")  # PostgreSQL: metadata and object data (chunked) there
         self.objects = ObjectStore(
             c.data_dir / "objects",
@@ -215,31 +218,30 @@ class Squall:
         self.provisioning = Provisioning(self.store, self.pool, self._spec_of)
         self.started_at = 0.0
         #: event sources (see squall.triggers.plugin), each given its store and the ports it needs
+        self.schedules = schedules.install(
+            ScheduleStore(self.db_target("schedules.db", "schedules")), self.dispatcher.enqueue_threadsafe, self._function_exists,
+            region=c.region, account_id=c.account_id,
+        )  # fmt: skip
+        self.event_source_mappings = event_source_mappings.install(
+            MappingStore(self.db_target("esm.db", "event_source_mappings")), self.store, self.invoker, self.queues, self.queue_waiter,
+            region=c.region, account_id=c.account_id,
+        )  # fmt: skip
         self.function_urls = function_urls.install(
             FunctionUrlStore(self.db_target("function_urls.db", "function_urls")), self.store, self.invoker, public_url=c.public_url,
             account_id=c.account_id,
         )  # fmt: skip
-        self.plugins: list[Plugin] = [
-            schedules.install(
-                ScheduleStore(self.db_target("schedules.db", "schedules")), self.dispatcher.enqueue_threadsafe, self._function_exists,
-                region=c.region, account_id=c.account_id,
-            ),
-            event_source_mappings.install(
-                MappingStore(self.db_target("esm.db", "event_source_mappings")), self.store, self.invoker, self.queues, self.queue_waiter,
-                region=c.region, account_id=c.account_id,
-            ),
-            self.function_urls,
-        ]  # fmt: skip
+        self.plugins: list[Plugin] = [self.schedules, self.event_source_mappings, self.function_urls]
         #: dashboard sessions (the admin key, entered once on /ui/login)
         self.sessions = Sessions(self.keyring.is_admin, self.keyring.secret_for)
+        #: the dashboard reads triggers through their query ports (in the order it lists them) and the pool here
+        queries = (self.function_urls.query, self.schedules.query, self.event_source_mappings.query)
         self.dashboard = DashboardApi(
             self.store,
             self.queues,
             self.prices,
-            [*(p.query for p in (self.function_urls, *self.plugins[:2]) if p.query is not None),
-             NotificationQuery(self.objects)],
+            [*(q for q in queries if q is not None), NotificationQuery(self.objects)],
             self,
-        )  # fmt: skip
+        )
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
         self.iam_store = IamStore(self.db_target("iam.db", "iam"))
@@ -352,6 +354,11 @@ class Squall:
     async def _place(self, *args: Any) -> InvocationResult | None:
         """The invoker's placement hook in a cluster (the cluster node is built after the invoker it runs on)."""
         return None if self.cluster is None else await self.cluster.maybe_forward(*args)
+
+    def _notification_targets(self, event: ObjectEvent) -> list[NotificationTarget]:
+        """Where a storage event goes: the object store reads its bucket's configuration (built after
+        ``StorageEvents``, which it calls)."""
+        return self.objects.notification_targets(event)
 
     def _enqueue_async(self, batch: list[NewEvent]) -> None:
         """The invoker's way into the durable async queue: the dispatcher's hand-over (built after the invoker,

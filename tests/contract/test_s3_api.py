@@ -73,7 +73,7 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("s3store")
     events: list[ObjectEvent] = []
-    store = ObjectStore(root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3"))
+    store = ObjectStore(root, on_event=events.append, database=pg_database(root, "s3"))
     app = s3_app(store, function_exists=lambda arn: not arn.endswith(":function:missing"))
     wrapped = SigV4Middleware(app, lookup_secret=lambda k: SECRET if k == KEY else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -47,7 +47,7 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     events: list[ObjectEvent] = []
     root = tmp_path_factory.mktemp("s3presign")
-    store = ObjectStore(root, on_event=lambda event, _targets: events.append(event), database=pg_database(root, "s3"))
+    store = ObjectStore(root, on_event=events.append, database=pg_database(root, "s3"))
     lookup = {KEY: SECRET}.get
     app = SigV4Middleware(s3_app(store, lookup_secret=lookup), lookup_secret=lookup)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -60,7 +60,7 @@ def events() -> list[ObjectEvent]:
 
 @pytest.fixture
 def store(root: Path, events: list[ObjectEvent]) -> Iterator[ObjectStore]:
-    s = ObjectStore(root, on_event=lambda event, _targets: events.append(event), clock=FakeClock())
+    s = ObjectStore(root, on_event=events.append, clock=FakeClock())
     s.create_bucket("bkt")
     yield s
     s.close()
@@ -413,7 +413,7 @@ def test_multipart_part_size_rules(store: ObjectStore) -> None:
 def test_events_after_durable_writes_with_increasing_sequencers(store: ObjectStore, events: list[ObjectEvent]) -> None:
     seen_in_callback: list[bytes] = []
 
-    def on_event(event: ObjectEvent, _targets: object) -> None:
+    def on_event(event: ObjectEvent) -> None:
         events.append(event)
         if event.event_name.startswith("ObjectCreated"):
             seen_in_callback.append(_read(store, event.key))  # the object is visible when the event fires
@@ -437,7 +437,7 @@ def test_events_after_durable_writes_with_increasing_sequencers(store: ObjectSto
 
 
 def test_failing_on_event_reaches_the_caller_after_the_write(store: ObjectStore) -> None:
-    def boom(event: ObjectEvent, _targets: object) -> None:
+    def boom(event: ObjectEvent) -> None:
         raise RuntimeError("queue down")
 
     store.on_event = boom

@@ -1,7 +1,8 @@
 """Storage events: an object written to or deleted from the object store becomes an S3 event notification.
 
 Called by the object store after the write is durable and before the S3 API answers (``ObjectStore.on_event``,
-in a worker thread), with the targets the bucket's notification configuration names.  Lambda targets are
+in a worker thread); ``targets`` says where an event goes under its bucket's notification configuration (the object
+store's ``notification_targets``).  Lambda targets are
 inserted into the durable async queue in one fsync'd batch, so an upload the client saw succeed always produces its event, even if the server is killed right after answering; delivery then
 follows the async retry policy.  SQS targets get the event as a message.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from squall.core.arn import function_of_arn
@@ -25,17 +27,25 @@ log = logging.getLogger("squall.storage_events")
 
 class StorageEvents:
     """``enqueue``: how Lambda targets' events get into the durable async queue (durable when it returns; the app
-    passes its dispatcher's hand-over, which also gets them delivered); ``queues``: SQS targets."""
+    passes its dispatcher's hand-over, which also gets them delivered); ``queues``: SQS targets; ``targets``: where
+    an event goes."""
 
-    def __init__(self, queues: QueueSink, region: str, enqueue: Enqueue) -> None:
+    def __init__(
+        self,
+        queues: QueueSink,
+        region: str,
+        enqueue: Enqueue,
+        targets: Callable[[ObjectEvent], list[NotificationTarget]],
+    ) -> None:
         self.queues = queues
         self.region = region
         self.enqueue = enqueue
+        self.targets = targets
         self.emitted = 0
 
-    def __call__(self, event: ObjectEvent, targets: list[NotificationTarget]) -> None:
+    def __call__(self, event: ObjectEvent) -> None:
         batch: list[NewEvent] = []
-        for target in targets:
+        for target in self.targets(event):
             body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
             if target.kind == "lambda":
                 ref = function_of_arn(target.arn)

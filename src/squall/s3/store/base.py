@@ -27,7 +27,7 @@ from typing import Any, Self
 from squall.core.clock import Clock, SystemClock
 from squall.core.errors import ServiceError
 from squall.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchBucket
-from squall.s3.store.events import EventOrigin, NotificationTarget, ObjectEvent
+from squall.s3.store.events import EventOrigin, ObjectEvent
 from squall.s3.store.files import DataFiles
 from squall.s3.store.types import ObjectAttrs, ObjectMeta
 from squall.store.blobs import DbDataFiles
@@ -153,7 +153,7 @@ class StoreBase:
         self,
         root: Path,
         *,
-        on_event: Callable[[ObjectEvent, list[NotificationTarget]], None] | None = None,
+        on_event: Callable[[ObjectEvent], None] | None = None,
         clock: Clock | None = None,
         min_part_size: int = MIN_PART_SIZE,
         disk: DiskGuard | None = None,
@@ -264,16 +264,11 @@ class StoreBase:
         return f"{row[0]:016X}"
 
     def _emit(self, events: list[ObjectEvent]) -> None:
-        """Hand events to ``on_event`` with where they go under their bucket's notification configuration: after
-        the commit (durable), before the API answers, outside the lock."""
+        """Hand events to ``on_event``: after the commit (durable), before the API answers, outside the lock."""
         if self.on_event is None:
             return
         for event in events:
-            self.on_event(event, self.notification_targets(event))
-
-    def notification_targets(self, event: ObjectEvent) -> list[NotificationTarget]:
-        """Where ``event`` should be delivered (the object store reads its bucket's configuration)."""
-        return []
+            self.on_event(event)
 
     def _event(
         self,
