@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # namespaces, data dirs), so workers never collide.  SQUALL_TEST_WORKERS=0 runs it in this process.  Coverage of the
 # test process and of the `squall up` servers and CLI runs it starts is printed at the end (pyproject.toml
 # [tool.coverage]).  pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be.
-# SQUALL_TEST_COVERAGE=0 leaves coverage out (it costs ~40% more CPU: docs/SPEC.md, "The test suite").
+# SQUALL_TEST_COVERAGE=0 leaves coverage out (it costs CPU: docs/SPEC.md, "The test suite").
 workers="${SQUALL_TEST_WORKERS:-2}"
 dist=()
 [ "$workers" = 0 ] || dist=(-n "$workers" --dist loadfile)
