@@ -16,20 +16,21 @@ cd "$(dirname "$0")/.."
 # namespaces, data dirs), so workers never collide.  SQUALL_TEST_WORKERS=0 runs it in this process.  Coverage of the
 # test process and of the `squall up` servers and CLI runs it starts is printed at the end (pyproject.toml
 # [tool.coverage]).  pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be.
+# SQUALL_TEST_COVERAGE=0 leaves coverage out (it costs CPU: docs/SPEC.md, "The test suite").
 workers="${SQUALL_TEST_WORKERS:-2}"
 dist=()
 [ "$workers" = 0 ] || dist=(-n "$workers" --dist loadfile)
-report=(--cov-report=term)
-[ "$#" -gt 0 ] || report=(--cov-report=)  # the whole suite: reported once, after the PostgreSQL pass
-.venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" --cov "${report[@]}" "$@"
+cov=(--cov --cov-report=term) cov2=(--cov --cov-append --cov-report=term)
+[ "$#" -gt 0 ] || cov=(--cov --cov-report=)  # the whole suite: reported once, after the PostgreSQL pass
+[ "${SQUALL_TEST_COVERAGE:-1}" = 1 ] || { cov=(); cov2=(); }
+.venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" "${cov[@]}" "$@"
 # the same contract tests and store-backed e2e tests on PostgreSQL (cluster mode's state layer): one behaviour on both
 # backends.  Only for the whole suite (arguments select tests of the first pass alone).  Left out to keep it short:
 # what touches no store (the AWS CLI's own parsing, the sandbox and HTTP behaviour in test_platform and
 # test_function_urls) and restarts of a server whose state PostgreSQL keeps (the storage-event kill test still
 # restarts on it).  tests/e2e/test_postgres.py (in the first pass) has the PostgreSQL-only promises.
 if [ "$#" -eq 0 ]; then
-    SQUALL_TEST_BACKEND=postgres .venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" \
-        --cov --cov-append --cov-report=term \
+    SQUALL_TEST_BACKEND=postgres .venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" "${cov2[@]}" \
         tests/contract/test_lambda_control.py tests/contract/test_sqs_api.py tests/contract/test_s3_api.py \
         tests/contract/test_s3_presign_post.py tests/contract/test_iam_api.py \
         tests/e2e/test_schedule_api.py tests/e2e/test_event_source_mappings.py tests/e2e/test_function_urls.py \

@@ -54,7 +54,7 @@ def squall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SquallProcess]:
 
 
 def cli_env(squall: SquallProcess) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQUALL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQUALL_", "COVERAGE_"))}
     return env | {
         "AWS_ENDPOINT_URL": squall.url,
         "AWS_DEFAULT_REGION": "us-east-1",
