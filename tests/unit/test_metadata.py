@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from pg_helpers import backend, store_target
 from squall.core.clock import FakeClock
 from squall.core.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, ServiceError
 from squall.functions.store.invocations import RecordWriter
 from squall.functions.store.metadata import MetadataStore, RevisionMismatch, SqliteMetadataStore, open_store
 from squall.functions.store.records import InvocationRecord, NewEvent
 from squall.functions.store.sqlite import MIGRATIONS
+from tests.pg_helpers import backend, store_target
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function"
 

@@ -103,6 +103,8 @@ class FakeFunction:
     #: instance slot -> instance
     instances: dict[int, FakeInstance] = field(default_factory=dict)
     unloaded: bool = False
+    #: the background import probe of the real node (never runs here: the fake pre-imports nothing)
+    probe_task: asyncio.Task[None] | None = None
 
 
 class FakeInstance:

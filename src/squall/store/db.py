@@ -17,12 +17,13 @@ nodes starting at once apply each migration exactly once (``migrate``).
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from squall.core.errors import ServiceError
+from squall.store.disk import create_private_file
+from squall.store.targets import DatabaseUnavailable, DbTarget, PgTarget, target_for
 
 if TYPE_CHECKING:
     from squall.store.pg import PgConnection
@@ -36,54 +37,12 @@ __all__ = [
     "is_pg",
     "migrate",
     "open_connection",
+    "open_sqlite",
     "target_for",
 ]
 
 #: the environment variable that selects PostgreSQL (``squall up --database-url`` sets it too)
 DATABASE_URL_ENV = "SQUALL_DATABASE_URL"
-
-
-@dataclass(frozen=True)
-class PgTarget:
-    """A store's tables in the PostgreSQL database at ``url``; ``name`` keys its schema version and its lock."""
-
-    url: str
-    name: str
-
-    def __str__(self) -> str:  # error messages name the store, never the URL (it may hold a password)
-        return f"postgresql:{self.name}"
-
-
-DbTarget = str | Path | PgTarget
-
-
-def target_for(path: str | Path, name: str, database_url: str | None) -> DbTarget:
-    """``path`` (an SQLite file) when ``database_url`` is empty, else the store ``name`` in that database."""
-    return PgTarget(database_url, name) if database_url else path
-
-
-class DatabaseUnavailable(ServiceError):
-    """PostgreSQL cannot be reached (stopped, restarting, network): the request is refused, nothing half-done."""
-
-    status = 503
-    codes: ClassVar[Mapping[str, tuple[str, int]]] = {
-        "s3": ("ServiceUnavailable", 503),
-        "sqs": ("ServiceUnavailable", 503),
-        "iam": ("ServiceFailure", 503),
-        "*": ("ServiceException", 503),
-    }
-
-    def __init__(self, where: object, detail: str = "") -> None:
-        super().__init__(
-            f"Squall's database is unavailable ({where}{': ' + detail if detail else ''}); the request was not "
-            "carried out. Retry shortly; if it persists, check that PostgreSQL is running and reachable."
-        )
-
-    def code_for(self, service: str) -> str:
-        return self.codes.get(service, self.codes["*"])[0]
-
-    def status_for(self, service: str) -> int:
-        return self.codes.get(service, self.codes["*"])[1]
 
 
 def open_connection(target: DbTarget, *, bulk: bool = False) -> Any:
@@ -93,8 +52,6 @@ def open_connection(target: DbTarget, *, bulk: bool = False) -> Any:
         from squall.store.pg import PgConnection
 
         return PgConnection(target.url, target.name, bulk=bulk)
-    from squall.store.sqlite_conn import open_sqlite
-
     if str(target).startswith("postgresql:"):  # a PgTarget turned into a string on the way: never a file of that name
         raise TypeError(f"{target}: pass the PgTarget itself, not its string")
     return open_sqlite(target)
@@ -132,3 +89,16 @@ def env_database_url(environ: Mapping[str, str] | None = None) -> str | None:
     """``SQUALL_DATABASE_URL`` from the environment, or None."""
     value = (environ if environ is not None else os.environ).get(DATABASE_URL_ENV, "").strip()
     return value or None
+
+
+def open_sqlite(path: str | Path) -> sqlite3.Connection:
+    """A connection shared across threads (callers serialise with their own lock); the parent dir is created."""
+    path = str(path)
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(path)  # 0600: SQLite gives its -wal and -shm files the database's mode
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn

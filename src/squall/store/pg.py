@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from squall.store.db import DatabaseUnavailable
+from squall.store.targets import DatabaseUnavailable
 
 __all__ = ["PgConnection", "PgCursor", "PgListener", "lock_key", "translate", "translate_ddl"]
 

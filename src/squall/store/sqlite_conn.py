@@ -6,25 +6,11 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 
-from squall.store.db import DbTarget, as_pg, is_pg, open_connection
-from squall.store.disk import DiskFull, DiskGuard, create_private_file, is_disk_full
+from squall.store.db import DbTarget, as_pg, is_pg, open_connection, open_sqlite
+from squall.store.disk import DiskFull, DiskGuard, is_disk_full
 
 __all__ = ["SqliteDb", "open_sqlite"]
-
-
-def open_sqlite(path: str | Path) -> sqlite3.Connection:
-    """A connection shared across threads (callers serialise with their own lock); the parent dir is created."""
-    path = str(path)
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        create_private_file(path)  # 0600: SQLite gives its -wal and -shm files the database's mode
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
 
 
 class SqliteDb:
