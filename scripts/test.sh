@@ -11,13 +11,14 @@ cd "$(dirname "$0")/.."
 .venv/bin/mypy
 # the dependency rules (pyproject.toml [tool.importlinter], docs/design.md "Code map")
 .venv/bin/lint-imports
-# The suite on three xdist workers (2 cores: modules spend much of their time waiting): whole modules per worker (--dist loadfile), since their module-scoped
-# servers and nodes start once per module; every test picks free ports and names of its own (cgroups, network
+# The suite on three xdist workers (2 cores: modules spend much of their time waiting): whole modules per worker
+# (--dist loadfile), since their module-scoped servers and nodes start once per module; every test picks free ports and names of its own (cgroups, network
 # namespaces, data dirs), so workers never collide.  SQUALL_TEST_WORKERS=0 runs it in this process.  Coverage of the
 # test process and of the `squall up` servers and CLI runs it starts is printed at the end (pyproject.toml
 # [tool.coverage]).  pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be.
 # SQUALL_TEST_COVERAGE=0 leaves coverage out (it costs CPU: docs/SPEC.md, "The test suite").
-workers="${SQUALL_TEST_WORKERS:-3}"  # 3 on 2 cores: modules wait on servers, forks and sleeps (measured: 449 s vs 538 s for 2)
+# 3 on 2 cores: modules wait on servers, forks and sleeps (first pass measured 449 s vs 538 s with 2)
+workers="${SQUALL_TEST_WORKERS:-3}"
 dist=()
 [ "$workers" = 0 ] || dist=(-n "$workers" --dist loadfile)
 cov=(--cov --cov-report=term) cov2=(--cov --cov-append --cov-report=term)

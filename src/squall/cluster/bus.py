@@ -212,7 +212,7 @@ class EventBus:
             raise RuntimeError("the event bus is not set up")
         try:
             msgs = await self._sub.fetch(max(1, limit), timeout=wait_s)
-        except NatsTimeout:
+        except (TimeoutError, NatsTimeout):  # nats-py raises either when nothing came in time
             return []
         return [Delivery(decode(m), m) for m in msgs]
 
