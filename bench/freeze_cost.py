@@ -7,6 +7,9 @@ default ``SQUALL_FREEZE_AFTER_MS`` (or ``--after``).  Prints JSON lines:
                         freezing is on), p50 per mode; the difference is what a freeze/thaw cycle costs the caller
   freeze_write_us       the node's write of "1" to cgroup.freeze (p50); thaw_write_us: the write of "0"
   frozen_after_ms       how long until cgroup.events says "frozen 1" after the write (the tasks reach the trap)
+  idle_invoke_switches  context switches of the instance's tasks (all threads of its cgroup, /proc/<tid>/status)
+                        per invocation after the idle gap, per mode: the wake-ups a frozen invocation costs the
+                        instance (independent of the machine's load, unlike the timings)
 
     python bench/freeze_cost.py [--quick] [--after MS] [--gap MS]
 """
@@ -41,6 +44,21 @@ def _code(tmp: Path) -> Path:
     os.chmod(code, 0o755)
     os.chmod(code / "app.py", 0o644)
     return code
+
+
+def _switches(inst: Instance) -> int:
+    """Context switches so far of every task in the instance's cgroup (a read of /proc, for this benchmark)."""
+    if inst.cgroup is None:
+        return 0
+    total = 0
+    for tid in (inst.cgroup.path / "cgroup.threads").read_text().split():
+        try:
+            for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
 
 
 async def _invoke(inst: Instance, i: int) -> float:
@@ -80,6 +98,7 @@ async def main() -> None:
         nodes[mode], insts[mode] = node, await node.start_instance(fn)
     warm: dict[str, list[float]] = {"off": [], "on": []}
     idle: dict[str, list[float]] = {"off": [], "on": []}
+    switches: dict[str, list[int]] = {"off": [], "on": []}
     i = 0
     for rnd in range(rounds):
         order = ("off", "on") if rnd % 2 == 0 else ("on", "off")
@@ -94,7 +113,9 @@ async def main() -> None:
         for _ in range(max(1, n_idle // rounds)):
             for mode in order:
                 await asyncio.sleep(gap_ms / 1000)  # idle for the same gap in both modes
+                s0 = _switches(insts[mode])
                 idle[mode].append(await _invoke(insts[mode], i))
+                switches[mode].append(_switches(insts[mode]) - s0)
                 i += 1
     frozen_seen = insts["on"].freezes
     # the node's own writes, and how long the kernel takes to report the cgroup frozen
@@ -130,6 +151,11 @@ async def main() -> None:
         gap_ms=gap_ms, freeze_after_ms=after, freezes=frozen_seen,
         delta_ms=round(pct(idle["on"], 50) - pct(idle["off"], 50), 4),
         baseline={"idle_invoke_ms_p50_freeze_off": round(pct(idle["off"], 50), 4)},
+    )  # fmt: skip
+    emit(
+        "idle_invoke_switches", pct(switches["on"], 50), "switches", mean=round(sum(switches["on"]) / len(idle["on"]), 2),
+        n=len(switches["on"]), baseline={"idle_invoke_switches_p50_freeze_off": pct(switches["off"], 50),
+                                         "mean_freeze_off": round(sum(switches["off"]) / len(switches["off"]), 2)},
     )  # fmt: skip
     emit("freeze_write_us", pct(fw, 50), "us", p99=round(pct(fw, 99), 2), n=len(fw), baseline={})
     emit("thaw_write_us", pct(tw, 50), "us", p99=round(pct(tw, 99), 2), n=len(tw), baseline={})

@@ -10,6 +10,7 @@ Prints JSON lines:
   py_calls_per_http_route    GET /hello of a squall.yaml `http` event (API Gateway v2 event), sequential, warm
 
     python bench/hot_path_calls.py [--quick]
+    SQUALL_BENCH_COUNT_BY_FUNCTION=1 python bench/hot_path_calls.py   # also: calls per request by function, module
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def calls(pid: int, path: Path) -> int:
             return int(path.read_text())
         time.sleep(0.02)
     raise RuntimeError("the server did not report its call count")
+
+
+def by_function(count_file: Path) -> dict[str, int]:
+    """Calls so far per function (the server runs with $SQUALL_BENCH_COUNT_BY_FUNCTION), {} without it."""
+    by = Path(str(count_file) + ".by")
+    if not by.exists():
+        return {}
+    out = {}
+    for line in by.read_text().splitlines():
+        n, _, key = line.partition(" ")
+        out[key] = int(n)
+    return out
 
 
 async def run(port: int, n: int, signed: bool) -> None:
@@ -99,9 +112,23 @@ def main() -> None:
         for metric, signed in (("py_calls_per_invoke", True), ("py_calls_per_http_route", False)):
             asyncio.run(run(port, 20, signed))  # warm: instance started, caches filled
             c0, t0 = calls(proc.pid, count_file), proc_cpu_ms(proc.pid)
+            by0 = by_function(count_file)
             asyncio.run(run(port, n, signed))
             c1, t1 = calls(proc.pid, count_file), proc_cpu_ms(proc.pid)
             emit(metric, (c1 - c0) / n, "calls", n=n, hooked_cpu_us=round((t1 - t0) * 1000 / n, 1))
+            if by0:
+                by1 = by_function(count_file)
+                rows = sorted(((v - by0.get(k, 0)) / n, k) for k, v in by1.items())[::-1]
+                out = work / f"{metric}.by"
+                out.write_text("".join(f"{v:8.2f} {k}\n" for v, k in rows if v >= 0.01))
+                modules: dict[str, float] = {}
+                for v, k in rows:
+                    module = k.rsplit("(", 1)[-1].rstrip(")").removeprefix("C from ")
+                    modules[module] = modules.get(module, 0.0) + v
+                (work / f"{metric}.modules").write_text(
+                    "".join(f"{v:8.2f} {k}\n" for k, v in sorted(modules.items(), key=lambda kv: -kv[1]) if v >= 0.01)
+                )
+                print(f"# calls per request by function and by module: {out}, .modules", file=sys.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on", access_log=False,
         timeout_keep_alive=cfg.http_idle_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
+        server_header=False,  # AWS answers without "server: uvicorn" (S3 sets its own); one header less per response
     )  # fmt: skip
     limits = EdgeLimits(
         max_request_line=cfg.http_max_request_line,

@@ -419,13 +419,16 @@ class Instance:
         error_type: str | None = None
         status_word = ""
         self.busy = True
-        if self.cgroup is not None and self.cgroup.frozen:
-            self.thaw()
         fut = self.conn.next_frame()
         # a timer on the future, not asyncio.wait_for (which wraps it and adds callbacks: ~10 % of this method)
         timer = self._loop.call_later(self.timeout_s, _time_out, fut)
         try:
             self.conn.send(encode_raw(Kind.INVOKE, header, req.payload))
+            if self.cgroup is not None and self.cgroup.frozen:
+                # thawed right after the frame is written (same end-of-pass callback): the runtime leaves the freezer
+                # with the frame already waiting, one wake-up; thawed first, it woke, found nothing, slept in recv
+                # again and was woken a second time by the frame
+                tick_writer(self._loop).later(self.thaw)
             frame = await fut
             timer.cancel()
             if frame.kind != Kind.RESULT or frame.header.get("request_id") != req.request_id:
