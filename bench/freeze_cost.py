@@ -7,9 +7,9 @@ default ``SQUALL_FREEZE_AFTER_MS`` (or ``--after``).  Prints JSON lines:
                         freezing is on), p50 per mode; the difference is what a freeze/thaw cycle costs the caller
   freeze_write_us       the node's write of "1" to cgroup.freeze (p50); thaw_write_us: the write of "0"
   frozen_after_ms       how long until cgroup.events says "frozen 1" after the write (the tasks reach the trap)
-  idle_invoke_switches  context switches of the instance's tasks (all threads of its cgroup, /proc/<tid>/status)
-                        per invocation after the idle gap, per mode: the wake-ups a frozen invocation costs the
-                        instance (independent of the machine's load, unlike the timings)
+  idle_invoke_switches  voluntary context switches of the instance's tasks (all threads of its cgroup,
+                        /proc/<tid>/status) per invocation after the idle gap, per mode: the times it went to sleep,
+                        i.e. the wake-ups a frozen invocation costs it (load does not change them, unlike timings)
 
     python bench/freeze_cost.py [--quick] [--after MS] [--gap MS]
 """
@@ -47,14 +47,14 @@ def _code(tmp: Path) -> Path:
 
 
 def _switches(inst: Instance) -> int:
-    """Context switches so far of every task in the instance's cgroup (a read of /proc, for this benchmark)."""
+    """Voluntary context switches so far of every task in the instance's cgroup (a read of /proc, for this benchmark)."""
     if inst.cgroup is None:
         return 0
     total = 0
     for tid in (inst.cgroup.path / "cgroup.threads").read_text().split():
         try:
             for line in Path(f"/proc/{tid}/status").read_text().splitlines():
-                if "ctxt_switches:" in line:
+                if line.startswith("voluntary_ctxt_switches:"):  # the times it slept: its wake-ups
                     total += int(line.split()[1])
         except (OSError, ValueError):
             pass

@@ -3,12 +3,14 @@ signed headers, signature and date, checked for shape (not yet for truth)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import unquote_to_bytes
 
@@ -166,15 +168,24 @@ def _split_credential(credential: str) -> Scope | None:
     return Scope(access_key_id=parts[0], date=parts[1], region=parts[2], service=parts[3])
 
 
-def _auth_header_fields(value: str) -> tuple[str, dict[str, str]]:
-    """Split ``AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=x;y, Signature=hex`` into its parts."""
+def _auth_header_fields(value: str) -> tuple[str, Mapping[str, str]]:
+    """Split ``AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=x;y, Signature=hex`` into its parts (read-only).
+
+    Every signed request asks twice (``parse_scope`` routes by the service, then the check itself parses the same
+    string): the second answer comes from a small cache of the last headers seen, which holds only what the client
+    sent, parsed."""
+    return _auth_header_fields_cached(value)
+
+
+@functools.lru_cache(maxsize=64)  # at most 64 header values (each within the edge's header limit) held
+def _auth_header_fields_cached(value: str) -> tuple[str, Mapping[str, str]]:
     algorithm, _, rest = value.strip().partition(" ")
     fields: dict[str, str] = {}
     for item in rest.split(","):
         key, sep, val = item.strip().partition("=")
         if sep:
             fields[key.strip()] = val.strip()
-    return algorithm, fields
+    return algorithm, MappingProxyType(fields)
 
 
 def parse_scope(headers: Mapping[str, str], query_string: str | bytes) -> Scope | None:
@@ -230,8 +241,14 @@ def _check_signature_format(signature: str, error: type[SigV4Error], service: st
     return signature.lower()
 
 
+@functools.lru_cache(maxsize=64)  # at most 64 header values (each within the edge's header limit) held
+def _signed_names(value: str) -> tuple[str, ...]:
+    """``host;x-amz-date`` → its names, lower case (cached: a client signs the same list on every request)."""
+    return tuple(n.strip().lower() for n in value.split(";") if n.strip())
+
+
 def _signed_header_list(value: str, error: type[SigV4Error], service: str) -> tuple[str, ...]:
-    names = tuple(n.strip().lower() for n in value.split(";") if n.strip())
+    names = _signed_names(value)
     if "host" not in names:
         raise error(
             f"SignedHeaders {value!r} must include 'host'; sign the Host header (every AWS SDK does).",
