@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/lint-imports
 # The suite on three xdist workers (2 cores: modules spend much of their time waiting on servers, forks and
 # sleeps; 449 s vs 538 s with two): whole modules per worker (--dist loadfile), since their module-scoped servers and
-# nodes start once per module; every test picks free ports and names of its own (cgroups, network namespaces, data dirs), so
-# workers never collide.  Modules are handed out in collection order (--no-loadscope-reorder), which
+# nodes start once per module; every test picks free ports and names of its own (cgroups, network namespaces, data
+# dirs), so workers never collide.  Modules are handed out in collection order (--no-loadscope-reorder), which
 # tests/conftest.py (LONGEST_FIRST) makes longest first.  SQUALL_TEST_WORKERS=0 runs it in this process.
 # SQUALL_TEST_BACKEND=both: the contract suites and the store-backed e2e modules are collected a second time as
 # `<module>[postgres]` (tests/conftest.py, POSTGRES_PASS), on PostgreSQL (cluster mode's state layer): one behaviour on
