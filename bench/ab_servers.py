@@ -70,8 +70,10 @@ def main() -> None:
     args = ap.parse_args()
     blocks = 2 if args.quick else args.blocks
     n_seq, secs = (100, 2.0) if args.quick else (200, 3.0)
-    servers = {k: Server(PYTHONPATH=str(Path(tree).resolve() / "src")) for k, tree in (("a", args.a), ("b", args.b))}
+    servers: dict[str, Server] = {}
     try:
+        for k, tree in (("a", args.a), ("b", args.b)):
+            servers[k] = Server(PYTHONPATH=str(Path(tree).resolve() / "src"))
         for s in servers.values():
             deploy(s.lambda_client(), "bench", CODE)
             deploy_hello(s)
