@@ -52,7 +52,11 @@ class Server:
                 stdout=out,
                 stderr=out,
             )
-        wait_http(self.url + "/_squall/health")
+        try:
+            wait_http(self.url + "/_squall/health")
+        except BaseException:  # never leave a server behind that no one will stop
+            self.stop()
+            raise
 
     def lambda_client(self) -> Any:
         return self.client("lambda")
