@@ -1,7 +1,8 @@
-"""The event outbox: storage events written in the object's own transaction, published to the bus by any node.
+"""The event outbox: events written in their cause's own transaction, published to the bus by any node.
 
 An upload commits its object and, in the same database transaction, one outbox row per Lambda target of its
-bucket notifications; the S3 API answers after that commit.  ``OutboxDrain`` (one per node) claims rows, publishes
+bucket notifications; the S3 API answers after that commit.  A schedule tick is claimed (the rule's ``last_fire``
+moved by compare-and-set) in the transaction that writes its event's row.  ``OutboxDrain`` (one per node) claims rows, publishes
 them to the event bus and deletes them.  So an event exists as soon as its object does, whatever dies when:
 
 * the node that wrote the row dies before publishing: another node's drain claims the row once it is unclaimed
@@ -9,31 +10,15 @@ them to the event bus and deletes them.  So an event exists as soon as its objec
 * a drain dies after publishing, before deleting: the row is claimed again and published again with the same id
   (the row id is the message id), and JetStream's duplicate window (120 s > ``lease_s``) stores it once.
 
-The store interface (``OutboxStore``) is what the PostgreSQL backend implements (``FOR UPDATE SKIP LOCKED`` on
-claim, so nodes never wait for each other); the table it keeps:
-
-    CREATE TABLE event_outbox (
-        id            TEXT PRIMARY KEY,           -- the event id, published as Nats-Msg-Id
-        created_at    DOUBLE PRECISION NOT NULL,  -- the event's enqueued_at (unix seconds)
-        function      TEXT NOT NULL,
-        qualifier     TEXT NOT NULL DEFAULT '$LATEST',
-        payload       BYTEA NOT NULL,
-        request_id    TEXT NOT NULL,
-        source        TEXT NOT NULL DEFAULT 'storage-event',
-        extra         JSONB NOT NULL DEFAULT '{}',
-        claimed_by    TEXT,                       -- node id of the drain holding it
-        claimed_until DOUBLE PRECISION            -- NULL or in the past: free to claim
-    );
-    CREATE INDEX event_outbox_free ON event_outbox (claimed_until, created_at);
-
-    -- claim (one statement):
-    UPDATE event_outbox SET claimed_by = $node, claimed_until = $now + $lease
-     WHERE id IN (SELECT id FROM event_outbox WHERE claimed_until IS NULL OR claimed_until < $now
-                   ORDER BY created_at LIMIT $limit FOR UPDATE SKIP LOCKED)
-    RETURNING id, created_at, function, qualifier, payload, request_id, source, extra;
+The store interface (``OutboxStore``) is what ``squall.store.outbox.EventOutbox`` implements on PostgreSQL: the
+table ``event_outbox`` and its versioned migration are there; a claim is one ``UPDATE ... WHERE id IN (SELECT ...
+FOR UPDATE SKIP LOCKED) RETURNING ...``, so drains on several nodes never wait for each other and never take the
+same live row.  Writers insert rows inside their own transactions (``squall.store.outbox.write_outbox``): the
+object store (storage events, ``squall.s3.notifications``) and the schedule store (ticks,
+``squall.triggers.schedules``).
 
 A node that wrote rows calls ``kick`` after its commit so that they go out at once; the drains of the other nodes
-poll every ``interval_s`` (with PostgreSQL, a NOTIFY on insert can wake them instead).
+poll every ``interval_s``, which is how a dead node's rows are found (once their claim, if any, expired).
 """
 
 from __future__ import annotations
@@ -43,21 +28,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from squall.cluster.bus import EventBus
-from squall.core.ports import NewEvent
+from squall.store.outbox import OutboxRow
 
 __all__ = ["OutboxDrain", "OutboxRow", "OutboxStore"]
 
 log = logging.getLogger("squall.cluster.outbox")
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: str
-    event: NewEvent
 
 
 class OutboxStore(Protocol):
@@ -92,6 +70,7 @@ class OutboxDrain:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
+        self._published_ids: list[str] = []
 
     def kick(self) -> None:
         """Rows were committed: drain now (from any thread)."""
@@ -102,12 +81,18 @@ class OutboxDrain:
 
     async def drain_once(self) -> int:
         """Claim, publish and delete one batch; how many rows went out."""
+        if self._published_ids:  # published before, the delete failed (the database was away): delete them first,
+            # so they are not published again once their claim expires (possibly after the duplicate window)
+            await asyncio.to_thread(self.store.outbox_delete, self._published_ids)
+            self._published_ids = []
         rows = await asyncio.to_thread(self.store.outbox_claim, self.node_id, time.time(), self.lease_s, self.batch)
         if not rows:
             return 0
         await self.bus.publish([{**r.event, "id": r.id} for r in rows])  # acked by JetStream before the delete
-        await asyncio.to_thread(self.store.outbox_delete, [r.id for r in rows])
         self.published += len(rows)
+        self._published_ids = [r.id for r in rows]
+        await asyncio.to_thread(self.store.outbox_delete, self._published_ids)
+        self._published_ids = []
         return len(rows)
 
     async def run_forever(self) -> None:

@@ -2,15 +2,21 @@
 
 Called by the object store after the write is durable and before the S3 API answers (``ObjectStore.on_event``,
 in a worker thread); ``targets`` says where an event goes under its bucket's notification configuration (the object
-store's ``notification_targets``).  Lambda targets are
-inserted into the durable async queue in one fsync'd batch, so an upload the client saw succeed always produces its event, even if the server is killed right after answering; delivery then
-follows the async retry policy.  SQS targets get the event as a message.
+store's ``notification_targets``).  Lambda targets are inserted into the durable async queue in one fsync'd batch,
+so an upload the client saw succeed always produces its event, even if the server is killed right after answering;
+delivery then follows the async retry policy.  SQS targets get the event as a message.
+
+Cluster mode (PostgreSQL state and NATS events: ``outbox_kick`` given): Lambda targets' events are not enqueued
+after the commit but written as ``event_outbox`` rows *inside* the object's transaction (``in_transaction``, the
+object store's ``tx_events``), so the object and its events commit together; after the commit the node's outbox
+drain is kicked, and any node's drain publishes rows whose node died (``squall.cluster.outbox``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +25,7 @@ from squall.core.errors import SquallError
 from squall.core.ports import Enqueue, NewEvent, QueueSink
 from squall.s3.store.events import NotificationTarget, ObjectEvent, event_payload
 from squall.s3.store.objects import ObjectStore
+from squall.store.outbox import write_outbox
 
 __all__ = ["NotificationQuery", "StorageEvents"]
 
@@ -28,7 +35,8 @@ log = logging.getLogger("squall.storage_events")
 class StorageEvents:
     """``enqueue``: how Lambda targets' events get into the durable async queue (durable when it returns; the app
     passes its dispatcher's hand-over, which also gets them delivered); ``queues``: SQS targets; ``targets``: where
-    an event goes."""
+    an event goes; ``outbox_kick`` (cluster mode): Lambda targets' events go into the outbox in the object's
+    transaction (``in_transaction``), and this wakes the node's drain after the commit."""
 
     def __init__(
         self,
@@ -36,33 +44,56 @@ class StorageEvents:
         region: str,
         enqueue: Enqueue,
         targets: Callable[[ObjectEvent], list[NotificationTarget]],
+        *,
+        outbox_kick: Callable[[], object] | None = None,
     ) -> None:
         self.queues = queues
         self.region = region
         self.enqueue = enqueue
         self.targets = targets
+        self.outbox_kick = outbox_kick
         self.emitted = 0
 
-    def __call__(self, event: ObjectEvent) -> None:
+    def _lambda_events(self, event: ObjectEvent, targets: list[NotificationTarget]) -> list[NewEvent]:
         batch: list[NewEvent] = []
-        for target in self.targets(event):
+        for target in targets:
+            if target.kind != "lambda":
+                continue
+            ref = function_of_arn(target.arn)
+            if ref is None:  # refused when the configuration was put; never reached
+                continue
             body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
-            if target.kind == "lambda":
-                ref = function_of_arn(target.arn)
-                if ref is None:  # refused when the configuration was put; never reached
-                    continue
-                name, qualifier = ref[0], ref[1] or "$LATEST"
-                batch.append(
-                    {
-                        "function": name, "qualifier": qualifier, "payload": body.encode(),
-                        "request_id": f"{event.origin.request_id or 's3'}-{event.sequencer}-{len(batch)}",
-                        "source": "s3",
-                    }
-                )  # fmt: skip
-            elif target.kind == "sqs":
+            batch.append(
+                {
+                    "function": ref[0], "qualifier": ref[1] or "$LATEST", "payload": body.encode(),
+                    "request_id": f"{event.origin.request_id or 's3'}-{event.sequencer}-{len(batch)}",
+                    "source": "s3",
+                }
+            )  # fmt: skip
+        return batch
+
+    def in_transaction(self, db: Any, events: list[ObjectEvent]) -> None:
+        """The object store's ``tx_events`` in cluster mode: the Lambda targets' events of ``events`` as outbox
+        rows, through ``db`` inside the object's transaction (the targets are read in it too: the object store's
+        ``notification_targets`` runs on the same connection, under the same lock, in this thread)."""
+        batch = [ev for event in events for ev in self._lambda_events(event, self.targets(event))]
+        if batch:
+            write_outbox(db, batch, time.time())
+            self.emitted += len(batch)
+
+    def __call__(self, event: ObjectEvent) -> None:
+        targets = self.targets(event)
+        for target in targets:
+            if target.kind == "sqs":
+                body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
                 self.queues.send_to_queue_arn(target.arn, body)
-            else:
+            elif target.kind != "lambda":
                 log.warning("storage event for %s: unsupported target %s", event.bucket, target.arn)
+        if self.outbox_kick is not None:
+            if any(t.kind == "lambda" for t in targets):  # in the outbox since the commit: publish it now
+                self.outbox_kick()
+            return
+        batch = self._lambda_events(event, targets)
         if batch:
             self.enqueue(batch)
             self.emitted += len(batch)
