@@ -105,3 +105,45 @@ def test_each_tick_fires_once_with_two_nodes_racing(nodes: list[SquallProcess], 
         assert len(times) >= 3 and len(set(times)) == len(times), (arn, times)
     status, listed = signed_get(n1.url, "/_squall/api/schedules/ticker")
     assert status == 200 and all(r["last_fire"] is not None for r in listed["schedules"])
+
+
+def test_a_tick_is_claimed_by_one_store_of_many(pg_url: str) -> None:
+    """``ScheduleStore.fire`` on PostgreSQL, eight "nodes" (connections) claiming the same tick at once: one wins,
+    and only its event is in the outbox; a claim computed from a rule that was replaced meanwhile fails."""
+    import threading
+    import time
+
+    from squall.store.db import PgTarget
+    from squall.store.outbox import EventOutbox
+    from squall.triggers.schedules.store import ScheduleRule, ScheduleStore
+
+    stores = [ScheduleStore(PgTarget(pg_url, "schedules"), outbox=True) for _ in range(8)]
+    outbox = EventOutbox(PgTarget(pg_url, "outbox"))
+    try:
+        (rule,) = stores[0].replace("fn", [ScheduleRule("fn", "r", "rate(1 minute)")], now=1000.0)
+        start = threading.Barrier(len(stores))
+        won: list[bool] = [False] * len(stores)
+
+        def claim(i: int) -> None:
+            start.wait()
+            event = {"id": f"tick-1060-by-{i}", "function": "fn", "payload": b"{}", "request_id": f"r{i}"}
+            won[i] = stores[i].fire(rule, 1060.0, [event], time.time())  # type: ignore[list-item]
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert won.count(True) == 1, won
+        rows = outbox.outbox_claim("n", time.time(), 5, 100)
+        assert [r.id for r in rows] == [f"tick-1060-by-{won.index(True)}"]
+        assert stores[3].list("fn")[0].last_fire == 1060.0
+        # the next tick, computed from the rule as read before it was replaced: refused
+        (now_rule,) = stores[0].list("fn")
+        stores[1].replace("fn", [ScheduleRule("fn", "r", "rate(2 minutes)")], now=1070.0)
+        assert not stores[2].fire(now_rule, 1120.0, [], time.time())
+        assert outbox.count() == 1
+    finally:
+        outbox.close()
+        for s in stores:
+            s.close()
