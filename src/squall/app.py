@@ -455,8 +455,9 @@ class Squall:
             await self._queued_events_to_bus()
             if self.outbox is not None:
                 self.outbox_drain = OutboxDrain(
-                    self.outbox, self.dispatcher.bus, self.cluster.node_id, lease_s=self.config.outbox_lease_s
-                )
+                    self.outbox, self.dispatcher.bus, self.cluster.node_id, lease_s=self.config.outbox_lease_s,
+                    queues=self.queues,
+                )  # fmt: skip
         for name in self._function_names():
             self.provisioning.sync(name)
         # keys and resource policies of functions (or versions, aliases) deleted while the server was going down

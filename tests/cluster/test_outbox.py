@@ -214,3 +214,37 @@ def test_outbox_rows_commit_with_the_object_or_not_at_all(outbox: EventOutbox, p
         assert [bytes(r.event["payload"]) for r in claimed] == [b"a", b"c", b"a", b"c"]
     finally:
         store.close()
+
+
+def test_sqs_rows_are_sent_by_the_drain_and_a_deleted_queue_drops_its_row(
+    nats1: NatsCluster, outbox: EventOutbox, pg_url: str
+) -> None:
+    """Storage events for SQS targets are outbox rows too: the drain sends them to the queue (the real SQS store
+    on the same database) and deletes them; a row for a queue deleted meanwhile is dropped, not retried forever."""
+    from squall.sqs.store.queues import QueueStore
+
+    queues = QueueStore(PgTarget(pg_url, "sqs"))
+    try:
+        arn = queues.create_queue("events").arn
+        queues.create_queue("gone")
+        writer = open_connection(PgTarget(pg_url, "writer"))
+        writer.execute("BEGIN IMMEDIATE")
+        write_outbox(writer, _events(1, "bus"), time.time(), [(arn, '{"n": 1}', "r1"), (arn.replace("events", "gone"),
+                     '{"n": 2}', "r2")])  # fmt: skip
+        writer.execute("COMMIT")
+        writer.close()
+        queues.delete_queue("gone")
+
+        async def main() -> None:
+            bus = EventBus(await connect(nats1.url))
+            await bus.setup()
+            drain = OutboxDrain(outbox, bus, "n1", queues=queues)
+            assert await drain.drain_once() == 3
+            assert outbox.count() == 0 and drain.published == 3  # 1 event, 1 message sent, 1 dropped
+            assert await _all_events(bus, 1) == ["bus-req-0"]
+            await bus.nc.close()
+
+        asyncio.run(main())
+        assert [m.body for m in queues.receive("events", 10)] == ['{"n": 1}']
+    finally:
+        queues.close()

@@ -8,6 +8,7 @@ A published the event after the commit from inside the PUT (nothing else held it
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -117,11 +118,15 @@ def test_an_upload_whose_node_dies_after_the_commit_is_delivered_by_another(
         create(lam, "recorder", RECORDER)
         arn = lam.get_function_configuration(FunctionName="recorder")["FunctionArn"]
         s3_b = b.client("s3", s3={"addressing_style": "path"})
+        sqs = b.client("sqs")
+        queue = sqs.create_queue(QueueName="uploads")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         s3_b.create_bucket(Bucket="inbox")
         s3_b.put_bucket_notification_configuration(
             Bucket="inbox",
             NotificationConfiguration={
-                "LambdaFunctionConfigurations": [{"LambdaFunctionArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+                "LambdaFunctionConfigurations": [{"LambdaFunctionArn": arn, "Events": ["s3:ObjectCreated:*"]}],
+                "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}],
             },
         )
         s3_a = a.client("s3", s3={"addressing_style": "path"})
@@ -147,6 +152,16 @@ def test_an_upload_whose_node_dies_after_the_commit_is_delivered_by_another(
 
         keys = eventually(lambda: "after" in (k := _keys_seen(b)) and k, timeout_s=120, what="the orphaned event")
         assert keys.count("after") == 1 and keys.count("before") == 1, keys
+        # the queue target got both events as messages too (written in the object's transaction as well)
+        got: list[str] = []
+
+        def both_messages() -> bool:
+            for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+                got.append(json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"])
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+            return sorted(got) == ["after", "before"]
+
+        eventually(both_messages, timeout_s=60, what=f"both SQS messages (got {got})")
     finally:
         for node in (a, b):
             if node.proc is not None and node.proc.poll() is None:

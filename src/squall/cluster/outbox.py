@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from squall.cluster.bus import EventBus
+from squall.core.errors import SquallError
+from squall.core.ports import QueueSink
 from squall.store.outbox import OutboxRow
 
 __all__ = ["OutboxDrain", "OutboxRow", "OutboxStore"]
@@ -58,11 +60,14 @@ class OutboxDrain:
         interval_s: float = 0.2,
         lease_s: float = 30.0,
         batch: int = 256,
+        queues: QueueSink | None = None,
     ) -> None:
+        """``queues``: where rows holding SQS messages (storage events for queue targets) are sent."""
         if lease_s >= bus.duplicate_window_s:
             raise ValueError("the outbox lease must be shorter than the stream's duplicate window")
         self.store = store
         self.bus = bus
+        self.queues = queues
         self.node_id = node_id
         self.interval_s = interval_s
         self.lease_s = lease_s
@@ -88,12 +93,40 @@ class OutboxDrain:
         rows = await asyncio.to_thread(self.store.outbox_claim, self.node_id, time.time(), self.lease_s, self.batch)
         if not rows:
             return 0
-        await self.bus.publish([{**r.event, "id": r.id} for r in rows])  # acked by JetStream before the delete
-        self.published += len(rows)
-        self._published_ids = [r.id for r in rows]
-        await asyncio.to_thread(self.store.outbox_delete, self._published_ids)
+        events = [r for r in rows if r.queue_arn is None]
+        if events:
+            await self.bus.publish([{**r.event, "id": r.id} for r in events])  # acked by JetStream before the delete
+        done = [r.id for r in events]
+        messages = [r for r in rows if r.queue_arn is not None]
+        if messages:
+            done += await asyncio.to_thread(self._send, messages)
+        self.published += len(done)
+        self._published_ids = done
+        await asyncio.to_thread(self.store.outbox_delete, done)
         self._published_ids = []
         return len(rows)
+
+    def _send(self, rows: list[OutboxRow]) -> list[str]:
+        """Send SQS messages (a worker thread); the ids of the rows that are done with.  A refused send (the queue
+        was deleted) is dropped with a warning, as an event for a deleted function is; any other failure keeps the
+        row, sent again once its claim expires."""
+        done: list[str] = []
+        for r in rows:
+            if self.queues is None:
+                log.warning("an SQS message in the event outbox and no queues to send it to: %s", r.queue_arn)
+                continue
+            try:
+                self.queues.send_to_queue_arn(str(r.queue_arn), bytes(r.event["payload"]).decode())
+            except SquallError as e:
+                if e.status >= 500:  # the database or the disk: try again later
+                    log.warning("storage event for %s waits: %s", r.queue_arn, e)
+                    continue
+                log.warning("storage event for %s dropped: %s", r.queue_arn, e)
+            except Exception as e:
+                log.warning("storage event for %s waits: %s", r.queue_arn, e)
+                continue
+            done.append(r.id)
+        return done
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ store's ``notification_targets``).  Lambda targets are inserted into the durable
 so an upload the client saw succeed always produces its event, even if the server is killed right after answering;
 delivery then follows the async retry policy.  SQS targets get the event as a message.
 
-Cluster mode (PostgreSQL state and NATS events: ``outbox_kick`` given): Lambda targets' events are not enqueued
+Cluster mode (PostgreSQL state and NATS events: ``outbox_kick`` given): the events are not enqueued or sent
 after the commit but written as ``event_outbox`` rows *inside* the object's transaction (``in_transaction``, the
 object store's ``tx_events``), so the object and its events commit together; after the commit the node's outbox
 drain is kicked, and any node's drain publishes rows whose node died (``squall.cluster.outbox``).
@@ -35,8 +35,8 @@ log = logging.getLogger("squall.storage_events")
 class StorageEvents:
     """``enqueue``: how Lambda targets' events get into the durable async queue (durable when it returns; the app
     passes its dispatcher's hand-over, which also gets them delivered); ``queues``: SQS targets; ``targets``: where
-    an event goes; ``outbox_kick`` (cluster mode): Lambda targets' events go into the outbox in the object's
-    transaction (``in_transaction``), and this wakes the node's drain after the commit."""
+    an event goes; ``outbox_kick`` (cluster mode): the events for Lambda and SQS targets go into the outbox in the
+    object's transaction (``in_transaction``), and this wakes the node's drain after the commit."""
 
     def __init__(
         self,
@@ -73,24 +73,36 @@ class StorageEvents:
         return batch
 
     def in_transaction(self, db: Any, events: list[ObjectEvent]) -> None:
-        """The object store's ``tx_events`` in cluster mode: the Lambda targets' events of ``events`` as outbox
-        rows, through ``db`` inside the object's transaction (the targets are read in it too: the object store's
-        ``notification_targets`` runs on the same connection, under the same lock, in this thread)."""
-        batch = [ev for event in events for ev in self._lambda_events(event, self.targets(event))]
-        if batch:
-            write_outbox(db, batch, time.time())
+        """The object store's ``tx_events`` in cluster mode: the events of ``events`` for their Lambda and SQS
+        targets as outbox rows, through ``db`` inside the object's transaction (the targets are read in it too: the
+        object store's ``notification_targets`` runs on the same connection, under the same lock, in this
+        thread).  SQS messages are sent by the drain (at least once: a drain that dies after sending and before
+        deleting the row sends it again)."""
+        batch: list[NewEvent] = []
+        messages: list[tuple[str, str, str]] = []
+        for event in events:
+            targets = self.targets(event)
+            batch += self._lambda_events(event, targets)
+            messages += [
+                (t.arn, json.dumps(event_payload(event, self.region, configuration_id=t.configuration_id)),
+                 f"{event.origin.request_id or 's3'}-{event.sequencer}")
+                for t in targets if t.kind == "sqs"
+            ]  # fmt: skip
+        if batch or messages:
+            write_outbox(db, batch, time.time(), messages)
             self.emitted += len(batch)
 
     def __call__(self, event: ObjectEvent) -> None:
         targets = self.targets(event)
         for target in targets:
             if target.kind == "sqs":
-                body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
-                self.queues.send_to_queue_arn(target.arn, body)
+                if self.outbox_kick is None:
+                    body = json.dumps(event_payload(event, self.region, configuration_id=target.configuration_id))
+                    self.queues.send_to_queue_arn(target.arn, body)
             elif target.kind != "lambda":
                 log.warning("storage event for %s: unsupported target %s", event.bucket, target.arn)
         if self.outbox_kick is not None:
-            if any(t.kind == "lambda" for t in targets):  # in the outbox since the commit: publish it now
+            if any(t.kind in ("lambda", "sqs") for t in targets):  # in the outbox since the commit: send it now
                 self.outbox_kick()
             return
         batch = self._lambda_events(event, targets)

@@ -14,7 +14,8 @@ store opens it first: the object store, the schedule store, the drain's own conn
                   created_at REAL,              -- the event's enqueued_at (unix seconds): claims go oldest first
                   function, qualifier, payload BLOB, request_id, source, extra TEXT (JSON),
                   claimed_by TEXT,              -- node id of the drain holding it
-                  claimed_until REAL)           -- NULL or in the past: free to claim
+                  claimed_until REAL,           -- NULL or in the past: free to claim
+                  queue_arn TEXT)               -- NULL: an event for the bus; else an SQS message (payload = body)
 
 A claim is one statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``: drains on
 several nodes never wait for each other and never claim the same live row.  Writers take no lock of the outbox
@@ -48,17 +49,18 @@ CREATE TABLE IF NOT EXISTS event_outbox (
     source TEXT NOT NULL,
     extra TEXT NOT NULL DEFAULT '{}',
     claimed_by TEXT,
-    claimed_until REAL
+    claimed_until REAL,
+    queue_arn TEXT
 );
 CREATE INDEX IF NOT EXISTS event_outbox_free ON event_outbox (claimed_until, created_at);
 """,
 ]
 
 _INSERT = (
-    "INSERT INTO event_outbox (id, created_at, function, qualifier, payload, request_id, source, extra) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO event_outbox (id, created_at, function, qualifier, payload, request_id, source, extra, queue_arn) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_COLUMNS = "id, created_at, function, qualifier, payload, request_id, source, extra"
+_COLUMNS = "id, created_at, function, qualifier, payload, request_id, source, extra, queue_arn"
 _CLAIM = (
     "UPDATE event_outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
     "SELECT id FROM event_outbox WHERE claimed_until IS NULL OR claimed_until < ? "
@@ -69,10 +71,12 @@ _CLAIM = (
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One claimed row: its id (the event id) and the event to publish."""
+    """One claimed row: its id (the event id) and the event to publish, or (``queue_arn`` set) the SQS message to
+    send (its body is the event's payload)."""
 
     id: str
     event: NewEvent
+    queue_arn: str | None = None
 
 
 def ensure_outbox(conn: Any) -> None:
@@ -82,10 +86,12 @@ def ensure_outbox(conn: Any) -> None:
     migrate(conn, "outbox", OUTBOX_MIGRATIONS)
 
 
-def write_outbox(conn: Any, events: Sequence[NewEvent], now: float) -> list[str]:
-    """Insert ``events`` as outbox rows through ``conn`` inside the caller's open transaction; their ids (an
-    event's own ``id`` when it has one, else a fresh one).  Committed (and so published, by some node) with that
-    transaction or not at all."""
+def write_outbox(
+    conn: Any, events: Sequence[NewEvent], now: float, queue_messages: Sequence[tuple[str, str, str]] = ()
+) -> list[str]:
+    """Insert ``events`` (for the bus) and ``queue_messages`` (``(queue ARN, body, request id)``: SQS messages)
+    as outbox rows through ``conn`` inside the caller's open transaction; their ids (an event's own ``id`` when it
+    has one, else a fresh one).  Committed (and so published, by some node) with that transaction or not at all."""
     ids: list[str] = []
     rows: list[tuple[Any, ...]] = []
     for ev in events:
@@ -94,8 +100,11 @@ def write_outbox(conn: Any, events: Sequence[NewEvent], now: float) -> list[str]
         rows.append((
             event_id, float(ev.get("enqueued_at", now)), ev["function"], ev.get("qualifier", "$LATEST"),
             bytes(ev["payload"]), ev["request_id"], ev.get("source", "lambda-invoke"),
-            json.dumps(ev.get("extra") or {}, separators=(",", ":")),
+            json.dumps(ev.get("extra") or {}, separators=(",", ":")), None,
         ))  # fmt: skip
+    for arn, body, request_id in queue_messages:
+        ids.append(uuid.uuid4().hex)
+        rows.append((ids[-1], now, "", "$LATEST", body.encode(), request_id, "s3", "{}", arn))
     if rows:
         conn.executemany(_INSERT, rows)
     return ids
@@ -106,7 +115,7 @@ def _event(row: tuple[Any, ...]) -> OutboxRow:
         "id": row[0], "enqueued_at": float(row[1]), "function": row[2], "qualifier": row[3],
         "payload": bytes(row[4]), "request_id": row[5], "source": row[6], "extra": json.loads(row[7] or "{}"),
     }  # fmt: skip
-    return OutboxRow(row[0], ev)
+    return OutboxRow(row[0], ev, row[8])
 
 
 class EventOutbox:
@@ -123,7 +132,7 @@ class EventOutbox:
         ``now + lease_s``.  One statement: rows another drain is claiming right now are skipped, not waited for."""
         with self._lock:
             rows = self._conn.execute(_CLAIM, (node_id, now + lease_s, now, limit)).fetchall()
-        rows.sort(key=lambda r: (r[1], r[8]))  # oldest first, in insertion order (RETURNING keeps no order)
+        rows.sort(key=lambda r: (r[1], r[9]))  # oldest first, in insertion order (RETURNING keeps no order)
         return [_event(r) for r in rows]
 
     def outbox_delete(self, ids: Sequence[str]) -> int:
