@@ -248,3 +248,15 @@ def test_sqs_rows_are_sent_by_the_drain_and_a_deleted_queue_drops_its_row(
         assert [m.body for m in queues.receive("events", 10)] == ['{"n": 1}']
     finally:
         queues.close()
+
+
+def test_released_claims_are_free_at_once(outbox: EventOutbox, pg_url: str) -> None:
+    """A drain that stops cleanly (or a node that restarts) gives up its claims: the rows are not held for the
+    lease."""
+    _insert(pg_url, _events(5, "row"))
+    assert len(outbox.outbox_claim("n1", time.time(), 60, 10)) == 5
+    assert outbox.outbox_claim("n2", time.time(), 60, 10) == []
+    assert outbox.outbox_release("n2") == 0 and outbox.outbox_release("n1") == 5
+    assert [r.event["request_id"] for r in outbox.outbox_claim("n2", time.time(), 60, 10)] == [
+        f"row-req-{i}" for i in range(5)
+    ]

@@ -49,6 +49,10 @@ class OutboxStore(Protocol):
         """Delete published rows; how many were there."""
         ...
 
+    def outbox_release(self, node_id: str) -> int:
+        """Drop every claim ``node_id`` holds; how many."""
+        ...
+
 
 class OutboxDrain:
     def __init__(
@@ -130,16 +134,24 @@ class OutboxDrain:
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                n = await self.drain_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the database or NATS is away: the rows wait, claimed or not
-                log.warning("draining the event outbox: %s", e)
-                n = 0
-            if n >= self.batch:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+        with contextlib.suppress(Exception):  # claims of this node's previous run (it restarted): free them now
+            await asyncio.to_thread(self.store.outbox_release, self.node_id)
+        try:
+            while True:
+                try:
+                    n = await self.drain_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the database or NATS is away: the rows wait, claimed or not
+                    log.warning("draining the event outbox: %s", e)
+                    n = 0
+                if n >= self.batch:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval_s)
+        finally:
+            # a clean stop: what this drain claimed and did not finish goes to the other nodes now, not after the
+            # lease (one short statement; a row it had published goes out again and is stored once)
+            with contextlib.suppress(Exception):
+                self.store.outbox_release(self.node_id)

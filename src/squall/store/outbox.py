@@ -142,6 +142,16 @@ class EventOutbox:
         with self._lock:
             return int(self._conn.execute("DELETE FROM event_outbox WHERE id = ANY(?)", (list(ids),)).rowcount)
 
+    def outbox_release(self, node_id: str) -> int:
+        """Give up every claim of ``node_id`` (its drain stopped cleanly, or it restarted): other drains may take
+        those rows at once instead of after the lease.  A row it had published already goes out again with the same
+        id, which the stream stores once."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE event_outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?", (node_id,)
+            )
+            return int(cur.rowcount)
+
     def count(self) -> int:
         """Rows waiting (claimed or not)."""
         with self._lock:
