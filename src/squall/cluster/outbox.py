@@ -80,6 +80,7 @@ class OutboxDrain:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
         self._published_ids: list[str] = []
+        self._warned = -1e9
 
     def kick(self) -> None:
         """Rows were committed: drain now (from any thread)."""
@@ -143,7 +144,9 @@ class OutboxDrain:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # the database or NATS is away: the rows wait, claimed or not
-                    log.warning("draining the event outbox: %s", e)
+                    if time.monotonic() - self._warned > 60:  # said once a minute, not at every poll
+                        self._warned = time.monotonic()
+                        log.warning("draining the event outbox: %s", e)
                     n = 0
                 if n >= self.batch:
                     continue

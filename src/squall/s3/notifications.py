@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,8 @@ class StorageEvents:
         self.targets = targets
         self.outbox_kick = outbox_kick
         self.emitted = 0
+        #: the targets ``in_transaction`` read, for the ``__call__`` after that commit (same thread): not read twice
+        self._read = threading.local()
 
     def _lambda_events(self, event: ObjectEvent, targets: list[NotificationTarget]) -> list[NewEvent]:
         batch: list[NewEvent] = []
@@ -80,8 +83,10 @@ class StorageEvents:
         deleting the row sends it again)."""
         batch: list[NewEvent] = []
         messages: list[tuple[str, str, str]] = []
+        read: dict[tuple[str, str], list[NotificationTarget]] = {}
+        self._read.targets = read
         for event in events:
-            targets = self.targets(event)
+            targets = read[(event.bucket, event.sequencer)] = self.targets(event)
             batch += self._lambda_events(event, targets)
             messages += [
                 (t.arn, json.dumps(event_payload(event, self.region, configuration_id=t.configuration_id)),
@@ -93,7 +98,10 @@ class StorageEvents:
             self.emitted += len(batch)
 
     def __call__(self, event: ObjectEvent) -> None:
-        targets = self.targets(event)
+        read = getattr(self._read, "targets", None) if self.outbox_kick is not None else None
+        targets = read.pop((event.bucket, event.sequencer), None) if read else None
+        if targets is None:
+            targets = self.targets(event)
         for target in targets:
             if target.kind == "sqs":
                 if self.outbox_kick is None:

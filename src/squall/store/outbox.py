@@ -105,7 +105,9 @@ def write_outbox(
     for arn, body, request_id in queue_messages:
         ids.append(uuid.uuid4().hex)
         rows.append((ids[-1], now, "", "$LATEST", body.encode(), request_id, "s3", "{}", arn))
-    if rows:
+    if len(rows) == 1:
+        conn.execute(_INSERT, rows[0])
+    elif rows:
         conn.executemany(_INSERT, rows)
     return ids
 
