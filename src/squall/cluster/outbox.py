@@ -139,6 +139,7 @@ class OutboxDrain:
             await asyncio.to_thread(self.store.outbox_release, self.node_id)
         try:
             while True:
+                self._wake.clear()  # before the claim: a kick that comes during this round is not lost
                 try:
                     n = await self.drain_once()
                 except asyncio.CancelledError:
@@ -150,7 +151,6 @@ class OutboxDrain:
                     n = 0
                 if n >= self.batch:
                     continue
-                self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
         finally:
