@@ -88,8 +88,10 @@ class ThreeNodes:
                 list(ex.map(lambda p: p.start(timeout_s=120), self.nodes))
             t_nodes = time.monotonic()
             self.wait_members(3)
-            print(f"three nodes up in {time.monotonic() - t0:.1f} s (PostgreSQL {t_pg - t0:.1f} s, NATS "
-                  f"{t_nats - t_pg:.1f} s, nodes {t_nodes - t_nats:.1f} s, membership {time.monotonic() - t_nodes:.1f} s)")
+            print(
+                f"three nodes up in {time.monotonic() - t0:.1f} s (PostgreSQL {t_pg - t0:.1f} s, NATS "
+                f"{t_nats - t_pg:.1f} s, nodes {t_nodes - t_nats:.1f} s, membership {time.monotonic() - t_nodes:.1f} s)"
+            )
             return self
         except BaseException:
             if self is not None:

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig, StorageType
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
