@@ -237,7 +237,7 @@ class Metrics:
 
         if self.node is None:
             return generate_latest(self.registry)
-        return generate_latest(_Labelled(self.registry, "node", self.node))  # type: ignore[arg-type]
+        return generate_latest(_Labelled(self.registry, "node", self.node))
 
 
 class _Labelled:
