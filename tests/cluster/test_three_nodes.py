@@ -5,17 +5,22 @@ cluster, and every node shows the whole cluster's records, logs and usage (tests
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.cluster.three import NODE_IDS, ThreeNodes, invoke_json, metrics_text
-from tests.e2e._platform import create, eventually, signed_get
+from tests.e2e._platform import SquallProcess, create, eventually, free_port, signed_get
 from tests.pg_helpers import find_pg_bin
 
 pytestmark = [
@@ -233,3 +238,73 @@ def test_squall_cluster_status_lists_the_three_nodes(cluster: ThreeNodes) -> Non
     assert table.returncode == 0, table.stderr
     for node_id in NODE_IDS:
         assert node_id in table.stdout
+
+
+def _doc_block(lang: str) -> str:
+    """The ``lang`` code block of docs/cluster.md (the load-balancer configs users copy)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cluster.md").read_text()
+    m = re.search(rf"```{lang}\n(.*?)```", text, re.S)
+    assert m is not None, f"docs/cluster.md has no {lang} block"
+    return m.group(1)
+
+
+def _binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None and os.access(f"/usr/sbin/{name}", os.X_OK):
+        found = f"/usr/sbin/{name}"
+    return found
+
+
+@pytest.mark.skipif(_binary("haproxy") is None, reason="HAProxy is not installed (apt-get install haproxy)")
+def test_behind_haproxy_with_the_documented_config(cluster: ThreeNodes, tmp_path: Path) -> None:
+    """docs/cluster.md's HAProxy config, its addresses replaced by the three nodes': SigV4 requests through it work
+    (the Host header reaches the nodes unchanged), its health check sees the nodes up."""
+    port = free_port()
+    servers = iter(cluster.nodes)
+    config = re.sub(
+        r"server (n\d) \S+ check", lambda m: f"server {m.group(1)} 127.0.0.1:{next(servers).port} check",
+        _doc_block("haproxy").replace("bind :9070", f"bind 127.0.0.1:{port}"),
+    )  # fmt: skip
+    (tmp_path / "haproxy.cfg").write_text(config)
+    binary = _binary("haproxy")
+    assert binary is not None
+    out = subprocess.run([binary, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with open(tmp_path / "haproxy.log", "wb") as log:
+        proc = subprocess.Popen([binary, "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=log, stderr=log)
+    try:
+        lb = SquallProcess(tmp_path / "unused", port)  # only its clients: boto3 pointed at the load balancer
+
+        def health() -> bool:
+            try:
+                with urllib.request.urlopen(f"{lb.url}/_squall/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        eventually(health, 30, 0.1, "the load balancer answers")
+        lam, s3 = lb.client("lambda"), lb.client("s3")
+        create(lam, "balanced", WHERE)
+        ports = {_port(invoke_json(lam, "balanced", {"id": i})[0]["endpoint"]) for i in range(12)}
+        assert ports <= {n.port for n in cluster.nodes}
+        s3.create_bucket(Bucket="balanced")
+        s3.put_object(Bucket="balanced", Key="k", Body=b"through the load balancer")
+        assert s3.get_object(Bucket="balanced", Key="k")["Body"].read() == b"through the load balancer"
+        status = json.loads(cluster.cli(0, "cluster", "status", "--output", "json").stdout)
+        assert len(status["nodes"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(_binary("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+def test_the_documented_nginx_config_is_valid(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\naccess_log off;\n{_doc_block('nginx')}}}\n"
+    )
+    binary = _binary("nginx")
+    assert binary is not None
+    out = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
