@@ -297,7 +297,8 @@ def main() -> None:
         emit("cluster_thumbnails_latency_p50_ms", pct(latencies, 50), "ms", p99=round(pct(latencies, 99), 1),
              n=len(latencies))  # fmt: skip
         emit("cluster_thumbnails_exactly_once", 1.0 if exactly_once else 0.0, "bool", uploads=len(started),
-             thumbnails=len(thumbs), ok=len(ok), throttled=throttled, lost=len(missing))  # fmt: skip
+             thumbnails=len(thumbs), ok=len(ok), throttled=throttled, lost=len(missing),
+             statuses=dict(Counter(str(r.get("status")) for r in recs)))  # fmt: skip
         platform = sum(c[k] for k in own["three_nodes"])
         emit("cluster_thumbnails_cpu_ms_per_photo", c["machine"] / n, "ms", platform=round(platform / n, 2),
              sandboxes=round(sandboxes / n, 2), rest=round((c["machine"] - platform - sandboxes) / n, 2))  # fmt: skip
