@@ -262,19 +262,19 @@ def test_one_nats_server_killed_service_continues(cluster: ThreeNodes) -> None:
                 return
             time.sleep(0.2)
 
-    for i in range(15):
+    for i in range(8):
         send(i)
     victim.kill()
     killed = time.monotonic()
     try:
-        for i in range(15, 45):
+        for i in range(8, 24):
             send(i)
             if not first_after:
                 first_after.append(time.monotonic() - killed)
         print(f"NATS server {name} (the stream leader) killed: first async invoke accepted again after "
               f"{first_after[0]:.2f} s")  # fmt: skip
-        assert accepted == {f"nats-{i}" for i in range(45)}
-        assert sync_ok == 45
+        assert accepted == {f"nats-{i}" for i in range(24)}
+        assert sync_ok == 24
         runs = _wait_all_ran(cluster, 0, "nats-", accepted, timeout_s=120)
         _report("one NATS server killed", accepted, runs)
         assert cluster.alive() == [0, 1, 2]
@@ -306,7 +306,7 @@ def test_a_node_killed_under_async_and_storage_event_load(cluster: ThreeNodes) -
     accepted_async: set[str] = set()
     accepted_puts: set[str] = set()
     lock = threading.Lock()
-    kill_at = 60  # requests sent before the kill (of 300)
+    kill_at = 40  # requests sent before the kill (of 180)
     sent = threading.Semaphore(0)
 
     def one(i: int) -> None:
@@ -336,7 +336,7 @@ def test_a_node_killed_under_async_and_storage_event_load(cluster: ThreeNodes) -
         return time.monotonic() - killed
 
     with ThreadPoolExecutor(8) as ex, ThreadPoolExecutor(2) as watch:
-        futures = [ex.submit(one, i) for i in range(300)]
+        futures = [ex.submit(one, i) for i in range(180)]
         for _ in range(kill_at):
             sent.acquire()
         killed = cluster.kill(victim)
@@ -349,7 +349,7 @@ def test_a_node_killed_under_async_and_storage_event_load(cluster: ThreeNodes) -
     _report(f"kill -9 {NODE_IDS[victim]}: async invokes", accepted_async, runs)
     put_runs = _wait_all_ran(cluster, others[1], "put-", accepted_puts, timeout_s=180)
     _report(f"kill -9 {NODE_IDS[victim]}: storage events", accepted_puts, put_runs)
-    assert len(accepted_async) >= 100 and len(accepted_puts) >= 50  # the load went on through the two others
+    assert len(accepted_async) >= 60 and len(accepted_puts) >= 30  # the load went on through the two others
     # every object that exists has its event, also one whose PUT never got its 200 because the node died between
     # the object's commit and the answer (the storage event must not depend on that node living on: the outbox)
     s3 = cluster.client(others[0], "s3")
