@@ -12,20 +12,20 @@ from squall.cluster.natsd import NatsCluster
 
 
 def test_an_ack_not_confirmed_in_time_still_acks(nats1: NatsCluster) -> None:
-    server = nats1.servers[0]
-    assert server.proc is not None
+    proc = nats1.servers[0].proc
+    assert proc is not None
 
     async def main() -> None:
         bus = EventBus(await connect(nats1.url), ack_wait_s=1.0)
         await bus.setup()
         await bus.publish([{"function": "fn", "payload": b"{}", "request_id": "r1"}])
         (d,) = await bus.fetch(1, wait_s=10)
-        server.proc.send_signal(signal.SIGSTOP)  # the server takes the ack but cannot confirm it
+        proc.send_signal(signal.SIGSTOP)  # the server takes the ack but cannot confirm it
         try:
             ack = asyncio.create_task(d.ack(timeout_s=0.5))
             await asyncio.sleep(1.0)
         finally:
-            server.proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGCONT)
         await ack  # returned instead of raising a timeout (which made the dispatcher nak the event)
         assert await bus.fetch(1, wait_s=3.0) == []  # not handed out again after the 1 s ack wait
         assert await bus.pending() == 0
