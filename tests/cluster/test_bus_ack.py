@@ -16,7 +16,7 @@ def test_an_ack_not_confirmed_in_time_still_acks(nats1: NatsCluster) -> None:
     assert proc is not None
 
     async def main() -> None:
-        bus = EventBus(await connect(nats1.url), ack_wait_s=1.0)
+        bus = EventBus(await connect(nats1.url), ack_wait_s=5.0)  # well past the 1 s pause: no redelivery race
         await bus.setup()
         await bus.publish([{"function": "fn", "payload": b"{}", "request_id": "r1"}])
         (d,) = await bus.fetch(1, wait_s=10)
@@ -27,7 +27,7 @@ def test_an_ack_not_confirmed_in_time_still_acks(nats1: NatsCluster) -> None:
         finally:
             proc.send_signal(signal.SIGCONT)
         await ack  # returned instead of raising a timeout (which made the dispatcher nak the event)
-        assert await bus.fetch(1, wait_s=3.0) == []  # not handed out again after the 1 s ack wait
+        assert await bus.fetch(1, wait_s=7.0) == []  # not handed out again once the ack wait passed
         assert await bus.pending() == 0
         await bus.nc.close()
 
