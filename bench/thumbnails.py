@@ -127,17 +127,20 @@ def deploy(server: Server, concurrency: int, warm: bool = False) -> None:
     )  # fmt: skip
 
 
-def upload(server: Server, rate: float, seconds: float, workers: int) -> tuple[dict[str, float], list[float], float]:
+def upload(
+    server: Server, rate: float, seconds: float, workers: int, ports: list[int] | None = None
+) -> tuple[dict[str, float], list[float], float]:
     """Open-loop uploads at ``rate``/s; returns (thumbnail key -> upload start epoch, upload latencies ms, rate).
 
     The load generator is a lean signed HTTP client (bench/_http.py), not boto3: it shares the 2 cores with the
     platform, and boto3 would spend ~1.2 ms of CPU per PUT that a real deployment spends on the uploaders'
-    machines.  The function itself uses boto3 unchanged."""
-    return asyncio.run(_upload(server, rate, seconds, workers))
+    machines.  The function itself uses boto3 unchanged.  ``ports``: the nodes of a cluster to spread the uploads
+    over (the connections go round-robin to them); default the server's own."""
+    return asyncio.run(_upload(server, rate, seconds, workers, ports or [server.port]))
 
 
 async def _upload(
-    server: Server, rate: float, seconds: float, workers: int
+    server: Server, rate: float, seconds: float, workers: int, ports: list[int]
 ) -> tuple[dict[str, float], list[float], float]:
     images = photos()
     n = int(rate * seconds)
@@ -145,10 +148,9 @@ async def _upload(
     upload_ms: list[float] = []
     errors: list[str] = []
     signer = Signer(KEY_ID, SECRET, service="s3")
-    host = f"127.0.0.1:{server.port}"
     idle: asyncio.Queue[Conn] = asyncio.Queue()
-    for _ in range(workers):
-        idle.put_nowait(Conn("127.0.0.1", server.port))
+    for w in range(workers):
+        idle.put_nowait(Conn("127.0.0.1", ports[w % len(ports)]))
 
     async def put(i: int) -> None:
         key = f"{i:06d}.jpg"
@@ -157,6 +159,7 @@ async def _upload(
         t_wall, t0 = time.time(), time.perf_counter()
         conn = await idle.get()
         try:
+            host = f"127.0.0.1:{conn.port}"
             status, out = await conn.request(
                 "PUT", path, body, signer.headers("PUT", host, path, body, {"content-type": "image/jpeg"})
             )

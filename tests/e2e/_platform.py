@@ -40,8 +40,9 @@ def zip_of(files: dict[str, str]) -> bytes:
 class SquallProcess:
     """``python -m squall.cli.main up`` on a free loopback port; stopped by PID."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, args: tuple[str, ...] = (), **env: str) -> None:
         self.data_dir = data_dir
+        self.args = tuple(args)  # more ``squall up`` flags (``--nats-url``, ``--node-id``, ...)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -59,7 +60,7 @@ class SquallProcess:
         with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "squall.cli.main", "up", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port)],
+                 "--port", str(self.port), *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=out,

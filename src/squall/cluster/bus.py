@@ -111,10 +111,17 @@ class Delivery:
         """How many times JetStream handed out this message (1 = the first time)."""
         return int(self.msg.metadata.num_delivered)
 
-    async def ack(self) -> None:
-        # a synchronous ack: the event is gone from the stream when this returns (a lost plain ack would mean one
-        # more delivery, which is allowed, but the dispatcher counts on it for its duplicate figures)
-        await self.msg.ack_sync(timeout=5.0)
+    async def ack(self, timeout_s: float = 5.0) -> None:
+        """Done with the event.  A synchronous ack (the event is gone from the stream when this returns); when its
+        confirmation does not come in time (a loaded or paused server) the ack is sent again without waiting, and
+        this returns: the event ran, and must not go back to the stream to run again (a nak would).  Should that
+        ack be lost too, JetStream hands the event out once more after the ack wait: a duplicate, never a loss."""
+        try:
+            await self.msg.ack_sync(timeout=timeout_s)
+        except (NatsTimeout, TimeoutError) as e:
+            log.warning("the ack of event %s was not confirmed in %.1f s (%s); acked again", self.event.id,
+                        timeout_s, type(e).__name__)  # fmt: skip
+            await self.msg.ack()
 
     async def nak(self, delay_s: float) -> None:
         await self.msg.nak(delay=max(0.001, delay_s))

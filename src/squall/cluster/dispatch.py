@@ -11,9 +11,10 @@ SQLite queue, and fetched from the shared durable consumer instead of leased.
   delay: the stream's own redelivery timer holds the event, on no node, through Lambda's 1- and 2-minute waits.
 * A throttle or platform error does not use up a retry: the message is nak'ed with the backoff delay (the count of
   throttles survives a move to another node: it is the message's delivery count).
-* Done: the invocation records are flushed, then the message is acked.  A node killed before that leaves the
-  message unacked: JetStream hands it to another node once the ack wait passes (in-progress acks every third of
-  the ack wait keep a long-running delivery's message).
+* Done: the invocation records are flushed, then the message is acked (a flush refused because PostgreSQL is away
+  or the disk is full is retried, the message held by in-progress reports: the event ran, it does not run again).
+  A node killed before that leaves the message unacked: JetStream hands it to another node once the ack wait
+  passes (in-progress acks every third of the ack wait keep a long-running delivery's message).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from squall.core.ports import NewEvent
 from squall.functions.async_delivery import AsyncDispatcher
 from squall.functions.invoker import Invoker
 from squall.functions.store.records import QueuedEvent
+from squall.store.disk import DiskFull
 from squall.store.group_commit import GroupCommit
+from squall.store.targets import DatabaseUnavailable
 
 __all__ = ["BusDispatcher"]
 
@@ -46,6 +49,7 @@ class BusDispatcher(AsyncDispatcher):
         self._slot = asyncio.Event()
         self.redelivered = 0  # deliveries of a message handed out before (a node died, or a nak)
         self.published = 0
+        self.flush_waits = 0  # record flushes retried before an ack (the database was away)
 
     def enqueue_threadsafe(self, batch: list[NewEvent]) -> None:
         """From a worker thread: publish ``batch``; returns once JetStream acknowledged every event."""
@@ -137,5 +141,18 @@ class BusDispatcher(AsyncDispatcher):
         await self._deliveries[id(ev)].ack()
 
     async def _ack(self, ev: QueuedEvent) -> None:
-        await self._flushes.submit(None)  # the records of this delivery are written before the event leaves
+        # the records of this delivery are written before the event leaves.  While the database is away (or the
+        # disk full) the event has run: it waits here for its records, its message kept by the in-progress
+        # reports, instead of going back to the stream to run again every few seconds of the outage
+        delay = 0.2
+        while True:
+            try:
+                await self._flushes.submit(None)
+                break
+            except (DatabaseUnavailable, DiskFull) as e:
+                self.flush_waits += 1
+                if self.flush_waits == 1 or delay >= 2.0:
+                    log.warning("event %s ran; its invocation record waits for the database: %s", ev.id, e)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
         await self._deliveries[id(ev)].ack()

@@ -16,7 +16,8 @@ and the payload untouched.  The cost is one more network hop through the NATS se
 payloads (6 MB) fit because the servers are configured with ``max_payload`` 8 MB (docs/cluster.md).
 
 Results that must be durable before the caller goes on (an async event's delivery: its record is written before
-the event is acked) ask B to flush its invocation records before replying (``durable``).
+the event is acked) ask B to flush its invocation records before replying (``durable``); B retries a flush the
+database refuses (PostgreSQL away) for most of A's reply slack rather than have A run the event again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from squall.cluster.membership import node_key
 from squall.core.errors import SquallError, TooManyRequests
 from squall.core.model import FunctionSpec
 from squall.functions.invoker import InvocationResult
+from squall.store.disk import DiskFull
+from squall.store.targets import DatabaseUnavailable
 
 __all__ = ["Forwarder", "RemoteError", "frame", "invoke_subject", "unframe"]
 
@@ -165,7 +168,7 @@ class Forwarder:
                 float(wait) if wait is not None else None, bool(m.get("sync")),
             )  # fmt: skip
             if m.get("durable"):
-                await self.flush_records()
+                await self._flush_durably()
             self.served += 1
             body = result.payload
             out = {
@@ -191,6 +194,23 @@ class Forwarder:
         if msg.reply:
             with contextlib.suppress(Exception):
                 await self.nc.publish(msg.reply, frame(out, body))
+
+    async def _flush_durably(self) -> None:
+        """The records of a durable delivery, written before the reply.  The invocation has run: while the
+        database is away (or the disk full) the flush is retried for up to two thirds of the requester's slack,
+        rather than answering with an error that would make the requester run the event again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reply_slack_s * 2 / 3
+        delay = 0.2
+        while True:
+            try:
+                await self.flush_records()
+                return
+            except (DatabaseUnavailable, DiskFull):
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
 
 def frame(meta: dict[str, Any], payload: bytes) -> bytes:

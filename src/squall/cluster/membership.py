@@ -22,8 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
 from squall.scheduler.placement import NodeView, live_nodes
@@ -103,7 +105,7 @@ class Membership:
                 self.kv = await js.create_key_value(cfg)
             except Exception:  # another node created it meanwhile
                 self.kv = await js.key_value(BUCKET)
-        await self.beat()  # in the bucket before anyone is told this node is up
+        await self._first_beat()  # in the bucket before anyone is told this node is up
         self._tasks = [
             asyncio.create_task(self._heartbeat_forever(), name="cluster-heartbeat"),
             asyncio.create_task(self._watch_forever(), name="cluster-watch"),
@@ -114,6 +116,21 @@ class Membership:
         view = self.report()
         await self.kv.put(node_key(self.node_id), json.dumps(view_to_dict(view)).encode())
         self._note(view, self.clock())  # this node knows it is alive without waiting for its own echo
+
+    async def _first_beat(self, timeout_s: float = 30.0) -> None:
+        """The first heartbeat, retried while the bucket is not answering yet: nodes started at once find the bucket
+        another node has just created, before its replicas have elected a leader (a put then gets "no response
+        from stream" for up to a few seconds)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.beat()
+                return
+            except (NoStreamResponseError, NoRespondersError, NatsTimeout) as e:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("the node bucket does not answer yet (%s); retrying", type(e).__name__)
+                await asyncio.sleep(0.2)
 
     async def _heartbeat_forever(self) -> None:
         while True:

@@ -25,6 +25,10 @@ Read when scraped (a custom collector, nothing on the invocation path):
 * ``squall_prewarms_total``: instances the adaptive keep-alive (``SQUALL_KEEP_ALIVE_POLICY=hybrid``) started ahead
   of an expected invocation (not cold starts)
 * ``process_*``: the server process (prometheus_client's process collector)
+
+In a cluster (``--nats-url``) every sample carries a ``node`` label (the node id), added when scraped: each node
+serves its own ``/metrics``, and series of different nodes stay apart when one Prometheus scrapes them all behind
+a load balancer or aggregates them.
 """
 
 from __future__ import annotations
@@ -147,7 +151,11 @@ class _Fn:
 class Metrics:
     """The registry and the invocation-path counters; ``observe`` is the invoker's hook."""
 
-    def __init__(self, snapshot: Callable[[], StateSnapshot] | None = None, process: bool = True) -> None:
+    def __init__(
+        self, snapshot: Callable[[], StateSnapshot] | None = None, process: bool = True, node: str | None = None
+    ) -> None:
+        #: the cluster node id every exposed sample is labelled with (None: one embedded node, no label)
+        self.node = node
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.invocations = Counter(
             "squall_invocations", "Invocations by outcome (throttled requests excluded)", ["function", "status"],
@@ -227,4 +235,19 @@ class Metrics:
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+        if self.node is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, "node", self.node))
+
+
+class _Labelled:
+    """A registry's metrics with one more label on every sample (at scrape time: nothing on the invocation path)."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, value: str) -> None:
+        self.registry, self.name, self.value = registry, name, value
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.registry.collect():
+            out = Metric(m.name, m.documentation, m.type, m.unit)
+            out.samples = [s._replace(labels={**s.labels, self.name: self.value}) for s in m.samples]
+            yield out

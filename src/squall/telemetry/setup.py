@@ -108,7 +108,7 @@ def build(c: ServerConfig, snapshot: Callable[[], StateSnapshot]) -> Observabili
     ``metrics`` (as the invoker's observer) and ``tracer`` to the invoker when it builds it."""
     obs = Observability(metrics_public=c.metrics_public)
     if c.metrics:
-        obs.metrics = Metrics(snapshot)
+        obs.metrics = Metrics(snapshot, node=c.cluster_node_id if c.nats_url else None)
     if c.tracing:
         obs.traces = TraceStore(max_traces=c.trace_buffer)
         sinks: list[Callable[[Finished], None]] = [obs.traces.add]
