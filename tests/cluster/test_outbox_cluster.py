@@ -111,8 +111,8 @@ def test_an_upload_whose_node_dies_after_the_commit_is_delivered_by_another(
     nats1: NatsCluster, relay: FreezableRelay, pg_url: str, tmp_path: Path
 ) -> None:
     env = {"SQUALL_DATABASE_URL": pg_url, "SQUALL_OUTBOX_LEASE_S": "3", "SQUALL_NATS_ACK_WAIT_S": "2"}
-    b = SquallProcess(tmp_path / "b" / "data", None, SQUALL_NATS_URL=nats1.url, SQUALL_NODE_ID="b", **env).start()
-    a = SquallProcess(tmp_path / "a" / "data", None, SQUALL_NATS_URL=relay.url, SQUALL_NODE_ID="a", **env).start()
+    b = SquallProcess(tmp_path / "b" / "data", None, (), SQUALL_NATS_URL=nats1.url, SQUALL_NODE_ID="b", **env).start()
+    a = SquallProcess(tmp_path / "a" / "data", None, (), SQUALL_NATS_URL=relay.url, SQUALL_NODE_ID="a", **env).start()
     try:
         lam = b.client()
         create(lam, "recorder", RECORDER)

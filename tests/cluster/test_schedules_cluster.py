@@ -47,7 +47,7 @@ def nodes(nats1: NatsCluster, pg_url: str, tmp_path: Path) -> Iterator[list[Squa
     started: list[SquallProcess] = []
     try:
         for name in ("n1", "n2"):
-            started.append(SquallProcess(tmp_path / name / "data", None, SQUALL_NODE_ID=name, **env).start())
+            started.append(SquallProcess(tmp_path / name / "data", None, (), SQUALL_NODE_ID=name, **env).start())
         yield started
     finally:
         for node in started:
