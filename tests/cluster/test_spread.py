@@ -6,7 +6,9 @@ whose share is full runs on the node with room instead of being throttled."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -108,12 +110,11 @@ def database() -> str:
     return shared_server().database("spread")
 
 
-def start_nodes(
-    tmp_path: Path, database: str, nats_urls: dict[str, str], **env: str
-) -> dict[str, SquallProcess]:
+def start_nodes(tmp_path: Path, database: str, nats_urls: dict[str, str], **env: str) -> dict[str, SquallProcess]:
     """One ``squall up`` per entry of ``nats_urls`` (node id → its NATS URL), all on ``database``; each sees the
     others live before this returns."""
     nodes: dict[str, SquallProcess] = {}
+    env.setdefault("SQUALL_ENV_KEY", base64.b64encode(os.urandom(32)).decode())  # one key for every node
     try:
         for name, url in nats_urls.items():
             nodes[name] = SquallProcess(
@@ -250,9 +251,7 @@ def test_provisioned_concurrency_is_counted_cluster_wide(two_nodes: dict[str, Sq
     lam = a.client("lambda")
     create(lam, "warm", HELLO)
     version = lam.publish_version(FunctionName="warm")["Version"]
-    lam.put_provisioned_concurrency_config(
-        FunctionName="warm", Qualifier=version, ProvisionedConcurrentExecutions=2
-    )
+    lam.put_provisioned_concurrency_config(FunctionName="warm", Qualifier=version, ProvisionedConcurrentExecutions=2)
 
     def ready() -> bool:
         cfg = b.client("lambda").get_provisioned_concurrency_config(FunctionName="warm", Qualifier=version)
@@ -267,9 +266,12 @@ def test_provisioned_concurrency_is_counted_cluster_wide(two_nodes: dict[str, Sq
     # one node leaves: the one left holds the whole count
     b.stop()
     eventually(lambda: _provisioned(a, "warm") == 2, timeout_s=120, what="a holds both")
-    assert a.client("lambda").get_provisioned_concurrency_config(FunctionName="warm", Qualifier=version)[
-        "RequestedProvisionedConcurrentExecutions"
-    ] == 2
+    assert (
+        a.client("lambda").get_provisioned_concurrency_config(FunctionName="warm", Qualifier=version)[
+            "RequestedProvisionedConcurrentExecutions"
+        ]
+        == 2
+    )
 
 
 # -- changes missed on NATS ---------------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def test_provisioned_concurrency_is_counted_cluster_wide(two_nodes: dict[str, Sq
 WHERE = """
 import os
 def handler(event, context):
-    return {"v": os.environ.get("V")}
+    return {"v": os.environ.get("VAL")}
 """
 
 
@@ -290,17 +292,17 @@ def test_a_change_made_while_a_node_is_cut_off_from_nats_reaches_it(
     a, b = nodes["a"], nodes["b"]
     try:
         fn = homed_on("b", ["a", "b"], "where")  # runs on b when invoked through b: b's caches are what count
-        create(a.client("lambda"), fn, WHERE, Environment={"Variables": {"V": "old"}})
+        create(a.client("lambda"), fn, WHERE, Environment={"Variables": {"VAL": "old"}})
 
         def through_b() -> Any:
             r = b.client("lambda").invoke(FunctionName=fn, Payload=b"{}")
             return json.loads(r["Payload"].read())["v"]
 
-        assert through_b() == "old"  # b caches the spec and keeps an idle instance with V=old
+        assert through_b() == "old"  # b caches the spec and keeps an idle instance with VAL=old
         assert any(i["function"] == fn for i in pool(b))
         proxy.cut()
         eventually(lambda: live(a) == ["a"], timeout_s=60, what="a sees b gone")
-        a.client("lambda").update_function_configuration(FunctionName=fn, Environment={"Variables": {"V": "new"}})
+        a.client("lambda").update_function_configuration(FunctionName=fn, Environment={"Variables": {"VAL": "new"}})
         a.client("lambda").get_waiter("function_updated_v2").wait(FunctionName=fn)
         proxy.restore()
         eventually(lambda: sorted(live(b)) == ["a", "b"] and sorted(live(a)) == ["a", "b"], timeout_s=60,

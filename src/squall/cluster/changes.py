@@ -24,6 +24,7 @@ The table (SQLite syntax; the PostgreSQL backend turns ``INTEGER PRIMARY KEY`` i
         name      TEXT NOT NULL,     -- the function's name, the mapping's UUID; "" for IAM
         qualifier TEXT NOT NULL
     );
+    CREATE TABLE cluster_changes_pruned (upto INTEGER NOT NULL);  -- rows up to this id were pruned
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS cluster_changes (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     qualifier TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_changes_pruned (
+    upto INTEGER NOT NULL
 );
 """
 
@@ -78,36 +82,33 @@ class ChangeLog(SqliteDb):
         return int(row[0])
 
     def last_id(self) -> int:
+        """The id of the last change (or of the last pruned one, when the log is empty)."""
         with self._lock:
             row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM cluster_changes").fetchone()
-        return int(row[0])
+            pruned = self._conn.execute("SELECT COALESCE(MAX(upto), 0) FROM cluster_changes_pruned").fetchone()
+        return max(int(row[0]), int(pruned[0]))
 
-    def since(self, after: int, limit: int = 1000) -> tuple[list[Change], bool]:
-        """The rows after id ``after`` in order (``kind == "pruned"`` ones are markers: skip them, but move past
-        them), and whether rows after ``after`` were pruned before they could be read."""
+    def since(self, after: int, limit: int = 1000) -> tuple[list[Change], int]:
+        """The changes after id ``after`` in order, and, when changes after ``after`` were pruned before they
+        could be read, the id up to which they were (else 0)."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, node, kind, name, qualifier FROM cluster_changes WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit),
             ).fetchall()
-            gap = self._conn.execute(
-                "SELECT 1 FROM cluster_changes WHERE kind = 'pruned' AND CAST(name AS INTEGER) > ? LIMIT 1", (after,)
-            ).fetchone()
-        return [Change(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows], gap is not None
+            gap = self._conn.execute("SELECT MAX(upto) FROM cluster_changes_pruned WHERE upto > ?", (after,)).fetchone()
+        changes = [Change(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+        return changes, int(gap[0]) if gap and gap[0] is not None else 0
 
-    def prune(self, node: str, retain_s: float = RETAIN_S) -> int:
-        """Delete rows older than ``retain_s``; a marker row says up to which id rows are gone.  How many."""
+    def prune(self, retain_s: float = RETAIN_S) -> int:
+        """Delete rows older than ``retain_s`` (and say up to which id they are gone); how many."""
         cutoff = time.time() - retain_s
         with self._tx(durable=False) as conn:
-            row = conn.execute(
-                "SELECT MAX(id) FROM cluster_changes WHERE at < ? AND kind != 'pruned'", (cutoff,)
-            ).fetchone()
+            row = conn.execute("SELECT MAX(id) FROM cluster_changes WHERE at < ?", (cutoff,)).fetchone()
             upto = int(row[0]) if row and row[0] is not None else 0
             if not upto:
                 return 0
             n = conn.execute("DELETE FROM cluster_changes WHERE id <= ?", (upto,)).rowcount
-            conn.execute(
-                "INSERT INTO cluster_changes (at, node, kind, name, qualifier) VALUES (?, ?, 'pruned', ?, '')",
-                (time.time(), node, str(upto)),
-            )
+            conn.execute("DELETE FROM cluster_changes_pruned")
+            conn.execute("INSERT INTO cluster_changes_pruned (upto) VALUES (?)", (upto,))
         return int(n)

@@ -256,14 +256,15 @@ class ClusterNode:
         assert self.changelog is not None
         applied = 0
         while True:
-            rows, gap = await asyncio.to_thread(self.changelog.since, self._cursor)
-            if gap:
+            rows, pruned_upto = await asyncio.to_thread(self.changelog.since, self._cursor)
+            if pruned_upto:
                 log.warning("changes made through other nodes were pruned before this node read them: resync")
+                self._cursor = max(self._cursor, pruned_upto)
                 if self.on_resync is not None:
                     await self.on_resync()
             for c in rows:
                 self._cursor = c.id
-                if c.kind == "pruned" or c.node == self.node_id or c.id in self._applied:
+                if c.node == self.node_id or c.id in self._applied:
                     continue
                 try:
                     await self._apply(c.kind, c.name, c.qualifier)
@@ -284,7 +285,7 @@ class ClusterNode:
                 await self.read_changes()
                 if time.monotonic() - pruned_at > 3600:  # any node may prune; one delete an hour each
                     pruned_at = time.monotonic()
-                    await asyncio.to_thread(self.changelog.prune, self.node_id)
+                    await asyncio.to_thread(self.changelog.prune)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # PostgreSQL unreachable: read again at the next tick, from the same row
