@@ -222,7 +222,9 @@ class Squall:
             on_change=[self.on_change, self._broadcast_change],
             layer_store=LayerStore(self.db_target("layers.db", "layers")),
         )
-        cluster = self.cluster
+        # counts and pollers split over the nodes only where the nodes share their state (PostgreSQL); nodes on
+        # NATS with SQLite state each have their own functions and mappings
+        cluster = self.cluster if c.database_url else None
         self.provisioning = Provisioning(
             self.store, self.pool, self._spec_of,
             # a cluster: the requested count holds cluster-wide (this node keeps its share; the function's home

@@ -365,26 +365,28 @@ def handler(event, context):
 
 def test_a_request_at_a_full_node_runs_on_the_node_with_room(nats1: NatsCluster, database: str, tmp_path: Path) -> None:
     """Reserved concurrency 2 over two nodes is a share of 1 on each; no waiting for capacity (throttle wait 0).
-    Two concurrent requests through one node both run, one on each node, none throttled."""
+    Two concurrent requests through the node that is not the function's home both run, one on each node, none
+    throttled (the first goes home; the second must not follow it there before b's heartbeat shows it busy)."""
     nodes = start_nodes(tmp_path, database, {"a": nats1.url, "b": nats1.url}, SQUALL_THROTTLE_WAIT_S="0")
     a = nodes["a"]
     try:
         lam = a.client("lambda")
-        create(lam, "slow", SLOW, Timeout=60)
-        lam.put_function_concurrency(FunctionName="slow", ReservedConcurrentExecutions=2)
+        fn = homed_on("b", ["a", "b"], "slow")
+        create(lam, fn, SLOW, Timeout=60)
+        lam.put_function_concurrency(FunctionName=fn, ReservedConcurrentExecutions=2)
         for p in nodes.values():  # both nodes have the function's concurrency (their shares) before the requests
-            eventually(lambda p=p: p.client("lambda").get_function_concurrency(FunctionName="slow").get(
+            eventually(lambda p=p: p.client("lambda").get_function_concurrency(FunctionName=fn).get(
                 "ReservedConcurrentExecutions") == 2, timeout_s=30, what="reserved concurrency")  # fmt: skip
 
         def invoke(_: int) -> dict[str, Any]:
-            r = a.client("lambda").invoke(FunctionName="slow", Payload=json.dumps({"sleep": 4}).encode())
+            r = a.client("lambda").invoke(FunctionName=fn, Payload=json.dumps({"sleep": 4}).encode())
             return {"status": r["StatusCode"], "error": r.get("FunctionError"), "body": json.loads(r["Payload"].read())}
 
         for _ in range(2):  # twice: cold, then with an idle instance on each node
             with ThreadPoolExecutor(2) as ex:
                 results = list(ex.map(invoke, range(2)))
             assert results == [{"status": 200, "error": None, "body": {"ok": True}}] * 2, results
-        ran = {name: sum(1 for i in pool(p) if i["function"] == "slow") for name, p in nodes.items()}
+        ran = {name: sum(1 for i in pool(p) if i["function"] == fn) for name, p in nodes.items()}
         assert ran == {"a": 1, "b": 1}, ran
     finally:
         for p in nodes.values():
