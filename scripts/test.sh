@@ -11,32 +11,25 @@ cd "$(dirname "$0")/.."
 .venv/bin/mypy
 # the dependency rules (pyproject.toml [tool.importlinter], docs/design.md "Code map")
 .venv/bin/lint-imports
-# The suite on three xdist workers (2 cores: modules spend much of their time waiting): whole modules per worker
-# (--dist loadfile), since their module-scoped servers and nodes start once per module; every test picks free ports and names of its own (cgroups, network
-# namespaces, data dirs), so workers never collide.  SQUALL_TEST_WORKERS=0 runs it in this process.  Coverage of the
-# test process and of the `squall up` servers and CLI runs it starts is printed at the end (pyproject.toml
-# [tool.coverage]).  pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be.
-# SQUALL_TEST_COVERAGE=0 leaves coverage out (it costs CPU: docs/SPEC.md, "The test suite").
-# 3 on 2 cores: modules wait on servers, forks and sleeps (first pass measured 449 s vs 538 s with 2)
+# The suite on three xdist workers (2 cores: modules spend much of their time waiting on servers, forks and
+# sleeps; 449 s vs 538 s with two): whole modules per worker (--dist loadfile), since their module-scoped servers and
+# nodes start once per module; every test picks free ports and names of its own (cgroups, network namespaces, data
+# dirs), so workers never collide.  Modules are handed out in collection order (--no-loadscope-reorder), which
+# tests/conftest.py (LONGEST_FIRST) makes longest first.  SQUALL_TEST_WORKERS=0 runs it in this process.
+# SQUALL_TEST_BACKEND=both: the contract suites and the store-backed e2e modules are collected a second time as
+# `<module>[postgres]` (tests/conftest.py, POSTGRES_PASS), on PostgreSQL (cluster mode's state layer): one behaviour on
+# both backends, in the same run and on the same workers as the rest (no second pytest after it).
+# Coverage is opt-in (SQUALL_TEST_COVERAGE=1): it measures the test process and the `squall up` servers and CLI runs
+# it starts, and costs +79% CPU on Python 3.11 (docs/SPEC.md, "The test suite", has the last measured figure).
+# pytest exits 5 when it collected no tests: set -e makes that a failure, as it should be.
+# Bytecode is cached (__pycache__, git-ignored) even where the environment says PYTHONDONTWRITEBYTECODE: the suite
+# starts hundreds of Python processes (servers, CLI runs, pytest workers), and each would compile src/ and re-rewrite
+# every test module's asserts again (measured: a CLI run 0.90 -> 0.63 s CPU, a worker's collection 14.4 -> 4.8 s CPU).
+unset PYTHONDONTWRITEBYTECODE
 workers="${SQUALL_TEST_WORKERS:-3}"
 dist=()
-[ "$workers" = 0 ] || dist=(-n "$workers" --dist loadfile)
-cov=(--cov --cov-report=term) cov2=(--cov --cov-append --cov-report=term)
-[ "$#" -gt 0 ] || cov=(--cov --cov-report=)  # the whole suite: reported once, after the PostgreSQL pass
-[ "${SQUALL_TEST_COVERAGE:-1}" = 1 ] || { cov=(); cov2=(); }
-.venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" "${cov[@]}" "$@"
-# the same contract tests and store-backed e2e tests on PostgreSQL (cluster mode's state layer): one behaviour on both
-# backends.  Only for the whole suite (arguments select tests of the first pass alone).  Left out to keep it short:
-# what touches no store (the AWS CLI's own parsing, the sandbox and HTTP behaviour in test_platform and
-# test_function_urls) and restarts of a server whose state PostgreSQL keeps (the storage-event kill test still
-# restarts on it).  tests/e2e/test_postgres.py (in the first pass) has the PostgreSQL-only promises.
-if [ "$#" -eq 0 ]; then
-    SQUALL_TEST_BACKEND=postgres .venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" "${cov2[@]}" \
-        tests/contract/test_lambda_control.py tests/contract/test_sqs_api.py tests/contract/test_s3_api.py \
-        tests/contract/test_s3_presign_post.py tests/contract/test_iam_api.py \
-        tests/e2e/test_schedule_api.py tests/e2e/test_event_source_mappings.py tests/e2e/test_function_urls.py \
-        tests/e2e/test_storage_events_durable.py tests/e2e/test_platform.py \
-        -k "not aws_cli and not cli_v1 and not mappings_survive and not iam_survives and not restart and not oldest_first \
-            and (not test_function_urls or url_config_crud or routes or deleting_function) \
-            and (not test_platform or records or async_retries or weighted_alias or reserved_concurrency)"
-fi
+[ "$workers" = 0 ] || dist=(-n "$workers" --dist loadfile --no-loadscope-reorder)
+cov=()
+[ "${SQUALL_TEST_COVERAGE:-0}" = 0 ] || cov=(--cov --cov-report=term)
+SQUALL_TEST_BACKEND="${SQUALL_TEST_BACKEND:-both}" .venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" \
+    "${cov[@]}" "$@"

@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL server for tests: ``initdb`` in a temp directory as an unprivileged user, ``postgres`` on
 127.0.0.1 at a free port, a fresh database per caller, stopped (only the PID started here) at the end.
 
-``SQUALL_TEST_BACKEND=postgres`` makes the contract suite and the store-backed e2e tests run on it
-(scripts/test.sh runs them a second time so).  Binaries: Debian's ``postgresql`` package (``/usr/lib/postgresql/N/bin``
+``SQUALL_TEST_BACKEND=postgres`` makes the contract suite and the store-backed e2e tests run on it; ``both`` (what
+scripts/test.sh sets) runs them a second time so, as modules of their own in the same pytest run (tests/conftest.py).  Binaries: Debian's ``postgresql`` package (``/usr/lib/postgresql/N/bin``
 or ``PG_BIN``); tests that need it skip with the reason when it is missing.
 """
 
@@ -24,8 +24,10 @@ from pathlib import Path
 from squall.store.db import DbTarget, PgTarget
 
 __all__ = [
+    "BACKEND_ENV",
     "PgServer",
     "backend",
+    "backend_setting",
     "close_shared",
     "database_for",
     "find_pg_bin",
@@ -35,9 +37,18 @@ __all__ = [
 ]
 
 
+BACKEND_ENV = "SQUALL_TEST_BACKEND"
+
+
+def backend_setting() -> str:
+    """``SQUALL_TEST_BACKEND``: ``sqlite`` (the default), ``postgres``, or ``both`` (tests/conftest.py)."""
+    return os.environ.get(BACKEND_ENV, "sqlite").strip().lower() or "sqlite"
+
+
 def backend() -> str:
-    """``sqlite`` (the default) or ``postgres``: which store backend the suite runs on."""
-    return os.environ.get("SQUALL_TEST_BACKEND", "sqlite").strip().lower() or "sqlite"
+    """``sqlite`` or ``postgres``: the store backend of the running test (``both`` is SQLite but in the PostgreSQL
+    variants of tests/conftest.py's modules, which set ``postgres`` while they run)."""
+    return "postgres" if backend_setting() == "postgres" else "sqlite"
 
 
 def find_pg_bin() -> Path | None:

@@ -28,6 +28,7 @@ from squall.cluster.api import cluster_routes
 from squall.cluster.changes import ChangeLog
 from squall.cluster.dispatch import BusDispatcher
 from squall.cluster.node import ClusterConfig, ClusterNode
+from squall.cluster.outbox import OutboxDrain
 from squall.core.arn import function_of_arn, resource_name
 from squall.core.clock import SystemClock
 from squall.core.config import NodeConfig, ServerConfig
@@ -71,6 +72,7 @@ from squall.sqs.store.wait import QueueWaiter
 from squall.store.db import DbTarget, PgTarget, target_for
 from squall.store.disk import DiskFull, DiskGuard, secure_data_dir
 from squall.store.env_crypto import EnvCipher
+from squall.store.outbox import EventOutbox
 from squall.telemetry import setup as telemetry
 from squall.telemetry.api import telemetry_routes
 from squall.telemetry.metrics import StateSnapshot
@@ -201,8 +203,13 @@ class Squall:
                 max_in_flight=max(1, c.async_max_in_flight),
                 queue_sink=self.queues,
             )
+        #: cluster mode on PostgreSQL: storage events and schedule ticks are written to the event outbox in the
+        #: transaction of their cause, and every node's drain publishes them (squall.cluster.outbox)
+        self.outbox = EventOutbox(PgTarget(c.database_url, "outbox")) if c.nats_url and c.database_url else None
+        self.outbox_drain: OutboxDrain | None = None
+        kick = self._kick_outbox if self.outbox is not None else None
         self.storage_events = StorageEvents(
-            self.queues, c.region, self.dispatcher.enqueue_threadsafe, self._notification_targets
+            self.queues, c.region, self.dispatcher.enqueue_threadsafe, self._notification_targets, outbox_kick=kick
         )
         s3_db = self.db_target("objects.db", "s3")  # PostgreSQL: metadata and object data (chunked) there
         self.objects = ObjectStore(
@@ -210,6 +217,7 @@ class Squall:
             on_event=self.storage_events,
             disk=self.disk,
             database=s3_db if isinstance(s3_db, PgTarget) else None,
+            tx_events=self.storage_events.in_transaction if kick is not None else None,
         )
         self.functions = FunctionService(
             self.store,
@@ -236,8 +244,9 @@ class Squall:
         self.started_at = 0.0
         #: event sources (see squall.triggers.plugin), each given its store and the ports it needs
         self.schedules = schedules.install(
-            ScheduleStore(self.db_target("schedules.db", "schedules")), self.dispatcher.enqueue_threadsafe, self._function_exists,
-            region=c.region, account_id=c.account_id,
+            ScheduleStore(self.db_target("schedules.db", "schedules"), outbox=kick is not None),
+            self.dispatcher.enqueue_threadsafe, self._function_exists, region=c.region, account_id=c.account_id,
+            outbox_kick=kick,  # cluster mode: each tick claimed by one node, its event in the outbox
         )  # fmt: skip
         self.event_source_mappings = event_source_mappings.install(
             MappingStore(self.db_target("esm.db", "event_source_mappings")), self.store, self.invoker, self.queues, self.queue_waiter,
@@ -382,6 +391,11 @@ class Squall:
         ``StorageEvents``, which it calls)."""
         return self.objects.notification_targets(event)
 
+    def _kick_outbox(self) -> None:
+        """Rows were committed to the event outbox: this node's drain publishes them now (from any thread)."""
+        if self.outbox_drain is not None:
+            self.outbox_drain.kick()
+
     def _enqueue_async(self, batch: list[NewEvent]) -> None:
         """The invoker's way into the durable async queue: the dispatcher's hand-over (built after the invoker,
         which it runs events through)."""
@@ -491,6 +505,11 @@ class Squall:
             self.dispatcher.bus = await self.cluster.connect()
             await self.cluster.start()  # reservations become this node's shares
             await self._queued_events_to_bus()
+            if self.outbox is not None:
+                self.outbox_drain = OutboxDrain(
+                    self.outbox, self.dispatcher.bus, self.cluster.node_id, lease_s=self.config.outbox_lease_s,
+                    queues=self.queues,
+                )  # fmt: skip
         for name in self._function_names():
             self.provisioning.sync(name)
         # keys and resource policies of functions (or versions, aliases) deleted while the server was going down
@@ -507,6 +526,7 @@ class Squall:
             asyncio.create_task(self._flush_forever(), name="record-flusher"),
             asyncio.create_task(self.provisioning.report_forever(), name="provisioned-status"),
             asyncio.create_task(self.retention.run_forever(), name="retention"),
+            *([asyncio.create_task(self.outbox_drain.run_forever(), name="outbox-drain")] if self.outbox_drain else []),
         ]
 
     async def _queued_events_to_bus(self) -> None:
@@ -600,6 +620,9 @@ class Squall:
             self.queues.close()
         with contextlib.suppress(Exception):
             self.iam_store.close()
+        if self.outbox is not None:
+            with contextlib.suppress(Exception):
+                self.outbox.close()
 
     def pool_summary(self) -> dict[str, Any]:
         """What is running now: instances by state, loaded zygotes, concurrency, memory."""

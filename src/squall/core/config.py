@@ -31,6 +31,16 @@ def _env_int(name: str, default: int, minimum: int | None = None) -> int:
     return value
 
 
+def _outbox_lease_s() -> float:
+    """SQUALL_OUTBOX_LEASE_S: under the event stream's 120 s duplicate window (a row re-published after its claim
+    expired must still be recognised as the same event)."""
+    value = _env_float("SQUALL_OUTBOX_LEASE_S", 30.0, 0.1)
+    if value >= 110.0:
+        raise ConfigError(f"SQUALL_OUTBOX_LEASE_S={value:g} must be below 110 s (the event stream's duplicate "
+                          "window is 120 s); the default is 30")  # fmt: skip
+    return value
+
+
 def _env_float(name: str, default: float, minimum: float | None = None) -> float:
     """The number knob ``name`` (``default`` when unset or empty); a ConfigError naming it otherwise."""
     raw = os.environ.get(name, "").strip()
@@ -248,6 +258,9 @@ class ServerConfig:
     cluster_changes_poll_s: float = field(
         default_factory=lambda: _env_float("SQUALL_CLUSTER_CHANGES_POLL_S", 1.0, 0.05)
     )
+    #: SQUALL_OUTBOX_LEASE_S: seconds an outbox drain holds the rows it claimed; a node that dies holding rows has
+    #: them published by another node after this (cluster mode with PostgreSQL; below the 120 s duplicate window)
+    outbox_lease_s: float = field(default_factory=lambda: _outbox_lease_s())
     region: str = "us-east-1"
     account_id: str = "000000000000"
 

@@ -158,11 +158,16 @@ class StoreBase:
         min_part_size: int = MIN_PART_SIZE,
         disk: DiskGuard | None = None,
         database: PgTarget | None = None,
+        tx_events: Callable[[Any, list[ObjectEvent]], None] | None = None,
     ) -> None:
-        """``database``: keep metadata and object data in PostgreSQL (cluster mode) instead of ``root``."""
+        """``database``: keep metadata and object data in PostgreSQL (cluster mode) instead of ``root``.
+        ``tx_events``: called with the connection and the events of a write *inside* its metadata transaction,
+        before the commit (cluster mode: the events' outbox rows, committed with the object or not at all); then
+        ``on_event`` after the commit, as without it."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.on_event = on_event
+        self.tx_events = tx_events
         self.clock: Clock = clock or SystemClock()
         self.min_part_size = min_part_size
         self._lock = threading.RLock()
@@ -262,6 +267,12 @@ class StoreBase:
         if row is None:
             raise NoSuchBucket(bucket)
         return f"{row[0]:016X}"
+
+    def _in_tx(self, db: sqlite3.Connection, events: list[ObjectEvent]) -> list[ObjectEvent]:
+        """The events of the write ``db``'s transaction is making, handed to ``tx_events`` before its commit."""
+        if self.tx_events is not None and events:
+            self.tx_events(db, events)
+        return events
 
     def _emit(self, events: list[ObjectEvent]) -> None:
         """Hand events to ``on_event``: after the commit (durable), before the API answers, outside the lock."""

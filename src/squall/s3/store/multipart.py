@@ -221,14 +221,17 @@ class MultipartMixin(StoreBase):
                 db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
                 db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
                 seq = self._next_sequencer(db, bucket)
+                events = self._in_tx(
+                    db,
+                    [self._event(bucket, key, "ObjectCreated:CompleteMultipartUpload", seq, now, origin, written.size,
+                                 etag)],
+                )  # fmt: skip
         except BaseException:
             self.files.unlink([written.file_id])
             raise
         self.files.unlink(part_files + ([old[0]] if old else []))
         meta = ObjectMeta(bucket, key, written.size, etag, now, upload.attrs, len(chosen))
-        self._emit(
-            [self._event(bucket, key, "ObjectCreated:CompleteMultipartUpload", seq, now, origin, meta.size, etag)]
-        )
+        self._emit(events)
         return meta
 
     # Provided by ObjectStore; declared for the type checker.

@@ -17,6 +17,8 @@ old or the new object, never a mix; files no row points to are removed when the 
 
 Storage events: ``on_event(ObjectEvent)`` is called synchronously after the write is durable and before the
 method returns (so before the API answers); if it raises, the exception reaches the caller (the write stays).
+``tx_events(db, events)`` (cluster mode) is called inside the write's own transaction, before its commit: what it
+writes through ``db`` (the events' outbox rows) commits with the object or not at all.
 ObjectRemoved events are sent only for keys that existed.  See ``squall.s3.store.events`` for notification matching
 and S3 event records.
 """
@@ -231,12 +233,13 @@ class ObjectStore(MultipartMixin):
                 if if_none_match and old is not None:
                     raise PreconditionFailed("If-None-Match")
                 seq = self._next_sequencer(db, bucket)
+                events = self._in_tx(db, [self._event(bucket, key, event_name, seq, now, origin, written.size, etag)])
         except BaseException:
             self.files.unlink([written.file_id])
             raise
         if old is not None:
             self.files.unlink([old])
-        self._emit([self._event(bucket, key, event_name, seq, now, origin, written.size, etag)])
+        self._emit(events)
         return ObjectMeta(bucket, key, written.size, etag, now, attrs)
 
     put = put_object
@@ -329,8 +332,11 @@ class ObjectStore(MultipartMixin):
                 if row is not None:
                     files.append(row[0])
                     removed.append((key, self._next_sequencer(db, bucket)))
+            events = self._in_tx(
+                db, [self._event(bucket, key, "ObjectRemoved:Delete", seq, now, origin) for key, seq in removed]
+            )
         self.files.unlink(files)
-        self._emit([self._event(bucket, key, "ObjectRemoved:Delete", seq, now, origin) for key, seq in removed])
+        self._emit(events)
         return results, [key for key, _ in removed]
 
     def copy_object(
@@ -358,12 +364,15 @@ class ObjectStore(MultipartMixin):
                     db, dst_bucket, raw, new_id, src.size, src.etag, now, final_attrs, None, inline
                 )
                 seq = self._next_sequencer(db, dst_bucket)
+                events = self._in_tx(
+                    db, [self._event(dst_bucket, dst_key, "ObjectCreated:Copy", seq, now, origin, src.size, src.etag)]
+                )
         except BaseException:
             self.files.unlink([new_id])
             raise
         if old is not None:
             self.files.unlink([old])
-        self._emit([self._event(dst_bucket, dst_key, "ObjectCreated:Copy", seq, now, origin, src.size, src.etag)])
+        self._emit(events)
         return ObjectMeta(dst_bucket, dst_key, src.size, src.etag, now, final_attrs)
 
     # ------------------------------------------------------------------------------------------------ listing

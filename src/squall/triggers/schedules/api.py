@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,11 +35,14 @@ log = logging.getLogger("squall.schedules")
 
 def install(
     store: ScheduleStore, enqueue: Enqueue, function_exists: FunctionExists, *, region: str, account_id: str,
-    interval_s: float = 0.5,
+    interval_s: float = 0.5, outbox_kick: Callable[[], object] | None = None,
 ) -> Plugin:  # fmt: skip
     """The schedules plugin: API routes, the firing task and the function-deleted hook.  Due ticks go into the
-    durable async queue through ``enqueue`` (the async dispatcher's hand-over)."""
-    runner = ScheduleRunner(store, lambda events: enqueue(list(events)), region=region, account=account_id)
+    durable async queue through ``enqueue`` (the async dispatcher's hand-over); in cluster mode (``outbox_kick``,
+    the store opened with ``outbox=True``) into the event outbox, claimed by exactly one node."""
+    runner = ScheduleRunner(
+        store, lambda events: enqueue(list(events)), region=region, account=account_id, outbox_kick=outbox_kick
+    )
 
     async def put_schedules(request: Request) -> Response:
         function = request.path_params["function"]

@@ -5,7 +5,13 @@ each enabled rule from its persisted ``last_fire`` and ``created_at``, enqueues 
 (``source`` "schedule"; durable when ``enqueue`` returns) and only then durably writes the new ``last_fire``.  So a
 tick fires *at least once*, as EventBridge Scheduler promises: a crash between the two writes fires that tick again
 at the next start, with the same event ``id`` (a uuid5 of the rule ARN and the tick, see ``scheduled_event``), which
-a handler can deduplicate on; a tick is never lost.  The payload is the rule's ``input`` when given, else
+a handler can deduplicate on; a tick is never lost.
+
+Cluster mode (``outbox_kick`` given; every node runs a runner on the shared PostgreSQL): a tick is *claimed* by a
+compare-and-set of the rule's ``last_fire`` and its event written to the event outbox in that same transaction
+(``ScheduleStore.fire``), so exactly one node fires each tick, and "claimed" and "will be delivered" are one
+commit.  The event's id is then the uuid5 of rule and tick too (the outbox row id, published as ``Nats-Msg-Id``):
+a re-publish of the row is stored once by JetStream.  The payload is the rule's ``input`` when given, else
 EventBridge's "Scheduled Event" for rule ``squall-{function}-{name}``.  Deleting a function drops its rules.
 """
 
@@ -84,9 +90,13 @@ class ScheduleRunner:
         *,
         region: str,
         account: str,
+        outbox_kick: Callable[[], object] | None = None,
     ) -> None:
+        """``outbox_kick``: cluster mode (the store opened with ``outbox=True``): ticks are claimed and written to
+        the outbox by ``store.fire``; this wakes the node's outbox drain after a claim."""
         self.store = store
         self.enqueue_many = enqueue_many
+        self.outbox_kick = outbox_kick
         self.region = region
         self.account = account
         self.fired = 0
@@ -127,6 +137,14 @@ class ScheduleRunner:
                         "extra": {"schedule": rule.name, "event_id": event_id(arn, t), "tick": t},
                     }
                 )
+            if self.outbox_kick is not None:  # cluster mode: claim the ticks and write their events in one commit
+                for ev in events:
+                    ev["id"] = ev["extra"]["event_id"]
+                if not self.store.fire(rule, fires[-1], events, now):
+                    continue  # another node claimed them (or the rule changed): not ours to fire
+                self.outbox_kick()
+                total += len(events)
+                continue
             self.enqueue_many(events)  # durable when it returns
             # then the "fired" mark: a crash in between fires these ticks again (same event ids), never loses them
             self.store.set_last_fire(rule.function, rule.name, fires[-1])  # False: replaced or deleted meanwhile

@@ -2,7 +2,11 @@
 
 A rule is identified by ``(function, name)``.  ``created_at`` anchors ``rate()`` ticks and is kept when a rule is
 re-put with the same expression (so replacing a function's schedules does not reset their phase); ``last_fire``
-is the most recent tick the runner fired, written durably *before* the tick's event is enqueued.
+is the most recent tick the runner fired, written durably *after* the tick's event is enqueued (embedded mode).
+
+Cluster mode (``outbox=True``, PostgreSQL): ``fire`` claims ticks by a compare-and-set of ``last_fire`` and writes
+their events into the event outbox in the same transaction (``squall.store.outbox``), so exactly one node fires
+each tick and a claimed tick is always delivered.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from squall.core.ports import NewEvent
 from squall.store.db import DbTarget, migrate
+from squall.store.outbox import ensure_outbox, write_outbox
 from squall.store.sqlite_conn import SqliteDb
 
 __all__ = ["ScheduleRule", "ScheduleStore"]
@@ -76,9 +82,13 @@ def _row(r: tuple[Any, ...]) -> ScheduleRule:
 class ScheduleStore(SqliteDb):
     """Schedules in their own SQLite file; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: DbTarget) -> None:
+    def __init__(self, path: DbTarget, *, outbox: bool = False) -> None:
+        """``outbox``: cluster mode (``path`` a PostgreSQL target): ticks are fired with ``fire``."""
         self._open_db(path, durable_by_default=True)
         migrate(self._conn, "schedules", [_SCHEMA])
+        self.outbox = outbox
+        if outbox:
+            ensure_outbox(self._conn)
 
     def replace(self, function: str, rules: Sequence[ScheduleRule], now: float) -> list[ScheduleRule]:
         """Make ``rules`` the function's schedules.  A rule kept with the same expression keeps its
@@ -126,3 +136,26 @@ class ScheduleStore(SqliteDb):
                 "UPDATE schedules SET last_fire = ? WHERE function = ? AND name = ?", (last_fire, function, name)
             )
             return cur.rowcount > 0
+
+    def fire(self, rule: ScheduleRule, last_fire: float, events: Sequence[NewEvent], now: float) -> bool:
+        """Cluster mode: claim the ticks up to ``last_fire`` of ``rule`` as read (a compare-and-set: the rule still
+        has the ``last_fire``, expression and ``created_at`` the ticks were computed from) and put ``events`` in the
+        event outbox, in one transaction.  False (nothing written) when another node claimed them first or the
+        rule was replaced or deleted meanwhile.  No store lock: the row's own lock orders two nodes' updates, and
+        the second re-checks the condition on the first's committed row (PostgreSQL's READ COMMITTED)."""
+        if not self.outbox:
+            raise RuntimeError("ScheduleStore.fire needs the event outbox (cluster mode)")
+        same = "last_fire IS NULL" if rule.last_fire is None else "last_fire = ?"
+        params: tuple[Any, ...] = (last_fire, rule.function, rule.name, rule.expression, rule.created_at)
+        if rule.last_fire is not None:
+            params += (rule.last_fire,)
+        with self._tx(lock="") as db:
+            cur = db.execute(
+                "UPDATE schedules SET last_fire = ? WHERE function = ? AND name = ? AND enabled = 1 "
+                f"AND expression = ? AND created_at = ? AND {same}",
+                params,
+            )
+            if cur.rowcount != 1:
+                return False
+            write_outbox(db, events, now)
+        return True
