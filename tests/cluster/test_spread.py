@@ -380,7 +380,13 @@ def test_a_request_at_a_full_node_runs_on_the_node_with_room(nats1: NatsCluster,
             r = a.client("lambda").invoke(FunctionName=fn, Payload=json.dumps({"sleep": 4}).encode())
             return {"status": r["StatusCode"], "error": r.get("FunctionError"), "body": json.loads(r["Payload"].read())}
 
-        for _ in range(2):  # twice: cold, then with an idle instance on each node
+        def b_idle_as_a_sees_it() -> bool:  # b's heartbeat, as a has it, shows the first round done
+            view = next(n for n in status(a)["nodes"] if n["node_id"] == "b")
+            return bool(view["live"] and not view["running"].get(fn) and view["warm_idle"].get(f"{fn}:$LATEST"))
+
+        for round_ in range(2):  # twice: cold, then with an idle instance on each node
+            if round_:
+                eventually(b_idle_as_a_sees_it, timeout_s=60, what="b idle in a's view")
             with ThreadPoolExecutor(2) as ex:
                 results = list(ex.map(invoke, range(2)))
             assert results == [{"status": 200, "error": None, "body": {"ok": True}}] * 2, results

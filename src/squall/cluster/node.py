@@ -122,6 +122,8 @@ class ClusterNode:
         #: heartbeat, so placement counts them itself (two requests in one heartbeat period do not both go to a
         #: node with room for one)
         self._outstanding: dict[tuple[str, str], int] = {}
+        #: the live set the pool's shares were last split over
+        self._shares_for: frozenset[str] = frozenset()
         self.nc: Client | None = None
         self.bus: EventBus | None = None
         self.membership: Membership | None = None
@@ -352,6 +354,7 @@ class ClusterNode:
 
     def apply_shares(self) -> None:
         live = self.live()
+        self._shares_for = frozenset(live)
         account = share_of(self.node_id, self.config.account_concurrency, "", live)
         if self.pool.state.account_limit != account:
             self.pool.state = replace(self.pool.state, account_limit=account)
@@ -399,6 +402,8 @@ class ClusterNode:
             if i.state == "idle" and i.function == spec.name and i.version == spec.version:
                 return None  # a warm idle instance here: nothing beats it (the common case: decided first)
         views = m.views()
+        if frozenset(views) | {self.node_id} != self._shares_for:
+            self.apply_shares()  # placement and this node's pool judge room by the same membership
         if len(views) <= 1:
             return None
         views[self.node_id] = self.report()  # this node's own state is known now, not as of its last heartbeat
