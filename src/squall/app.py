@@ -25,6 +25,7 @@ from typing import Any
 
 from squall.aws.credentials import Credentials, KeyRing
 from squall.cluster.api import cluster_routes
+from squall.cluster.changes import ChangeLog
 from squall.cluster.dispatch import BusDispatcher
 from squall.cluster.node import ClusterConfig, ClusterNode
 from squall.cluster.outbox import OutboxDrain
@@ -178,9 +179,15 @@ class Squall:
                 ClusterConfig(
                     nats_url=c.nats_url, node_id=c.cluster_node_id, replicas=c.nats_replicas,
                     heartbeat_s=c.cluster_heartbeat_s, expiry_s=c.cluster_expiry_s, ack_wait_s=c.nats_ack_wait_s,
-                    account_concurrency=c.account_concurrency,
+                    account_concurrency=c.account_concurrency, changes_poll_s=c.cluster_changes_poll_s,
                 ),
                 self.invoker, self.pool, reservations=self._reservations, on_remote_change=self.on_change,
+                # with PostgreSQL state: changes also go through the change log (a node cut off from NATS misses
+                # none); with SQLite each node's state is its own and NATS carries the notices alone
+                changelog=ChangeLog(self.db_target("cluster.db", "cluster_changes")) if c.database_url else None,
+                on_remote={"iam": self._remote_iam_change, "esm": self._remote_esm_change},
+                on_members=self._members_changed, on_resync=self._resync,
+                status_extras={"esm_pollers": self._esm_pollers},
             )  # fmt: skip
             self.dispatcher: AsyncDispatcher = BusDispatcher(
                 self.invoker,
@@ -223,7 +230,17 @@ class Squall:
             on_change=[self.on_change, self._broadcast_change],
             layer_store=LayerStore(self.db_target("layers.db", "layers")),
         )
-        self.provisioning = Provisioning(self.store, self.pool, self._spec_of)
+        # counts and pollers split over the nodes only where the nodes share their state (PostgreSQL); nodes on
+        # NATS with SQLite state each have their own functions and mappings
+        cluster = self.cluster if c.database_url else None
+        self.provisioning = Provisioning(
+            self.store, self.pool, self._spec_of,
+            # a cluster: the requested count holds cluster-wide (this node keeps its share; the function's home
+            # node reports what is ready on all nodes)
+            share=cluster.share if cluster else None,
+            ready_total=cluster.provisioned_total if cluster else None,
+            reports=cluster.owns if cluster else None,
+        )  # fmt: skip
         self.started_at = 0.0
         #: event sources (see squall.triggers.plugin), each given its store and the ports it needs
         self.schedules = schedules.install(
@@ -240,6 +257,9 @@ class Squall:
             account_id=c.account_id,
         )  # fmt: skip
         self.plugins: list[Plugin] = [self.schedules, self.event_source_mappings, self.function_urls]
+        if cluster is not None:  # each mapping polled by one node of the cluster
+            esm = self._esm()
+            esm.owns, esm.announce = cluster.owns, self._announce_esm_change
         #: dashboard sessions (the admin key, entered once on /ui/login)
         self.sessions = Sessions(self.keyring.is_admin, self.keyring.secret_for)
         #: the dashboard reads triggers through their query ports (in the order it lists them) and the pool here
@@ -254,6 +274,8 @@ class Squall:
         self.retention = Retention(self.store, c.log_retention_days, c.prune_interval_s)
         #: IAM: roles and policies (the iam API), execution roles enforced on functions' own calls, resource policies
         self.iam_store = IamStore(self.db_target("iam.db", "iam"))
+        if cluster is not None:  # roles and policies written here: the other nodes' caches must not keep them
+            self.iam_store.on_write.append(lambda: cluster.note_change_threadsafe("iam"))
         self.iam_api = IamApi(self.iam_store, c.account_id, self.identity)
         self.authorizer = Authorizer(
             self.iam_store, self.iam_api, self._function_config, region=c.region, account_id=c.account_id
@@ -407,6 +429,36 @@ class Squall:
         return self.authorizer.check(function, s3_checks("POST", bucket, key, {}, {}))
 
     # -- control-plane changes ----------------------------------------------------------------------------
+    def _esm(self) -> event_source_mappings.EventSourceMappings:
+        esm = self.event_source_mappings.query
+        assert isinstance(esm, event_source_mappings.EventSourceMappings)
+        return esm
+
+    def _esm_pollers(self) -> list[str]:
+        return self._esm().polled_here()
+
+    async def _announce_esm_change(self, uid: str) -> None:
+        if self.cluster is not None:
+            await self.cluster.broadcast_change(uid, "", kind="esm")
+
+    async def _remote_esm_change(self, _uid: str, _qualifier: str) -> None:
+        self._esm().wake()
+
+    async def _remote_iam_change(self, _name: str, _qualifier: str) -> None:
+        self.iam_store.invalidate()
+
+    async def _members_changed(self) -> None:
+        """The cluster's live nodes changed: shares of provisioned concurrency and mapping pollers move."""
+        self.provisioning.resync()
+        self._esm().wake()
+
+    async def _resync(self) -> None:
+        """Changes made through other nodes may have been missed for good: forget everything cached."""
+        self.iam_store.invalidate()
+        for name in await asyncio.to_thread(self._function_names):
+            await self.on_change(name, "$LATEST")
+        self._esm().wake()
+
     async def _broadcast_change(self, name: str, qualifier: str) -> None:
         """A change made through this node: the other nodes of the cluster run their ``on_change`` too."""
         if self.cluster is not None:

@@ -51,6 +51,7 @@ def view_to_dict(v: NodeView) -> dict[str, Any]:
         "idle": dict(v.idle),
         "running": dict(v.running),
         "address": v.address,
+        "provisioned": dict(v.provisioned),
         "ts": time.time(),
     }
 
@@ -63,6 +64,7 @@ def view_from_dict(d: dict[str, Any]) -> NodeView:
         idle={str(k): int(v) for k, v in (d.get("idle") or {}).items()},
         running={str(k): int(v) for k, v in (d.get("running") or {}).items()},
         address=str(d.get("address", "")),
+        provisioned={str(k): int(v) for k, v in (d.get("provisioned") or {}).items()},
     )
 
 

@@ -8,7 +8,12 @@
   reserved concurrency are split over the live nodes (``scheduler.placement.shares``) and re-split whenever the
   membership changes, so they hold across the cluster instead of xN;
 * decides, for each invocation about to run here, whether it runs here or on another node (``maybe_forward``,
-  the ``Invoker.placer`` hook) and forwards it (``Forwarder``).
+  the ``Invoker.placer`` hook) and forwards it (``Forwarder``);
+* carries control-plane changes between nodes: at once on core NATS, and reliably through the change log in
+  PostgreSQL (``cluster.changes``), read every ``changes_poll_s``, so a node that missed a NATS message (cut off
+  from NATS at that moment) applies the change within a second of reaching PostgreSQL;
+* says which node does work that must be done once in the cluster (``owns``: an event source mapping's poller)
+  and what this node's share of a cluster-wide count is (``share``: provisioned concurrency).
 """
 
 from __future__ import annotations
@@ -29,22 +34,25 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from squall.cluster.bus import EventBus, connect
+from squall.cluster.changes import ChangeLog
 from squall.cluster.forward import Forwarder, invoke_subject
 from squall.cluster.membership import Membership
-from squall.core.errors import ServiceError
+from squall.core.errors import ServiceError, TooManyRequests
 from squall.core.model import FunctionSpec
 from squall.functions.invoker import InvocationResult, Invoker
 from squall.functions.pool import InstancePool
-from squall.scheduler.placement import NodeView, place, share_of
+from squall.scheduler.placement import NodeView, place, rank, share_of
 
 __all__ = ["ClusterConfig", "ClusterNode"]
 
 log = logging.getLogger("squall.cluster")
 
-#: control-plane changes made through one node, for the others.  Core NATS, at most once: a node disconnected
-#: from NATS at that moment misses it and keeps its cached spec and idle instances of the function until the
-#: function's next change or the node's restart (a stream-backed subject would close that gap)
+#: control-plane changes made through one node, for the others.  Core NATS, at most once: the fast path; the
+#: change log in PostgreSQL (``ChangeLog``) is the reliable one for a node that missed the message
 CHANGES_SUBJECT = "squall.cluster.changed"
+
+#: a handler of a change announced by another node: (name, qualifier)
+OnRemote = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class ClusterConfig:
     ack_wait_s: float = 10.0
     #: SQUALL_ACCOUNT_CONCURRENCY for the whole cluster (each node runs its share)
     account_concurrency: int = 1000
+    #: SQUALL_CLUSTER_CHANGES_POLL_S: how often the change log in PostgreSQL is read for changes missed on NATS
+    changes_poll_s: float = 1.0
 
     def stream_replicas(self) -> int:
         if self.replicas > 0:
@@ -78,16 +88,42 @@ class ClusterNode:
         pool: InstancePool,
         *,
         reservations: Callable[[], Iterable[tuple[str, int]]] = lambda: (),
-        on_remote_change: Callable[[str, str], Awaitable[None]] | None = None,
+        on_remote_change: OnRemote | None = None,
+        changelog: ChangeLog | None = None,
+        on_remote: dict[str, OnRemote] | None = None,
+        on_members: Callable[[], Awaitable[None]] | None = None,
+        on_resync: Callable[[], Awaitable[None]] | None = None,
+        status_extras: dict[str, Callable[[], Any]] | None = None,
     ) -> None:
+        """``on_remote_change``: a function changed through another node (kind "function"); ``on_remote``: the
+        handlers of the other kinds of change ("iam", "esm"); ``changelog``: the change log in PostgreSQL (None
+        with SQLite state: each node's state is its own, NATS only); ``on_members``: the live membership changed;
+        ``on_resync``: changes may have been missed for good (pruned from the log before this node read them):
+        drop everything cached; ``status_extras``: more of this node's state for ``squall cluster status``."""
         self.config = config
         self.node_id = config.node_id
         self.invoker = invoker
         self.pool = pool
         self.reservations = reservations
         self.on_remote_change = on_remote_change
+        self.on_remote = dict(on_remote or {})
+        self.on_members = on_members
+        self.on_resync = on_resync
+        self.status_extras = dict(status_extras or {})
+        self.changelog = changelog
         self._changes: Subscription | None = None
         self.changes_received = 0
+        #: the change-log row last read, and ids after it already applied from a NATS message
+        self._cursor = 0
+        self._applied: set[int] = set()
+        self.changes_from_log = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: invocations this node forwarded and is waiting for, per (node, function): not yet in that node's
+        #: heartbeat, so placement counts them itself (two requests in one heartbeat period do not both go to a
+        #: node with room for one)
+        self._outstanding: dict[tuple[str, str], int] = {}
+        #: the live set the pool's shares were last split over
+        self._shares_for: frozenset[str] = frozenset()
         self.nc: Client | None = None
         self.bus: EventBus | None = None
         self.membership: Membership | None = None
@@ -109,6 +145,9 @@ class ClusterNode:
         if self.nc is None:
             await self.connect()
         assert self.nc is not None
+        self._loop = asyncio.get_running_loop()
+        if self.changelog is not None:  # changes before this start are in what this node reads from now on
+            self._cursor = await asyncio.to_thread(self.changelog.last_id)
         self.forwarder = Forwarder(
             self.nc, self.node_id, resolve=self._resolve_version, run_local=self._run_forwarded,
             flush_records=lambda: asyncio.to_thread(self.invoker.records.flush),
@@ -124,6 +163,8 @@ class ClusterNode:
         self.apply_shares()
         self.started = True  # placement on: maybe_forward places from now on
         self._tasks = [asyncio.create_task(self._shares_forever(), name="cluster-shares")]
+        if self.changelog is not None:
+            self._tasks.append(asyncio.create_task(self._changes_forever(), name="cluster-changes"))
 
     async def stop(self) -> None:
         self.started = False
@@ -144,35 +185,123 @@ class ClusterNode:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
+        if self.changelog is not None:
+            with contextlib.suppress(Exception):
+                self.changelog.close()
 
     # -- control-plane changes: every node drops what it cached of a changed function ----------------------
-    async def broadcast_change(self, name: str, qualifier: str) -> None:
+    async def broadcast_change(self, name: str, qualifier: str, kind: str = "function") -> None:
         """Tell the other nodes that ``name`` changed (through this node): they forget its cached specs, drop
-        its idle instances (old code or configuration) and re-read its concurrency, as this node did."""
+        its idle instances (old code or configuration) and re-read its concurrency, as this node did.  Written
+        to the change log first (the reliable path), then published on NATS (the fast one)."""
+        seq = 0
+        if self.changelog is not None:
+            try:
+                seq = await asyncio.to_thread(self.changelog.append, self.node_id, kind, name, qualifier)
+            except Exception as e:  # committed, but the others see it only at the function's next change
+                log.warning("writing the change of %s to the cluster's change log: %s", name, e)
+        await self._publish_change(kind, name, qualifier, seq)
+
+    def note_change_threadsafe(self, kind: str, name: str = "", qualifier: str = "") -> None:
+        """``broadcast_change`` from a store's thread (IAM's writes): the log row is written here and now (the
+        caller's write has committed), the NATS message goes out from the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        seq = 0
+        if self.changelog is not None:
+            try:
+                seq = self.changelog.append(self.node_id, kind, name, qualifier)
+            except Exception as e:
+                log.warning("writing a %s change to the cluster's change log: %s", kind, e)
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._publish_change(kind, name, qualifier, seq)))
+
+    async def _publish_change(self, kind: str, name: str, qualifier: str, seq: int) -> None:
         if self.nc is None:
             return
-        body = json.dumps({"node": self.node_id, "function": name, "qualifier": qualifier}).encode()
+        body = json.dumps(
+            {"node": self.node_id, "kind": kind, "function": name, "qualifier": qualifier, "seq": seq}
+        ).encode()
         try:
             await self.nc.publish(CHANGES_SUBJECT, body)
             await self.nc.flush(timeout=5)
-        except Exception as e:  # the change is committed; the others pick it up at their next change or restart
-            log.warning("telling the cluster that %s changed: %s", name, e)
+        except Exception as e:  # the change log brings it to the others within changes_poll_s
+            log.warning("telling the cluster that %s changed: %s", name or kind, e)
 
     async def _on_change_message(self, msg: Msg) -> None:
         try:
             d = json.loads(msg.data)
-            if d.get("node") == self.node_id or self.on_remote_change is None:
+            if d.get("node") == self.node_id:
                 return
+            seq = int(d.get("seq") or 0)
+            if seq and seq <= self._cursor:
+                return  # already applied from the change log
+            if seq:
+                self._applied.add(seq)
             self.changes_received += 1
-            await self.on_remote_change(str(d["function"]), str(d.get("qualifier") or "$LATEST"))
+            await self._apply(str(d.get("kind") or "function"), str(d["function"]), str(d.get("qualifier") or ""))
         except Exception:
             log.exception("applying a change announced by another node")
+
+    async def _apply(self, kind: str, name: str, qualifier: str) -> None:
+        if kind == "function":
+            if self.on_remote_change is not None:
+                await self.on_remote_change(name, qualifier or "$LATEST")
+            return
+        handler = self.on_remote.get(kind)
+        if handler is not None:
+            await handler(name, qualifier)
+
+    async def read_changes(self) -> int:
+        """Apply the changes in the log that this node has not applied yet (made through other nodes, missed
+        on NATS); how many."""
+        assert self.changelog is not None
+        applied = 0
+        while True:
+            rows, pruned_upto = await asyncio.to_thread(self.changelog.since, self._cursor)
+            if pruned_upto:
+                log.warning("changes made through other nodes were pruned before this node read them: resync")
+                self._cursor = max(self._cursor, pruned_upto)
+                if self.on_resync is not None:
+                    await self.on_resync()
+            for c in rows:
+                self._cursor = c.id
+                if c.node == self.node_id or c.id in self._applied:
+                    continue
+                try:
+                    await self._apply(c.kind, c.name, c.qualifier)
+                except Exception:
+                    log.exception("applying change %d (%s %s) from the change log", c.id, c.kind, c.name)
+                applied += 1
+            self._applied = {i for i in self._applied if i > self._cursor}
+            if len(rows) < 1000:
+                self.changes_from_log += applied
+                return applied
+
+    async def _changes_forever(self) -> None:
+        assert self.changelog is not None
+        pruned_at = 0.0
+        while True:
+            await asyncio.sleep(self.config.changes_poll_s)
+            try:
+                await self.read_changes()
+                if time.monotonic() - pruned_at > 3600:  # any node may prune; one delete an hour each
+                    pruned_at = time.monotonic()
+                    await asyncio.to_thread(self.changelog.prune)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # PostgreSQL unreachable: read again at the next tick, from the same row
+                log.warning("reading the cluster's change log: %s", e)
 
     # -- what this node tells the others ---------------------------------------------------------------------
     def report(self) -> NodeView:
         idle: dict[str, int] = {}
         running: dict[str, int] = {}
+        provisioned: dict[str, int] = {}
         for i in self.pool.state.instances:
+            if i.provisioned and i.state in ("idle", "busy"):
+                key = f"{i.function}:{i.version}"
+                provisioned[key] = provisioned.get(key, 0) + 1
             if i.state == "idle":
                 key = f"{i.function}:{i.version}"
                 idle[key] = idle.get(key, 0) + 1
@@ -185,6 +314,7 @@ class ClusterNode:
             idle=idle,
             running=running,
             address=invoke_subject(self.node_id),
+            provisioned=provisioned,
         )
 
     # -- cluster-wide limits as per-node shares ---------------------------------------------------------------
@@ -197,9 +327,34 @@ class ClusterNode:
             self._reserved[function] = reserved
         self.apply_shares()
 
-    def apply_shares(self) -> None:
-        live = self.membership.live() if self.membership is not None else {self.node_id}
+    def live(self) -> set[str]:
+        """The live nodes as this node sees them (itself included)."""
+        live = self.membership.live() if self.membership is not None else set()
         live.add(self.node_id)
+        return live
+
+    def share(self, key: str, total: int) -> int:
+        """This node's share of a cluster-wide count that belongs to ``key`` (a function's provisioned
+        concurrency: key = its name, so a share of 1 sits on the function's home node)."""
+        return share_of(self.node_id, total, key, self.live())
+
+    def owns(self, key: str) -> bool:
+        """Whether this node does the work of ``key`` that must run on one node at a time (an event source
+        mapping's poller: key = its UUID): the first live node in ``key``'s rendezvous order.  When that node
+        leaves, the next one in the order takes over once it is out of the membership (``expiry_s``)."""
+        return rank(key, self.live())[0] == self.node_id
+
+    def provisioned_total(self, function: str, version: str) -> int:
+        """Provisioned instances of ``function:version`` ready on the live nodes (this one counted now, the
+        others as of their last heartbeat)."""
+        key = f"{function}:{version}"
+        views = self.membership.views() if self.membership is not None else {}
+        views[self.node_id] = self.report()
+        return sum(v.provisioned.get(key, 0) for v in views.values())
+
+    def apply_shares(self) -> None:
+        live = self.live()
+        self._shares_for = frozenset(live)
         account = share_of(self.node_id, self.config.account_concurrency, "", live)
         if self.pool.state.account_limit != account:
             self.pool.state = replace(self.pool.state, account_limit=account)
@@ -218,6 +373,11 @@ class ClusterNode:
                 log.info("cluster members: %s", ", ".join(sorted(live)))
                 known = live
                 self.apply_shares()
+                if self.on_members is not None:
+                    try:
+                        await self.on_members()
+                    except Exception:
+                        log.exception("after a membership change")
 
     # -- placement and forwarding -----------------------------------------------------------------------------
     async def maybe_forward(
@@ -242,9 +402,17 @@ class ClusterNode:
             if i.state == "idle" and i.function == spec.name and i.version == spec.version:
                 return None  # a warm idle instance here: nothing beats it (the common case: decided first)
         views = m.views()
+        if frozenset(views) | {self.node_id} != self._shares_for:
+            self.apply_shares()  # placement and this node's pool judge room by the same membership
         if len(views) <= 1:
             return None
         views[self.node_id] = self.report()  # this node's own state is known now, not as of its last heartbeat
+        for (node, function), n in self._outstanding.items():
+            v = views.get(node)
+            if v is not None and n > 0:  # what this node sent there since its heartbeat may not be in it yet
+                running = dict(v.running)
+                running[function] = running.get(function, 0) + n
+                views[node] = replace(v, in_flight=v.in_flight + n, running=running)
         p = place(spec.name, spec.version, views, set(views), self.node_id, reserved=self._reserved.get(spec.name))
         self.placements[p.reason] = self.placements.get(p.reason, 0) + 1
         if p.node_id is None or p.node_id == self.node_id:
@@ -252,16 +420,27 @@ class ClusterNode:
         if not fw.fits(payload):  # larger than the NATS servers take: runs here (docs/cluster.md: max_payload)
             self.placements["too_large_to_forward"] = self.placements.get("too_large_to_forward", 0) + 1
             return None
+        key = (p.node_id, spec.name)
+        self._outstanding[key] = self._outstanding.get(key, 0) + 1
         try:
             return await fw.forward(
                 p.node_id, spec, payload, request_id, trigger, client_context, trace_id, traceparent, wait_s,
                 sync=sync, durable=not sync,
             )  # fmt: skip
+        except TooManyRequests:  # its share filled up meanwhile: it did not run; here it waits or throttles
+            self.placements["throttled_there"] = self.placements.get("throttled_there", 0) + 1
+            return None
         except NoRespondersError:  # the node left since its last heartbeat: run here
             log.info("node %s does not answer; %s runs here", p.node_id, request_id)
             return None
         except NatsTimeout as e:  # it may have run there: running it again here could run it twice
             raise ServiceError(f"node {p.node_id} did not answer in time for invocation {request_id}") from e
+        finally:
+            left = self._outstanding.get(key, 1) - 1
+            if left > 0:
+                self._outstanding[key] = left
+            else:
+                self._outstanding.pop(key, None)
 
     def _resolve_version(self, name: str, version: str) -> FunctionSpec:
         return self.invoker.resolve(name, version)
@@ -296,7 +475,7 @@ class ClusterNode:
                 nodes.append({
                     "node_id": node_id, "live": node_id in live, "last_heartbeat_s": round(seen.get(node_id, 0.0), 3),
                     "in_flight": v.in_flight, "capacity": v.capacity, "warm_idle": dict(v.idle),
-                    "running": dict(v.running), "self": node_id == self.node_id,
+                    "running": dict(v.running), "provisioned": dict(v.provisioned), "self": node_id == self.node_id,
                 })  # fmt: skip
         pending = None
         if self.bus is not None:
@@ -305,6 +484,7 @@ class ClusterNode:
         return {
             "node_id": self.node_id,
             "changes_received": self.changes_received,
+            "changes_from_log": self.changes_from_log,
             "nats": {
                 "url": self.config.nats_url,
                 "connected": bool(self.nc and self.nc.is_connected),
@@ -316,4 +496,5 @@ class ClusterNode:
             "forwarded": self.forwarder.forwarded if self.forwarder else 0,
             "served_for_others": self.forwarder.served if self.forwarder else 0,
             "time": time.time(),
+            **{k: f() for k, f in self.status_extras.items()},
         }

@@ -253,6 +253,11 @@ class ServerConfig:
     cluster_heartbeat_s: float = field(default_factory=lambda: _env_float("SQUALL_CLUSTER_HEARTBEAT_S", 0.3, 0.01))
     #: SQUALL_CLUSTER_EXPIRY_S: seconds without a heartbeat after which a node is out of placement
     cluster_expiry_s: float = field(default_factory=lambda: _env_float("SQUALL_CLUSTER_EXPIRY_S", 1.5, 0.05))
+    #: SQUALL_CLUSTER_CHANGES_POLL_S: seconds between reads of the cluster's change log in PostgreSQL (a change
+    #: a node missed on NATS reaches it within this)
+    cluster_changes_poll_s: float = field(
+        default_factory=lambda: _env_float("SQUALL_CLUSTER_CHANGES_POLL_S", 1.0, 0.05)
+    )
     #: SQUALL_OUTBOX_LEASE_S: seconds an outbox drain holds the rows it claimed; a node that dies holding rows has
     #: them published by another node after this (cluster mode with PostgreSQL; below the 120 s duplicate window)
     outbox_lease_s: float = field(default_factory=lambda: _outbox_lease_s())

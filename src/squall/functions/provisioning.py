@@ -3,6 +3,12 @@
 ``sync(name)`` after every control-plane change of a function (and for every function at start) makes the pool
 keep as many initialised instances of each configured version or alias as requested.  ``report_forever`` writes
 back what is ready: ``IN_PROGRESS`` until the instances are initialised, then ``READY``, as Lambda reports it.
+
+In a cluster the requested count holds for the whole cluster, not per node: ``share(name, requested)`` is this
+node's part of it (the cluster splits it over the live nodes in the function's rendezvous order, as reserved
+concurrency; ``resync`` re-reads every target when the membership changes), ``ready_total`` counts the ready
+instances on every live node (their heartbeats carry them), and only the node ``reports(name)`` names writes the
+status back, so the nodes do not overwrite each other's counts.
 """
 
 from __future__ import annotations
@@ -33,11 +39,17 @@ class Provisioning:
         spec_of: Callable[[StoredFunction], FunctionSpec],
         *,
         interval_s: float = 0.5,
+        share: Callable[[str, int], int] | None = None,
+        ready_total: Callable[[str, str], int] | None = None,
+        reports: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
         self.spec_of = spec_of
         self.interval_s = interval_s
+        self.share = share
+        self.ready_total = ready_total
+        self.reports = reports
         self._provisioned: dict[tuple[str, str], FunctionSpec] = {}
 
     def sync(self, name: str) -> None:
@@ -56,20 +68,33 @@ class Provisioning:
                 continue
             spec = self.spec_of(sf)
             wanted = int(qc.config.get("RequestedProvisionedConcurrentExecutions", 0))
+            if self.share is not None:  # a cluster: this node's part of the cluster-wide count
+                wanted = self.share(name, wanted)
             self.pool.set_provisioned(spec, wanted)
             self._provisioned[(name, qc.qualifier)] = spec
+
+    def resync(self) -> None:
+        """Re-read every provisioned target (the cluster's membership changed: the shares moved)."""
+        for name in sorted({name for name, _ in self._provisioned}):
+            try:
+                self.sync(name)
+            except Exception:
+                log.exception("provisioned concurrency of %s", name)
 
     async def report_forever(self) -> None:
         """Report provisioned concurrency back to the API: IN_PROGRESS until the instances are initialised."""
         while True:
             await asyncio.sleep(self.interval_s)
             for (name, qualifier), spec in list(self._provisioned.items()):
+                if self.reports is not None and not self.reports(name):
+                    continue
                 try:
                     cfg = self.store.get_provisioned_concurrency(name, qualifier)
                     if cfg is None:
                         continue
+                    count = self.ready_total or self.pool.provisioned_ready
                     ready = min(
-                        self.pool.provisioned_ready(name, spec.version),
+                        count(name, spec.version),
                         int(cfg.get("RequestedProvisionedConcurrentExecutions", 0)),
                     )
                     status = (

@@ -1,7 +1,10 @@
 """Roles, managed policies, their attachments and Lambda functions' resource-based policies, in one SQLite file
 (``<data dir>/iam.db``, created 0600; every write fsync'd before it returns, like the rest of the control plane).
 
-``generation`` grows with every write, so evaluators can cache parsed policies and notice any change.
+``generation`` grows with every write, so evaluators can cache parsed policies and notice any change.  In a
+cluster the writes made through other nodes count too: every write here calls the ``on_write`` hooks (the cluster
+announces it), and a write announced by another node calls ``invalidate`` (the generation grows, the caches of
+this node miss once and read the shared database again).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 import secrets
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,13 @@ class IamStore(SqliteDb):
         self._open_db(path, durable_by_default=True)
         migrate(self._conn, "iam", [_SCHEMA], self._migrate_sqlite)
         self.generation = 0
+        #: called (in the writer's thread) after every committed write: a cluster tells the other nodes
+        self.on_write: list[Callable[[], None]] = []
+
+    def invalidate(self) -> None:
+        """Something changed that this process did not write (another node of the cluster did): whoever caches
+        what it read here reads again."""
+        self.generation += 1
 
     def _migrate_sqlite(self) -> None:
         with self._tx() as conn:
@@ -130,6 +140,8 @@ class IamStore(SqliteDb):
 
     def _bump(self) -> None:
         self.generation += 1
+        for hook in self.on_write:
+            hook()
 
     # -- roles --
 

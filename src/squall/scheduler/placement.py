@@ -45,6 +45,9 @@ class NodeView:
     running: Mapping[str, int] = field(default_factory=dict)
     #: where the node serves forwarded requests (its NATS subject or URL); opaque here
     address: str = ""
+    #: initialised provisioned-concurrency instances per function version ("name:version"), idle or busy (the
+    #: cluster-wide Allocated count of GetProvisionedConcurrencyConfig is their sum over the live nodes)
+    provisioned: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

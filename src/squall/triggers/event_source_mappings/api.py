@@ -14,6 +14,13 @@ except, with ``FunctionResponseTypes: ["ReportBatchItemFailures"]``, those the f
 function error or throttle nothing is deleted: the messages come back after the queue's visibility timeout
 and its redrive policy moves them to the dead-letter queue after ``maxReceiveCount`` receives.  Errors back
 the loop off exponentially (``BACKOFF_MIN_S`` .. ``BACKOFF_MAX_S``).
+
+In a cluster each mapping is polled by one node at a time, so its ``MaximumConcurrency`` and ``BatchSize`` hold
+for the whole cluster (not once per node): ``owns(uuid)`` says whether this node is the mapping's poller (the
+first live node in the UUID's rendezvous order).  ``reconcile`` makes the running pollers match the stored
+mappings this node owns; it runs when a mapping changes through this node or another (``announce`` tells the
+others), when the membership changes (a node left: its mappings move to the next node in their order within the
+membership expiry; a node joined: the mappings it now owns stop here), and every ``RECONCILE_S`` as a safety net.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import logging
 import time
 import uuid as uuidlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -62,6 +70,8 @@ DEFAULT_CONCURRENCY = 5
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 LONG_POLL_S = 20.0
+#: a cluster node re-reads the mappings it owns at least this often (changes and membership changes at once)
+RECONCILE_S = 10.0
 PATH = "/2015-03-31/event-source-mappings"
 _RESPONSE_TYPES = ("ReportBatchItemFailures",)
 _UPDATABLE = (
@@ -248,10 +258,20 @@ class EventSourceMappings:
         self.pollers: dict[str, Poller] = {}
         self.last_result: dict[str, str] = {}
         self._lock = asyncio.Lock()
+        #: a cluster: whether this node polls the mapping of that UUID (None: one node polls every mapping)
+        self.owns: Callable[[str], bool] | None = None
+        #: a cluster: tell the other nodes that the mapping of that UUID changed (they reconcile)
+        self.announce: Callable[[str], Awaitable[None]] | None = None
+        self._wake = asyncio.Event()
 
     # -- pollers ------------------------------------------------------------------------------------------------
     async def _sync_poller(self, config: dict[str, Any] | None, uid: str) -> None:
-        old = self.pollers.pop(uid, None)
+        if config is not None and self.owns is not None and not self.owns(uid):
+            config = None  # another node polls it
+        old = self.pollers.get(uid)
+        if old is not None and config is not None and old.config == config:
+            return  # running as configured
+        self.pollers.pop(uid, None)
         if old is not None:
             await old.stop()
         if config is not None and config.get("State") == "Enabled":
@@ -259,11 +279,46 @@ class EventSourceMappings:
             self.pollers[uid] = poller
             poller.start()
 
+    async def reconcile(self) -> None:
+        """Make the running pollers match the stored, enabled mappings this node owns."""
+        async with self._lock:
+            rows = await asyncio.to_thread(self.store.list)
+            stored = {config["UUID"]: config for _, _, config in rows}
+            for uid in [u for u in self.pollers if u not in stored]:
+                await self._sync_poller(None, uid)
+            for uid, config in stored.items():
+                await self._sync_poller(config, uid)
+
+    def wake(self) -> None:
+        """Reconcile soon (a mapping changed through another node, or the membership changed)."""
+        self._wake.set()
+
     async def run(self) -> None:
-        """Server task: start the pollers of every enabled mapping, then idle until cancelled."""
-        for _, _, config in await asyncio.to_thread(self.store.list):
-            await self._sync_poller(config, config["UUID"])
-        await asyncio.Event().wait()
+        """Server task: start the pollers of every enabled mapping (in a cluster, of those this node owns, and
+        keep them so), then idle until cancelled."""
+        self._wake = asyncio.Event()
+        await self.reconcile()
+        if self.owns is None:
+            await asyncio.Event().wait()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RECONCILE_S)
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except Exception as e:  # the store unreachable: the pollers keep running as they are
+                log.warning("event source mappings: %s", e)
+
+    def polled_here(self) -> list[str]:
+        """The UUIDs of the mappings this node polls now (``squall cluster status``)."""
+        return sorted(self.pollers)
+
+    async def _announce(self, uid: str) -> None:
+        if self.announce is not None:
+            try:
+                await self.announce(uid)
+            except Exception:
+                log.exception("announcing the change of event source mapping %s", uid)
 
     async def close(self) -> None:
         for uid in list(self.pollers):
@@ -384,6 +439,7 @@ class EventSourceMappings:
             }
             await asyncio.to_thread(self.store.put, name, config)
             await self._sync_poller(config, uid)
+        await self._announce(uid)
         return self._view(config, "Creating")
 
     async def update(self, uid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -400,12 +456,14 @@ class EventSourceMappings:
                 config.pop("ScalingConfig", None)
             await asyncio.to_thread(self.store.put, name, config)
             await self._sync_poller(config, uid)
+        await self._announce(uid)
         return self._view(config, "Updating")
 
     async def delete(self, uid: str) -> dict[str, Any]:
         async with self._lock:
             config = await asyncio.to_thread(self.store.delete, uid)
             await self._sync_poller(None, uid)
+        await self._announce(uid)
         view = self._view(config, "Deleting")
         self.last_result.pop(uid, None)
         return view
