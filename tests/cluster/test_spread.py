@@ -118,7 +118,7 @@ def start_nodes(tmp_path: Path, database: str, nats_urls: dict[str, str], **env:
     try:
         for name, url in nats_urls.items():
             node_env = {"SQUALL_DATABASE_URL": database, "SQUALL_NATS_URL": url, "SQUALL_NODE_ID": name, **env}
-            nodes[name] = SquallProcess(tmp_path / name / "data", None, **node_env).start()
+            nodes[name] = SquallProcess(tmp_path / name / "data", None, (), **node_env).start()
         for p in nodes.values():
             eventually(lambda p=p: sorted(live(p)) == sorted(nodes), timeout_s=60, what="membership")
     except BaseException:
