@@ -76,6 +76,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 #: while the other workers are idle.  Modules not listed follow in their usual order; a stale list costs time, never
 #: a test.
 LONGEST_FIRST = (
+    "tests/cluster/test_cluster_faults.py",
+    "tests/cluster/test_three_nodes.py",
+    "tests/cluster/test_spread.py",
+    "tests/cluster/test_outbox_cluster.py",
     "tests/cluster/test_forwarding.py",
     "tests/e2e/test_readme.py",
     "tests/e2e/test_postgres.py",
