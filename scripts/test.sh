@@ -5,6 +5,15 @@ cd "$(dirname "$0")/.."
 . scripts/_prereqs.sh
 # the dashboard's browser tests drive Debian's chromium through Playwright (never `playwright install`)
 [ -x /usr/bin/chromium ] || _apt chromium || echo "note: chromium missing: the dashboard browser tests will skip" >&2
+# docs/cluster.md's load-balancer configs are run (HAProxy) and syntax-checked (nginx) by test_three_nodes.py.
+# A policy-rc.d that forbids starts keeps the packages' services from starting (nothing is left running).
+if ! command -v haproxy >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then
+    nostart=""
+    [ "$(id -u)" != 0 ] || [ -e /usr/sbin/policy-rc.d ] || { nostart=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$nostart"; chmod +x "$nostart"; }
+    _apt haproxy nginx-light || echo "note: haproxy/nginx missing: the load-balancer tests will skip" >&2
+    [ -z "$nostart" ] || rm -f "$nostart"
+fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
