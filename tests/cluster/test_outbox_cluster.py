@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from squall.cluster.natsd import NatsCluster
+from tests.cluster.relay import NatsRelay
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 from tests.pg_helpers import find_pg_bin, shared_server
 
@@ -33,60 +33,6 @@ def handler(event, context):
 """
 
 
-class FreezableRelay:
-    """A TCP relay on 127.0.0.1 to ``port``; ``freeze()`` drops everything from then on (both ways), ``close()``
-    cuts every connection."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.frozen = threading.Event()
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"nats://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.port))
-            with self._lock:
-                self._socks += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if not self.frozen.is_set():
-                    dst.sendall(data)
-        except OSError:
-            pass
-        if not self.frozen.is_set():
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def freeze(self) -> None:
-        self.frozen.set()
-
-    def close(self) -> None:
-        self.frozen.set()
-        self.listener.close()
-        with self._lock:
-            for s in self._socks:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-
 @pytest.fixture
 def pg_url() -> str:
     if find_pg_bin() is None:
@@ -95,8 +41,8 @@ def pg_url() -> str:
 
 
 @pytest.fixture
-def relay(nats1: NatsCluster) -> Iterator[FreezableRelay]:
-    r = FreezableRelay(int(nats1.url.rsplit(":", 1)[1]))
+def relay(nats1: NatsCluster) -> Iterator[NatsRelay]:
+    r = NatsRelay(int(nats1.url.rsplit(":", 1)[1]))
     yield r
     r.close()
 
@@ -108,7 +54,7 @@ def _keys_seen(node: SquallProcess) -> list[str]:
 
 
 def test_an_upload_whose_node_dies_after_the_commit_is_delivered_by_another(
-    nats1: NatsCluster, relay: FreezableRelay, pg_url: str, tmp_path: Path
+    nats1: NatsCluster, relay: NatsRelay, pg_url: str, tmp_path: Path
 ) -> None:
     env = {"SQUALL_DATABASE_URL": pg_url, "SQUALL_OUTBOX_LEASE_S": "3", "SQUALL_NATS_ACK_WAIT_S": "2"}
     b = SquallProcess(tmp_path / "b" / "data", None, (), SQUALL_NATS_URL=nats1.url, SQUALL_NODE_ID="b", **env).start()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 
 from squall.cluster.natsd import NatsCluster
 from squall.scheduler.placement import rank
+from tests.cluster.relay import NatsRelay
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 from tests.pg_helpers import find_pg_bin, shared_server
 
@@ -30,77 +29,6 @@ TRUST = json.dumps({
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 })  # fmt: skip
-
-
-class NatsProxy:
-    """A TCP relay between one node and the NATS server, which the test can cut (every relayed connection closed,
-    new ones refused) and restore: one node loses NATS while the rest of the cluster keeps it."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = upstream_port
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.cut_off = False
-        self.open: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            if self.cut_off:
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.cut_off = True
-        with self.lock:
-            conns, self.open = self.open, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def restore(self) -> None:
-        self.cut_off = False
-
-    def close(self) -> None:
-        self.cut()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -285,7 +213,7 @@ def test_a_change_made_while_a_node_is_cut_off_from_nats_reaches_it(
     nats1: NatsCluster, database: str, tmp_path: Path
 ) -> None:
     port = int(nats1.url.rsplit(":", 1)[1])
-    proxy = NatsProxy(port)
+    proxy = NatsRelay(port)
     nodes = start_nodes(tmp_path, database, {"a": nats1.url, "b": proxy.url})
     a, b = nodes["a"], nodes["b"]
     try:
