@@ -147,3 +147,38 @@ def test_a_hostile_import_report_is_validated_bounded_and_probed(node: Any) -> N
     assert "lazydep" in fn.preloaded and not any(n.startswith("junk") for n in fn.preloaded)
     assert node.call(fn).ok  # and the function still works from the zygote that pre-imported it in place
     node.unload(fn)
+
+
+SLOW_PROBE_APP = """
+import os
+import stat
+import sys
+import time
+
+if stat.S_ISCHR(os.fstat(1).st_mode):  # the import probe (its output goes to /dev/null; an instance's to its log)
+    time.sleep(4)
+
+def handler(event, context):
+    seen = "lazydep" in sys.modules
+    import lazydep
+    return {"seen": seen}
+"""
+
+
+def test_a_name_learned_while_the_zygote_probes_is_probed_next(tmp_path: Path) -> None:
+    """The first call's lazy import is reported while the zygote's first probe (for the pinned name) still runs: it
+    must be probed once that one ends (it never was: the re-probe saw its own, ending, task as still running)."""
+    proc = SquallProcess(tmp_path / "data").start()
+    try:
+        lam = proc.client()
+        lam.create_function(
+            FunctionName="lazy", Runtime="python3.11", Handler="app.handler", Timeout=10,
+            Role="arn:aws:iam::000000000000:role/x", Code={"ZipFile": zip_of({**FILES, "app.py": SLOW_PROBE_APP})},
+            Tags={"squall:preimport": "json"},
+        )  # fmt: skip
+        lam.get_waiter("function_active_v2").wait(FunctionName="lazy")
+        assert call(lam) == {"seen": False}  # answered while the first probe sleeps in the handler module's import
+        assert "lazydep" in preimport(proc)["learned"]
+        eventually(lambda: "lazydep" in preimport(proc)["preloaded"], timeout_s=60, what="lazydep probed")
+    finally:
+        assert proc.stop() == 0

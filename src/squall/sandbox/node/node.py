@@ -600,6 +600,9 @@ class Node:
                 return
         if fn.probe_again:
             fn.probe_again = False
+            # this task is ending but not done yet: without forgetting it, _maybe_probe would see a probe running,
+            # set probe_again and return, and names learned during this probe would never be probed
+            fn.probe_task = None
             self._maybe_probe(fn)
 
     async def preimports_settled(self, fn: LoadedFunction, timeout_s: float = 60.0) -> None:
