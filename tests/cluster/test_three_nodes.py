@@ -238,6 +238,8 @@ def test_squall_cluster_status_lists_the_three_nodes(cluster: ThreeNodes) -> Non
     assert table.returncode == 0, table.stderr
     for node_id in NODE_IDS:
         assert node_id in table.stdout
+    assert table.stdout.splitlines()[0].split("\t")[-1] == "PROVISIONED READY", table.stdout
+    assert isinstance(report["esm_pollers"], list)  # this node's share of the mappings (the table prints it)
 
 
 def _doc_block(lang: str) -> str:

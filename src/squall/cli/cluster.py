@@ -43,14 +43,18 @@ def run(args: argparse.Namespace) -> int:
             f"{n['last_heartbeat_s']:.1f} s",
             f"{n['in_flight']}/{n['capacity']}",
             _warm(n.get("warm_idle") or {}),
+            _warm(n.get("provisioned") or {}),
         ]
         for n in nodes
     ]
     columns = [
         Column("NODE"), Column("STATE"), Column("HEARD", "right", 2), Column("IN FLIGHT", "right"),
-        Column("WARM IDLE (function:versionxn)", priority=1),
+        Column("WARM IDLE (function:versionxn)", priority=1), Column("PROVISIONED READY", priority=2),
     ]  # fmt: skip
     stream = report.get("event_stream") or {}
     title = f"{len(nodes)} node(s); events pending: {stream.get('pending')} (stream R{stream.get('replicas')})"
     print_rows(console, output_mode(args), columns, rows, title=title)
+    pollers = report.get("esm_pollers")
+    if isinstance(pollers, list) and output_mode(args) == "table":  # (text: the rows alone, for scripts)
+        console.print(f"event source mappings polled by {report.get('node_id')}: {', '.join(pollers) or 'none'}")
     return 0
