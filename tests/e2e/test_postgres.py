@@ -26,6 +26,7 @@ from squall.s3.store.objects import ObjectStore
 from squall.sqs.store.queues import QueueStore
 from squall.sqs.store.wait import QueueWaiter
 from squall.store.db import PgTarget
+from squall.store.pg import PgConnection
 from tests.e2e._platform import SquallProcess, create
 from tests.pg_helpers import PgServer, find_pg_bin
 
@@ -47,6 +48,7 @@ def pg() -> Iterator[PgServer]:
 _MIGRATE = """
 import sys
 from squall.store.db import PgTarget
+from squall.store.pg import PgConnection
 from squall.functions.store.metadata import SqliteMetadataStore
 from squall.s3.store.objects import ObjectStore
 from squall.sqs.store.queues import QueueStore
@@ -326,3 +328,24 @@ def test_the_account_concurrency_lock_holds_across_nodes(pg: PgServer) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_connection_idle_through_a_restart_serves_the_next_transaction(pg: PgServer) -> None:
+    """A store connection that sat idle while PostgreSQL restarted is stale: its next transaction reconnects at
+    BEGIN, and its next plain read before running (nothing done yet in either case) instead of refusing that
+    request with a 503."""
+    url = pg.database("idle")
+    conn, reader = PgConnection(url, "idle"), PgConnection(url, "idle")
+    try:
+        conn.begin(None)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.execute("COMMIT")
+        assert reader.execute("SELECT 1").fetchone() == (1,)  # a read outside a transaction (autocommit)
+        pg.restart()  # the server closes every client connection; these notice at their next statement
+        conn.begin(None)  # DatabaseUnavailable before: the first request on each idle connection failed once
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        conn.execute("COMMIT")
+        assert reader.execute("SELECT 3").fetchone() == (3,)  # a read is retried as well: nothing was done
+    finally:
+        conn.close()
+        reader.close()

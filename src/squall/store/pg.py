@@ -261,6 +261,18 @@ class PgConnection:
         self._run(translate_ddl(script), None, script=True)
 
     def _run(self, sql: str, params: list[Any] | None, *, script: bool = False) -> PgCursor:
+        had = self._conn is not None and not self._conn.broken  # (a refused connect is not retried)
+        try:
+            return self._run_once(sql, params, script=script)
+        except DatabaseUnavailable:
+            # a plain read outside a transaction on a connection gone stale (PostgreSQL restarted while it sat
+            # idle): nothing was done, so it runs once more on a new connection (see begin)
+            if not had or self._in_tx or script or not sql.lstrip()[:6].upper().startswith("SELECT"):
+                raise
+            self.close()
+            return self._run_once(sql, params, script=script)
+
+    def _run_once(self, sql: str, params: list[Any] | None, *, script: bool = False) -> PgCursor:
         conn = self.raw()
         try:
             cur = conn.execute(sql) if script else conn.execute(sql, params, prepare=False, binary=self.bulk)
@@ -279,19 +291,28 @@ class PgConnection:
 
     def begin(self, lock: str | None) -> PgCursor:
         """Open a transaction holding the store's advisory lock (``lock`` None), the lock named ``lock`` within
-        this store, or (``lock`` "") none: see ``SqliteDb._tx``."""
-        conn = self.raw()
-        try:
-            self._in_tx, self._broken_tx = True, False
-            if lock == "":
-                conn.execute("BEGIN")
-            else:  # one round trip: a statement without parameters goes as a simple query, both in one
-                key = self.key if lock is None else lock_key(f"{self.name}:{lock}")
-                conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})".encode())
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            self._in_tx = False
-            raise DatabaseUnavailable(self, _first_line(e)) from e
-        return PgCursor([], 0)
+        this store, or (``lock`` "") none: see ``SqliteDb._tx``.
+
+        A connection that went stale while idle (PostgreSQL restarted meanwhile) fails at its first statement; at
+        BEGIN nothing was done yet, so that case is retried once on a new connection instead of refusing the
+        request (the first request after an outage succeeds, rather than one 503 per idle connection)."""
+        for attempt in (1, 2):
+            conn = self.raw()
+            try:
+                self._in_tx, self._broken_tx = True, False
+                if lock == "":
+                    conn.execute("BEGIN")
+                else:  # one round trip: a statement without parameters goes as a simple query, both in one
+                    key = self.key if lock is None else lock_key(f"{self.name}:{lock}")
+                    conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})".encode())
+                return PgCursor([], 0)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self._in_tx = False
+                if attempt == 1 and (conn.broken or conn.closed):
+                    self.close()
+                    continue
+                raise DatabaseUnavailable(self, _first_line(e)) from e
+        raise AssertionError("unreachable")
 
     def _end(self, commit: bool) -> PgCursor:
         conn, broken = self._conn, self._broken_tx
