@@ -19,12 +19,10 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from _platform import SquallProcess, create, eventually, signed_get
-
 from squall.cluster.natsd import NatsCluster
 from squall.scheduler.placement import rank
+from tests.cluster.status import cluster_status, live_nodes
+from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 
 #: real servers (two Squall processes, NATS); slow on a loaded machine, bounded by eventually() waits
 pytestmark = pytest.mark.timeout(600)
@@ -50,16 +48,6 @@ def two_nodes(nats1: NatsCluster, tmp_path: Path) -> Iterator[dict[str, SquallPr
             p.stop()
 
 
-def _cluster(node: SquallProcess) -> dict[str, Any]:
-    status, body = signed_get(node.url, "/_squall/api/cluster")
-    assert status == 200, body
-    return dict(body)
-
-
-def _live(node: SquallProcess) -> list[str]:
-    return [n["node_id"] for n in _cluster(node)["nodes"] if n["live"]]
-
-
 def _invoke(node: SquallProcess, fn: str) -> dict[str, Any]:
     r = node.client("lambda").invoke(FunctionName=fn, Payload=b"{}")
     assert r["StatusCode"] == 200 and "FunctionError" not in r, r
@@ -68,7 +56,7 @@ def _invoke(node: SquallProcess, fn: str) -> dict[str, Any]:
 
 def test_request_runs_on_the_home_node_then_where_it_is_warm(two_nodes: dict[str, SquallProcess]) -> None:
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: len(_live(a)) == 2 and len(_live(b)) == 2, timeout_s=30, what="membership")
+    eventually(lambda: len(live_nodes(a)) == 2 and len(live_nodes(b)) == 2, timeout_s=30, what="membership")
     # one function whose home is b, one whose home is a (rendezvous order over {a, b})
     fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
     fn_a = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "a")
@@ -78,36 +66,38 @@ def test_request_runs_on_the_home_node_then_where_it_is_warm(two_nodes: dict[str
 
     # received by a, placed on its home b (cold there), forwarded; the caller's answer comes back through a
     assert _invoke(a, fn_b) == {"node": "b", "version": "$LATEST"}
-    assert _cluster(a)["forwarded"] == 1
-    assert _cluster(b)["served_for_others"] == 1
+    assert cluster_status(a)["forwarded"] == 1
+    assert cluster_status(b)["served_for_others"] == 1
     # received by b for fn_a: home is a
     assert _invoke(b, fn_a) == {"node": "a", "version": "$LATEST"}
     # the home node itself runs its own function without a hop
     assert _invoke(b, fn_b) == {"node": "b", "version": "$LATEST"}
-    assert _cluster(b)["forwarded"] == 1
+    assert cluster_status(b)["forwarded"] == 1
 
     # b now holds an idle instance of fn_b and a none: placement picks the warm node (b) for requests via a
     for _ in range(5):
         assert _invoke(a, fn_b)["node"] == "b"
-    info = _cluster(a)
+    info = cluster_status(a)
     assert info["placements"].get("warm", 0) >= 1, info["placements"]
     assert info["forwarded"] == 6
     # b never forwards what it was sent (one hop): every forwarded request ran on b
-    assert _cluster(b)["served_for_others"] == 6
+    assert cluster_status(b)["served_for_others"] == 6
 
 
 def test_a_stopped_node_is_out_of_placement_and_its_functions_run_elsewhere(
     two_nodes: dict[str, SquallProcess],
 ) -> None:
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: len(_live(a)) == 2, timeout_s=30, what="membership")
+    eventually(lambda: len(live_nodes(a)) == 2, timeout_s=30, what="membership")
     fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
     for name, proc in two_nodes.items():
         create(proc.client("lambda"), fn_b, WHERE, Environment={"Variables": {"NODE": name}})
     assert _invoke(a, fn_b)["node"] == "b"
     b.stop(signal.SIGKILL)
     killed = time.monotonic()
-    eventually(lambda: [n["node_id"] for n in _cluster(a)["nodes"] if n["live"]] == ["a"], timeout_s=30, what="b out")
+    eventually(
+        lambda: [n["node_id"] for n in cluster_status(a)["nodes"] if n["live"]] == ["a"], timeout_s=30, what="b out"
+    )
     print(f"b out of a's placement {time.monotonic() - killed:.2f} s after kill -9")
     out = subprocess.run(
         [sys.executable, "-m", "squall.cli.main", "cluster", "status", "--endpoint", a.url], env=a.env,
@@ -144,7 +134,9 @@ def test_account_limit_holds_across_the_cluster_not_per_node(nats1: NatsCluster,
     try:
         a = nodes["a"]
         # the limit split over the nodes, not copied to each (each applies its share once it sees the other)
-        eventually(lambda: sorted(n["capacity"] for n in _cluster(a)["nodes"]) == [1, 1], timeout_s=30, what="shares")
+        eventually(
+            lambda: sorted(n["capacity"] for n in cluster_status(a)["nodes"]) == [1, 1], timeout_s=30, what="shares"
+        )
         for name, proc in nodes.items():
             create(proc.client("lambda"), "slow", SLEEPY, Environment={"Variables": {"NODE": name}}, Timeout=30)
 
@@ -157,7 +149,7 @@ def test_account_limit_holds_across_the_cluster_not_per_node(nats1: NatsCluster,
                 return "throttled"
 
         def running() -> int:
-            return sum(n["in_flight"] for n in _cluster(a)["nodes"])
+            return sum(n["in_flight"] for n in cluster_status(a)["nodes"])
 
         with concurrent.futures.ThreadPoolExecutor(3) as ex:
             first = ex.submit(call, 1)
@@ -178,7 +170,7 @@ def test_reserved_concurrency_one_runs_on_the_home_node_only(two_nodes: dict[str
     import concurrent.futures
 
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: len(_live(a)) == 2 and len(_live(b)) == 2, timeout_s=30, what="membership")
+    eventually(lambda: len(live_nodes(a)) == 2 and len(live_nodes(b)) == 2, timeout_s=30, what="membership")
     for name, proc in two_nodes.items():
         lam = proc.client("lambda")
         create(lam, "one", SLEEPY, Environment={"Variables": {"NODE": name}})
@@ -201,7 +193,7 @@ def test_reserved_concurrency_one_runs_on_the_home_node_only(two_nodes: dict[str
 def test_a_change_through_one_node_reaches_the_others(two_nodes: dict[str, SquallProcess]) -> None:
     """Updating a function through node a makes node b drop its idle instances of it (old code/configuration)."""
     a, b = two_nodes["a"], two_nodes["b"]
-    eventually(lambda: len(_live(a)) == 2 and len(_live(b)) == 2, timeout_s=30, what="membership")
+    eventually(lambda: len(live_nodes(a)) == 2 and len(live_nodes(b)) == 2, timeout_s=30, what="membership")
     fn_b = next(f"fn{i}" for i in range(100) if rank(f"fn{i}", ["a", "b"])[0] == "b")
     for name, proc in two_nodes.items():
         create(proc.client("lambda"), fn_b, WHERE, Environment={"Variables": {"NODE": name}})
@@ -215,4 +207,4 @@ def test_a_change_through_one_node_reaches_the_others(two_nodes: dict[str, Squal
     assert idle_on_b() == 1
     a.client("lambda").update_function_configuration(FunctionName=fn_b, Description="changed on a")
     eventually(lambda: idle_on_b() == 0, timeout_s=30, what="b dropped its idle instance")
-    assert _cluster(b)["changes_received"] >= 1
+    assert cluster_status(b)["changes_received"] >= 1

@@ -19,6 +19,7 @@ import pytest
 from squall.cluster.natsd import NatsCluster
 from squall.scheduler.placement import rank
 from tests.cluster.relay import NatsRelay
+from tests.cluster.status import cluster_status, live_nodes
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 from tests.pg_helpers import find_pg_bin, shared_server
 
@@ -48,7 +49,7 @@ def start_nodes(tmp_path: Path, database: str, nats_urls: dict[str, str], **env:
             node_env = {"SQUALL_DATABASE_URL": database, "SQUALL_NATS_URL": url, "SQUALL_NODE_ID": name, **env}
             nodes[name] = SquallProcess(tmp_path / name / "data", None, (), **node_env).start()
         for p in nodes.values():
-            eventually(lambda p=p: sorted(live(p)) == sorted(nodes), timeout_s=60, what="membership")
+            eventually(lambda p=p: sorted(live_nodes(p)) == sorted(nodes), timeout_s=60, what="membership")
     except BaseException:
         for p in nodes.values():
             p.stop()
@@ -64,16 +65,6 @@ def two_nodes(nats1: NatsCluster, database: str, tmp_path: Path) -> Iterator[dic
     finally:
         for p in nodes.values():
             p.stop()
-
-
-def status(node: SquallProcess) -> dict[str, Any]:
-    code, body = signed_get(node.url, "/_squall/api/cluster")
-    assert code == 200, body
-    return dict(body)
-
-
-def live(node: SquallProcess) -> list[str]:
-    return [n["node_id"] for n in status(node)["nodes"] if n["live"]]
 
 
 def pool(node: SquallProcess) -> list[dict[str, Any]]:
@@ -108,7 +99,7 @@ def _consumed(node: SquallProcess, fn: str) -> set[str]:
 
 
 def _pollers(nodes: dict[str, SquallProcess], uid: str) -> list[str]:
-    return [name for name, p in nodes.items() if uid in status(p).get("esm_pollers", [])]
+    return [name for name, p in nodes.items() if uid in cluster_status(p).get("esm_pollers", [])]
 
 
 def test_a_mapping_is_polled_by_one_node_and_moves_when_it_stops(two_nodes: dict[str, SquallProcess]) -> None:
@@ -132,7 +123,7 @@ def test_a_mapping_is_polled_by_one_node_and_moves_when_it_stops(two_nodes: dict
     other = "b" if owner == "a" else "a"
     two_nodes[owner].stop()
     survivor = two_nodes[other]
-    eventually(lambda: uid in status(survivor).get("esm_pollers", []), timeout_s=60, what="the poller moved")
+    eventually(lambda: uid in cluster_status(survivor).get("esm_pollers", []), timeout_s=60, what="the poller moved")
     survivor.client("sqs").send_message(QueueUrl=url, MessageBody="after")
     eventually(lambda: "after" in _consumed(survivor, "consume"), timeout_s=60, what="consumed after the move")
 
@@ -227,11 +218,11 @@ def test_a_change_made_while_a_node_is_cut_off_from_nats_reaches_it(
         assert through_b() == "old"  # b caches the spec and keeps an idle instance with VAL=old
         assert any(i["function"] == fn for i in pool(b))
         proxy.cut()
-        eventually(lambda: live(a) == ["a"], timeout_s=60, what="a sees b gone")
+        eventually(lambda: live_nodes(a) == ["a"], timeout_s=60, what="a sees b gone")
         a.client("lambda").update_function_configuration(FunctionName=fn, Environment={"Variables": {"VAL": "new"}})
         a.client("lambda").get_waiter("function_updated_v2").wait(FunctionName=fn)
         proxy.restore()
-        eventually(lambda: sorted(live(b)) == ["a", "b"] and sorted(live(a)) == ["a", "b"], timeout_s=60,
+        eventually(lambda: sorted(live_nodes(b)) == ["a", "b"] and sorted(live_nodes(a)) == ["a", "b"], timeout_s=60,
                    what="b back on NATS")  # fmt: skip
         eventually(lambda: through_b() == "new", timeout_s=30, what="b runs the new configuration")
     finally:
@@ -309,7 +300,7 @@ def test_a_request_at_a_full_node_runs_on_the_node_with_room(nats1: NatsCluster,
             return {"status": r["StatusCode"], "error": r.get("FunctionError"), "body": json.loads(r["Payload"].read())}
 
         def b_idle_as_a_sees_it() -> bool:  # b's heartbeat, as a has it, shows the first round done
-            view = next(n for n in status(a)["nodes"] if n["node_id"] == "b")
+            view = next(n for n in cluster_status(a)["nodes"] if n["node_id"] == "b")
             return bool(view["live"] and not view["running"].get(fn) and view["warm_idle"].get(f"{fn}:$LATEST"))
 
         for round_ in range(2):  # twice: cold, then with an idle instance on each node
