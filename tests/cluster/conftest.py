@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from squall.cluster.natsd import NatsCluster, nats_server_binary
+from tests.pg_helpers import find_pg_bin, shared_server
 
 
 def _need_server() -> None:
@@ -34,3 +35,11 @@ def nats3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh database on the suite's shared PostgreSQL server (cluster-mode state)."""
+    if find_pg_bin() is None:
+        pytest.fail("PostgreSQL is not installed (scripts/_prereqs.sh installs Debian's postgresql)")
+    return shared_server().database("cluster")

@@ -27,16 +27,8 @@ from squall.s3.store.events import ObjectEvent
 from squall.s3.store.objects import ObjectStore
 from squall.store.db import PgTarget, open_connection
 from squall.store.outbox import EventOutbox, write_outbox
-from tests.pg_helpers import find_pg_bin, shared_server
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def pg_url() -> str:
-    if find_pg_bin() is None:
-        pytest.fail("PostgreSQL is not installed (scripts/_prereqs.sh installs Debian's postgresql)")
-    return shared_server().database("outbox")
 
 
 @pytest.fixture

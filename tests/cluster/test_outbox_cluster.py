@@ -20,7 +20,6 @@ import pytest
 from squall.cluster.natsd import NatsCluster
 from tests.cluster.relay import NatsRelay
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
-from tests.pg_helpers import find_pg_bin, shared_server
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,13 +30,6 @@ def handler(event, context):
         print("KEY", unquote_plus(r["s3"]["object"]["key"]))
     return len(event["Records"])
 """
-
-
-@pytest.fixture
-def pg_url() -> str:
-    if find_pg_bin() is None:
-        pytest.fail("PostgreSQL is not installed (scripts/_prereqs.sh installs Debian's postgresql)")
-    return shared_server().database("outboxkill")
 
 
 @pytest.fixture

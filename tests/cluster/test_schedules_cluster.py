@@ -20,7 +20,6 @@ import pytest
 from squall.cluster.natsd import NatsCluster
 from tests.e2e._platform import SquallProcess, create, eventually, signed_get
 from tests.e2e.test_schedule_api import signed_put
-from tests.pg_helpers import find_pg_bin, shared_server
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -32,13 +31,6 @@ def handler(event, context):
 
 CATCH_UP_RULES = 12
 PLAIN_RULES = 12
-
-
-@pytest.fixture
-def pg_url() -> str:
-    if find_pg_bin() is None:
-        pytest.fail("PostgreSQL is not installed (scripts/_prereqs.sh installs Debian's postgresql)")
-    return shared_server().database("schedules2")
 
 
 @pytest.fixture
