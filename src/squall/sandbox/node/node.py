@@ -176,6 +176,7 @@ def _sanitize_report(rep: dict[str, Any] | None) -> dict[str, Any] | None:
     out["warnings"] = _strs(rep.get("warnings"))
     out["preloaded"] = _strs(rep.get("preloaded"), 200)
     out["snapshot"] = rep.get("snapshot") is True
+    out["netns_early"] = rep.get("netns_early") is True
     threads = rep.get("threads", 1)
     out["threads"] = threads if isinstance(threads, int) and not isinstance(threads, bool) else 2
     if "probe" in rep:
@@ -218,6 +219,23 @@ def _raise_nofile() -> None:
     if soft < want:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+@dataclass
+class _EarlyNetns:
+    """The first instance's network namespace ("nat"): how many the zygote may still send (``left``), how many are
+    being wired, those wired before the load finished."""
+
+    left: int
+    wiring: int = 0
+    ready: list[int] = field(default_factory=list)
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+        for fd in self.ready:
+            os.close(fd)
+        self.ready.clear()
 
 
 class Node:
@@ -393,6 +411,44 @@ class Node:
             if userns >= 0:
                 os.close(userns)
 
+    async def _wire_early(self, early: _EarlyNetns, holder: dict[str, LoadedFunction], fd: int, userns_fd: int) -> None:
+        """The first instance's namespace, sent by the zygote during its load: wired now, kept until the load
+        finishes (then it counts as the first of the function's pool), handed over if the load finished meanwhile,
+        or closed if the load failed or the function is gone."""
+        userns = os.dup(userns_fd) if userns_fd >= 0 else -1
+        ok = False
+        try:
+            if userns < 0:
+                raise PermissionError("the function has no user namespace")
+            await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.wire, fd, userns)
+            ok = True
+        except Exception as e:
+            log.warning("could not wire a network namespace during a zygote's load: %s", e)
+        finally:
+            if userns >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(userns)
+        early.wiring -= 1
+        fn = holder.get("fn")
+        if fn is None:  # still loading (or the load failed: close() closes what is kept)
+            if ok and not early.closed:
+                early.ready.append(fd)
+            else:
+                os.close(fd)
+            return
+        fn.netns_asked -= 1
+        if not ok or fn.unloaded:
+            os.close(fd)
+            if not ok:
+                self._ask_netns(fn)
+            return
+        while fn.netns_waiters:
+            waiter = fn.netns_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(fd)
+                return
+        fn.netns_ready.append(fd)
+
     def _netns_failed(self, fn: LoadedFunction, why: str) -> None:
         log.warning("function %s: %s", fn.spec.name, why)
         while fn.netns_waiters:
@@ -401,13 +457,15 @@ class Node:
                 waiter.set_exception(SandboxUnavailable(f"{fn.spec.name}: {why}"))
                 return
 
-    def _ask_netns(self, fn: LoadedFunction) -> None:
+    def _ask_netns(self, fn: LoadedFunction, fill: bool = False) -> None:
         """Top the pool up to netns_pool_size wired namespaces (plus one per waiting instance) once it is below
-        half of that: namespaces of instances that are gone come back (see _return_netns), so a steady trickle of
-        cold starts makes none.  The zygote makes them when it has nothing else to do."""
+        half of that (``fill``: at all, as after a load): namespaces of instances that are gone come back (see
+        _return_netns), so a steady trickle of cold starts makes none.  The zygote makes them when it has nothing
+        else to do."""
         size, waiting, have = self.config.netns_pool_size, len(fn.netns_waiters), len(fn.netns_ready) + fn.netns_asked
         want = size + waiting - have
-        if waiting + max(1, size // 2) - have > 0 and want > 0 and not fn.link.closed.is_set():
+        low = size if fill else max(1, size // 2)
+        if waiting + low - have > 0 and want > 0 and not fn.link.closed.is_set():
             fn.netns_asked += want
             fn.link.send({"op": "netns-want", "count": want})
 
@@ -552,6 +610,15 @@ class Node:
     async def _probe(self, fn: LoadedFunction, cands: tuple[str, ...]) -> None:
         spec = fn.spec
         timeout_s = self.config.init_timeout_s + self.config.zygote_timeout_s
+        if fn.cg is not None and 0 not in fn.cg.limits:  # slot 0, the probe's: made on first use, not at load
+            try:
+                await asyncio.to_thread(
+                    self.cgroups.prepare_instance, fn.cg, 0, spec.memory_mb, self._cpu_shares(spec.memory_mb),
+                    self.config.pids_max,
+                )  # fmt: skip
+            except OSError as e:
+                log.warning("function %s: no cgroups for the import probe (%s): not probing", spec.name, e)
+                return
         try:
             reply = await fn.link.request({"op": "probe", "candidates": list(cands)}, timeout_s=timeout_s)
         except TimeoutError:
@@ -675,10 +742,6 @@ class Node:
         slot = self._free_fn_slots.pop() if self._free_fn_slots else next(self._slots)
         try:
             sandbox, fc = self._sandbox_for(slot, spec.memory_mb)
-            if fc is not None:  # slot 0: the import probe
-                self.cgroups.prepare_instance(
-                    fc, 0, spec.memory_mb, self._cpu_shares(spec.memory_mb), self.config.pids_max
-                )
         except OSError as e:
             self._free_fn_slots.append(slot)
             raise SandboxUnavailable(f"could not create the cgroups of {spec.name}: {e}") from None
@@ -696,6 +759,11 @@ class Node:
         sd["candidates"] = []
         if spec.network == "nat" and not self.network.available:
             sd["network"] = "none"
+        # the first instance's network namespace ("nat": wired here while the zygote loads; "none": pooled in the
+        # zygote), made by the zygote's namespace factory before any function code runs
+        sd["netns_early"] = (
+            1 if sd["network"] in ("nat", "none") and sandbox["namespaces"] and self.config.netns_pool_size > 0 else 0
+        )
         tmp = None
         if self._ephemeral and sandbox["namespaces"]:
             tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
@@ -726,11 +794,33 @@ class Node:
         fn_holder: dict[str, LoadedFunction] = {}
         link_holder: list[ZygoteLink] = []
         own_netns = {"asked": sd["network"] == "nat"}  # the zygote's own namespace may be wired once, at load
+        # "nat": the first instance's namespace, made while the zygote loads: at most one, the first of its pool
+        early: _EarlyNetns = _EarlyNetns(1 if sd["network"] == "nat" and sd["netns_early"] else 0)
+        # the first instance's slot: its cgroups are made while the zygote loads (fn.take_slot() gives 1 first)
+        first_slot: asyncio.Future[Any] | None = None
+        if fc is not None:
+            first_slot = asyncio.ensure_future(asyncio.to_thread(
+                self.cgroups.prepare_instance, fc, 1, spec.memory_mb, self._cpu_shares(spec.memory_mb),
+                self.config.pids_max,
+            ))  # fmt: skip
 
         def on_netns(msg: dict[str, Any], fds: list[int]) -> None:
             fn = fn_holder.get("fn")
             if fn is None and msg.get("self") and own_netns.pop("asked", False) and len(fds) == 1 and link_holder:
                 asyncio.get_running_loop().create_task(self._wire_zygote(link_holder[0], fds[0], userns_fd))
+                return
+            if msg.get("early") and early.left > 0 and len(fds) <= 1:
+                early.left -= 1
+                if fn is not None:  # after the load: counted in fn.netns_asked then, as if asked for
+                    if fds:
+                        self._on_netns(fn, msg, fds)
+                    else:
+                        fn.netns_asked -= 1
+                        self._ask_netns(fn)
+                    return
+                if fds:
+                    early.wiring += 1
+                    asyncio.get_running_loop().create_task(self._wire_early(early, fn_holder, fds[0], userns_fd))
                 return
             self._on_netns(fn, msg, fds)
 
@@ -774,7 +864,11 @@ class Node:
                         "the function zygote ran out of memory during pre-import or init (limit "
                         f"{spec.memory_mb + self.config.zygote_memory_mb} MB: MemorySize + SQUALL_ZYGOTE_MEMORY_MB)"
                     )
+        if first_slot is not None:
+            with contextlib.suppress(OSError):  # (else the first instance makes them: start_instance)
+                await first_slot
         if report.get("fatal"):
+            early.close()
             if tmp is not None:
                 tmp.close()
             link.close()
@@ -794,9 +888,16 @@ class Node:
         fn.network, fn.userns_fd = sd["network"], userns_fd
         fn.tmp = tmp
         fn_holder["fn"] = fn
+        # the first instance's namespace counts as the first of the pool's: wired already, being wired (_wire_early
+        # hands it over) or still to come (if the zygote says it asked its factory for one)
+        fn.netns_ready.extend(early.ready)
+        early.ready.clear()
+        if not report.get("netns_early"):
+            early.left = 0
+        fn.netns_asked += early.left + early.wiring
         self._running[id(fn)] = fn
         if fn.network == "nat":
-            self._ask_netns(fn)
+            self._ask_netns(fn, fill=True)
         if link.closed.is_set():  # it died right after its report
             on_close()
         return fn

@@ -198,6 +198,8 @@ class FunctionZygote:
         self.netns_factory: isolation.NetnsFactory | None = None
         #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
         self.netns_owed = 0
+        #: the first instance's namespace was asked of the factory during the load and not taken yet
+        self.early_netns = False
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
@@ -465,6 +467,39 @@ class FunctionZygote:
     def _make_netns(self) -> int:
         return self.netns_factory.make() if self.netns_factory is not None else isolation.make_netns()
 
+    def take_early_netns(self, block: bool) -> None:
+        """Take the namespace :func:`_factory_ask` asked for during the load, if it is there (or wait for it): for
+        "nat" send it to the node (``early``: the node wires it and counts it as the first of the pool it asks for,
+        the first instance's), for "none" it starts the zygote's pool.  (If a make() took it meanwhile, the factory
+        answers in order: this takes make()'s.)"""
+        if not self.early_netns or self.netns_factory is None:
+            return
+        fd = -1
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.netns_factory.sock, 16, 1, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        self.early_netns = False
+        if msg == b"1" and len(fds) == 1:
+            fd = fds[0]
+            os.set_inheritable(fd, False)
+        else:
+            for f in fds:
+                os.close(f)
+        if self.spec.get("network") == "nat":
+            try:
+                send_msg(self.ctrl, {"op": "netns", "early": True}, [fd] if fd >= 0 else [])
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        elif fd >= 0:
+            if len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
+                self.netns_pool.append(fd)
+            else:
+                os.close(fd)
+
     def _wants_netns(self) -> bool:
         if self.spec.get("network") == "nat":
             return self.netns_owed > 0
@@ -500,11 +535,15 @@ class FunctionZygote:
             timeout = 0.0 if self._wants_netns() else None
             ctrl_fd = self.ctrl.fileno()
             watch = [ctrl_fd, sig_r]
+            if self.early_netns and self.netns_factory is not None:
+                watch.append(self.netns_factory.sock.fileno())
             if self.probe is not None:
                 watch.append(self.probe.sock.fileno())
                 left = max(0.0, self.probe.deadline - time.monotonic())
                 timeout = left if timeout is None else min(timeout, left)
             ready, _, _ = select.select(watch, [], [], timeout)
+            if self.early_netns and self.netns_factory is not None and self.netns_factory.sock.fileno() in ready:
+                self.take_early_netns(block=True)
             if self.probe is not None:
                 if self.probe.sock.fileno() in ready:
                     self.probe_readable()
@@ -588,6 +627,17 @@ def _own_netns_wired(ctrl: socket.socket) -> list[str]:
     if msg.get("op") != "netns-wired" or msg.get("error"):
         return [f"no network during init and pre-imports: {msg.get('error') or msg.get('op')}"]
     return []
+
+
+def _factory_ask(factory: isolation.NetnsFactory | None) -> bool:
+    """Ask the network namespace factory for a namespace now; :meth:`FunctionZygote.take_early_netns` takes it."""
+    if factory is None or factory.pid <= 0:
+        return False
+    try:
+        factory.sock.send(b"n")
+    except OSError:
+        return False
+    return True
 
 
 def _join_own_cgroups(sb: dict[str, Any]) -> None:
@@ -779,6 +829,8 @@ def _function_zygote_main(
         except OSError as e:
             warnings.append(f"network namespace factory: {e}")
     warnings += fz.warnings
+    # the first instance's network namespace: the factory makes it while this zygote finishes loading
+    fz.early_netns = bool(spec.get("netns_early")) and _factory_ask(fz.netns_factory)
     phases.mark("runtime")
     try:
         _lockdown(sb, warnings)
@@ -789,8 +841,12 @@ def _function_zygote_main(
     if wiring:
         warnings += _own_netns_wired(ctrl)
         phases.mark("netns_wired")
+    early_asked = fz.early_netns
+    fz.take_early_netns(block=False)  # ready already: the node wires it during the pre-imports
     # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
+    # "nat": the first instance's namespace is sent (already, or once the factory has it): the node counts on it
+    report["netns_early"] = spec.get("network") == "nat" and early_asked
     # what the node says: pinned names and what the import probe saw this code import (a probe runs only in the
     # background, on the node's request: start_probe); never the function's own modules
     t_pre = time.perf_counter()
