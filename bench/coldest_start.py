@@ -16,7 +16,8 @@ Prints JSON lines (medians over the rounds):
                                    start_ms = instance fork + sandbox + handler import, invoke_ms = first result)
   warm_zygote_<scenario>_ms        fork an instance from that (already loaded) zygote + first invocation result
   baseline: fresh ``python3 -c 'import PIL.Image'`` with the same vendored tree (with its .pyc and without),
-  and a bare ``python3 -c pass``, measured in the same run.
+  a bare ``python3 -c pass`` and ``python3 -S -c pass`` (no site: this host's site runs a .pth that imports certifi),
+  measured in the same run.
 
     python bench/coldest_start.py [--quick] [--no-pyc] [--rounds N]
 """
@@ -136,6 +137,8 @@ def baselines(code_pyc: Path, code_src: Path, n: int) -> dict[str, float]:
     env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     return {
         "fresh_python3_ms": round(_fresh([py, "-c", "pass"], env, n), 2),
+        # without site: this host's interpreter imports certifi from a .pth in its site-packages (~80 ms, not ours)
+        "fresh_python3_no_site_ms": round(_fresh([py, "-S", "-c", "pass"], env, n), 2),
         "fresh_python3_import_PIL_Image_ms": round(
             _fresh([py, "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_pyc)}, n), 2
         ),
@@ -177,6 +180,7 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
         await node.preimports_settled(fn)
     t4 = time.perf_counter()  # the zygote is warm now: a second instance
     inst = await node.start_instance(fn)
+    t4b = time.perf_counter()
     out = await inst.invoke(InvokeRequest(b"{}", request_id="warm-zygote"))
     t5 = time.perf_counter()
     await node.stop_instance(inst)
@@ -188,6 +192,8 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
         "start_ms": (t2 - t1) * 1000,
         "invoke_ms": (t3 - t2) * 1000,
         "warm_zygote_ms": (t5 - t4) * 1000,
+        "warm_start_ms": (t4b - t4) * 1000,
+        "warm_invoke_ms": (t5 - t4b) * 1000,
         "node_ms": rep.get("node_ms", {}),
         "zygote": rep.get("phases", {}),
         "preloaded": len(rep.get("preloaded", [])),
@@ -234,7 +240,8 @@ async def main() -> None:
         common = {"rounds": rounds, "pyc": pyc, "preloaded": rows[-1]["preloaded"], "baseline": base}
         emit(f"coldest_{s}_zygote_ms", median([r["zygote_ms"] for r in rows]), "ms", phases=phases, **common)
         emit(f"coldest_{s}_ms", median([r["total_ms"] for r in rows]), "ms", **pick, **common)
-        emit(f"warm_zygote_{s}_ms", median([r["warm_zygote_ms"] for r in rows]), "ms", **common)
+        warm = {k: round(median([r[f"warm_{k}"] for r in rows]), 2) for k in ("start_ms", "invoke_ms")}
+        emit(f"warm_zygote_{s}_ms", median([r["warm_zygote_ms"] for r in rows]), "ms", **warm, **common)
     print(json.dumps({"raw": results}) if "--raw" in sys.argv else "", end="")
 
 
