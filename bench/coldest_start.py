@@ -142,6 +142,9 @@ def baselines(code_pyc: Path, code_src: Path, n: int) -> dict[str, float]:
         "fresh_python3_import_PIL_Image_ms": round(
             _fresh([py, "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_pyc)}, n), 2
         ),
+        "fresh_python3_no_site_import_PIL_Image_ms": round(
+            _fresh([py, "-S", "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_pyc)}, n), 2
+        ),
         "fresh_python3_import_PIL_Image_no_pyc_ms": round(
             _fresh([py, "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_src)}, n), 2
         ),
