@@ -778,6 +778,10 @@ class Node:
         finally:
             child.close()
         node_ms["clone"] = (time.perf_counter() - t_clone) * 1000
+        # the base zygote's side of it (the platform's own process): clone, the child's set-up until its user
+        # namespace exists (cgroups, mounts), the ID maps; the rest is messaging
+        for k, v in (reply.get("ms") or {}).items():
+            node_ms[f"base_{k}"] = float(v)
         got_fds: list[int] = reply.pop("_fds", None) or []
         pidfd = got_fds.pop(0) if got_fds else -1
         userns_fd = got_fds.pop(0) if got_fds and reply.get("userns") else -1

@@ -842,7 +842,9 @@ def _function_zygote_main(
         warnings += _own_netns_wired(ctrl)
         phases.mark("netns_wired")
     early_asked = fz.early_netns
-    fz.take_early_netns(block=False)  # ready already: the node wires it during the pre-imports
+    if early_asked:
+        fz.take_early_netns(block=False)  # ready already: the node wires it during the pre-imports
+        phases.mark("netns_early")
     # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
     # "nat": the first instance's namespace is sent (already, or once the factory has it): the node counts on it
@@ -904,14 +906,19 @@ def _write_id_maps(pid: int, host_base: int) -> None:
         f.write(f"0 {host_base} 65536\n")
 
 
-def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int, int]:
+def _start_function_zygote(
+    msg: dict[str, Any], ctrl_fd: int, ms: dict[str, float] | None = None
+) -> tuple[int, int, int]:
     """Clone a function zygote (PID 1 of a new PID namespace when namespaces are available); returns its pid, a
     pidfd for the node (the node's own handle on it: it never signals a pid) and an fd of its user namespace (-1
     without one), taken while the child still waits for us: the node checks the namespaces that zygote sends
-    against it."""
+    against it.  ``ms``: where the time went (the clone itself, the child's set-up as host root until it has
+    entered its user namespace, the ID maps)."""
     spec, sb = msg["spec"], msg["sandbox"]
+    ms = {} if ms is None else ms
     go_r, go_w = os.pipe()
     ack_r, ack_w = os.pipe()
+    t = time.perf_counter()
     pid = syscalls.clone_process(syscalls.CLONE_NEWPID) if sb.get("namespaces") else os.fork()
     if pid == 0:
         os.close(go_w)
@@ -922,6 +929,7 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int,
         except BaseException:
             traceback.print_exc()
         os._exit(1)
+    ms["clone"] = round((time.perf_counter() - t) * 1000, 3)
     os.close(go_r)
     os.close(ack_w)
     os.close(ctrl_fd)
@@ -929,12 +937,16 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int,
     userns_fd = -1
     try:
         pidfd = os.pidfd_open(pid)
+        t = time.perf_counter()
         if not select.select([ack_r], [], [], 10)[0] or os.read(ack_r, 1) != b"u":
             raise OSError("function zygote did not start")
+        ms["child_setup"] = round((time.perf_counter() - t) * 1000, 3)
+        t = time.perf_counter()
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
             userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         os.write(go_w, b"g")
+        ms["id_maps"] = round((time.perf_counter() - t) * 1000, 3)
     except OSError:
         with contextlib.suppress(OSError):
             if pidfd >= 0:
@@ -968,10 +980,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg, fds = got
         if msg.get("op") == "function":
             try:
-                pid, pidfd, userns_fd = _start_function_zygote(msg, fds[0])
+                ms: dict[str, float] = {}
+                pid, pidfd, userns_fd = _start_function_zygote(msg, fds[0], ms)
                 try:
                     send_msg(
-                        ctrl, {"op": "started", "id": msg["id"], "pid": pid, "userns": userns_fd >= 0},
+                        ctrl, {"op": "started", "id": msg["id"], "pid": pid, "userns": userns_fd >= 0, "ms": ms},
                         [pidfd, userns_fd] if userns_fd >= 0 else [pidfd],
                     )  # fmt: skip
                 finally:
