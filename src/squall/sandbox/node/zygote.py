@@ -842,8 +842,10 @@ def _function_zygote_main(
         warnings += _own_netns_wired(ctrl)
         phases.mark("netns_wired")
     early_asked = fz.early_netns
-    if early_asked:
-        fz.take_early_netns(block=False)  # ready already: the node wires it during the pre-imports
+    if early_asked and (spec.get("preload") or spec.get("snapshot")):
+        # ready already: the node wires it during the pre-imports or init (else once this zygote serves, so as not
+        # to lengthen a load that has nothing to overlap it with)
+        fz.take_early_netns(block=False)
         phases.mark("netns_early")
     # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
