@@ -19,7 +19,7 @@ Prints JSON lines (medians over the rounds):
   a bare ``python3 -c pass`` and ``python3 -S -c pass`` (no site: this host's site runs a .pth that imports certifi),
   measured in the same run.
 
-    python bench/coldest_start.py [--quick] [--no-pyc] [--rounds N]
+    python bench/coldest_start.py [--quick] [--no-pyc] [--rounds N] [--only hello,thumb_learned]
 """
 
 from __future__ import annotations
@@ -222,18 +222,21 @@ async def main() -> None:
     code = code_pyc if pyc else code_src
     node = Node(NodeConfig(data_dir=data, cgroup_name=f"squall-coldest-{os.getpid()}"))
     await node.start()
-    results: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
+    scenarios = SCENARIOS
+    if "--only" in sys.argv:  # e.g. many rounds of one scenario for an A/B
+        scenarios = tuple(s for s in sys.argv[sys.argv.index("--only") + 1].split(",") if s in SCENARIOS)
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in scenarios}
     base_rows = []
     try:
         for _ in range(rounds):
             base_rows.append(baselines(code_pyc, code_src, 1))
-            for s in SCENARIOS:
+            for s in scenarios:
                 results[s].append(await one(node, code, s))
     finally:
         await node.close()
         shutil.rmtree(tmp, ignore_errors=True)
     base = _median_dict(base_rows)
-    for s in SCENARIOS:
+    for s in scenarios:
         rows = results[s]
         pick = {k: round(median([r[k] for r in rows]), 2) for k in ("start_ms", "invoke_ms")}
         phases = {
