@@ -182,6 +182,12 @@ class ServerConfig:
     #: SQUALL_KEEP_ALIVE_CAP: 1 = when a function's pre-warm window is 0, keep it warm no longer than
     #: SQUALL_KEEP_ALIVE_S (not in the paper; 0 = the paper's policy as published)
     keep_alive_cap: bool = field(default_factory=lambda: _env_bool("SQUALL_KEEP_ALIVE_CAP", True))
+    #: SQUALL_KEEP_ALIVE_COLD_COST_S: what one cold start is worth in seconds of one idle instance; the keep-alive
+    #: window is the one with the least idle seconds + this x cold starts over the idle times seen (0 = the paper's
+    #: tail percentile)
+    keep_alive_cold_cost_s: float = field(
+        default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_COLD_COST_S", 450.0, 0.0)
+    )
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))
     #: SQUALL_MAX_CONCURRENT_STARTS: instances initialising at once (0 = 4 per CPU); more requests queue for a slot
