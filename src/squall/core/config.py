@@ -186,7 +186,7 @@ class ServerConfig:
     #: window is the one with the least idle seconds + this x cold starts over the idle times seen (0 = the paper's
     #: tail percentile)
     keep_alive_cold_cost_s: float = field(
-        default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_COLD_COST_S", 450.0, 0.0)
+        default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_COLD_COST_S", 600.0, 0.0)
     )
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))

@@ -83,7 +83,7 @@ class HistogramConfig:
     #: not in the paper: what one cold start is worth in seconds of one idle instance kept loaded.  > 0: the
     #: keep-alive window's end (and whether to keep at all) is the one that minimises, over the idle times seen,
     #: idle seconds + this x cold starts (see docs/design.md); 0: the paper's tail percentile (+ the cap above)
-    cold_start_cost_s: float = 450.0
+    cold_start_cost_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not (self.bin_s > 0 and self.range_s >= self.bin_s):
