@@ -6,8 +6,11 @@ Prints JSON lines:
   warm_invoke_ms       one invocation on a warm instance through the frame protocol
   baseline: fresh_interpreter_ms (``python -c 'import json'`` as a subprocess: what a non-zygote cold start
   costs at least) and in_process_call_us (the handler called directly), measured in the same run.
+  --phases: also ``cold_start_phases``: where one cold start goes, node, zygote and instance side (medians of wall
+  and CPU ms per phase; Node.spawn_phases stamps, CLOCK_MONOTONIC shared by the three processes); the stamps cost
+  a few µs, so the cold start figures of such a run carry ``"phases": true``.
 
-    python bench/sandbox_start.py [--quick]
+    python bench/sandbox_start.py [--quick] [--phases]
 """
 
 from __future__ import annotations
@@ -21,13 +24,70 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, pct, quick
+from _common import emit, median, pct, quick
 
 from squall.core.config import NodeConfig
 from squall.core.model import FunctionSpec, InvokeRequest
 from squall.sandbox.node.node import Node
 
 HANDLER = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
+
+#: the critical path of a cold start, as (label, from (process, mark), to (process, mark)); CPU only within a process
+PATH = (
+    ("node: netns", ("node", "start"), ("node", "netns")),
+    ("node: slot cgroups", ("node", "netns"), ("node", "cgroups")),
+    ("node: slot /tmp mount", ("node", "cgroups"), ("node", "tmp")),
+    ("node: socketpair, pipe, message", ("node", "tmp"), ("node", "request")),
+    ("hop: node -> zygote (send, wake-up, recvmsg, json)", ("node", "request"), ("zygote", "recv")),
+    ("zygote: netns", ("zygote", "recv"), ("zygote", "netns")),
+    ("zygote: step into the slot's memory cgroups", ("zygote", "netns"), ("zygote", "born_in")),
+    ("clone() until the child runs", ("zygote", "born_in"), ("instance", "instance")),
+    ("instance: setns (network)", ("instance", "instance"), ("instance", "setns")),
+    ("instance: fds, closerange, signals, sched", ("instance", "setns"), ("instance", "fds")),
+    ("instance: join cpu/pids cgroups", ("instance", "fds"), ("instance", "cgroups")),
+    ("instance: /tmp, /proc, ro cgroupfs, hostname", ("instance", "cgroups"), ("instance", "mounts")),
+    ("instance: rlimits, setresuid", ("instance", "mounts"), ("instance", "uid")),
+    ("instance: wipe /tmp", ("instance", "uid"), ("instance", "wipe")),
+    ("instance: no_new_privs, seccomp", ("instance", "wipe"), ("instance", "seccomp")),
+    ("instance: environment", ("instance", "seccomp"), ("instance", "env")),
+    ("instance: runtime (logs, init)", ("instance", "env"), ("instance", "runtime")),
+    ("instance: handler import", ("instance", "runtime"), ("instance", "handler")),
+    ("hop: READY -> node (send, wake-up, decode)", ("instance", "handler"), ("node", "ready")),
+)
+#: off the critical path (concurrent with the instance's start)
+SIDE = (
+    ("zygote: clone() in the parent", ("zygote", "born_in"), ("zygote", "clone")),
+    ("zygote: back to its own cgroups", ("zygote", "clone"), ("zygote", "home")),
+    ("hop: spawned -> node", ("zygote", "home"), ("node", "spawned")),
+    ("node: connection + Instance", ("node", "spawned"), ("node", "instance")),
+)
+
+
+def _phases(sp: dict[str, object]) -> dict[str, tuple[float, float | None]]:
+    """{label: (wall ms, CPU ms or None)} of one instance's stamps (Instance.spawn_phases)."""
+    at: dict[tuple[str, str], tuple[int, int]] = {}
+    for proc in ("node", "zygote", "instance"):
+        for name, mono, cpu in sp.get(proc) or []:  # type: ignore[attr-defined]
+            at[(proc, str(name))] = (int(mono), int(cpu))
+    out: dict[str, tuple[float, float | None]] = {}
+    for label, a, b in PATH + SIDE:
+        if a in at and b in at:
+            cpu = (at[b][1] - at[a][1]) / 1e6 if a[0] == b[0] else None
+            if a == ("zygote", "born_in") and b == ("instance", "instance"):
+                cpu = at[b][1] / 1e6  # the child's CPU time starts at 0
+            out[label] = ((at[b][0] - at[a][0]) / 1e6, cpu)
+    if ("node", "start") in at and ("node", "ready") in at:
+        out["total (node: start_instance until READY)"] = ((at[("node", "ready")][0] - at[("node", "start")][0]) / 1e6,
+                                                          None)  # fmt: skip
+    cpu_total = {
+        "node": (("node", "start"), ("node", "ready")),
+        "zygote": (("zygote", "recv"), ("zygote", "home")),
+        "instance": (None, ("instance", "handler")),
+    }
+    for proc, (a2, b2) in cpu_total.items():
+        if b2 in at and (a2 is None or a2 in at):
+            out[f"CPU total: {proc}"] = (0.0, (at[b2][1] - (at[a2][1] if a2 else 0)) / 1e6)
+    return out
 
 
 async def main() -> None:
@@ -42,9 +102,12 @@ async def main() -> None:
     os.chmod(code / "app.py", 0o644)
     # a cgroup name of its own: a node's start stops whatever runs in the cgroups of its name
     node = Node(NodeConfig(data_dir=tmp / "data", cgroup_name=f"squall-bench-{os.getpid()}"))
+    phases = "--phases" in sys.argv
+    node.spawn_phases = phases
     await node.start()
     fn = await node.load(FunctionSpec(name="bench", code_dir=code, handler="app.handler"))
     cold, cold_invoke = [], []
+    breakdown: list[dict[str, tuple[float, float | None]]] = []
     for i in range(n_cold):
         t0 = time.perf_counter()
         inst = await node.start_instance(fn)
@@ -53,6 +116,8 @@ async def main() -> None:
         t2 = time.perf_counter()
         cold.append((t1 - t0) * 1000)
         cold_invoke.append((t2 - t0) * 1000)
+        if inst.spawn_phases:
+            breakdown.append(_phases(inst.spawn_phases))
         await node.stop_instance(inst)
     inst = await node.start_instance(fn)
     warm = []
@@ -76,6 +141,16 @@ async def main() -> None:
         h({"n": 1}, None)  # type: ignore[operator]
         calls.append((time.perf_counter() - t0) * 1e6)
     base = {"fresh_interpreter_ms_p50": round(pct(fresh, 50), 3), "in_process_call_us_p50": round(pct(calls, 50), 3)}
+    if phases:
+        base["phases"] = True
+        labels = [label for label, _, _ in PATH + SIDE] + [k for k in breakdown[0] if k.startswith(("total", "CPU"))]
+        med = {}
+        for label in labels:
+            walls = [b[label][0] for b in breakdown if label in b]
+            cpus = [c for b in breakdown if label in b and (c := b[label][1]) is not None]
+            med[label] = {"wall_ms": round(median(walls), 3) if walls else None,
+                          "cpu_ms": round(median(cpus), 3) if cpus else None}  # fmt: skip
+        emit("cold_start_phases", pct(cold, 50), "ms", n=len(breakdown), phases=med, baseline=base)
     emit("cold_start_ms", pct(cold, 50), "ms", p99=round(pct(cold, 99), 3), n=n_cold, baseline=base)
     emit("cold_invoke_ms", pct(cold_invoke, 50), "ms", p99=round(pct(cold_invoke, 99), 3), n=n_cold, baseline=base)
     emit("warm_invoke_ms", pct(warm, 50), "ms", p99=round(pct(warm, 99), 3), n=n_warm, baseline=base)

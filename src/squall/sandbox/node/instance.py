@@ -171,6 +171,10 @@ class Instance:
         self.busy = False
         self.freezes = 0
         self.init_ms: float | None = None
+        #: a per-phase breakdown of its creation (Node.spawn_phases; the zygote's and its own stamps are
+        #: untrusted: a bench's display only)
+        self.spawn_phases: dict[str, Any] | None = None
+        self.ready_marks: Any = None
         self.invocations = 0
         #: started ahead of an expected invocation by the adaptive keep-alive: its first invocation is not cold
         self.prewarmed = False
@@ -239,6 +243,8 @@ class Instance:
             )  # fmt: skip
         if frame.kind == Kind.READY:
             self.init_ms = float(frame.header.get("init_ms", 0.0))
+            if "marks" in frame.header:  # only when the node asked (Node.spawn_phases): display only
+                self.ready_marks = frame.header["marks"]
             if self._on_imports is not None and "imports" in frame.header:
                 self._on_imports(frame.header["imports"])
             self._init_logs = self._take_logs()

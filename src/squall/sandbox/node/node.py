@@ -250,6 +250,9 @@ class Node:
         self._net_watch: asyncio.Task[None] | None = None
         #: /tmp of instances on disk (ephemeral.py) where loop devices can be used
         self._ephemeral = self.caps.root and ephemeral.available()
+        #: a per-phase breakdown of every instance creation (Instance.spawn_phases): for bench/sandbox_start.py
+        #: --phases only (set before loading functions), never in production
+        self.spawn_phases = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -453,6 +456,8 @@ class Node:
             "netns_pool_size": c.netns_pool_size,
             "data_dir": str(c.data_dir),
         }
+        if self.spawn_phases:
+            sandbox["phases"] = True
         return sandbox, fc
 
     def _cpu_shares(self, memory_mb: int) -> int:
@@ -879,8 +884,11 @@ class Node:
             raise SandboxUnavailable(
                 f"the function zygote of {fn.spec.name} is gone; the next invocation starts a new one"
             )
+        marks = [["start", *_now()]] if self.spawn_phases else None
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
         netns_fd = await self._take_netns(fn) if fn.network == "nat" else -1
+        if marks is not None:
+            marks.append(["netns", *_now()])
         slot = fn.take_slot()
         inst_cg: OwnedCgroup | None = None
         if fn.cg is not None:
@@ -894,7 +902,11 @@ class Node:
             except OSError as e:
                 fn.free_slots.append(slot)
                 raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
+        if marks is not None:
+            marks.append(["cgroups", *_now()])
         tmp_fd = await self._tmp_mount(fn, slot)
+        if marks is not None:
+            marks.append(["tmp", *_now()])
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         timeout_s = self.config.zygote_timeout_s
@@ -902,6 +914,8 @@ class Node:
         fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else []) + ([tmp_fd] if tmp_fd >= 0 else [])
         spawn = {"op": "spawn", "slot": slot, "token": token, "init_type": itype, "netns": netns_fd >= 0}
         spawn["tmp"] = tmp_fd >= 0
+        if marks is not None:
+            marks.append(["request", *_now()])
         try:
             reply = await fn.link.request(spawn, fds, timeout_s=timeout_s)
         except (TimeoutError, ConnectionError) as e:
@@ -939,6 +953,8 @@ class Node:
                 else:
                     os.close(netns_fd)
             raise SandboxUnavailable(f"could not start an instance of {fn.spec.name}: {reply['error']}")
+        if marks is not None:
+            marks.append(["spawned", *_now()])
         try:
             pid = int(reply.get("pid", 0))
         except (TypeError, ValueError):
@@ -963,11 +979,17 @@ class Node:
         fn.instances[slot] = inst
         # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
         exited.add_done_callback(lambda f: None if f.cancelled() else inst.ensure_gone())
+        if marks is not None:
+            marks.append(["instance", *_now()])
         try:
             await inst.wait_ready(self.config.init_timeout_s)
         except BaseException:
             inst.ensure_gone()
             raise
+        if marks is not None:
+            marks.append(["ready", *_now()])
+            # what the zygote and the instance say about themselves: display only (a bench's breakdown)
+            inst.spawn_phases = {"node": marks, "zygote": reply.get("marks"), "instance": inst.ready_marks}
         return inst
 
     async def _tmp_mount(self, fn: LoadedFunction, slot: int) -> int:
@@ -1026,6 +1048,11 @@ class Node:
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):
             await inst.stop()
+
+
+def _now() -> tuple[int, int]:
+    """(CLOCK_MONOTONIC, this thread's CPU time) in ns: a stamp of a per-phase breakdown (Node.spawn_phases)."""
+    return time.monotonic_ns(), time.thread_time_ns()
 
 
 async def _wait_pidfd(pidfd: int, timeout_s: float) -> None:

@@ -198,6 +198,8 @@ class FunctionZygote:
         self.netns_factory: isolation.NetnsFactory | None = None
         #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
         self.netns_owed = 0
+        #: the zygote's side of the last spawn (sandbox "phases": the bench's per-phase breakdown only)
+        self.last_marks: list[list[Any]] | None = None
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
@@ -243,6 +245,7 @@ class FunctionZygote:
         first pages are charged to it, and the node's kill switch holds it from its first instruction); the
         instance joins its cpu and pids cgroups itself; ``tmp_fd``: the node's detached mount of the slot's /tmp."""
         sb = self.sb
+        marks = _Marks() if sb.get("phases") else None
         fn_dirs = (sb.get("cgroups") or {}).get("fn") or {}
         join = {c: os.path.join(d, f"i{slot}") for c, d in fn_dirs.items() if c in JOINED}
         born, home = self._cgroup_fds(slot) if fn_dirs else ([], [])
@@ -252,9 +255,13 @@ class FunctionZygote:
         elif network == "nat" and netns_fd < 0 and mode != "probe":
             netns_fd = self._make_netns()  # (the import probe stays in this zygote's own, wired namespace)
         keep = False  # network "none": the namespace goes back to the pool when the instance exits
+        if marks is not None:
+            marks.mark("netns")
         try:
             for fd in born:
                 os.pwrite(fd, b"0", 0)
+            if marks is not None:
+                marks.mark("born_in")
             try:
                 if sb.get("namespaces"):
                     pid = syscalls.clone_process(
@@ -263,13 +270,17 @@ class FunctionZygote:
                 else:
                     pid = os.fork()
                 if pid == 0:
+                    if marks is not None:
+                        marks.restart("instance")
                     try:
-                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd, tmp_fd)
+                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd, tmp_fd, marks)
                     except SystemExit as e:
                         os._exit(e.code if isinstance(e.code, int) else 1)
                     except BaseException:
                         os._exit(1)
             finally:
+                if marks is not None:
+                    marks.mark("clone")
                 for fd in home:
                     os.pwrite(fd, b"0", 0)
             keep = network == "none" and mode == "serve" and netns_fd >= 0
@@ -279,6 +290,9 @@ class FunctionZygote:
         if keep:
             self.instance_netns[pid] = netns_fd
         self.instances[pid] = (slot, token)
+        if marks is not None:
+            marks.mark("home")
+            self.last_marks = marks.stamps
         return pid
 
     def _instance_main(
@@ -291,11 +305,14 @@ class FunctionZygote:
         dirs: dict[str, str],
         netns_fd: int,
         tmp_fd: int = -1,
+        marks: _Marks | None = None,
     ) -> NoReturn:
         sb = self.sb
         try:
             if netns_fd >= 0:
                 syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+            if marks is not None:
+                marks.mark("setns")
             os.dup2(sock_fd, 3)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
@@ -310,6 +327,8 @@ class FunctionZygote:
             sock = socket.socket(fileno=3)
             if sb.get("sched_batch"):  # see NodeConfig.instance_sched
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            if marks is not None:
+                marks.mark("fds")
             uid = sb["instance_uid_first"] + slot
             isolation.enter_instance_sandbox(
                 cgroup_dirs=dirs,
@@ -322,6 +341,7 @@ class FunctionZygote:
                 seccomp_filter=self.seccomp,
                 mounts=bool(sb.get("namespaces")),
                 drop_privileges=bool(sb.get("drop_privileges")),
+                mark=marks.mark if marks is not None else None,
             )
             # random was reseeded by the fork hooks (os.register_at_fork), as after os.fork
             os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
@@ -330,6 +350,8 @@ class FunctionZygote:
                 + os.urandom(16).hex()
             )
             os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
+            if marks is not None:
+                marks.mark("env")
         except BaseException as e:
             _die_with_init_error(3, "Runtime.SandboxError", f"could not enter the sandbox: {e}")
         if mode == "probe":
@@ -340,12 +362,13 @@ class FunctionZygote:
             serve_provided(sock, init_type, zygote_netns=self.netns_ino, unique_uid=bool(sb.get("drop_privileges")))
         from squall.sandbox.runtime.loop import serve
 
-        serve(sock, self.spec["handler"], init_type, self.preloaded_handler)
+        serve(sock, self.spec["handler"], init_type, self.preloaded_handler, marks)
 
     # -- main loop ---------------------------------------------------------------------------------------
     def handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
         if op == "spawn":
+            recv_mark = ["recv", *_Marks.now()]
             try:
                 extra = fds[2:]  # [the wired network namespace (nat)], [the slot's /tmp mount]: as the header says
                 netns_fd = fds.pop(2) if msg.get("netns") and extra else -1
@@ -354,7 +377,11 @@ class FunctionZygote:
                     int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd,
                     token=int(msg.get("token", 0)), tmp_fd=tmp_fd,
                 )  # fmt: skip
-                send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
+                reply: dict[str, Any] = {"op": "spawned", "id": msg["id"], "pid": pid}
+                if self.last_marks is not None:
+                    self.last_marks.insert(0, recv_mark)
+                    reply["marks"], self.last_marks = self.last_marks, None
+                send_msg(self.ctrl, reply)
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
             finally:
@@ -689,6 +716,29 @@ class _Phases:
         now = time.perf_counter()
         self.ms[name] = round((now - self._t) * 1000, 3)
         self._t = now
+
+
+class _Marks:
+    """Where one instance's creation goes (sandbox "phases", set only by bench/sandbox_start.py --phases): named
+    stamps of CLOCK_MONOTONIC (one clock for every process: the node lines up its own, the zygote's and the
+    instance's) and of this thread's CPU time, in nanoseconds."""
+
+    __slots__ = ("stamps",)
+
+    def __init__(self) -> None:
+        self.stamps: list[list[Any]] = []
+
+    @staticmethod
+    def now() -> tuple[int, int]:
+        return time.monotonic_ns(), time.thread_time_ns()
+
+    def mark(self, name: str) -> None:
+        self.stamps.append([name, time.monotonic_ns(), time.thread_time_ns()])
+
+    def restart(self, name: str) -> None:
+        """In the child right after the clone: its own list (CPU time restarts at 0 in a new process)."""
+        self.stamps = []
+        self.mark(name)
 
 
 def _function_zygote_main(
