@@ -6,6 +6,9 @@ Prints JSON lines:
   warm_invoke_ms       one invocation on a warm instance through the frame protocol
   baseline: fresh_interpreter_ms (``python -c 'import json'`` as a subprocess: what a non-zygote cold start
   costs at least) and in_process_call_us (the handler called directly), measured in the same run.
+  cold starts alternate in blocks of 5: a spare instance parked (``cold_start_ms``) / none
+  (``cold_start_no_spare_ms``: every spare taken, or SQUALL_SPARE_INSTANCES=0: fork + full sandbox on the request's
+  path)
   --phases: also ``cold_start_phases``: where one cold start goes, node, zygote and instance side (medians of wall
   and CPU ms per phase; Node.spawn_phases stamps, CLOCK_MONOTONIC shared by the three processes); the stamps cost
   a few µs, so the cold start figures of such a run carry ``"phases": true``.
@@ -54,6 +57,14 @@ PATH = (
     ("instance: handler import", ("instance", "runtime"), ("instance", "handler")),
     ("hop: READY -> node (send, wake-up, decode)", ("instance", "handler"), ("node", "ready")),
 )
+#: the critical path when a spare instance was parked (forked and sandboxed ahead)
+PATH_SPARE = (
+    ("node: take the spare, queue START", ("node", "start"), ("node", "spare")),
+    ("hop: START -> instance (write, wake-up, read)", ("node", "spare"), ("instance", "start")),
+    ("instance: environment", ("instance", "start"), ("instance", "env")),
+    ("instance: handler import", ("instance", "env"), ("instance", "handler")),
+    ("hop: READY -> node (send, wake-up, decode)", ("instance", "handler"), ("node", "ready")),
+)
 #: off the critical path (concurrent with the instance's start)
 SIDE = (
     ("zygote: clone() in the parent", ("zygote", "born_in"), ("zygote", "clone")),
@@ -70,7 +81,7 @@ def _phases(sp: dict[str, object]) -> dict[str, tuple[float, float | None]]:
         for name, mono, cpu in sp.get(proc) or []:  # type: ignore[attr-defined]
             at[(proc, str(name))] = (int(mono), int(cpu))
     out: dict[str, tuple[float, float | None]] = {}
-    for label, a, b in PATH + SIDE:
+    for label, a, b in PATH + SIDE + PATH_SPARE:
         if a in at and b in at:
             cpu = (at[b][1] - at[a][1]) / 1e6 if a[0] == b[0] else None
             if a == ("zygote", "born_in") and b == ("instance", "instance"):
@@ -82,7 +93,7 @@ def _phases(sp: dict[str, object]) -> dict[str, tuple[float, float | None]]:
     cpu_total = {
         "node": (("node", "start"), ("node", "ready")),
         "zygote": (("zygote", "recv"), ("zygote", "home")),
-        "instance": (None, ("instance", "handler")),
+        "instance": (("instance", "start") if ("instance", "start") in at else None, ("instance", "handler")),
     }
     for proc, (a2, b2) in cpu_total.items():
         if b2 in at and (a2 is None or a2 in at):
@@ -106,19 +117,34 @@ async def main() -> None:
     node.spawn_phases = phases
     await node.start()
     fn = await node.load(FunctionSpec(name="bench", code_dir=code, handler="app.handler"))
-    cold, cold_invoke = [], []
-    breakdown: list[dict[str, tuple[float, float | None]]] = []
-    for i in range(n_cold):
+    spares = node.spare_instances
+    # alternated start by start: a spare instance parked and ready / none (SQUALL_SPARE_INSTANCES=0, or all taken)
+    cold: dict[str, list[float]] = {"spare": [], "none": []}
+    cold_invoke: dict[str, list[float]] = {"spare": [], "none": []}
+    breakdown: dict[str, list[dict[str, tuple[float, float | None]]]] = {"spare": [], "none": []}
+    mode = ""
+    for i in range(2 * n_cold if spares else n_cold):
+        # blocks of 5 starts (a switch stops the parked spare: its teardown would weigh on the next start)
+        was, mode = mode, "spare" if spares and (i // 5) % 2 == 0 else "none"
+        node.spare_instances = spares if mode == "spare" else 0
+        if mode == "spare":
+            if await node.spares_parked(fn) < 1:
+                raise SystemExit("no spare instance parked within 10 s")
+        elif was != mode:
+            await node.drop_spares(fn)
+            await asyncio.sleep(0.2)
         t0 = time.perf_counter()
         inst = await node.start_instance(fn)
         t1 = time.perf_counter()
         await inst.invoke(InvokeRequest(b'{"n": 1}', request_id=f"c{i}"))
         t2 = time.perf_counter()
-        cold.append((t1 - t0) * 1000)
-        cold_invoke.append((t2 - t0) * 1000)
+        cold[mode].append((t1 - t0) * 1000)
+        cold_invoke[mode].append((t2 - t0) * 1000)
         if inst.spawn_phases:
-            breakdown.append(_phases(inst.spawn_phases))
+            breakdown[mode].append(_phases(inst.spawn_phases))
         await node.stop_instance(inst)
+    node.spare_instances = 0
+    await node.drop_spares(fn)
     inst = await node.start_instance(fn)
     warm = []
     for i in range(n_warm):
@@ -143,20 +169,29 @@ async def main() -> None:
     base = {"fresh_interpreter_ms_p50": round(pct(fresh, 50), 3), "in_process_call_us_p50": round(pct(calls, 50), 3)}
     if phases:
         base["phases"] = True
-        labels = [label for label, _, _ in PATH + SIDE] + [k for k in breakdown[0] if k.startswith(("total", "CPU"))]
-        med = {}
-        for label in labels:
-            walls = [b[label][0] for b in breakdown if label in b]
-            cpus = [c for b in breakdown if label in b and (c := b[label][1]) is not None]
-            med[label] = {"wall_ms": round(median(walls), 3) if walls else None,
-                          "cpu_ms": round(median(cpus), 3) if cpus else None}  # fmt: skip
-        emit("cold_start_phases", pct(cold, 50), "ms", n=len(breakdown), phases=med, baseline=base)
-    emit("cold_start_ms", pct(cold, 50), "ms", p99=round(pct(cold, 99), 3), n=n_cold, baseline=base)
-    emit("cold_invoke_ms", pct(cold_invoke, 50), "ms", p99=round(pct(cold_invoke, 99), 3), n=n_cold, baseline=base)
+        for mode, rows in breakdown.items():
+            if not rows:
+                continue
+            table = PATH_SPARE if mode == "spare" else PATH + SIDE
+            labels = [label for label, _, _ in table] + [k for k in rows[0] if k.startswith(("total", "CPU"))]
+            med = {}
+            for label in labels:
+                walls = [b[label][0] for b in rows if label in b]
+                cpus = [c for b in rows if label in b and (c := b[label][1]) is not None]
+                med[label] = {"wall_ms": round(median(walls), 3) if walls else None,
+                              "cpu_ms": round(median(cpus), 3) if cpus else None}  # fmt: skip
+            emit("cold_start_phases", pct(cold[mode], 50), "ms", spare=mode, n=len(rows), phases=med, baseline=base)
+    note = {"spare": "a spare instance parked (SQUALL_SPARE_INSTANCES)", "none": "no spare: fork + full sandbox"}
+    for mode in ("spare", "none") if spares else ("none",):
+        c, ci = cold[mode], cold_invoke[mode]
+        suffix = "" if mode == "spare" or not spares else "_no_spare"
+        emit(f"cold_start{suffix}_ms", pct(c, 50), "ms", p99=round(pct(c, 99), 3), n=len(c), note=note[mode],
+             baseline=base)  # fmt: skip
+        emit(f"cold_invoke{suffix}_ms", pct(ci, 50), "ms", p99=round(pct(ci, 99), 3), n=len(ci), baseline=base)
     emit("warm_invoke_ms", pct(warm, 50), "ms", p99=round(pct(warm, 99), 3), n=n_warm, baseline=base)
     emit(
         "cold_start_vs_fresh_interpreter",
-        pct(fresh, 50) / pct(cold, 50),
+        pct(fresh, 50) / pct(cold["spare" if spares else "none"], 50),
         "x",
         note="how many times faster a zygote fork is than starting a fresh interpreter",
     )

@@ -77,13 +77,19 @@ class _Conn(asyncio.Protocol):
         self.lost = False
         self.protocol_error = False
         self.transport: asyncio.Transport | None = None
+        #: a spare instance said PARKED (sandboxed, waiting for START)
+        self.parked = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.frames.extend(self.decoder.feed(data))
+            for frame in self.decoder.feed(data):
+                if frame.kind == Kind.PARKED:
+                    self.parked.set()
+                else:
+                    self.frames.append(frame)
         except ProtocolError:
             self.protocol_error = True
             self.connection_lost(None)
@@ -175,6 +181,7 @@ class Instance:
         #: untrusted: a bench's display only)
         self.spawn_phases: dict[str, Any] | None = None
         self.ready_marks: Any = None
+        self.zygote_marks: Any = None
         self.invocations = 0
         #: started ahead of an expected invocation by the adaptive keep-alive: its first invocation is not cold
         self.prewarmed = False
@@ -194,6 +201,11 @@ class Instance:
         self._loop = asyncio.get_running_loop()
         os.set_blocking(log_fd, False)
         self._loop.add_reader(log_fd, self._drain_logs)
+
+    @property
+    def parked(self) -> asyncio.Event:
+        """Set once a spare instance is parked in its sandbox, waiting for START."""
+        return self.conn.parked
 
     # -- logs -------------------------------------------------------------------------------------------------
     def _drain_logs(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import importlib
 import importlib.machinery
@@ -283,7 +284,7 @@ class FunctionZygote:
                     marks.mark("clone")
                 for fd in home:
                     os.pwrite(fd, b"0", 0)
-            keep = network == "none" and mode == "serve" and netns_fd >= 0
+            keep = network == "none" and mode in ("serve", "spare") and netns_fd >= 0
         finally:
             if netns_fd >= 0 and not keep:
                 os.close(netns_fd)
@@ -343,15 +344,14 @@ class FunctionZygote:
                 drop_privileges=bool(sb.get("drop_privileges")),
                 mark=marks.mark if marks is not None else None,
             )
-            # random was reseeded by the fork hooks (os.register_at_fork), as after os.fork
-            os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
-                time.strftime("%Y/%m/%d/", time.gmtime())
-                + f"[{self.spec.get('version', '$LATEST')}]"
-                + os.urandom(16).hex()
-            )
-            os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
-            if marks is not None:
-                marks.mark("env")
+            park = None
+            if mode == "spare" and not _is_provided(self.spec):
+                # made ahead of need: the runtime loop parks it, sandboxed, before any of the function's code
+                park = functools.partial(self._park, sock, marks)
+            elif mode == "spare":
+                os._exit(2)  # (the node makes spares only for the Python runtime)
+            else:
+                self._set_env(init_type, marks)
         except BaseException as e:
             _die_with_init_error(3, "Runtime.SandboxError", f"could not enter the sandbox: {e}")
         if mode == "probe":
@@ -362,7 +362,54 @@ class FunctionZygote:
             serve_provided(sock, init_type, zygote_netns=self.netns_ino, unique_uid=bool(sb.get("drop_privileges")))
         from squall.sandbox.runtime.loop import serve
 
-        serve(sock, self.spec["handler"], init_type, self.preloaded_handler, marks)
+        serve(sock, self.spec["handler"], init_type, self.preloaded_handler, marks, park)
+
+    def _set_env(self, init_type: str, marks: _Marks | None) -> None:
+        # random was reseeded by the fork hooks (os.register_at_fork), as after os.fork
+        os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
+            time.strftime("%Y/%m/%d/", time.gmtime())
+            + f"[{self.spec.get('version', '$LATEST')}]"
+            + os.urandom(16).hex()
+        )
+        os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
+        if marks is not None:
+            marks.mark("env")
+
+    def _park(self, sock: socket.socket, marks: _Marks | None) -> str:
+        """A spare instance, sandboxed, its runtime set up: warm the import system (the page copies a first import
+        costs after the fork: locating the handler's top-level module, as the zygote did, and compiling a
+        platform-owned snippet; no code of the function runs), say PARKED, then wait for START (exactly that
+        frame: the runtime loop reads what follows with a decoder of its own).  Returns the init type.  Anything
+        else, or the node gone: exit."""
+        from squall.sandbox.protocol import FrameDecoder, Kind, ProtocolError, encode
+
+        with contextlib.suppress(Exception):
+            importlib.machinery.PathFinder.find_spec(
+                self.spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0]
+            )
+            compile(_WARM_SOURCE, "<squall-warm>", "exec")
+        sock.sendall(encode(Kind.PARKED))
+        if marks is not None:
+            marks.mark("parked")
+        head = sock.recv(4, socket.MSG_WAITALL)
+        if len(head) != 4:
+            os._exit(0)
+        size = int.from_bytes(head, "big")
+        if size > 4096:
+            os._exit(2)
+        rest = sock.recv(size, socket.MSG_WAITALL)
+        try:
+            frames = FrameDecoder().feed(head + rest)
+        except ProtocolError:
+            os._exit(2)
+        if len(frames) != 1 or frames[0].kind != Kind.START:
+            os._exit(0)
+        if marks is not None:
+            marks.mark("start")
+        itype = frames[0].header.get("init_type")
+        init_type = itype if isinstance(itype, str) and itype in INIT_TYPES else "on-demand"
+        self._set_env(init_type, marks)
+        return init_type
 
     # -- main loop ---------------------------------------------------------------------------------------
     def handle(self, msg: dict[str, Any], fds: list[int]) -> None:
@@ -375,7 +422,7 @@ class FunctionZygote:
                 tmp_fd = fds[2] if msg.get("tmp") and len(fds) > 2 else -1  # (closed with the others, below)
                 pid = self.spawn(
                     int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd,
-                    token=int(msg.get("token", 0)), tmp_fd=tmp_fd,
+                    token=int(msg.get("token", 0)), tmp_fd=tmp_fd, mode="spare" if msg.get("spare") else "serve",
                 )  # fmt: skip
                 reply: dict[str, Any] = {"op": "spawned", "id": msg["id"], "pid": pid}
                 if self.last_marks is not None:
@@ -563,6 +610,14 @@ class FunctionZygote:
                     self.handle({"op": "exit"}, [])
                     os._exit(0)
                 self.handle(*got)
+
+
+#: the init types a node may give a spare instance (Lambda's AWS_LAMBDA_INITIALIZATION_TYPE)
+INIT_TYPES = frozenset({"on-demand", "provisioned-concurrency", "snap-start"})
+
+
+#: compiled by a spare instance before it parks (see FunctionZygote._park)
+_WARM_SOURCE = "def handler(event, context):\n    return {'ok': [1, 2.0, None, 'x']}\n"
 
 
 def _die_with_init_error(fd: int, error_type: str, message: str) -> NoReturn:

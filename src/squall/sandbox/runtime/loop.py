@@ -120,16 +120,21 @@ def serve(
     init_type: str,
     preloaded: Callable[..., Any] | None = None,
     marks: Any = None,
+    park: Callable[[], str] | None = None,
 ) -> NoReturn:
     """Initialise (unless ``preloaded``: snapshot mode) and serve invocations until the node says stop.
 
     ``marks``: the instance's creation stamps (squall.sandbox.node.zygote._Marks), only when the node asked for a
-    per-phase breakdown (a bench): they go out with READY."""
+    per-phase breakdown (a bench): they go out with READY.  ``park``: a spare instance (made ahead of need) waits
+    there, its runtime set up and none of the function's code run, until the node assigns it; returns the init
+    type."""
     conn = _Conn(sock)
     logs.install()
     init.install()  # PID 1 reaps orphans (before any user code can create processes)
     if marks is not None:
         marks.mark("runtime")
+    if park is not None:
+        init_type = park()
     t0 = time.perf_counter()
     # what init and the first invocations import: the node learns it for the next zygote (squall.node.preimport)
     tracker = None if preloaded is not None else ImportTracker(handler_name.rsplit(".", 1)[0].replace("/", ".")
