@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ def test_a_slot_reused_through_a_spare_starts_with_an_empty_tmp(node: NodeRunner
 
 def test_spares_off(tmp_path_factory: pytest.TempPathFactory) -> None:
     gen = make_node(tmp_path_factory, spare_instances=0)
+    assert isinstance(gen, Generator)
     runner = next(gen)
     try:
         f = runner.load({"app.py": APP}, name="nospare", timeout_s=10)
