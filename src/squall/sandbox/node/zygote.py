@@ -24,6 +24,7 @@ import functools
 import gc
 import importlib
 import importlib.machinery
+import importlib.util
 import os
 import select
 import signal
@@ -377,17 +378,21 @@ class FunctionZygote:
 
     def _park(self, sock: socket.socket, marks: _Marks | None) -> str:
         """A spare instance, sandboxed, its runtime set up: warm the import system (the page copies a first import
-        costs after the fork: locating the handler's top-level module, as the zygote did, and compiling a
-        platform-owned snippet; no code of the function runs), say PARKED, then wait for START (exactly that
+        costs after the fork: locating the handler's top-level module as the zygote did, an empty module object
+        for it, compiling and running a platform-owned snippet: none of the function's modules is imported or run; only
+        import hooks its pre-imported dependencies may have installed run, sandboxed, as they did in the zygote),
+        say PARKED, then wait for START (exactly that
         frame: the runtime loop reads what follows with a decoder of its own).  Returns the init type.  Anything
         else, or the node gone: exit."""
         from squall.sandbox.protocol import FrameDecoder, Kind, ProtocolError, encode
 
         with contextlib.suppress(Exception):
-            importlib.machinery.PathFinder.find_spec(
+            found = importlib.machinery.PathFinder.find_spec(
                 self.spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0]
             )
-            compile(_WARM_SOURCE, "<squall-warm>", "exec")
+            exec(compile(_WARM_SOURCE, "<squall-warm>", "exec"), {"__name__": "squall_warm"})
+            if found is not None and type(found.loader) is importlib.machinery.SourceFileLoader:
+                importlib.util.module_from_spec(found)  # (a module object, never executed; thrown away)
         sock.sendall(encode(Kind.PARKED))
         if marks is not None:
             marks.mark("parked")
