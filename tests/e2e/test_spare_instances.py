@@ -173,3 +173,34 @@ def test_a_spare_with_network_nat_has_its_own_wired_namespace(node: NodeRunner) 
     for got in (ga, gb):
         assert "lo" in got["interfaces"] and len(got["interfaces"]) == 2, got  # loopback + its wired veth
     assert ga["netns"] != gb["netns"]
+
+
+def test_a_deploy_drop_stops_the_zygote_despite_its_parked_spare(node: NodeRunner) -> None:
+    """The pool stops a replaced function's zygote once none of its instances is busy: a parked spare is not busy."""
+    from squall.core.model import InvokeRequest
+    from squall.functions.pool import InstancePool, PoolConfig
+
+    async def make() -> Any:
+        return InstancePool(node.node, PoolConfig())
+
+    pool = node.run(make())
+    spec = node.load({"app.py": APP}, name="dropped", timeout_s=10).spec
+    node.unload(node.node.functions[spec.key])  # (the pool loads its own)
+
+    async def once() -> Any:
+        inst = await pool.acquire(spec)
+        try:
+            assert (await inst.invoke(InvokeRequest(b"{}", request_id="r"))).ok
+        finally:
+            await pool.release(inst)
+
+    try:
+        node.run(once())
+        (fn,) = pool.loaded.values()
+        spare = parked(node, fn)
+        pid = spare.host_pid()
+        node.run(pool.drop("dropped"))
+        assert fn.unloaded, "the replaced function's zygote was kept for its parked spare"
+        assert pid and not os.path.exists(f"/proc/{pid}")
+    finally:
+        node.run(pool.close())

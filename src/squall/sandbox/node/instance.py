@@ -185,6 +185,8 @@ class Instance:
         self.invocations = 0
         #: started ahead of an expected invocation by the adaptive keep-alive: its first invocation is not cold
         self.prewarmed = False
+        #: made ahead of need and parked (SQUALL_SPARE_INSTANCES) until a start takes it: not in use
+        self.spare = False
         self._peak_fd = -1
         #: peak of the instance's cgroup (memory charged to it): what the platform trusts (the pool's estimates)
         self.last_max_memory_mb = 0

@@ -935,6 +935,7 @@ class Node:
         while fn.spares:
             inst = fn.spares.pop(0)
             if inst.alive and not inst.conn.lost:
+                inst.spare = False
                 return inst
         return None
 
@@ -954,6 +955,7 @@ class Node:
             except (SandboxUnavailable, OSError) as e:
                 log.debug("function %s: no spare instance: %s", fn.spec.name, e)
                 return
+            inst.spare = True
             fn.spares.append(inst)
 
     async def drop_spares(self, fn: LoadedFunction) -> None:
