@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.sandbox_helpers import NodeRunner, body, make_node
+from tests.sandbox_helpers import NodeRunner, body, eventually, make_node
 
 APP = r"""
 import os, socket, time
@@ -204,3 +204,19 @@ def test_a_deploy_drop_stops_the_zygote_despite_its_parked_spare(node: NodeRunne
         assert pid and not os.path.exists(f"/proc/{pid}")
     finally:
         node.run(pool.close())
+
+
+def test_a_spare_that_died_while_parked_is_never_taken(node: NodeRunner, fn: Any) -> None:
+    """(A spare killed in the instant it is taken fails that start like an instance dying in its init: only the
+    function's own zygote could do that, and only to itself.)"""
+    for _ in range(3):
+        spare = parked(node, fn)
+        assert spare.cgroup is not None
+        spare.cgroup.kill()  # (the zygote could do as much: it is the function's code)
+        eventually(lambda: spare not in fn.spares, what="the dead spare dropped")  # noqa: B023
+        inst = node.start(fn)
+        try:
+            assert inst is not spare
+            assert inside(node, inst)["seccomp"] == "2"
+        finally:
+            node.stop(inst)

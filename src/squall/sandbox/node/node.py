@@ -906,10 +906,14 @@ class Node:
             inst = self._take_spare(fn)
             if inst is not None:
                 inst.init_type = itype
-                inst.conn.send(encode(Kind.START, {"init_type": itype}))
+                try:
+                    inst.conn.send(encode(Kind.START, {"init_type": itype}))
+                except InstanceDied:  # gone since it parked: fork one on demand instead
+                    inst.ensure_gone()
+                    inst = None
                 if marks is not None:
                     marks.append(["spare", *_now()])
-            else:
+            if inst is None:
                 inst = await self._spawn(fn, itype, marks)
             try:
                 await inst.wait_ready(self.config.init_timeout_s)
