@@ -10,7 +10,8 @@ Prints JSON lines:
   (``cold_start_no_spare_ms``: every spare taken, or SQUALL_SPARE_INSTANCES=0: fork + full sandbox on the request's
   path)
   --phases: also ``cold_start_phases``: where one cold start goes, node, zygote and instance side (medians of wall
-  and CPU ms per phase; Node.spawn_phases stamps, CLOCK_MONOTONIC shared by the three processes); the stamps cost
+  and CPU ms per phase, and the instance's minor page faults per phase: after the fork, mostly copy-on-write copies of
+  the zygote's pages; Node.spawn_phases stamps, CLOCK_MONOTONIC shared by the three processes); the stamps cost
   a few µs, so the cold start figures of such a run carry ``"phases": true``.
 
     python bench/sandbox_start.py [--quick] [--phases]
@@ -76,10 +77,10 @@ SIDE = (
 
 def _phases(sp: dict[str, object]) -> dict[str, tuple[float, float | None]]:
     """{label: (wall ms, CPU ms or None)} of one instance's stamps (Instance.spawn_phases)."""
-    at: dict[tuple[str, str], tuple[int, int]] = {}
+    at: dict[tuple[str, str], tuple[int, int, int]] = {}
     for proc in ("node", "zygote", "instance"):
-        for name, mono, cpu in sp.get(proc) or []:  # type: ignore[attr-defined]
-            at[(proc, str(name))] = (int(mono), int(cpu))
+        for name, mono, cpu, *faults in sp.get(proc) or []:  # type: ignore[attr-defined]
+            at[(proc, str(name))] = (int(mono), int(cpu), int(faults[0]) if faults else -1)
     out: dict[str, tuple[float, float | None]] = {}
     for label, a, b in PATH + SIDE + PATH_SPARE:
         if a in at and b in at:
@@ -87,6 +88,8 @@ def _phases(sp: dict[str, object]) -> dict[str, tuple[float, float | None]]:
             if a == ("zygote", "born_in") and b == ("instance", "instance"):
                 cpu = at[b][1] / 1e6  # the child's CPU time starts at 0
             out[label] = ((at[b][0] - at[a][0]) / 1e6, cpu)
+            if a[0] == b[0] == "instance" and at[b][2] >= 0:
+                out[f"{label} [faults]"] = (float(at[b][2] - at[a][2]), None)
     if ("node", "start") in at and ("node", "ready") in at:
         out["total (node: start_instance until READY)"] = ((at[("node", "ready")][0] - at[("node", "start")][0]) / 1e6,
                                                           None)  # fmt: skip
@@ -174,6 +177,7 @@ async def main() -> None:
                 continue
             table = PATH_SPARE if mode == "spare" else PATH + SIDE
             labels = [label for label, _, _ in table] + [k for k in rows[0] if k.startswith(("total", "CPU"))]
+            labels += [f"{label} [faults]" for label, _, _ in table if f"{label} [faults]" in rows[0]]
             med = {}
             for label in labels:
                 walls = [b[label][0] for b in rows if label in b]
