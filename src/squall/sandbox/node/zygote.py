@@ -200,11 +200,11 @@ class FunctionZygote:
         self.netns_factory: isolation.NetnsFactory | None = None
         #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
         self.netns_owed = 0
-        #: the zygote's side of the last spawn (sandbox "phases": the bench's per-phase breakdown only)
-        self.last_marks: list[list[Any]] | None = None
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
+        #: the zygote's side of the last spawn (sandbox "phases": the bench's per-phase breakdown only)
+        self.last_marks: list[list[Any]] | None = None
         if sandbox.get("seccomp") and self.seccomp is None:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
