@@ -378,12 +378,11 @@ class FunctionZygote:
 
     def _park(self, sock: socket.socket, marks: _Marks | None) -> str:
         """A spare instance, sandboxed, its runtime set up: warm the import system (the page copies a first import
-        costs after the fork: locating the handler's top-level module as the zygote did, an empty module object
-        for it, compiling and running a platform-owned snippet: none of the function's modules is imported or run; only
-        import hooks its pre-imported dependencies may have installed run, sandboxed, as they did in the zygote),
-        say PARKED, then wait for START (exactly that
-        frame: the runtime loop reads what follows with a decoder of its own).  Returns the init type.  Anything
-        else, or the node gone: exit."""
+        costs after the fork: locating the handler's top-level module as the zygote did, an empty module object for
+        it, compiling and running a platform-owned snippet; none of the function's modules is imported or run, only
+        import hooks its pre-imported dependencies may have installed, sandboxed, as they ran in the zygote), say
+        PARKED, then wait for START (exactly that frame: the runtime loop reads what follows with a decoder of its
+        own).  Returns the init type.  Anything else, or the node gone: exit."""
         from squall.sandbox.protocol import FrameDecoder, Kind, ProtocolError, encode
 
         with contextlib.suppress(Exception):
