@@ -409,7 +409,8 @@ async def _drain(n: Any) -> None:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    yield from make_node(tmp_path_factory, netns_pool_size=2, network_check_s=0.2)
+    # no spare instances: these tests count the pool's namespaces (a parked spare holds one of them)
+    yield from make_node(tmp_path_factory, netns_pool_size=2, network_check_s=0.2, spare_instances=0)
 
 
 def test_a_lying_zygote_gets_only_the_namespaces_the_node_asked_for(node: Any) -> None:

@@ -40,6 +40,7 @@ from squall.sandbox.node.link import ZygoteLink
 from squall.sandbox.node.network import NetworkUnavailable, NodeNetwork
 from squall.sandbox.node.preimport import PreimportBook, candidates, clean_names
 from squall.sandbox.node.preimport import preload as preload_names
+from squall.sandbox.protocol import Kind, encode
 
 __all__ = ["Capabilities", "LoadedFunction", "Node"]
 
@@ -132,6 +133,11 @@ class LoadedFunction:
     stopped: bool = False
     #: per-slot /tmp filesystems (on disk, not charged to memory); None: instances use a tmpfs
     tmp: EphemeralStorage | None = None
+    #: instances made ahead of need, parked in their sandbox before any of the function's code (also in instances)
+    spares: list[Instance] = field(default_factory=list)
+    spare_task: asyncio.Task[None] | None = None
+    #: start_instance calls in flight (spares are made only when none is)
+    starting: int = 0
 
     @property
     def preloaded(self) -> list[str]:
@@ -149,6 +155,9 @@ class LoadedFunction:
     def take_slot(self) -> int:
         return self.free_slots.pop() if self.free_slots else next(self.next_slot)
 
+
+#: a function's spare instances are topped up this long after its last instance start (seconds)
+SPARE_DELAY_S = 0.05
 
 #: largest control message a function zygote may send (its load report carries warnings and an init error document)
 ZYGOTE_MAX_MESSAGE = 256 * 1024
@@ -268,6 +277,11 @@ class Node:
         self._net_watch: asyncio.Task[None] | None = None
         #: /tmp of instances on disk (ephemeral.py) where loop devices can be used
         self._ephemeral = self.caps.root and ephemeral.available()
+        #: spare instances per warm function zygote (SQUALL_SPARE_INSTANCES; a bench alternates it)
+        self.spare_instances = self.config.spare_instances
+        #: a per-phase breakdown of every instance creation (Instance.spawn_phases): for bench/sandbox_start.py
+        #: --phases only (set before loading functions), never in production
+        self.spawn_phases = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -511,6 +525,8 @@ class Node:
             "netns_pool_size": c.netns_pool_size,
             "data_dir": str(c.data_dir),
         }
+        if self.spawn_phases:
+            sandbox["phases"] = True
         return sandbox, fc
 
     def _cpu_shares(self, memory_mb: int) -> int:
@@ -575,6 +591,7 @@ class Node:
             log.warning("function %s: %s", spec.name, w)
         self.functions[spec.key] = fn
         self._maybe_probe(fn)
+        self._want_spares(fn)
         return fn
 
     def _preload_for(self, spec: FunctionSpec) -> tuple[list[str], tuple[str, ...] | None]:
@@ -654,6 +671,8 @@ class Node:
             fn.probed_for = cands
             done = clean_names(reply.get("preloaded"))
             fn.report["preloaded"] = clean_names([*fn.report.get("preloaded", []), *done])
+            if done:  # the spares were forked before these: later ones have them
+                await self.drop_spares(fn)
             fn.report["probe"] = list(state.deps)
             for w in _strs(reply.get("warnings"))[:20]:
                 log.warning("function %s: %s", spec.name, w)
@@ -979,13 +998,102 @@ class Node:
 
     # -- instances ----------------------------------------------------------------------------------------
     async def start_instance(self, fn: LoadedFunction, init_type: str | None = None) -> Instance:
-        """Fork a sandboxed instance and wait for its init.  Raises InitFailed with Lambda's error document."""
+        """Fork a sandboxed instance (or take a spare one: made ahead, parked before any of the function's code)
+        and wait for its init.  Raises InitFailed with Lambda's error document."""
         if fn.unloading is not None or fn.link.closed.is_set():
             raise SandboxUnavailable(
                 f"the function zygote of {fn.spec.name} is gone; the next invocation starts a new one"
             )
+        marks = [["start", *_now()]] if self.spawn_phases else None
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
+        fn.starting += 1
+        try:
+            inst = self._take_spare(fn)
+            if inst is not None:
+                inst.init_type = itype
+                try:
+                    inst.conn.send(encode(Kind.START, {"init_type": itype}))
+                except InstanceDied:  # gone since it parked: fork one on demand instead
+                    inst.ensure_gone()
+                    inst = None
+                if marks is not None:
+                    marks.append(["spare", *_now()])
+            if inst is None:
+                inst = await self._spawn(fn, itype, marks)
+            try:
+                await inst.wait_ready(self.config.init_timeout_s)
+            except BaseException:
+                inst.ensure_gone()
+                raise
+        finally:
+            fn.starting -= 1
+            self._want_spares(fn)
+        if marks is not None:
+            marks.append(["ready", *_now()])
+            # what the zygote and the instance say about themselves: display only (a bench's breakdown)
+            inst.spawn_phases = {"node": marks, "zygote": inst.zygote_marks, "instance": inst.ready_marks}
+        return inst
+
+    def _spares_wanted(self, fn: LoadedFunction) -> int:
+        """Spare instances ``fn`` should have: none for a custom runtime (its bootstrap speaks the Runtime API)."""
+        if fn.unloading is not None or fn.unloaded or fn.spec.runtime.startswith("provided"):
+            return 0
+        return self.spare_instances
+
+    def _take_spare(self, fn: LoadedFunction) -> Instance | None:
+        while fn.spares:
+            inst = fn.spares.pop(0)
+            if inst.alive and not inst.conn.lost:
+                inst.spare = False
+                return inst
+        return None
+
+    def _want_spares(self, fn: LoadedFunction) -> None:
+        """Top up ``fn``'s spare instances in the background, SPARE_DELAY_S after the last start of it (a burst's
+        starts, and the first invocation of the instance just started, never compete with making one)."""
+        if fn.starting or len(fn.spares) >= self._spares_wanted(fn):
+            return
+        if fn.spare_task is None or fn.spare_task.done():
+            fn.spare_task = asyncio.get_running_loop().create_task(self._fill_spares(fn))
+
+    async def _fill_spares(self, fn: LoadedFunction) -> None:
+        await asyncio.sleep(SPARE_DELAY_S)
+        while not fn.starting and len(fn.spares) < self._spares_wanted(fn) and not fn.link.closed.is_set():
+            try:
+                inst = await self._spawn(fn, "on-demand", None, spare=True)
+            except (SandboxUnavailable, OSError) as e:
+                log.debug("function %s: no spare instance: %s", fn.spec.name, e)
+                return
+            inst.spare = True
+            fn.spares.append(inst)
+
+    async def drop_spares(self, fn: LoadedFunction) -> None:
+        """Stop ``fn``'s spare instances (e.g. forked before the zygote pre-imported more), then make new ones."""
+        task = fn.spare_task
+        if task is not None and not task.done():  # one being made (never cancelled mid-spawn): stopped too
+            await asyncio.wait({task}, timeout=self.config.zygote_timeout_s + self.config.init_timeout_s)
+        spares, fn.spares = fn.spares, []
+        await asyncio.gather(*(inst.ensure_gone() for inst in spares), return_exceptions=True)
+        self._want_spares(fn)
+
+    async def spares_parked(self, fn: LoadedFunction, timeout_s: float = 10.0) -> int:
+        """Wait (bounded) until ``fn`` has its spare instances, each parked; returns how many (benchmarks, tests)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            want = self._spares_wanted(fn)
+            if len(fn.spares) >= want and all(i.parked.is_set() for i in fn.spares):
+                return len(fn.spares)
+            self._want_spares(fn)
+            await asyncio.sleep(0.002)
+        return sum(1 for i in fn.spares if i.parked.is_set())
+
+    async def _spawn(
+        self, fn: LoadedFunction, itype: str, marks: list[list[Any]] | None, spare: bool = False
+    ) -> Instance:
+        """Fork an instance into a free slot (a spare one parks, sandboxed, until START); returns it before its init."""
         netns_fd = await self._take_netns(fn) if fn.network == "nat" else -1
+        if marks is not None:
+            marks.append(["netns", *_now()])
         slot = fn.take_slot()
         inst_cg: OwnedCgroup | None = None
         if fn.cg is not None:
@@ -999,7 +1107,11 @@ class Node:
             except OSError as e:
                 fn.free_slots.append(slot)
                 raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
+        if marks is not None:
+            marks.append(["cgroups", *_now()])
         tmp_fd = await self._tmp_mount(fn, slot)
+        if marks is not None:
+            marks.append(["tmp", *_now()])
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         timeout_s = self.config.zygote_timeout_s
@@ -1007,6 +1119,10 @@ class Node:
         fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else []) + ([tmp_fd] if tmp_fd >= 0 else [])
         spawn = {"op": "spawn", "slot": slot, "token": token, "init_type": itype, "netns": netns_fd >= 0}
         spawn["tmp"] = tmp_fd >= 0
+        if spare:
+            spawn["spare"] = True
+        if marks is not None:
+            marks.append(["request", *_now()])
         try:
             reply = await fn.link.request(spawn, fds, timeout_s=timeout_s)
         except (TimeoutError, ConnectionError) as e:
@@ -1044,6 +1160,8 @@ class Node:
                 else:
                     os.close(netns_fd)
             raise SandboxUnavailable(f"could not start an instance of {fn.spec.name}: {reply['error']}")
+        if marks is not None:
+            marks.append(["spawned", *_now()])
         try:
             pid = int(reply.get("pid", 0))
         except (TypeError, ValueError):
@@ -1065,14 +1183,12 @@ class Node:
             on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
             on_imports=(lambda names: self._learn(fn, names)) if fn.spec.code_sha256 else None,
         )  # fmt: skip
-        fn.instances[slot] = inst
+        fn.instances[slot] = inst  # (a spare too: it holds its slot, and unload stops it with the rest)
         # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
         exited.add_done_callback(lambda f: None if f.cancelled() else inst.ensure_gone())
-        try:
-            await inst.wait_ready(self.config.init_timeout_s)
-        except BaseException:
-            inst.ensure_gone()
-            raise
+        if marks is not None:
+            marks.append(["instance", *_now()])
+            inst.zygote_marks = reply.get("marks")
         return inst
 
     async def _tmp_mount(self, fn: LoadedFunction, slot: int) -> int:
@@ -1099,6 +1215,8 @@ class Node:
 
     def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
         inst.alive = False  # (its exits entry stays until the zygote's report: the status may still come)
+        if inst in fn.spares:
+            fn.spares.remove(inst)
         if fn.instances.get(inst.slot) is inst:
             del fn.instances[inst.slot]
             if empty and fn.unloading is None:
@@ -1131,6 +1249,11 @@ class Node:
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):
             await inst.stop()
+
+
+def _now() -> tuple[int, int]:
+    """(CLOCK_MONOTONIC, this thread's CPU time) in ns: a stamp of a per-phase breakdown (Node.spawn_phases)."""
+    return time.monotonic_ns(), time.thread_time_ns()
 
 
 async def _wait_pidfd(pidfd: int, timeout_s: float) -> None:
