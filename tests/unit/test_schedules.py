@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from squall.core.clock import FakeClock
@@ -291,7 +291,17 @@ def test_cron_ticks_before_creation_are_ignored() -> None:
 SCHEDULES = ["rate(1 minute)", "rate(7 minutes)", "rate(2 hours)", "cron(0/10 * * * ? *)", "*/3 * * * *"]
 
 
+def test_next_cron_fire_just_before_a_tick_is_that_tick() -> None:
+    """A rule created 0.2 µs before 12:00:00 fires at 12:00:00 (croniter rounded the start up and skipped it)."""
+    s = parse_schedule("cron(0/10 * * * ? *)")
+    tick = 1767312000.0  # 2026-01-02 00:00:00 UTC
+    assert next_fire(s, tick - 2e-7) == tick
+    assert next_fire(s, tick) == tick + 600
+    assert due_fires(s, None, tick - 2e-7, tick + 1, True) == [tick]
+
+
 @settings(max_examples=150, deadline=None)
+@example(expr="cron(0/10 * * * ? *)", created=1767311999.9999998, steps=[1.0], catch_up=True)
 @given(
     expr=st.sampled_from(SCHEDULES),
     created=st.floats(min_value=JAN1, max_value=JAN1 + 86400, allow_nan=False),

@@ -258,8 +258,12 @@ def next_fire(schedule: Schedule, after: float, *, anchor: float = 0.0) -> float
         k = max(1, _rate_k_at_or_before(anchor, schedule.period, after) + 1)
         return _rate_tick(anchor, schedule.period, k)
     assert schedule.cron is not None
+    # Cron ticks fall on whole seconds: "strictly after" is "strictly after floor(after)" — and croniter must not
+    # see the fraction (it rounds 11:59:59.9999998 to 12:00:00 and would skip the 12:00 tick)
     try:
-        return float(croniter(schedule.cron, after, max_years_between_matches=_SEARCH_YEARS).get_next(float))
+        return float(
+            croniter(schedule.cron, math.floor(after), max_years_between_matches=_SEARCH_YEARS).get_next(float)
+        )
     except CroniterError:
         return math.inf
 
