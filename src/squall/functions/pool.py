@@ -166,18 +166,10 @@ class InstancePool:
     def _estimate(self, spec: FunctionSpec) -> int:
         return min(spec.memory_mb, max(self.config.memory_estimate_min_mb, self._estimate_mb.get(spec.name, 0)))
 
-    def _set(
-        self,
-        inst_id: str,
-        state: scheduler.InstanceState | None = None,
-        last_used: float | None = None,
-        provisioned: bool | None = None,
-    ) -> None:
+    def _set(self, inst_id: str, **changes: object) -> None:
         view = self.state.get(inst_id)
         if view is not None:
-            self.state = self.state.upsert(
-                scheduler.evolve(view, state=state, last_used=last_used, provisioned=provisioned)
-            )
+            self.state = self.state.upsert(scheduler.evolve(view, **changes))
 
     async def _notify(self) -> None:
         self.waiters.wake_all()

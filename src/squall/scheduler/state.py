@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from squall.core.errors import InvalidParameterValue
 
@@ -46,11 +46,15 @@ UNRESERVED_MIN_DEFAULT = 100
 #: share of the node's RAM that instances may use (see :mod:`squall.scheduler.host`)
 MEMORY_BUDGET_FRACTION_DEFAULT = 0.8
 
+_T = TypeVar("_T")
+
 InstanceState = Literal["starting", "idle", "busy", "stopping"]
 #: (function name, version)
 PoolKey = tuple[str, str]
 
 _RUNNING: frozenset[str] = frozenset({"starting", "busy"})
+#: where a state keeps its count of running instances of unreserved functions (not a field: not compared, not shown)
+_UNRESERVED_RUNNING = "_unreserved_running"
 _ID = operator.attrgetter("id")
 
 
@@ -85,13 +89,6 @@ class SchedulerState:
     unreserved_min: int = UNRESERVED_MIN_DEFAULT
     #: memory all instances together may hold, MB (default: 80% of RAM, see ``host.node_memory_budget_mb``)
     memory_budget_mb: int = 0
-    #: the count of running instances of unreserved functions, once asked (``unreserved_in_use``) and carried over by
-    #: ``upsert``; not compared, not shown, not copied by ``dataclasses.replace``
-    _unreserved_running: int | None = field(default=None, init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        # (a compiled dataclass's __init__ leaves init=False fields unset: mypyc)
-        object.__setattr__(self, "_unreserved_running", None)
 
     def _index(self, instance_id: str) -> int:
         """Position of the instance with this id, -1 if none (the ids are compared at C speed)."""
@@ -111,25 +108,23 @@ class SchedulerState:
         insts = self.instances
         n = self._index(instance.id)
         old = None if n < 0 else insts[n]
-        new = self._with_instances((*insts, instance) if n < 0 else insts[:n] + insts[n + 1 :] + (instance,))
-        count = self._unreserved_running
+        new = evolve(self, instances=(*insts, instance) if n < 0 else insts[:n] + insts[n + 1 :] + (instance,))
+        count = self.__dict__.get(_UNRESERVED_RUNNING)
         if count is not None:
             reserved = self.reserved
             if old is not None and old.state in _RUNNING and old.function not in reserved:
                 count -= 1
             if instance.state in _RUNNING and instance.function not in reserved:
                 count += 1
-            object.__setattr__(new, "_unreserved_running", count)
+            new.__dict__[_UNRESERVED_RUNNING] = count
         return new
 
     def without(self, instance_ids: Iterable[str]) -> SchedulerState:
         """A copy without the given instances."""
         gone = set(instance_ids)
-        return self._with_instances(tuple(i for i in self.instances if i.id not in gone))  # counted again when asked
-
-    def _with_instances(self, instances: tuple[InstanceView, ...]) -> SchedulerState:
-        """A copy with other instances and the same limits (the count of running unreserved ones is not carried)."""
-        return SchedulerState(instances, self.reserved, self.account_limit, self.unreserved_min, self.memory_budget_mb)
+        new = evolve(self, instances=tuple(i for i in self.instances if i.id not in gone))
+        new.__dict__.pop(_UNRESERVED_RUNNING, None)  # counted again when asked
+        return new
 
     def with_reserved(self, function: str, reserved: int | None) -> SchedulerState:
         """A copy with the function's reservation set (``None`` deletes it).  Does not validate."""
@@ -139,26 +134,14 @@ class SchedulerState:
         return replace(self, reserved=table)
 
 
-def evolve(
-    view: InstanceView,
-    *,
-    state: InstanceState | None = None,
-    last_used: float | None = None,
-    provisioned: bool | None = None,
-) -> InstanceView:
-    """``dataclasses.replace`` of the fields that change over an instance's life, without its generic pass over the
-    fields (it is on the hot path: an instance view changes state twice per request).  A plain constructor call: no
-    ``__dict__`` copy, so it is the same code whether this module runs interpreted or compiled (mypyc)."""
-    return InstanceView(
-        view.id,
-        view.function,
-        view.version,
-        view.state if state is None else state,
-        view.memory_mb,
-        view.last_used if last_used is None else last_used,
-        view.provisioned if provisioned is None else provisioned,
-        view.started_at,
-    )
+def evolve(value: _T, **changes: object) -> _T:
+    """``dataclasses.replace`` for the frozen, slot-less, validation-free values of this module, at a fraction of its
+    cost (it is on the hot path: an instance view changes state twice per request)."""
+    new = object.__new__(type(value))
+    d = new.__dict__
+    d.update(value.__dict__)
+    d.update(changes)
+    return new
 
 
 def pools(state: SchedulerState) -> dict[PoolKey, list[InstanceView]]:
@@ -182,11 +165,11 @@ def unreserved_pool(state: SchedulerState) -> int:
 def unreserved_in_use(state: SchedulerState) -> int:
     """Concurrent executions of functions without a reservation (counted once per state, then carried over by
     ``upsert``: this is asked on every request)."""
-    count = state._unreserved_running
+    count = state.__dict__.get(_UNRESERVED_RUNNING)
     if count is None:
         reserved = state.reserved
         count = sum(1 for i in state.instances if i.function not in reserved and i.state in _RUNNING)
-        object.__setattr__(state, "_unreserved_running", count)  # a cache: the value itself stays the same
+        state.__dict__[_UNRESERVED_RUNNING] = count
     return count
 
 

@@ -16,6 +16,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,11 @@ class InstanceDied(Exception):
     pass
 
 
+@dataclass
 class InitFailed(Exception):
-    """The function's init failed: Lambda's error document, the init's log tail and how long it ran."""
-
-    def __init__(self, document: dict[str, Any], logs: str, init_ms: float) -> None:
-        super().__init__(document, logs, init_ms)  # (a plain class, not a dataclass: mypyc compiles this module)
-        self.document, self.logs, self.init_ms = document, logs, init_ms
+    document: dict[str, Any]
+    logs: str
+    init_ms: float
 
 
 def exit_reason(status: int | None, oom: bool, pids_limit: int | None = None) -> tuple[str, str]:
