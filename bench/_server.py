@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -71,13 +72,14 @@ class Server:
         )  # fmt: skip
 
     def stop(self) -> None:
-        print(f"# server log: {self.log}", file=sys.stderr)
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)  # first: a closed stderr (``| head``) must not leave the server up
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        with contextlib.suppress(OSError):
+            print(f"# server log: {self.log}", file=sys.stderr)
 
 
 def zip_of(files: dict[str, str]) -> bytes:

@@ -16,9 +16,10 @@ Prints JSON lines (medians over the rounds):
                                    start_ms = instance fork + sandbox + handler import, invoke_ms = first result)
   warm_zygote_<scenario>_ms        fork an instance from that (already loaded) zygote + first invocation result
   baseline: fresh ``python3 -c 'import PIL.Image'`` with the same vendored tree (with its .pyc and without),
-  and a bare ``python3 -c pass``, measured in the same run.
+  a bare ``python3 -c pass`` and ``python3 -S -c pass`` (no site: this host's site runs a .pth that imports certifi),
+  measured in the same run.
 
-    python bench/coldest_start.py [--quick] [--no-pyc] [--rounds N]
+    python bench/coldest_start.py [--quick] [--no-pyc] [--rounds N] [--only hello,thumb_learned]
 """
 
 from __future__ import annotations
@@ -136,8 +137,13 @@ def baselines(code_pyc: Path, code_src: Path, n: int) -> dict[str, float]:
     env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     return {
         "fresh_python3_ms": round(_fresh([py, "-c", "pass"], env, n), 2),
+        # without site: this host's interpreter imports certifi from a .pth in its site-packages (~80 ms, not ours)
+        "fresh_python3_no_site_ms": round(_fresh([py, "-S", "-c", "pass"], env, n), 2),
         "fresh_python3_import_PIL_Image_ms": round(
             _fresh([py, "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_pyc)}, n), 2
+        ),
+        "fresh_python3_no_site_import_PIL_Image_ms": round(
+            _fresh([py, "-S", "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_pyc)}, n), 2
         ),
         "fresh_python3_import_PIL_Image_no_pyc_ms": round(
             _fresh([py, "-c", "import PIL.Image"], {**env, "PYTHONPATH": str(code_src)}, n), 2
@@ -177,6 +183,7 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
         await node.preimports_settled(fn)
     t4 = time.perf_counter()  # the zygote is warm now: a second instance
     inst = await node.start_instance(fn)
+    t4b = time.perf_counter()
     out = await inst.invoke(InvokeRequest(b"{}", request_id="warm-zygote"))
     t5 = time.perf_counter()
     await node.stop_instance(inst)
@@ -188,6 +195,8 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
         "start_ms": (t2 - t1) * 1000,
         "invoke_ms": (t3 - t2) * 1000,
         "warm_zygote_ms": (t5 - t4) * 1000,
+        "warm_start_ms": (t4b - t4) * 1000,
+        "warm_invoke_ms": (t5 - t4b) * 1000,
         "node_ms": rep.get("node_ms", {}),
         "zygote": rep.get("phases", {}),
         "preloaded": len(rep.get("preloaded", [])),
@@ -213,18 +222,21 @@ async def main() -> None:
     code = code_pyc if pyc else code_src
     node = Node(NodeConfig(data_dir=data, cgroup_name=f"squall-coldest-{os.getpid()}"))
     await node.start()
-    results: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
+    scenarios = SCENARIOS
+    if "--only" in sys.argv:  # e.g. many rounds of one scenario for an A/B
+        scenarios = tuple(s for s in sys.argv[sys.argv.index("--only") + 1].split(",") if s in SCENARIOS)
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in scenarios}
     base_rows = []
     try:
         for _ in range(rounds):
             base_rows.append(baselines(code_pyc, code_src, 1))
-            for s in SCENARIOS:
+            for s in scenarios:
                 results[s].append(await one(node, code, s))
     finally:
         await node.close()
         shutil.rmtree(tmp, ignore_errors=True)
     base = _median_dict(base_rows)
-    for s in SCENARIOS:
+    for s in scenarios:
         rows = results[s]
         pick = {k: round(median([r[k] for r in rows]), 2) for k in ("start_ms", "invoke_ms")}
         phases = {
@@ -234,7 +246,8 @@ async def main() -> None:
         common = {"rounds": rounds, "pyc": pyc, "preloaded": rows[-1]["preloaded"], "baseline": base}
         emit(f"coldest_{s}_zygote_ms", median([r["zygote_ms"] for r in rows]), "ms", phases=phases, **common)
         emit(f"coldest_{s}_ms", median([r["total_ms"] for r in rows]), "ms", **pick, **common)
-        emit(f"warm_zygote_{s}_ms", median([r["warm_zygote_ms"] for r in rows]), "ms", **common)
+        warm = {k: round(median([r[f"warm_{k}"] for r in rows]), 2) for k in ("start_ms", "invoke_ms")}
+        emit(f"warm_zygote_{s}_ms", median([r["warm_zygote_ms"] for r in rows]), "ms", **warm, **common)
     print(json.dumps({"raw": results}) if "--raw" in sys.argv else "", end="")
 
 

@@ -28,15 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, quick
 from _cpu import proc_cpu_ms
 from _http import Conn, Signer
+from _load import CODE, deploy_hello, request
 from _server import KEY_ID, SECRET, free_port, wait_http, zip_of
-
-CODE = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
-HELLO = "def hello(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n"
-YAML = (
-    "functions:\n  hello:\n    handler: app.hello\n    code: ./code\n    requirements: false\n"
-    "    events: [{http: {method: GET, path: /hello}}]\n"
-)
-INVOKE = "/2015-03-31/functions/bench/invocations"
 
 
 def calls(pid: int, path: Path) -> int:
@@ -65,14 +58,8 @@ def by_function(count_file: Path) -> dict[str, int]:
 async def run(port: int, n: int, signed: bool) -> None:
     conn = Conn("127.0.0.1", port)
     signer = Signer(KEY_ID, SECRET)
-    body = b'{"n": 1}'
     for _ in range(n):
-        if signed:
-            status, _ = await conn.request(
-                "POST", INVOKE, body, signer.headers("POST", f"127.0.0.1:{port}", INVOKE, body)
-            )
-        else:
-            status, _ = await conn.request("GET", "/hello", b"", {"host": f"127.0.0.1:{port}"})
+        status = await request(conn, signer, port, "invoke" if signed else "http")
         assert status == 200, status
     conn.close()
 
@@ -92,14 +79,7 @@ def main() -> None:
         )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/_squall/health", 120)
-        project = work / "project"
-        (project / "code").mkdir(parents=True)
-        (project / "code" / "app.py").write_text(HELLO)
-        (project / "squall.yaml").write_text(YAML)
-        client_env = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": KEY_ID,
-                      "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-        subprocess.run([sys.executable, "-m", "squall.cli.main", "deploy", "."], cwd=project, env=client_env,
-                       check=True, capture_output=True)  # fmt: skip
+        deploy_hello(f"http://127.0.0.1:{port}", work / "project")
         import boto3
 
         boto3.client(

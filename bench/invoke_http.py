@@ -28,10 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, median, pct, quick
 from _cpu import proc_cpu_ms
 from _http import Conn, Signer
+from _load import CODE, INVOKE, drive
 from _server import KEY_ID, SECRET, Server, deploy, free_port, wait_http
-
-CODE = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
-PATH = "/2015-03-31/functions/bench/invocations"
 
 
 async def sequential(port: int, n: int) -> list[float]:
@@ -40,9 +38,9 @@ async def sequential(port: int, n: int) -> list[float]:
     body = b'{"n": 1}'
     out = []
     for _ in range(n):
-        h = signer.headers("POST", f"127.0.0.1:{port}", PATH, body)
+        h = signer.headers("POST", f"127.0.0.1:{port}", INVOKE, body)
         t0 = time.perf_counter()
-        status, _ = await conn.request("POST", PATH, body, h)
+        status, _ = await conn.request("POST", INVOKE, body, h)
         out.append((time.perf_counter() - t0) * 1000)
         assert status == 200, status
     conn.close()
@@ -57,23 +55,8 @@ def cpu_per_call(pid: int, run: Callable[[], Any], calls: Callable[[Any, float],
 
 
 async def throughput(port: int, concurrency: int, seconds: float) -> float:
-    signer = Signer(KEY_ID, SECRET)
-    body = b'{"n": 1}'
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        conn = Conn("127.0.0.1", port)
-        while time.perf_counter() < deadline:
-            h = signer.headers("POST", f"127.0.0.1:{port}", PATH, body)
-            status, _ = await conn.request("POST", PATH, body, h)
-            assert status == 200, status
-            done += 1
-        conn.close()
-
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    done = await drive(port, "invoke", concurrency, seconds)
     return done / (time.perf_counter() - t0)
 
 

@@ -13,7 +13,11 @@ function's memory.
 Prints JSON lines (``keep_alive.cold_start_rate`` and ``keep_alive.idle_memory_gb_s`` per trace shape and policy,
 the fixed keep-alives as the baseline), then a table on stderr.
 
-    PYTHONPATH=src python bench/keep_alive.py [--quick] [--seed N]
+``hybrid`` is the server's default (the paper's histogram with the keep-alive window chosen by cost:
+``SQUALL_KEEP_ALIVE_COLD_COST_S``), ``hybrid_percentile`` the previous default (the paper's percentiles with the cap),
+``hybrid_paper`` the policy as published; ``--cold-cost 150,300,600`` adds the cost rule at other prices.
+
+    PYTHONPATH=src python bench/keep_alive.py [--quick] [--seed N] [--cold-cost S,S,...]
 """
 
 from __future__ import annotations
@@ -164,9 +168,15 @@ def main() -> None:
         "fixed_300": (None, 300.0),
         "fixed_600": (None, 600.0),
         "hybrid": (hybrid, 300.0),
+        # the paper's percentile windows with the cap: the default before the cost rule
+        "hybrid_percentile": (replace(hybrid, cold_start_cost_s=0.0), 300.0),
         # the paper's policy as published: a window with no pre-warm is not capped at the fixed keep-alive
-        "hybrid_paper": (replace(hybrid, cap_without_prewarm=False), 300.0),
+        "hybrid_paper": (replace(hybrid, cold_start_cost_s=0.0, cap_without_prewarm=False), 300.0),
     }
+    if "--cold-cost" in sys.argv:
+        for price in sys.argv[sys.argv.index("--cold-cost") + 1].split(","):
+            policies[f"hybrid_cost_{float(price):g}"] = (replace(hybrid, cold_start_cost_s=float(price)), 300.0)
+    adaptive = [p for p in policies if p.startswith("hybrid")]
     results: dict[str, dict[str, Tally]] = {p: {} for p in policies}
     for name, (cfg, fixed_s) in policies.items():
         for tr in population:
@@ -181,7 +191,7 @@ def main() -> None:
             ("idle_memory_gb_s", "GB-s", lambda t: t.idle_mb_s / 1024),
         ):
             base = {p: round(get(results[p][shape]), 4) for p in ("fixed_60", "fixed_300", "fixed_600")}
-            for p in ("hybrid", "hybrid_paper"):
+            for p in adaptive:
                 emit(
                     f"keep_alive.{metric}",
                     get(results[p][shape]),
@@ -205,7 +215,7 @@ def main() -> None:
                 f"| {p} | {shape} | {t.invocations} | {t.cold / max(1, t.invocations):.2%} | "
                 f"{t.idle_mb_s / 1024:,.0f} | {t.idle_mb_s / ref:.2f} |"
             )
-    for p in ("hybrid", "hybrid_paper"):
+    for p in adaptive:
         h = results[p]["mix"]
         lines.append(
             f"mix: {p} cold-start rate {h.cold / h.invocations:.2%} vs fixed 300 s "

@@ -14,59 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _http import Conn, Signer
-from _server import KEY_ID, SECRET, Server, deploy
-
-CODE = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n', 0)}\n"
-HELLO = "def hello(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n"
-YAML = (
-    "functions:\n  hello:\n    handler: app.hello\n    code: ./code\n    requirements: false\n"
-    "    events: [{http: {method: GET, path: /hello}}]\n"
-)
-INVOKE = "/2015-03-31/functions/bench/invocations"
-
-
-async def load(port: int, route: str, concurrency: int, seconds: float) -> int:
-    signer = Signer(KEY_ID, SECRET)
-    body = b'{"n": 1}'
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        conn = Conn("127.0.0.1", port)
-        while time.perf_counter() < deadline:
-            if route == "invoke":
-                h = signer.headers("POST", f"127.0.0.1:{port}", INVOKE, body)
-                status, _ = await conn.request("POST", INVOKE, body, h)
-            else:
-                status, _ = await conn.request("GET", "/hello", b"", {"host": f"127.0.0.1:{port}"})
-            assert status == 200, status
-            done += 1
-        conn.close()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done
-
-
-def deploy_hello(server: Server) -> None:
-    project = Path(tempfile.mkdtemp(prefix="squall-bench-prof-"))
-    (project / "code").mkdir()
-    (project / "code" / "app.py").write_text(HELLO)
-    (project / "squall.yaml").write_text(YAML)
-    env = {**os.environ, "AWS_ENDPOINT_URL": server.url, "AWS_ACCESS_KEY_ID": KEY_ID,
-           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    subprocess.run([sys.executable, "-m", "squall.cli.main", "deploy", "."], cwd=project, env=env, check=True,
-                   capture_output=True)  # fmt: skip
+from _load import CODE, deploy_hello, drive
+from _server import Server, deploy
 
 
 def frame_name(frame: str) -> str:
@@ -152,8 +108,8 @@ def main() -> None:
     server = Server()
     try:
         deploy(server.lambda_client(), "bench", CODE)
-        deploy_hello(server)
-        asyncio.run(load(server.port, args.route, 32, 1.0))  # instances up, caches warm
+        deploy_hello(server.url)
+        asyncio.run(drive(server.port, args.route, 32, 1.0))  # instances up, caches warm
         raw = server.log.with_suffix(f".{args.route}.collapsed")
         spy_proc = subprocess.Popen(
             [spy, "record", "--pid", str(server.proc.pid), "--format", "raw", "--rate", "200", "--threads",
@@ -161,7 +117,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(0.5)
-        done = asyncio.run(load(server.port, args.route, 32, seconds))
+        done = asyncio.run(drive(server.port, args.route, 32, seconds))
         spy_proc.wait(60)
         print(f"# {args.route}: {done / seconds:.0f} req/s at c=32 during the sample; stacks: {raw}")
         summarize(raw, args.top)

@@ -148,6 +148,7 @@ class Squall:
                     head_percentile=c.keep_alive_head_pct,
                     tail_percentile=c.keep_alive_tail_pct,
                     cap_without_prewarm=c.keep_alive_cap,
+                    cold_start_cost_s=c.keep_alive_cold_cost_s,
                 ),
             ),
         )

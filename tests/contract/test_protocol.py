@@ -135,7 +135,7 @@ def test_decoder_limit_is_configurable() -> None:
     assert len(FrameDecoder(max_frame_bytes=len(wire)).feed(wire)) == 1
 
 
-@pytest.mark.parametrize("kind", [0, 6, 99, 255])
+@pytest.mark.parametrize("kind", [0, 8, 99, 255])  # (6, 7: PARKED, START)
 def test_unknown_kind(kind: int) -> None:
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(frame_bytes(5 + 2, kind, 2, b"{}"))

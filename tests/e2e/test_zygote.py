@@ -241,3 +241,32 @@ def test_unload_removes_function_cgroups(node: NodeRunner) -> None:
     from pathlib import Path
 
     eventually(lambda: not any(Path(d).exists() for d in fn.cgroups.values()), timeout=3, what="fn cgroups removed")
+
+
+def test_a_load_reports_where_its_time_went_and_prepares_the_first_instance_slot(node: NodeRunner) -> None:
+    """The load report splits the zygote's load (the node's side, the base zygote's clone and the child's set-up as
+    host root, the zygote's own phases); the first instance's slot cgroups are made during the load, the import
+    probe's slot 0 only when a probe runs."""
+    from pathlib import Path
+
+    fn = node.load({"app.py": "def handler(e, c):\n    return 1\n"})
+    try:
+        rep = fn.report
+        assert {"cgroups", "before_clone", "clone", "total", "base_clone"} <= set(rep["node_ms"]), rep["node_ms"]
+        if node.node.caps.userns:
+            assert {"base_child_setup", "base_id_maps"} <= set(rep["node_ms"]), rep["node_ms"]
+        assert all(v >= 0 for v in rep["node_ms"].values())
+        for phase in ("cgroups", "mounts", "userns", "runtime", "lockdown", "preload", "freeze"):
+            assert phase in rep["phases"], rep["phases"]
+        if fn.cgroups:
+            mem = Path(fn.cgroups.get("memory") or fn.cgroups["unified"])
+            assert (mem / "i1").is_dir()  # the first instance's (fn.take_slot() gives 1 first)
+            assert not (mem / "i0").exists()  # no probe here (no code digest): no probe slot
+            assert 1 in fn.cg.limits
+        inst = node.start(fn)
+        try:
+            assert inst.slot == 1 and body(node.invoke(inst)) == 1
+        finally:
+            node.stop(inst)
+    finally:
+        node.unload(fn)

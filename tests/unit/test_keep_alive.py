@@ -18,7 +18,8 @@ from squall.scheduler.keep_alive import (
     reap_zygotes_adaptive,
 )
 
-CFG = HistogramConfig(bin_s=60.0, range_s=4 * 3600.0, min_samples=10, fixed_keep_alive_s=300.0)
+#: the paper's percentile windows (cold_start_cost_s=0); the cost rule (the default) has its own tests below
+CFG = HistogramConfig(bin_s=60.0, range_s=4 * 3600.0, min_samples=10, fixed_keep_alive_s=300.0, cold_start_cost_s=0.0)
 
 
 def run(policy: FunctionKeepAlive, clock: FakeClock, gap_s: float, duration_s: float = 1.0) -> None:
@@ -77,7 +78,9 @@ def test_bursty_function_keeps_warm_from_the_end() -> None:
 @pytest.mark.parametrize(("cap", "until"), [(True, 300.0), (False, 1320.0)])
 def test_a_window_without_prewarm_is_capped_at_the_fixed_keep_alive(cap: bool, until: float) -> None:
     clock = FakeClock()
-    p = FunctionKeepAlive(HistogramConfig(min_samples=10, fixed_keep_alive_s=300.0, cap_without_prewarm=cap))
+    p = FunctionKeepAlive(
+        HistogramConfig(min_samples=10, fixed_keep_alive_s=300.0, cap_without_prewarm=cap, cold_start_cost_s=0.0)
+    )
     run(p, clock, 0)
     for gap in [10.0] * 30 + [1150.0]:  # mostly seconds apart, once ~20 minutes: head 0, 99th percentile 20 min
         run(p, clock, gap)
@@ -190,3 +193,80 @@ def test_reap_zygotes_adaptive() -> None:
     last = {"k-unknown": 900.0, "k-old": 100.0, "k-live": 0.0}
     keep = {"periodic": KeepUntil(1400, 1700, 710, 1400, 1700), "periodic2": KeepUntil(1400, 1700, 710, 1400, 1700)}
     assert reap_zygotes_adaptive(zygotes, last, 1000.0, keep, 600, {"k-live"}) == ["k-old", "k-periodic"]
+
+
+# -- the cost rule: the window that minimises idle seconds + cold_start_cost_s x cold starts ----------------------
+
+
+def _cost(idle_times: list[float], a: float, b: float, lam: float) -> float:
+    """Brute force: idle seconds + lam x cold starts over ``idle_times`` for a window loaded over [a, b]."""
+    total = 0.0
+    for x in idle_times:
+        if x < a:
+            total += lam  # arrives before the pre-warm
+        elif x < b:
+            total += x - a  # warm: loaded from a until it arrives
+        else:
+            total += (b - a) + lam  # loaded a..b, then cold
+    return total
+
+
+@pytest.mark.parametrize("lam", [30.0, 300.0, 1200.0])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_cost_rule_picks_the_cheapest_window(lam: float, seed: int) -> None:
+    """Against brute force over every bin edge: no keep-alive end does better than the one chosen."""
+    cfg = HistogramConfig(min_samples=10, cold_start_cost_s=lam, cv_min=0.0, margin=0.0)
+    rng = random.Random(seed)
+    p = FunctionKeepAlive(cfg)
+    mean = rng.choice([120.0, 900.0, 3600.0])
+    gaps = [rng.expovariate(1 / mean) for _ in range(60)]
+    for g in gaps:
+        p.record_idle(g)
+    w = p.windows()
+    assert w.mode == "histogram"
+    mid = [(g // 60 + 0.5) * 60 if g < cfg.range_s else g for g in gaps]  # the rule counts a bin at its middle
+    a = w.prewarm_s
+    chosen = _cost(mid, a, a + w.keep_alive_s, lam)
+    for b_bin in range(int(a // 60), cfg.bins + 1):
+        assert chosen <= _cost(mid, a, b_bin * 60.0, lam) + 1e-6, (b_bin, w)
+
+
+def test_the_cost_rule_trades_memory_for_cold_starts_by_its_price() -> None:
+    """Poisson arrivals (mean 10 min) are memoryless: keeping warm pays only if a cold start costs more than the
+    mean idle time (then through the tail), else unloading after each call does; the window grows with the price."""
+    rng = random.Random(4)
+    gaps = [rng.expovariate(1 / 600.0) for _ in range(200)]
+    windows = []
+    for lam in (10.0, 300.0, 1200.0, 5000.0):
+        p = FunctionKeepAlive(HistogramConfig(cold_start_cost_s=lam, cv_min=0.0))
+        for g in gaps:
+            p.record_idle(g)
+        windows.append(p.windows())
+    assert windows[0].keep_alive_s == 0 and windows[0].prewarm_s == 0  # not worth keeping: unload
+    keeps = [w.prewarm_s + w.keep_alive_s for w in windows]
+    assert keeps == sorted(keeps) and keeps[1] == 0 and keeps[2] > 3000
+
+
+def test_the_cost_rule_unloads_a_function_at_once_and_the_reaper_follows() -> None:
+    clock = FakeClock()
+    p = FunctionKeepAlive(HistogramConfig(cold_start_cost_s=10.0, cv_min=0.0))
+    run(p, clock, 0)
+    for _ in range(12):
+        run(p, clock, 1800 + 60 * (_ % 5))  # every half hour or so: keeping it 30 min is not worth 10 s
+    end = clock.monotonic()
+    keep = p.keep_until(end)
+    assert keep is not None and not keep.keeps(end + 1) and not keep.keeps_zygote(end + 1)
+    state = SchedulerState(instances=(_inst("i1", "f", "idle", end),))
+    assert reap_idle(state, end + 1, {"f": keep}, 300.0) == ["i1"]
+    assert p.prewarm_at(end) == PrewarmAt(None)
+
+
+def test_the_cost_rule_keeps_the_papers_prewarm_for_a_periodic_function() -> None:
+    clock = FakeClock()
+    p = FunctionKeepAlive(HistogramConfig(cold_start_cost_s=300.0))
+    run(p, clock, 0)
+    for _ in range(12):
+        run(p, clock, 600)
+    w = p.windows()
+    assert w.mode == "histogram" and w.prewarm_s == pytest.approx(600 * 0.9)  # unloaded, pre-warmed at 540 s
+    assert w.prewarm_s + w.keep_alive_s == pytest.approx(660 * 1.1)  # kept through the next call's bin

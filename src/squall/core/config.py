@@ -129,6 +129,10 @@ class NodeConfig:
     #: SQUALL_ZYGOTE_MEMORY_MB: memory a function zygote may use beyond the function's MemorySize, MB (its limit is
     #: MemorySize + this: room for the init Lambda would run in MemorySize, plus what forking instances costs it)
     zygote_memory_mb: int = field(default_factory=lambda: _env_int("SQUALL_ZYGOTE_MEMORY_MB", 64, 0))
+    #: SQUALL_SPARE_INSTANCES: per warm function zygote, instances made ahead of need: forked into a free slot and
+    #: fully sandboxed (its cgroups, uid, /tmp, network namespace, seccomp), parked before any of the function's
+    #: code runs; a cold start takes one and runs only the init (0 = off).  Each costs ~1-2 MB while parked
+    spare_instances: int = field(default_factory=lambda: _env_int("SQUALL_SPARE_INSTANCES", 1, 0))
     #: SQUALL_ZYGOTE_TIMEOUT_S: how long the node waits for a function zygote's answer to a request (start an
     #: instance), seconds; a zygote that does not answer is stopped and the next invocation starts a new one
     zygote_timeout_s: float = field(default_factory=lambda: _env_float("SQUALL_ZYGOTE_TIMEOUT_S", 10.0, 0.0))
@@ -182,6 +186,12 @@ class ServerConfig:
     #: SQUALL_KEEP_ALIVE_CAP: 1 = when a function's pre-warm window is 0, keep it warm no longer than
     #: SQUALL_KEEP_ALIVE_S (not in the paper; 0 = the paper's policy as published)
     keep_alive_cap: bool = field(default_factory=lambda: _env_bool("SQUALL_KEEP_ALIVE_CAP", True))
+    #: SQUALL_KEEP_ALIVE_COLD_COST_S: what one cold start is worth in seconds of one idle instance; the keep-alive
+    #: window is the one with the least idle seconds + this x cold starts over the idle times seen (0 = the paper's
+    #: tail percentile)
+    keep_alive_cold_cost_s: float = field(
+        default_factory=lambda: _env_float("SQUALL_KEEP_ALIVE_COLD_COST_S", 600.0, 0.0)
+    )
     #: SQUALL_REAP_INTERVAL_S: how often idle instances are checked against the keep-alive
     reap_interval_s: float = field(default_factory=lambda: _env_float("SQUALL_REAP_INTERVAL_S", 1.0))
     #: SQUALL_MAX_CONCURRENT_STARTS: instances initialising at once (0 = 4 per CPU); more requests queue for a slot

@@ -377,7 +377,7 @@ class InstancePool:
             if fn.spec.name == function and version in (None, fn.spec.version):
                 self.loaded.pop(key, None)
                 self._zygote_used.pop(key, None)
-                busy = [i for i in fn.instances.values() if i.alive]
+                busy = [i for i in fn.instances.values() if i.alive and not i.spare]  # (a parked spare: not busy)
                 if not busy:
                     await self.node.unload(fn)
 

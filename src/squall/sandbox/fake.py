@@ -125,6 +125,8 @@ class FakeInstance:
         self.alive = True
         self.busy = False
         self.prewarmed = False
+        #: a spare instance not taken yet (the real node's SQUALL_SPARE_INSTANCES; the fake makes none)
+        self.spare = False
         self.invocations = 0
         self.last_max_memory_mb = 0
 

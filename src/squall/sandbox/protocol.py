@@ -46,6 +46,11 @@ class Kind(IntEnum):
     RESULT = 4
     #: node -> instance: leave cleanly
     SHUTDOWN = 5
+    #: instance -> node, once, from a spare instance (made ahead of need): sandboxed, none of the function's code run
+    #: yet, waiting for START; header {}
+    PARKED = 6
+    #: node -> spare instance, once: run the init now (then READY or INIT_ERROR); header {"init_type": str}
+    START = 7
 
 
 _KINDS = {int(k): k for k in Kind}

@@ -80,6 +80,10 @@ class HistogramConfig:
     #: help), keep warm no longer than ``fixed_keep_alive_s`` -- a longer window only trades memory for cold starts
     #: along the same curve (see docs/design.md)
     cap_without_prewarm: bool = True
+    #: not in the paper: what one cold start is worth in seconds of one idle instance kept loaded.  > 0: the
+    #: keep-alive window's end (and whether to keep at all) is the one that minimises, over the idle times seen,
+    #: idle seconds + this x cold starts (see docs/design.md); 0: the paper's tail percentile (+ the cap above)
+    cold_start_cost_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not (self.bin_s > 0 and self.range_s >= self.bin_s):
@@ -203,6 +207,8 @@ class FunctionKeepAlive:
         cv = coefficient_of_variation(self.counts)
         if cv < c.cv_min:
             return self._fixed(f"idle times too spread: CV {cv:.2f} < {c.cv_min:g}")
+        if c.cold_start_cost_s > 0:
+            return self._cost_windows()
         in_range = self.samples - self.oob
         head = _percentile_bin(self.counts, in_range, c.head_percentile) * c.bin_s
         tail = (_percentile_bin(self.counts, in_range, c.tail_percentile) + 1) * c.bin_s
@@ -213,6 +219,48 @@ class FunctionKeepAlive:
             # capped: as under the fixed keep-alive, instances and the zygote keep their fixed keep-alives
             until, zygote_until = c.fixed_keep_alive_s, c.fixed_zygote_keep_alive_s
         why = f"{self.samples} idle times, CV {cv:.2f}"
+        return Windows("histogram", prewarm, until - prewarm, prewarm, zygote_until, why)
+
+    def _cost_windows(self) -> Windows:
+        """The window [a, b] after the last end that minimises the expected idle seconds + cold_start_cost_s x the
+        chance of a cold start, over the idle times seen (an idle time in bin i counted at the bin's middle; out of
+        bounds ones are cold whatever the window).  a: 0 or the paper's pre-warm point (the head percentile); b: the
+        end of a non-empty bin at or after a, or a itself (keep nothing)."""
+        c = self.config
+        n, counts, w = self.samples, self.counts, c.bin_s
+        in_range = n - self.oob
+        heads = [0]
+        if in_range:
+            hb = _percentile_bin(counts, in_range, c.head_percentile)
+            if hb > 0:
+                heads.append(hb)
+        best: tuple[float, int, int] | None = None
+        for a_bin in heads:
+            a = a_bin * w
+            before = sum(counts[:a_bin])  # arrive before the pre-warm: cold
+            inside = 0  # idle times in [a, b): warm, loaded from a until they arrive
+            inside_s = 0.0
+            b_bin = a_bin
+            candidates = [(a_bin, 0, 0.0)]
+            for i in range(a_bin, len(counts)):
+                k = counts[i]
+                if k:
+                    inside += k
+                    inside_s += k * ((i + 0.5) * w - a)
+                    candidates.append((i + 1, inside, inside_s))
+            for b_bin, inside, inside_s in candidates:
+                after = n - before - inside  # later than b (or out of bounds): loaded a..b, then cold
+                cost = inside_s + (b_bin * w - a) * after + c.cold_start_cost_s * (before + after)
+                if best is None or cost < best[0] - 1e-9:
+                    best = (cost, a_bin, b_bin)
+        assert best is not None
+        _, a_bin, b_bin = best
+        why = f"{n} idle times, least idle seconds + {c.cold_start_cost_s:g} s per cold start"
+        if b_bin <= a_bin:  # keeping anything costs more than the cold starts it saves: unload after each call
+            return Windows("histogram", 0.0, 0.0, 0.0, 0.0, why)
+        prewarm = a_bin * w * (1 - c.margin)
+        until = b_bin * w * (1 + c.margin)
+        zygote_until = until if prewarm > 0 else max(until, c.fixed_zygote_keep_alive_s)
         return Windows("histogram", prewarm, until - prewarm, prewarm, zygote_until, why)
 
     def keep_until(self, now: float) -> KeepUntil | None:

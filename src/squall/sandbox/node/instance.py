@@ -77,13 +77,19 @@ class _Conn(asyncio.Protocol):
         self.lost = False
         self.protocol_error = False
         self.transport: asyncio.Transport | None = None
+        #: a spare instance said PARKED (sandboxed, waiting for START)
+        self.parked = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.frames.extend(self.decoder.feed(data))
+            for frame in self.decoder.feed(data):
+                if frame.kind == Kind.PARKED:
+                    self.parked.set()
+                else:
+                    self.frames.append(frame)
         except ProtocolError:
             self.protocol_error = True
             self.connection_lost(None)
@@ -171,9 +177,16 @@ class Instance:
         self.busy = False
         self.freezes = 0
         self.init_ms: float | None = None
+        #: a per-phase breakdown of its creation (Node.spawn_phases; the zygote's and its own stamps are
+        #: untrusted: a bench's display only)
+        self.spawn_phases: dict[str, Any] | None = None
+        self.ready_marks: Any = None
+        self.zygote_marks: Any = None
         self.invocations = 0
         #: started ahead of an expected invocation by the adaptive keep-alive: its first invocation is not cold
         self.prewarmed = False
+        #: made ahead of need and parked (SQUALL_SPARE_INSTANCES) until a start takes it: not in use
+        self.spare = False
         self._peak_fd = -1
         #: peak of the instance's cgroup (memory charged to it): what the platform trusts (the pool's estimates)
         self.last_max_memory_mb = 0
@@ -190,6 +203,11 @@ class Instance:
         self._loop = asyncio.get_running_loop()
         os.set_blocking(log_fd, False)
         self._loop.add_reader(log_fd, self._drain_logs)
+
+    @property
+    def parked(self) -> asyncio.Event:
+        """Set once a spare instance is parked in its sandbox, waiting for START."""
+        return self.conn.parked
 
     # -- logs -------------------------------------------------------------------------------------------------
     def _drain_logs(self) -> None:
@@ -239,6 +257,8 @@ class Instance:
             )  # fmt: skip
         if frame.kind == Kind.READY:
             self.init_ms = float(frame.header.get("init_ms", 0.0))
+            if "marks" in frame.header:  # only when the node asked (Node.spawn_phases): display only
+                self.ready_marks = frame.header["marks"]
             if self._on_imports is not None and "imports" in frame.header:
                 self._on_imports(frame.header["imports"])
             self._init_logs = self._take_logs()

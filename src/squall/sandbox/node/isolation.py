@@ -22,7 +22,7 @@ import resource
 import stat
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -398,10 +398,14 @@ def enter_instance_sandbox(
     seccomp_filter: SeccompFilter | None,
     mounts: bool,
     drop_privileges: bool,
+    mark: Callable[[str], None] | None = None,
 ) -> None:
-    """Called by the instance (PID 1 of its namespaces) before any user code runs."""
+    """Called by the instance (PID 1 of its namespaces) before any user code runs.  ``mark``: called after each
+    step with its name (a bench's per-phase breakdown)."""
     for d in cgroup_dirs.values():
         _write(os.path.join(d, "cgroup.procs"), "0")
+    if mark is not None:
+        mark("cgroups")
     if mounts:
         # Squall itself (or its Python) may live under /tmp (a checkout there): keep those paths visible through
         # the private /tmp by binding them back in from fds opened before it covers them
@@ -424,6 +428,8 @@ def enter_instance_sandbox(
             syscalls.set_readonly("/sys/fs/cgroup", True, recursive=True)
         with contextlib.suppress(OSError):
             syscalls.sethostname(hostname)
+    if mark is not None:
+        mark("mounts")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_max, nofile_max))
     if drop_privileges:
@@ -434,11 +440,17 @@ def enter_instance_sandbox(
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+    if mark is not None:
+        mark("uid")
     if tmp_fd >= 0:
         _wipe("/tmp")  # what the slot's previous instance left (same uid: it can remove all of it)
+    if mark is not None:
+        mark("wipe")
     syscalls.set_no_new_privs()
     if seccomp_filter is not None:
         seccomp_filter.load()
+    if mark is not None:
+        mark("seccomp")
 
 
 def _wipe(path: str) -> None:

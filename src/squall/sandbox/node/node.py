@@ -40,6 +40,7 @@ from squall.sandbox.node.link import ZygoteLink
 from squall.sandbox.node.network import NetworkUnavailable, NodeNetwork
 from squall.sandbox.node.preimport import PreimportBook, candidates, clean_names
 from squall.sandbox.node.preimport import preload as preload_names
+from squall.sandbox.protocol import Kind, encode
 
 __all__ = ["Capabilities", "LoadedFunction", "Node"]
 
@@ -132,6 +133,11 @@ class LoadedFunction:
     stopped: bool = False
     #: per-slot /tmp filesystems (on disk, not charged to memory); None: instances use a tmpfs
     tmp: EphemeralStorage | None = None
+    #: instances made ahead of need, parked in their sandbox before any of the function's code (also in instances)
+    spares: list[Instance] = field(default_factory=list)
+    spare_task: asyncio.Task[None] | None = None
+    #: start_instance calls in flight (spares are made only when none is)
+    starting: int = 0
 
     @property
     def preloaded(self) -> list[str]:
@@ -149,6 +155,9 @@ class LoadedFunction:
     def take_slot(self) -> int:
         return self.free_slots.pop() if self.free_slots else next(self.next_slot)
 
+
+#: a function's spare instances are topped up this long after its last instance start (seconds)
+SPARE_DELAY_S = 0.05
 
 #: largest control message a function zygote may send (its load report carries warnings and an init error document)
 ZYGOTE_MAX_MESSAGE = 256 * 1024
@@ -176,6 +185,7 @@ def _sanitize_report(rep: dict[str, Any] | None) -> dict[str, Any] | None:
     out["warnings"] = _strs(rep.get("warnings"))
     out["preloaded"] = _strs(rep.get("preloaded"), 200)
     out["snapshot"] = rep.get("snapshot") is True
+    out["netns_early"] = rep.get("netns_early") is True
     threads = rep.get("threads", 1)
     out["threads"] = threads if isinstance(threads, int) and not isinstance(threads, bool) else 2
     if "probe" in rep:
@@ -220,6 +230,23 @@ def _raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+@dataclass
+class _EarlyNetns:
+    """The first instance's network namespace ("nat"): how many the zygote may still send (``left``), how many are
+    being wired, those wired before the load finished."""
+
+    left: int
+    wiring: int = 0
+    ready: list[int] = field(default_factory=list)
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+        for fd in self.ready:
+            os.close(fd)
+        self.ready.clear()
+
+
 class Node:
     """One machine's zygotes and instances."""
 
@@ -250,6 +277,11 @@ class Node:
         self._net_watch: asyncio.Task[None] | None = None
         #: /tmp of instances on disk (ephemeral.py) where loop devices can be used
         self._ephemeral = self.caps.root and ephemeral.available()
+        #: spare instances per warm function zygote (SQUALL_SPARE_INSTANCES; a bench alternates it)
+        self.spare_instances = self.config.spare_instances
+        #: a per-phase breakdown of every instance creation (Instance.spawn_phases): for bench/sandbox_start.py
+        #: --phases only (set before loading functions), never in production
+        self.spawn_phases = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -393,6 +425,44 @@ class Node:
             if userns >= 0:
                 os.close(userns)
 
+    async def _wire_early(self, early: _EarlyNetns, holder: dict[str, LoadedFunction], fd: int, userns_fd: int) -> None:
+        """The first instance's namespace, sent by the zygote during its load: wired now, kept until the load
+        finishes (then it counts as the first of the function's pool), handed over if the load finished meanwhile,
+        or closed if the load failed or the function is gone."""
+        userns = os.dup(userns_fd) if userns_fd >= 0 else -1
+        ok = False
+        try:
+            if userns < 0:
+                raise PermissionError("the function has no user namespace")
+            await asyncio.get_running_loop().run_in_executor(self._net_exec, self.network.wire, fd, userns)
+            ok = True
+        except Exception as e:
+            log.warning("could not wire a network namespace during a zygote's load: %s", e)
+        finally:
+            if userns >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(userns)
+        early.wiring -= 1
+        fn = holder.get("fn")
+        if fn is None:  # still loading (or the load failed: close() closes what is kept)
+            if ok and not early.closed:
+                early.ready.append(fd)
+            else:
+                os.close(fd)
+            return
+        fn.netns_asked -= 1
+        if not ok or fn.unloaded:
+            os.close(fd)
+            if not ok:
+                self._ask_netns(fn)
+            return
+        while fn.netns_waiters:
+            waiter = fn.netns_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(fd)
+                return
+        fn.netns_ready.append(fd)
+
     def _netns_failed(self, fn: LoadedFunction, why: str) -> None:
         log.warning("function %s: %s", fn.spec.name, why)
         while fn.netns_waiters:
@@ -401,13 +471,15 @@ class Node:
                 waiter.set_exception(SandboxUnavailable(f"{fn.spec.name}: {why}"))
                 return
 
-    def _ask_netns(self, fn: LoadedFunction) -> None:
+    def _ask_netns(self, fn: LoadedFunction, fill: bool = False) -> None:
         """Top the pool up to netns_pool_size wired namespaces (plus one per waiting instance) once it is below
-        half of that: namespaces of instances that are gone come back (see _return_netns), so a steady trickle of
-        cold starts makes none.  The zygote makes them when it has nothing else to do."""
+        half of that (``fill``: at all, as after a load): namespaces of instances that are gone come back (see
+        _return_netns), so a steady trickle of cold starts makes none.  The zygote makes them when it has nothing
+        else to do."""
         size, waiting, have = self.config.netns_pool_size, len(fn.netns_waiters), len(fn.netns_ready) + fn.netns_asked
         want = size + waiting - have
-        if waiting + max(1, size // 2) - have > 0 and want > 0 and not fn.link.closed.is_set():
+        low = size if fill else max(1, size // 2)
+        if waiting + low - have > 0 and want > 0 and not fn.link.closed.is_set():
             fn.netns_asked += want
             fn.link.send({"op": "netns-want", "count": want})
 
@@ -453,6 +525,8 @@ class Node:
             "netns_pool_size": c.netns_pool_size,
             "data_dir": str(c.data_dir),
         }
+        if self.spawn_phases:
+            sandbox["phases"] = True
         return sandbox, fc
 
     def _cpu_shares(self, memory_mb: int) -> int:
@@ -517,6 +591,7 @@ class Node:
             log.warning("function %s: %s", spec.name, w)
         self.functions[spec.key] = fn
         self._maybe_probe(fn)
+        self._want_spares(fn)
         return fn
 
     def _preload_for(self, spec: FunctionSpec) -> tuple[list[str], tuple[str, ...] | None]:
@@ -552,6 +627,15 @@ class Node:
     async def _probe(self, fn: LoadedFunction, cands: tuple[str, ...]) -> None:
         spec = fn.spec
         timeout_s = self.config.init_timeout_s + self.config.zygote_timeout_s
+        if fn.cg is not None and 0 not in fn.cg.limits:  # slot 0, the probe's: made on first use, not at load
+            try:
+                await asyncio.to_thread(
+                    self.cgroups.prepare_instance, fn.cg, 0, spec.memory_mb, self._cpu_shares(spec.memory_mb),
+                    self.config.pids_max,
+                )  # fmt: skip
+            except OSError as e:
+                log.warning("function %s: no cgroups for the import probe (%s): not probing", spec.name, e)
+                return
         try:
             reply = await fn.link.request({"op": "probe", "candidates": list(cands)}, timeout_s=timeout_s)
         except TimeoutError:
@@ -587,6 +671,8 @@ class Node:
             fn.probed_for = cands
             done = clean_names(reply.get("preloaded"))
             fn.report["preloaded"] = clean_names([*fn.report.get("preloaded", []), *done])
+            if done:  # the spares were forked before these: later ones have them
+                await self.drop_spares(fn)
             fn.report["probe"] = list(state.deps)
             for w in _strs(reply.get("warnings"))[:20]:
                 log.warning("function %s: %s", spec.name, w)
@@ -675,10 +761,6 @@ class Node:
         slot = self._free_fn_slots.pop() if self._free_fn_slots else next(self._slots)
         try:
             sandbox, fc = self._sandbox_for(slot, spec.memory_mb)
-            if fc is not None:  # slot 0: the import probe
-                self.cgroups.prepare_instance(
-                    fc, 0, spec.memory_mb, self._cpu_shares(spec.memory_mb), self.config.pids_max
-                )
         except OSError as e:
             self._free_fn_slots.append(slot)
             raise SandboxUnavailable(f"could not create the cgroups of {spec.name}: {e}") from None
@@ -696,6 +778,11 @@ class Node:
         sd["candidates"] = []
         if spec.network == "nat" and not self.network.available:
             sd["network"] = "none"
+        # the first instance's network namespace ("nat": wired here while the zygote loads; "none": pooled in the
+        # zygote), made by the zygote's namespace factory before any function code runs
+        sd["netns_early"] = (
+            1 if sd["network"] in ("nat", "none") and sandbox["namespaces"] and self.config.netns_pool_size > 0 else 0
+        )
         tmp = None
         if self._ephemeral and sandbox["namespaces"]:
             tmp = EphemeralStorage(self.config.data_dir, spec.tmp_mb)
@@ -710,6 +797,10 @@ class Node:
         finally:
             child.close()
         node_ms["clone"] = (time.perf_counter() - t_clone) * 1000
+        # the base zygote's side of it (the platform's own process): clone, the child's set-up until its user
+        # namespace exists (cgroups, mounts), the ID maps; the rest is messaging
+        for k, v in (reply.get("ms") or {}).items():
+            node_ms[f"base_{k}"] = float(v)
         got_fds: list[int] = reply.pop("_fds", None) or []
         pidfd = got_fds.pop(0) if got_fds else -1
         userns_fd = got_fds.pop(0) if got_fds and reply.get("userns") else -1
@@ -726,11 +817,33 @@ class Node:
         fn_holder: dict[str, LoadedFunction] = {}
         link_holder: list[ZygoteLink] = []
         own_netns = {"asked": sd["network"] == "nat"}  # the zygote's own namespace may be wired once, at load
+        # "nat": the first instance's namespace, made while the zygote loads: at most one, the first of its pool
+        early: _EarlyNetns = _EarlyNetns(1 if sd["network"] == "nat" and sd["netns_early"] else 0)
+        # the first instance's slot: its cgroups are made while the zygote loads (fn.take_slot() gives 1 first)
+        first_slot: asyncio.Future[Any] | None = None
+        if fc is not None:
+            first_slot = asyncio.ensure_future(asyncio.to_thread(
+                self.cgroups.prepare_instance, fc, 1, spec.memory_mb, self._cpu_shares(spec.memory_mb),
+                self.config.pids_max,
+            ))  # fmt: skip
 
         def on_netns(msg: dict[str, Any], fds: list[int]) -> None:
             fn = fn_holder.get("fn")
             if fn is None and msg.get("self") and own_netns.pop("asked", False) and len(fds) == 1 and link_holder:
                 asyncio.get_running_loop().create_task(self._wire_zygote(link_holder[0], fds[0], userns_fd))
+                return
+            if msg.get("early") and early.left > 0 and len(fds) <= 1:
+                early.left -= 1
+                if fn is not None:  # after the load: counted in fn.netns_asked then, as if asked for
+                    if fds:
+                        self._on_netns(fn, msg, fds)
+                    else:
+                        fn.netns_asked -= 1
+                        self._ask_netns(fn)
+                    return
+                if fds:
+                    early.wiring += 1
+                    asyncio.get_running_loop().create_task(self._wire_early(early, fn_holder, fds[0], userns_fd))
                 return
             self._on_netns(fn, msg, fds)
 
@@ -774,7 +887,11 @@ class Node:
                         "the function zygote ran out of memory during pre-import or init (limit "
                         f"{spec.memory_mb + self.config.zygote_memory_mb} MB: MemorySize + SQUALL_ZYGOTE_MEMORY_MB)"
                     )
+        if first_slot is not None:
+            with contextlib.suppress(OSError):  # (else the first instance makes them: start_instance)
+                await first_slot
         if report.get("fatal"):
+            early.close()
             if tmp is not None:
                 tmp.close()
             link.close()
@@ -794,9 +911,16 @@ class Node:
         fn.network, fn.userns_fd = sd["network"], userns_fd
         fn.tmp = tmp
         fn_holder["fn"] = fn
+        # the first instance's namespace counts as the first of the pool's: wired already, being wired (_wire_early
+        # hands it over) or still to come (if the zygote says it asked its factory for one)
+        fn.netns_ready.extend(early.ready)
+        early.ready.clear()
+        if not report.get("netns_early"):
+            early.left = 0
+        fn.netns_asked += early.left + early.wiring
         self._running[id(fn)] = fn
         if fn.network == "nat":
-            self._ask_netns(fn)
+            self._ask_netns(fn, fill=True)
         if link.closed.is_set():  # it died right after its report
             on_close()
         return fn
@@ -874,13 +998,102 @@ class Node:
 
     # -- instances ----------------------------------------------------------------------------------------
     async def start_instance(self, fn: LoadedFunction, init_type: str | None = None) -> Instance:
-        """Fork a sandboxed instance and wait for its init.  Raises InitFailed with Lambda's error document."""
+        """Fork a sandboxed instance (or take a spare one: made ahead, parked before any of the function's code)
+        and wait for its init.  Raises InitFailed with Lambda's error document."""
         if fn.unloading is not None or fn.link.closed.is_set():
             raise SandboxUnavailable(
                 f"the function zygote of {fn.spec.name} is gone; the next invocation starts a new one"
             )
+        marks = [["start", *_now()]] if self.spawn_phases else None
         itype = init_type or ("snap-start" if fn.snapshot else "on-demand")
+        fn.starting += 1
+        try:
+            inst = self._take_spare(fn)
+            if inst is not None:
+                inst.init_type = itype
+                try:
+                    inst.conn.send(encode(Kind.START, {"init_type": itype}))
+                except InstanceDied:  # gone since it parked: fork one on demand instead
+                    inst.ensure_gone()
+                    inst = None
+                if marks is not None:
+                    marks.append(["spare", *_now()])
+            if inst is None:
+                inst = await self._spawn(fn, itype, marks)
+            try:
+                await inst.wait_ready(self.config.init_timeout_s)
+            except BaseException:
+                inst.ensure_gone()
+                raise
+        finally:
+            fn.starting -= 1
+            self._want_spares(fn)
+        if marks is not None:
+            marks.append(["ready", *_now()])
+            # what the zygote and the instance say about themselves: display only (a bench's breakdown)
+            inst.spawn_phases = {"node": marks, "zygote": inst.zygote_marks, "instance": inst.ready_marks}
+        return inst
+
+    def _spares_wanted(self, fn: LoadedFunction) -> int:
+        """Spare instances ``fn`` should have: none for a custom runtime (its bootstrap speaks the Runtime API)."""
+        if fn.unloading is not None or fn.unloaded or fn.spec.runtime.startswith("provided"):
+            return 0
+        return self.spare_instances
+
+    def _take_spare(self, fn: LoadedFunction) -> Instance | None:
+        while fn.spares:
+            inst = fn.spares.pop(0)
+            if inst.alive and not inst.conn.lost:
+                inst.spare = False
+                return inst
+        return None
+
+    def _want_spares(self, fn: LoadedFunction) -> None:
+        """Top up ``fn``'s spare instances in the background, SPARE_DELAY_S after the last start of it (a burst's
+        starts, and the first invocation of the instance just started, never compete with making one)."""
+        if fn.starting or len(fn.spares) >= self._spares_wanted(fn):
+            return
+        if fn.spare_task is None or fn.spare_task.done():
+            fn.spare_task = asyncio.get_running_loop().create_task(self._fill_spares(fn))
+
+    async def _fill_spares(self, fn: LoadedFunction) -> None:
+        await asyncio.sleep(SPARE_DELAY_S)
+        while not fn.starting and len(fn.spares) < self._spares_wanted(fn) and not fn.link.closed.is_set():
+            try:
+                inst = await self._spawn(fn, "on-demand", None, spare=True)
+            except (SandboxUnavailable, OSError) as e:
+                log.debug("function %s: no spare instance: %s", fn.spec.name, e)
+                return
+            inst.spare = True
+            fn.spares.append(inst)
+
+    async def drop_spares(self, fn: LoadedFunction) -> None:
+        """Stop ``fn``'s spare instances (e.g. forked before the zygote pre-imported more), then make new ones."""
+        task = fn.spare_task
+        if task is not None and not task.done():  # one being made (never cancelled mid-spawn): stopped too
+            await asyncio.wait({task}, timeout=self.config.zygote_timeout_s + self.config.init_timeout_s)
+        spares, fn.spares = fn.spares, []
+        await asyncio.gather(*(inst.ensure_gone() for inst in spares), return_exceptions=True)
+        self._want_spares(fn)
+
+    async def spares_parked(self, fn: LoadedFunction, timeout_s: float = 10.0) -> int:
+        """Wait (bounded) until ``fn`` has its spare instances, each parked; returns how many (benchmarks, tests)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            want = self._spares_wanted(fn)
+            if len(fn.spares) >= want and all(i.parked.is_set() for i in fn.spares):
+                return len(fn.spares)
+            self._want_spares(fn)
+            await asyncio.sleep(0.002)
+        return sum(1 for i in fn.spares if i.parked.is_set())
+
+    async def _spawn(
+        self, fn: LoadedFunction, itype: str, marks: list[list[Any]] | None, spare: bool = False
+    ) -> Instance:
+        """Fork an instance into a free slot (a spare one parks, sandboxed, until START); returns it before its init."""
         netns_fd = await self._take_netns(fn) if fn.network == "nat" else -1
+        if marks is not None:
+            marks.append(["netns", *_now()])
         slot = fn.take_slot()
         inst_cg: OwnedCgroup | None = None
         if fn.cg is not None:
@@ -894,7 +1107,11 @@ class Node:
             except OSError as e:
                 fn.free_slots.append(slot)
                 raise SandboxUnavailable(f"could not prepare the cgroups of an instance of {fn.spec.name}: {e}")
+        if marks is not None:
+            marks.append(["cgroups", *_now()])
         tmp_fd = await self._tmp_mount(fn, slot)
+        if marks is not None:
+            marks.append(["tmp", *_now()])
         node_end, inst_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         timeout_s = self.config.zygote_timeout_s
@@ -902,6 +1119,10 @@ class Node:
         fds = [inst_end.fileno(), log_w] + ([netns_fd] if netns_fd >= 0 else []) + ([tmp_fd] if tmp_fd >= 0 else [])
         spawn = {"op": "spawn", "slot": slot, "token": token, "init_type": itype, "netns": netns_fd >= 0}
         spawn["tmp"] = tmp_fd >= 0
+        if spare:
+            spawn["spare"] = True
+        if marks is not None:
+            marks.append(["request", *_now()])
         try:
             reply = await fn.link.request(spawn, fds, timeout_s=timeout_s)
         except (TimeoutError, ConnectionError) as e:
@@ -939,6 +1160,8 @@ class Node:
                 else:
                     os.close(netns_fd)
             raise SandboxUnavailable(f"could not start an instance of {fn.spec.name}: {reply['error']}")
+        if marks is not None:
+            marks.append(["spawned", *_now()])
         try:
             pid = int(reply.get("pid", 0))
         except (TypeError, ValueError):
@@ -960,14 +1183,12 @@ class Node:
             on_gone=lambda i, empty: self._forget(fn, i, empty), freeze_after_s=freeze_after_s,
             on_imports=(lambda names: self._learn(fn, names)) if fn.spec.code_sha256 else None,
         )  # fmt: skip
-        fn.instances[slot] = inst
+        fn.instances[slot] = inst  # (a spare too: it holds its slot, and unload stops it with the rest)
         # the zygote says it exited: make sure (kill through its cgroup, wait until the cgroup is empty)
         exited.add_done_callback(lambda f: None if f.cancelled() else inst.ensure_gone())
-        try:
-            await inst.wait_ready(self.config.init_timeout_s)
-        except BaseException:
-            inst.ensure_gone()
-            raise
+        if marks is not None:
+            marks.append(["instance", *_now()])
+            inst.zygote_marks = reply.get("marks")
         return inst
 
     async def _tmp_mount(self, fn: LoadedFunction, slot: int) -> int:
@@ -994,6 +1215,8 @@ class Node:
 
     def _forget(self, fn: LoadedFunction, inst: Instance, empty: bool) -> None:
         inst.alive = False  # (its exits entry stays until the zygote's report: the status may still come)
+        if inst in fn.spares:
+            fn.spares.remove(inst)
         if fn.instances.get(inst.slot) is inst:
             del fn.instances[inst.slot]
             if empty and fn.unloading is None:
@@ -1026,6 +1249,11 @@ class Node:
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):
             await inst.stop()
+
+
+def _now() -> tuple[int, int]:
+    """(CLOCK_MONOTONIC, this thread's CPU time) in ns: a stamp of a per-phase breakdown (Node.spawn_phases)."""
+    return time.monotonic_ns(), time.thread_time_ns()
 
 
 async def _wait_pidfd(pidfd: int, timeout_s: float) -> None:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import importlib
 import importlib.machinery
+import importlib.util
 import os
 import select
 import signal
@@ -198,9 +200,13 @@ class FunctionZygote:
         self.netns_factory: isolation.NetnsFactory | None = None
         #: network "nat": namespaces the node asked for and has not received yet (it wires and pools them itself)
         self.netns_owed = 0
+        #: the first instance's namespace was asked of the factory during the load and not taken yet
+        self.early_netns = False
         self.seccomp = isolation.build_seccomp_filter() if sandbox.get("seccomp") else None
         isolation.prepare_for_instances()  # what every instance would otherwise compute after the fork
         self.warnings: list[str] = []
+        #: the zygote's side of the last spawn (sandbox "phases": the bench's per-phase breakdown only)
+        self.last_marks: list[list[Any]] | None = None
         if sandbox.get("seccomp") and self.seccomp is None:
             self.warnings.append("seccomp unavailable (pyseccomp/libseccomp missing): no syscall filter")
 
@@ -243,6 +249,7 @@ class FunctionZygote:
         first pages are charged to it, and the node's kill switch holds it from its first instruction); the
         instance joins its cpu and pids cgroups itself; ``tmp_fd``: the node's detached mount of the slot's /tmp."""
         sb = self.sb
+        marks = _Marks() if sb.get("phases") else None
         fn_dirs = (sb.get("cgroups") or {}).get("fn") or {}
         join = {c: os.path.join(d, f"i{slot}") for c, d in fn_dirs.items() if c in JOINED}
         born, home = self._cgroup_fds(slot) if fn_dirs else ([], [])
@@ -252,9 +259,13 @@ class FunctionZygote:
         elif network == "nat" and netns_fd < 0 and mode != "probe":
             netns_fd = self._make_netns()  # (the import probe stays in this zygote's own, wired namespace)
         keep = False  # network "none": the namespace goes back to the pool when the instance exits
+        if marks is not None:
+            marks.mark("netns")
         try:
             for fd in born:
                 os.pwrite(fd, b"0", 0)
+            if marks is not None:
+                marks.mark("born_in")
             try:
                 if sb.get("namespaces"):
                     pid = syscalls.clone_process(
@@ -263,22 +274,29 @@ class FunctionZygote:
                 else:
                     pid = os.fork()
                 if pid == 0:
+                    if marks is not None:
+                        marks.restart("instance")
                     try:
-                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd, tmp_fd)
+                        self._instance_main(slot, sock_fd, log_fd, init_type, mode, join, netns_fd, tmp_fd, marks)
                     except SystemExit as e:
                         os._exit(e.code if isinstance(e.code, int) else 1)
                     except BaseException:
                         os._exit(1)
             finally:
+                if marks is not None:
+                    marks.mark("clone")
                 for fd in home:
                     os.pwrite(fd, b"0", 0)
-            keep = network == "none" and mode == "serve" and netns_fd >= 0
+            keep = network == "none" and mode in ("serve", "spare") and netns_fd >= 0
         finally:
             if netns_fd >= 0 and not keep:
                 os.close(netns_fd)
         if keep:
             self.instance_netns[pid] = netns_fd
         self.instances[pid] = (slot, token)
+        if marks is not None:
+            marks.mark("home")
+            self.last_marks = marks.stamps
         return pid
 
     def _instance_main(
@@ -291,11 +309,14 @@ class FunctionZygote:
         dirs: dict[str, str],
         netns_fd: int,
         tmp_fd: int = -1,
+        marks: _Marks | None = None,
     ) -> NoReturn:
         sb = self.sb
         try:
             if netns_fd >= 0:
                 syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+            if marks is not None:
+                marks.mark("setns")
             os.dup2(sock_fd, 3)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
@@ -310,6 +331,8 @@ class FunctionZygote:
             sock = socket.socket(fileno=3)
             if sb.get("sched_batch"):  # see NodeConfig.instance_sched
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            if marks is not None:
+                marks.mark("fds")
             uid = sb["instance_uid_first"] + slot
             isolation.enter_instance_sandbox(
                 cgroup_dirs=dirs,
@@ -322,14 +345,16 @@ class FunctionZygote:
                 seccomp_filter=self.seccomp,
                 mounts=bool(sb.get("namespaces")),
                 drop_privileges=bool(sb.get("drop_privileges")),
+                mark=marks.mark if marks is not None else None,
             )
-            # random was reseeded by the fork hooks (os.register_at_fork), as after os.fork
-            os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
-                time.strftime("%Y/%m/%d/", time.gmtime())
-                + f"[{self.spec.get('version', '$LATEST')}]"
-                + os.urandom(16).hex()
-            )
-            os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
+            park = None
+            if mode == "spare" and not _is_provided(self.spec):
+                # made ahead of need: the runtime loop parks it, sandboxed, before any of the function's code
+                park = functools.partial(self._park, sock, marks)
+            elif mode == "spare":
+                os._exit(2)  # (the node makes spares only for the Python runtime)
+            else:
+                self._set_env(init_type, marks)
         except BaseException as e:
             _die_with_init_error(3, "Runtime.SandboxError", f"could not enter the sandbox: {e}")
         if mode == "probe":
@@ -340,21 +365,76 @@ class FunctionZygote:
             serve_provided(sock, init_type, zygote_netns=self.netns_ino, unique_uid=bool(sb.get("drop_privileges")))
         from squall.sandbox.runtime.loop import serve
 
-        serve(sock, self.spec["handler"], init_type, self.preloaded_handler)
+        serve(sock, self.spec["handler"], init_type, self.preloaded_handler, marks, park)
+
+    def _set_env(self, init_type: str, marks: _Marks | None) -> None:
+        # random was reseeded by the fork hooks (os.register_at_fork), as after os.fork
+        os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
+            time.strftime("%Y/%m/%d/", time.gmtime())
+            + f"[{self.spec.get('version', '$LATEST')}]"
+            + os.urandom(16).hex()
+        )
+        os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
+        if marks is not None:
+            marks.mark("env")
+
+    def _park(self, sock: socket.socket, marks: _Marks | None) -> str:
+        """A spare instance, sandboxed, its runtime set up: warm the import system (the page copies a first import
+        costs after the fork: locating the handler's top-level module as the zygote did, an empty module object for
+        it, compiling and running a platform-owned snippet; none of the function's modules is imported or run, only
+        import hooks its pre-imported dependencies may have installed, sandboxed, as they ran in the zygote), say
+        PARKED, then wait for START (exactly that frame: the runtime loop reads what follows with a decoder of its
+        own).  Returns the init type.  Anything else, or the node gone: exit."""
+        from squall.sandbox.protocol import FrameDecoder, Kind, ProtocolError, encode
+
+        with contextlib.suppress(Exception):
+            found = importlib.machinery.PathFinder.find_spec(
+                self.spec["handler"].rsplit(".", 1)[0].replace("/", ".").split(".")[0]
+            )
+            exec(compile(_WARM_SOURCE, "<squall-warm>", "exec"), {"__name__": "squall_warm"})
+            if found is not None and type(found.loader) is importlib.machinery.SourceFileLoader:
+                importlib.util.module_from_spec(found)  # (a module object, never executed; thrown away)
+        sock.sendall(encode(Kind.PARKED))
+        if marks is not None:
+            marks.mark("parked")
+        head = sock.recv(4, socket.MSG_WAITALL)
+        if len(head) != 4:
+            os._exit(0)
+        size = int.from_bytes(head, "big")
+        if size > 4096:
+            os._exit(2)
+        rest = sock.recv(size, socket.MSG_WAITALL)
+        try:
+            frames = FrameDecoder().feed(head + rest)
+        except ProtocolError:
+            os._exit(2)
+        if len(frames) != 1 or frames[0].kind != Kind.START:
+            os._exit(0)
+        if marks is not None:
+            marks.mark("start")
+        itype = frames[0].header.get("init_type")
+        init_type = itype if isinstance(itype, str) and itype in INIT_TYPES else "on-demand"
+        self._set_env(init_type, marks)
+        return init_type
 
     # -- main loop ---------------------------------------------------------------------------------------
     def handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
         if op == "spawn":
+            recv_mark = ["recv", *_Marks.now()]
             try:
                 extra = fds[2:]  # [the wired network namespace (nat)], [the slot's /tmp mount]: as the header says
                 netns_fd = fds.pop(2) if msg.get("netns") and extra else -1
                 tmp_fd = fds[2] if msg.get("tmp") and len(fds) > 2 else -1  # (closed with the others, below)
                 pid = self.spawn(
                     int(msg["slot"]), fds[0], fds[1], msg.get("init_type", "on-demand"), netns_fd=netns_fd,
-                    token=int(msg.get("token", 0)), tmp_fd=tmp_fd,
+                    token=int(msg.get("token", 0)), tmp_fd=tmp_fd, mode="spare" if msg.get("spare") else "serve",
                 )  # fmt: skip
-                send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "pid": pid})
+                reply: dict[str, Any] = {"op": "spawned", "id": msg["id"], "pid": pid}
+                if self.last_marks is not None:
+                    self.last_marks.insert(0, recv_mark)
+                    reply["marks"], self.last_marks = self.last_marks, None
+                send_msg(self.ctrl, reply)
             except Exception as e:
                 send_msg(self.ctrl, {"op": "spawned", "id": msg["id"], "error": f"{type(e).__name__}: {e}"})
             finally:
@@ -465,6 +545,39 @@ class FunctionZygote:
     def _make_netns(self) -> int:
         return self.netns_factory.make() if self.netns_factory is not None else isolation.make_netns()
 
+    def take_early_netns(self, block: bool) -> None:
+        """Take the namespace :func:`_factory_ask` asked for during the load, if it is there (or wait for it): for
+        "nat" send it to the node (``early``: the node wires it and counts it as the first of the pool it asks for,
+        the first instance's), for "none" it starts the zygote's pool.  (If a make() took it meanwhile, the factory
+        answers in order: this takes make()'s.)"""
+        if not self.early_netns or self.netns_factory is None:
+            return
+        fd = -1
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.netns_factory.sock, 16, 1, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        self.early_netns = False
+        if msg == b"1" and len(fds) == 1:
+            fd = fds[0]
+            os.set_inheritable(fd, False)
+        else:
+            for f in fds:
+                os.close(f)
+        if self.spec.get("network") == "nat":
+            try:
+                send_msg(self.ctrl, {"op": "netns", "early": True}, [fd] if fd >= 0 else [])
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        elif fd >= 0:
+            if len(self.netns_pool) < self.sb.get("netns_pool_size", 2):
+                self.netns_pool.append(fd)
+            else:
+                os.close(fd)
+
     def _wants_netns(self) -> bool:
         if self.spec.get("network") == "nat":
             return self.netns_owed > 0
@@ -500,11 +613,15 @@ class FunctionZygote:
             timeout = 0.0 if self._wants_netns() else None
             ctrl_fd = self.ctrl.fileno()
             watch = [ctrl_fd, sig_r]
+            if self.early_netns and self.netns_factory is not None:
+                watch.append(self.netns_factory.sock.fileno())
             if self.probe is not None:
                 watch.append(self.probe.sock.fileno())
                 left = max(0.0, self.probe.deadline - time.monotonic())
                 timeout = left if timeout is None else min(timeout, left)
             ready, _, _ = select.select(watch, [], [], timeout)
+            if self.early_netns and self.netns_factory is not None and self.netns_factory.sock.fileno() in ready:
+                self.take_early_netns(block=True)
             if self.probe is not None:
                 if self.probe.sock.fileno() in ready:
                     self.probe_readable()
@@ -536,6 +653,14 @@ class FunctionZygote:
                     self.handle({"op": "exit"}, [])
                     os._exit(0)
                 self.handle(*got)
+
+
+#: the init types a node may give a spare instance (Lambda's AWS_LAMBDA_INITIALIZATION_TYPE)
+INIT_TYPES = frozenset({"on-demand", "provisioned-concurrency", "snap-start"})
+
+
+#: compiled by a spare instance before it parks (see FunctionZygote._park)
+_WARM_SOURCE = "def handler(event, context):\n    return {'ok': [1, 2.0, None, 'x']}\n"
 
 
 def _die_with_init_error(fd: int, error_type: str, message: str) -> NoReturn:
@@ -588,6 +713,17 @@ def _own_netns_wired(ctrl: socket.socket) -> list[str]:
     if msg.get("op") != "netns-wired" or msg.get("error"):
         return [f"no network during init and pre-imports: {msg.get('error') or msg.get('op')}"]
     return []
+
+
+def _factory_ask(factory: isolation.NetnsFactory | None) -> bool:
+    """Ask the network namespace factory for a namespace now; :meth:`FunctionZygote.take_early_netns` takes it."""
+    if factory is None or factory.pid <= 0:
+        return False
+    try:
+        factory.sock.send(b"n")
+    except OSError:
+        return False
+    return True
 
 
 def _join_own_cgroups(sb: dict[str, Any]) -> None:
@@ -691,6 +827,32 @@ class _Phases:
         self._t = now
 
 
+class _Marks:
+    """Where one instance's creation goes (sandbox "phases", set only by bench/sandbox_start.py --phases): named
+    stamps of CLOCK_MONOTONIC (one clock for every process: the node lines up its own, the zygote's and the
+    instance's) and of this thread's CPU time, in nanoseconds; and the process's minor page faults so far."""
+
+    __slots__ = ("stamps",)
+
+    def __init__(self) -> None:
+        self.stamps: list[list[Any]] = []
+
+    @staticmethod
+    def now() -> tuple[int, int]:
+        return time.monotonic_ns(), time.thread_time_ns()
+
+    def mark(self, name: str) -> None:
+        import resource
+
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt  # (copy-on-write faults, mostly)
+        self.stamps.append([name, time.monotonic_ns(), time.thread_time_ns(), faults])
+
+    def restart(self, name: str) -> None:
+        """In the child right after the clone: its own list (CPU time restarts at 0 in a new process)."""
+        self.stamps = []
+        self.mark(name)
+
+
 def _function_zygote_main(
     ctrl: socket.socket, spec: dict[str, Any], sb: dict[str, Any], go_r: int, ack_w: int
 ) -> NoReturn:
@@ -779,6 +941,8 @@ def _function_zygote_main(
         except OSError as e:
             warnings.append(f"network namespace factory: {e}")
     warnings += fz.warnings
+    # the first instance's network namespace: the factory makes it while this zygote finishes loading
+    fz.early_netns = bool(spec.get("netns_early")) and _factory_ask(fz.netns_factory)
     phases.mark("runtime")
     try:
         _lockdown(sb, warnings)
@@ -789,8 +953,16 @@ def _function_zygote_main(
     if wiring:
         warnings += _own_netns_wired(ctrl)
         phases.mark("netns_wired")
+    early_asked = fz.early_netns
+    if early_asked and (spec.get("preload") or spec.get("snapshot")):
+        # ready already: the node wires it during the pre-imports or init (else once this zygote serves, so as not
+        # to lengthen a load that has nothing to overlap it with)
+        fz.take_early_netns(block=False)
+        phases.mark("netns_early")
     # from here on: the function's code
     report: dict[str, Any] = {"op": "ready", "warnings": warnings, "preloaded": [], "snapshot": False}
+    # "nat": the first instance's namespace is sent (already, or once the factory has it): the node counts on it
+    report["netns_early"] = spec.get("network") == "nat" and early_asked
     # what the node says: pinned names and what the import probe saw this code import (a probe runs only in the
     # background, on the node's request: start_probe); never the function's own modules
     t_pre = time.perf_counter()
@@ -848,14 +1020,19 @@ def _write_id_maps(pid: int, host_base: int) -> None:
         f.write(f"0 {host_base} 65536\n")
 
 
-def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int, int]:
+def _start_function_zygote(
+    msg: dict[str, Any], ctrl_fd: int, ms: dict[str, float] | None = None
+) -> tuple[int, int, int]:
     """Clone a function zygote (PID 1 of a new PID namespace when namespaces are available); returns its pid, a
     pidfd for the node (the node's own handle on it: it never signals a pid) and an fd of its user namespace (-1
     without one), taken while the child still waits for us: the node checks the namespaces that zygote sends
-    against it."""
+    against it.  ``ms``: where the time went (the clone itself, the child's set-up as host root until it has
+    entered its user namespace, the ID maps)."""
     spec, sb = msg["spec"], msg["sandbox"]
+    ms = {} if ms is None else ms
     go_r, go_w = os.pipe()
     ack_r, ack_w = os.pipe()
+    t = time.perf_counter()
     pid = syscalls.clone_process(syscalls.CLONE_NEWPID) if sb.get("namespaces") else os.fork()
     if pid == 0:
         os.close(go_w)
@@ -866,6 +1043,7 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int,
         except BaseException:
             traceback.print_exc()
         os._exit(1)
+    ms["clone"] = round((time.perf_counter() - t) * 1000, 3)
     os.close(go_r)
     os.close(ack_w)
     os.close(ctrl_fd)
@@ -873,12 +1051,16 @@ def _start_function_zygote(msg: dict[str, Any], ctrl_fd: int) -> tuple[int, int,
     userns_fd = -1
     try:
         pidfd = os.pidfd_open(pid)
+        t = time.perf_counter()
         if not select.select([ack_r], [], [], 10)[0] or os.read(ack_r, 1) != b"u":
             raise OSError("function zygote did not start")
+        ms["child_setup"] = round((time.perf_counter() - t) * 1000, 3)
+        t = time.perf_counter()
         if sb.get("userns"):
             _write_id_maps(pid, sb["uid_base"])
             userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         os.write(go_w, b"g")
+        ms["id_maps"] = round((time.perf_counter() - t) * 1000, 3)
     except OSError:
         with contextlib.suppress(OSError):
             if pidfd >= 0:
@@ -912,10 +1094,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg, fds = got
         if msg.get("op") == "function":
             try:
-                pid, pidfd, userns_fd = _start_function_zygote(msg, fds[0])
+                ms: dict[str, float] = {}
+                pid, pidfd, userns_fd = _start_function_zygote(msg, fds[0], ms)
                 try:
                     send_msg(
-                        ctrl, {"op": "started", "id": msg["id"], "pid": pid, "userns": userns_fd >= 0},
+                        ctrl, {"op": "started", "id": msg["id"], "pid": pid, "userns": userns_fd >= 0, "ms": ms},
                         [pidfd, userns_fd] if userns_fd >= 0 else [pidfd],
                     )  # fmt: skip
                 finally:

@@ -80,13 +80,27 @@ class ImportTracker:
     def __init__(self, own: str, invocations: int = 3) -> None:
         self.own = own
         self.left = invocations
-        self._seen = set(sys.modules)
+        # sys.modules keeps insertion order and an import appends: what is new is what follows its last key now.
+        # Walking back from the end touches only the new entries; a set of every name would write the reference
+        # count of each (~700 strings on as many pages: ~130 page copies in an instance just forked from its zygote)
+        self._mark = self._last()
+
+    @staticmethod
+    def _last() -> str | None:
+        return next(reversed(sys.modules), None)
 
     def new(self) -> list[str]:
-        if len(sys.modules) == len(self._seen):  # (an import adds; modules are rarely removed)
-            return []
-        fresh = [m for m in list(sys.modules) if m not in self._seen]
-        self._seen.update(fresh)
+        mark = self._mark
+        fresh: list[str] = []
+        for name in reversed(sys.modules):
+            if name == mark:
+                break
+            fresh.append(name)
+        else:
+            if mark is not None:  # the mark itself was removed from sys.modules: nothing to tell apart, nothing said
+                fresh = []
+        self._mark = self._last()
+        fresh.reverse()
         return dependencies(fresh, self.own)
 
     def after_invoke(self) -> list[str] | None:

@@ -115,12 +115,26 @@ def _invoke(
 
 
 def serve(
-    sock: socket.socket, handler_name: str, init_type: str, preloaded: Callable[..., Any] | None = None
+    sock: socket.socket,
+    handler_name: str,
+    init_type: str,
+    preloaded: Callable[..., Any] | None = None,
+    marks: Any = None,
+    park: Callable[[], str] | None = None,
 ) -> NoReturn:
-    """Initialise (unless ``preloaded``: snapshot mode) and serve invocations until the node says stop."""
+    """Initialise (unless ``preloaded``: snapshot mode) and serve invocations until the node says stop.
+
+    ``marks``: the instance's creation stamps (squall.sandbox.node.zygote._Marks), only when the node asked for a
+    per-phase breakdown (a bench): they go out with READY.  ``park``: a spare instance (made ahead of need) waits
+    there, its runtime set up and none of the function's code run, until the node assigns it; returns the init
+    type."""
     conn = _Conn(sock)
     logs.install()
     init.install()  # PID 1 reaps orphans (before any user code can create processes)
+    if marks is not None:
+        marks.mark("runtime")
+    if park is not None:
+        init_type = park()
     t0 = time.perf_counter()
     # what init and the first invocations import: the node learns it for the next zygote (squall.node.preimport)
     tracker = None if preloaded is not None else ImportTracker(handler_name.rsplit(".", 1)[0].replace("/", ".")
@@ -146,6 +160,9 @@ def serve(
     ready: dict[str, Any] = {"init_ms": init_ms, "init_type": init_type}
     if tracker is not None and (imported := tracker.new()):
         ready["imports"] = imported
+    if marks is not None:
+        marks.mark("handler")
+        ready["marks"] = marks.stamps
     conn.send(Kind.READY, ready)
     loop: asyncio.AbstractEventLoop | None = None
     if inspect.iscoroutinefunction(handler):
