@@ -20,6 +20,7 @@ from botocore.credentials import Credentials
 from squall.aws import sigv4
 from squall.aws.sigv4 import (
     AuthContext,
+    LowerHeaders,
     MalformedAuthorization,
     MalformedChunkedBody,
     MalformedPresignedUrl,
@@ -380,6 +381,46 @@ def test_tampered_signed_header(lambda_req: Captured, name: str, value: str) -> 
 
 def test_unsigned_extra_header_is_ignored(lambda_req: Captured) -> None:
     lambda_req.verify(headers=dict(lambda_req.headers, **{"X-Forwarded-For": "10.0.0.1"}))
+
+
+def _lowered(headers: dict[str, str]) -> LowerHeaders:
+    out = LowerHeaders()  # as the SigV4 middleware builds it: lower-case names, repeated fields joined with ","
+    for name, value in headers.items():
+        out[name.lower()] = f"{out[name.lower()]},{value}" if name.lower() in out else value
+    return out
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"X-Custom": "  a   b  "},  # signed below, squeezed
+        {"X-Amz-Date": "20240501T130000Z"},  # a signed header changed: refused
+        {"Authorization": "AWS4-HMAC-SHA256 Credential=x/y, SignedHeaders=host, Signature=00"},
+        {"Authorization": "Basic abc"},
+    ],
+)
+def test_middleware_headers_are_read_like_any_mapping(change: dict[str, str]) -> None:
+    """The middleware's ``LowerHeaders`` (read without lowering the names again) gets the same verdict, error and
+    context as the same headers in a plain dict with their original case."""
+    request = AWSRequest(
+        method="POST",
+        url="http://localhost:8080/2015-03-31/functions/f/invocations",
+        data=b"{}",
+        headers={"X-Custom": "  a   b  ", "Content-Type": "application/json"},
+    )
+    _sign(request, "lambda")
+    req = _from_awsrequest(request)
+    headers = {**req.headers, **change}
+    assert parse_scope(_lowered(headers), "") == parse_scope(headers, "")
+    outcomes: list[object] = []
+    for form in (headers, _lowered(headers)):
+        try:
+            outcomes.append(req.verify(headers=form))
+        except SigV4Error as e:
+            outcomes.append((type(e), e.message))
+    assert outcomes[0] == outcomes[1]
+    assert isinstance(outcomes[0], AuthContext) == (change in ({}, {"X-Custom": "  a   b  "}))
 
 
 def test_removed_signed_header(lambda_req: Captured) -> None:

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from squall.aws import errors as aws_errors
 from squall.aws.sigv2 import is_v2_query, verify_query_v2
-from squall.aws.sigv4 import AuthContext, SigV4Error, parse_scope, verify_request
+from squall.aws.sigv4 import AuthContext, LowerHeaders, SigV4Error, parse_scope, verify_request
 from squall.core.errors import RequestTooLarge
 from squall.core.ids import request_id as new_request_id
 
@@ -101,7 +101,7 @@ class SigV4Middleware:
             scope["squall.s3_post"] = True
             await self.app(scope, receive, send)
             return
-        headers: dict[str, str] = {}
+        headers = LowerHeaders()  # (the SigV4 check reads it without lowering the names again)
         for k, v in scope["headers"]:
             name = k.decode("latin-1").lower()
             value = v.decode("latin-1")

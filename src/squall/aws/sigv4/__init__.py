@@ -50,6 +50,7 @@ from squall.aws.sigv4.parse import (
     UNSIGNED_PAYLOAD,
     AuthContext,
     BodyCheck,
+    LowerHeaders,
     Scope,
     parse_scope,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "AuthContext",
     "BodyCheck",
     "InvalidPayloadHash",
+    "LowerHeaders",
     "MalformedAuthorization",
     "MalformedChunkedBody",
     "MalformedPresignedUrl",

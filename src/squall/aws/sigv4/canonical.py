@@ -56,7 +56,10 @@ def _canonical_headers(headers: Mapping[str, list[str]], signed: Iterable[str]) 
         if values is None:
             missing.append(name)
             continue
-        lines.append(f"{name}:" + ",".join(" ".join(v.split()) for v in values))
+        if len(values) == 1:  # (nearly always: the middleware joins repeated fields)
+            lines.append(f"{name}:{' '.join(values[0].split())}")
+        else:
+            lines.append(f"{name}:" + ",".join(" ".join(v.split()) for v in values))
     return "\n".join(lines) + "\n", missing
 
 

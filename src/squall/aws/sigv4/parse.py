@@ -27,6 +27,7 @@ __all__ = [
     "UNSIGNED_PAYLOAD",
     "AuthContext",
     "BodyCheck",
+    "LowerHeaders",
     "Scope",
     "parse_scope",
 ]
@@ -115,8 +116,18 @@ _Pair = tuple[bytes, bytes]
 # --------------------------------------------------------------------------------------------------- parsing
 
 
+class LowerHeaders(dict[str, str]):
+    """Header name, already lower case -> its value, repeated fields already joined with ``,`` (what the SigV4
+    middleware builds from the raw ASGI headers).  ``verify_request`` and ``parse_scope`` take it as it is instead of
+    lowering and regrouping every name a second time; any other mapping is read the general way."""
+
+    __slots__ = ()
+
+
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, list[str]]:
     """Header name (lower case) -> every value, in order.  ``items()`` of Starlette's ``Headers`` yields repeats."""
+    if type(headers) is LowerHeaders:
+        return {name: [value] for name, value in headers.items()}
     out: dict[str, list[str]] = {}
     for name, value in headers.items():
         out.setdefault(name.lower(), []).append(value)
@@ -191,12 +202,15 @@ def _auth_header_fields_cached(value: str) -> tuple[str, Mapping[str, str]]:
 def parse_scope(headers: Mapping[str, str], query_string: str | bytes) -> Scope | None:
     """The credential scope of a request (header or presigned form), or None when there is none or it is
     malformed.  Cheap: no hashing and no secret lookup, for routing by ``scope.service`` before verifying."""
-    for name, value in headers.items():
-        if name.lower() == "authorization":
-            algorithm, fields = _auth_header_fields(value)
-            if algorithm != ALGORITHM or "Credential" not in fields:
-                return None
-            return _split_credential(fields["Credential"])
+    if type(headers) is LowerHeaders:
+        value = headers.get("authorization")
+    else:
+        value = next((v for name, v in headers.items() if name.lower() == "authorization"), None)
+    if value is not None:
+        algorithm, fields = _auth_header_fields(value)
+        if algorithm != ALGORITHM or "Credential" not in fields:
+            return None
+        return _split_credential(fields["Credential"])
     for raw_key, raw_value in _query_pairs(query_string):
         if raw_key == b"X-Amz-Credential":
             return _split_credential(_unquote(raw_value).decode("utf-8", "replace"))
