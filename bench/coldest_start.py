@@ -15,6 +15,9 @@ Prints JSON lines (medians over the rounds):
                                    node_ms = the node's side of the load, zygote = the zygote's own phases,
                                    start_ms = instance fork + sandbox + handler import, invoke_ms = first result)
   warm_zygote_<scenario>_ms        fork an instance from that (already loaded) zygote + first invocation result
+                                   (right after the first instance stopped: no spare parked yet, an on-demand fork)
+  warm_zygote_spare_<scenario>_ms  the same once the zygote's spare instance is parked (SQUALL_SPARE_INSTANCES):
+                                   a start that takes it + first invocation result
   baseline: fresh ``python3 -c 'import PIL.Image'`` with the same vendored tree (with its .pyc and without),
   a bare ``python3 -c pass`` and ``python3 -S -c pass`` (no site: this host's site runs a .pth that imports certifi),
   measured in the same run.
@@ -187,6 +190,16 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
     out = await inst.invoke(InvokeRequest(b"{}", request_id="warm-zygote"))
     t5 = time.perf_counter()
     await node.stop_instance(inst)
+    # the zygote warm and its spare parked (SQUALL_SPARE_INSTANCES: made 50 ms after the last start): a third one
+    parked = await node.spares_parked(fn) if hasattr(node, "spares_parked") else 0
+    t6 = time.perf_counter()
+    inst = await node.start_instance(fn)
+    t6b = time.perf_counter()
+    out = await inst.invoke(InvokeRequest(b"{}", request_id="spare"))
+    t7 = time.perf_counter()
+    if not out.ok:
+        raise RuntimeError(f"{scenario} (spare): {out.payload[:300]!r}")
+    await node.stop_instance(inst)
     rep = fn.report
     await node.unload(fn)
     return {
@@ -197,6 +210,10 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
         "warm_zygote_ms": (t5 - t4) * 1000,
         "warm_start_ms": (t4b - t4) * 1000,
         "warm_invoke_ms": (t5 - t4b) * 1000,
+        "spare_ms": (t7 - t6) * 1000,
+        "spare_start_ms": (t6b - t6) * 1000,
+        "spare_invoke_ms": (t7 - t6b) * 1000,
+        "spares_parked": parked,
         "node_ms": rep.get("node_ms", {}),
         "zygote": rep.get("phases", {}),
         "preloaded": len(rep.get("preloaded", [])),
@@ -248,6 +265,11 @@ async def main() -> None:
         emit(f"coldest_{s}_ms", median([r["total_ms"] for r in rows]), "ms", **pick, **common)
         warm = {k: round(median([r[f"warm_{k}"] for r in rows]), 2) for k in ("start_ms", "invoke_ms")}
         emit(f"warm_zygote_{s}_ms", median([r["warm_zygote_ms"] for r in rows]), "ms", **warm, **common)
+        spare = {k: round(median([r[f"spare_{k}"] for r in rows]), 2) for k in ("start_ms", "invoke_ms")}
+        emit(
+            f"warm_zygote_spare_{s}_ms", median([r["spare_ms"] for r in rows]), "ms", **spare,
+            spares_parked=min(r["spares_parked"] for r in rows), **common,
+        )  # fmt: skip
     print(json.dumps({"raw": results}) if "--raw" in sys.argv else "", end="")
 
 
