@@ -424,7 +424,16 @@ def test_a_lying_zygote_gets_only_the_namespaces_the_node_asked_for(node: Any) -
     )
     assert "evilnet" in fn.preloaded  # the patch really ran in the zygote
     # the flood went out while the pool was filled at load (the zygote's first refill)
-    eventually(lambda: len(fn.netns_ready) == 2 and fn.netns_asked == 0, what="namespace pool filled")
+    seen: list[tuple[int, int]] = []
+
+    def filled() -> bool:
+        seen.append((len(fn.netns_ready), fn.netns_asked))
+        return seen[-1] == (2, 0)
+
+    try:
+        eventually(filled, what="namespace pool filled")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; (ready, asked) went {sorted(set(seen), key=seen.index)}") from None
     # the spawn is a round trip on the one ordered control socket: once it is answered the node has read every
     # namespace the zygote sent before; then the node's one wiring thread finishes what was queued.  Taking one of
     # two pooled namespaces asks for none.

@@ -251,18 +251,23 @@ def test_full_tmp_is_an_ordinary_handler_error(node: NodeRunner) -> None:
 
 
 def test_next_instance_of_a_slot_starts_with_an_empty_tmp(node: NodeRunner) -> None:
-    fn = node.load({"app.py": FILLER}, tmp_mb=16)
-    a = node.start(fn)
+    # no spare instance: it would sit in another slot, and the next start would take it instead of a's slot
+    spares, node.node.spare_instances = node.node.spare_instances, 0
     try:
-        assert body(node.invoke(a, {"mess": True})) == ["d", "link"]
+        fn = node.load({"app.py": FILLER}, tmp_mb=16)
+        a = node.start(fn)
+        try:
+            assert body(node.invoke(a, {"mess": True})) == ["d", "link"]
+        finally:
+            node.stop(a)
+        b = node.start(fn)  # takes the slot a left
+        try:
+            assert b.slot == a.slot
+            assert body(node.invoke(b, {"list": True})) == []
+        finally:
+            node.stop(b)
     finally:
-        node.stop(a)
-    b = node.start(fn)  # takes the slot a left
-    try:
-        assert b.slot == a.slot
-        assert body(node.invoke(b, {"list": True})) == []
-    finally:
-        node.stop(b)
+        node.node.spare_instances = spares
 
 
 def test_cannot_read_other_functions_code_or_node_data(node: NodeRunner, inst: Any) -> None:

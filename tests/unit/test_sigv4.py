@@ -253,7 +253,8 @@ def test_unsigned_or_streaming_payload_is_for_s3_only(service: str, claim: str) 
     assert "accepted by S3 only" in ei.value.message
 
 
-def test_headers_are_case_insensitive_and_whitespace_trimmed() -> None:
+def _signed_with_spaced_header() -> Captured:
+    """A signed Invoke whose ``X-Custom`` header has leading, trailing and inner runs of spaces."""
     request = AWSRequest(
         method="POST",
         url="http://localhost:8080/2015-03-31/functions/f/invocations",
@@ -261,7 +262,11 @@ def test_headers_are_case_insensitive_and_whitespace_trimmed() -> None:
         headers={"X-Custom": "  a   b  ", "Content-Type": "application/json"},
     )
     _sign(request, "lambda")
-    req = _from_awsrequest(request)
+    return _from_awsrequest(request)
+
+
+def test_headers_are_case_insensitive_and_whitespace_trimmed() -> None:
+    req = _signed_with_spaced_header()
     req.headers = {k.upper(): v for k, v in req.headers.items()}
     assert "x-custom" in req.verify().signed_headers
 
@@ -403,14 +408,7 @@ def _lowered(headers: dict[str, str]) -> LowerHeaders:
 def test_middleware_headers_are_read_like_any_mapping(change: dict[str, str]) -> None:
     """The middleware's ``LowerHeaders`` (read without lowering the names again) gets the same verdict, error and
     context as the same headers in a plain dict with their original case."""
-    request = AWSRequest(
-        method="POST",
-        url="http://localhost:8080/2015-03-31/functions/f/invocations",
-        data=b"{}",
-        headers={"X-Custom": "  a   b  ", "Content-Type": "application/json"},
-    )
-    _sign(request, "lambda")
-    req = _from_awsrequest(request)
+    req = _signed_with_spaced_header()
     headers = {**req.headers, **change}
     assert parse_scope(_lowered(headers), "") == parse_scope(headers, "")
     outcomes: list[object] = []

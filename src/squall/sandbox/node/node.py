@@ -403,6 +403,11 @@ class Node:
         if fn.unloaded:
             os.close(fd)
             return
+        self._hand_netns(fn, fd)
+
+    @staticmethod
+    def _hand_netns(fn: LoadedFunction, fd: int) -> None:
+        """A wired namespace to the first start waiting for one, else into ``fn``'s pool."""
         while fn.netns_waiters:
             waiter = fn.netns_waiters.pop(0)
             if not waiter.done():
@@ -456,12 +461,7 @@ class Node:
             if not ok:
                 self._ask_netns(fn)
             return
-        while fn.netns_waiters:
-            waiter = fn.netns_waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(fd)
-                return
-        fn.netns_ready.append(fd)
+        self._hand_netns(fn, fd)
 
     def _netns_failed(self, fn: LoadedFunction, why: str) -> None:
         log.warning("function %s: %s", fn.spec.name, why)
@@ -1239,12 +1239,7 @@ class Node:
         if fn.unloaded or len(fn.netns_ready) >= max(self.config.netns_pool_size, len(fn.instances)):
             os.close(fd)
             return
-        while fn.netns_waiters:
-            waiter = fn.netns_waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(fd)
-                return
-        fn.netns_ready.append(fd)
+        self._hand_netns(fn, fd)
 
     async def stop_instance(self, inst: Instance) -> None:
         with contextlib.suppress(InstanceDied):
