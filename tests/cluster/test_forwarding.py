@@ -74,7 +74,13 @@ def test_request_runs_on_the_home_node_then_where_it_is_warm(two_nodes: dict[str
     assert _invoke(b, fn_b) == {"node": "b", "version": "$LATEST"}
     assert cluster_status(b)["forwarded"] == 1
 
-    # b now holds an idle instance of fn_b and a none: placement picks the warm node (b) for requests via a
+    # b now holds an idle instance of fn_b and a none: once a has heard so (b's next heartbeat), placement picks the
+    # warm node (b) for requests via a
+    def b_warm_as_a_sees_it() -> bool:
+        views = {n["node_id"]: n for n in cluster_status(a)["nodes"]}
+        return views.get("b", {}).get("warm_idle", {}).get(f"{fn_b}:$LATEST", 0) > 0
+
+    eventually(b_warm_as_a_sees_it, timeout_s=30, what="b's idle instance in a's view")
     for _ in range(5):
         assert _invoke(a, fn_b)["node"] == "b"
     info = cluster_status(a)
