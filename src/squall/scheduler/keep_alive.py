@@ -256,8 +256,11 @@ class FunctionKeepAlive:
         assert best is not None
         _, a_bin, b_bin = best
         why = f"{n} idle times, least idle seconds + {c.cold_start_cost_s:g} s per cold start"
-        if b_bin <= a_bin:  # keeping anything costs more than the cold starts it saves: unload after each call
-            return Windows("histogram", 0.0, 0.0, 0.0, 0.0, why)
+        if b_bin <= a_bin:
+            # keeping an instance costs more than the cold starts it saves: stop it after each call.  The zygote
+            # keeps its fixed keep-alive, as with any window that has no pre-warm: the price is in instance-seconds,
+            # and a cold start from a warm zygote (a fork) is far cheaper than a load from nothing
+            return Windows("histogram", 0.0, 0.0, 0.0, c.fixed_zygote_keep_alive_s, why)
         prewarm = a_bin * w * (1 - c.margin)
         until = b_bin * w * (1 + c.margin)
         zygote_until = until if prewarm > 0 else max(until, c.fixed_zygote_keep_alive_s)
