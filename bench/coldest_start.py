@@ -155,6 +155,19 @@ def baselines(code_pyc: Path, code_src: Path, n: int) -> dict[str, float]:
     }
 
 
+async def _start_and_invoke(node: Node, fn: Any, scenario: str, request_id: str) -> tuple[float, float]:
+    """Start an instance of the loaded ``fn``, invoke it once, stop it: (start ms, first invocation ms)."""
+    t0 = time.perf_counter()
+    inst = await node.start_instance(fn)
+    t1 = time.perf_counter()
+    out = await inst.invoke(InvokeRequest(b"{}", request_id=request_id))
+    t2 = time.perf_counter()
+    if not out.ok:
+        raise RuntimeError(f"{scenario} ({request_id}): {out.payload[:300]!r}")
+    await node.stop_instance(inst)
+    return (t1 - t0) * 1000, (t2 - t1) * 1000
+
+
 async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> dict[str, Any]:
     handler = {"hello": "hello.handler", "thumb_top": "thumb_top.handler"}.get(scenario, "thumb_lazy.handler")
     extra: dict[str, Any] = {}
@@ -175,44 +188,27 @@ async def one(node: Node, code: Path, scenario: str, memory_mb: int = 512) -> di
     t0 = time.perf_counter()
     fn = await node.load(spec)
     t1 = time.perf_counter()
-    inst = await node.start_instance(fn)
-    t2 = time.perf_counter()
-    out = await inst.invoke(InvokeRequest(b"{}", request_id="cold"))
-    t3 = time.perf_counter()
-    if not out.ok:
-        raise RuntimeError(f"{scenario}: {out.payload[:300]!r}")
-    await node.stop_instance(inst)
+    start_ms, invoke_ms = await _start_and_invoke(node, fn, scenario, "cold")
     if hasattr(node, "preimports_settled"):  # (what the first instance imported is pre-imported in place by now)
         await node.preimports_settled(fn)
-    t4 = time.perf_counter()  # the zygote is warm now: a second instance
-    inst = await node.start_instance(fn)
-    t4b = time.perf_counter()
-    out = await inst.invoke(InvokeRequest(b"{}", request_id="warm-zygote"))
-    t5 = time.perf_counter()
-    await node.stop_instance(inst)
+    # the zygote is warm now: a second instance, right away (no spare parked yet: an on-demand fork)
+    warm_start_ms, warm_invoke_ms = await _start_and_invoke(node, fn, scenario, "warm-zygote")
     # the zygote warm and its spare parked (SQUALL_SPARE_INSTANCES: made 50 ms after the last start): a third one
     parked = await node.spares_parked(fn) if hasattr(node, "spares_parked") else 0
-    t6 = time.perf_counter()
-    inst = await node.start_instance(fn)
-    t6b = time.perf_counter()
-    out = await inst.invoke(InvokeRequest(b"{}", request_id="spare"))
-    t7 = time.perf_counter()
-    if not out.ok:
-        raise RuntimeError(f"{scenario} (spare): {out.payload[:300]!r}")
-    await node.stop_instance(inst)
+    spare_start_ms, spare_invoke_ms = await _start_and_invoke(node, fn, scenario, "spare")
     rep = fn.report
     await node.unload(fn)
     return {
         "zygote_ms": (t1 - t0) * 1000,
-        "total_ms": (t3 - t0) * 1000,
-        "start_ms": (t2 - t1) * 1000,
-        "invoke_ms": (t3 - t2) * 1000,
-        "warm_zygote_ms": (t5 - t4) * 1000,
-        "warm_start_ms": (t4b - t4) * 1000,
-        "warm_invoke_ms": (t5 - t4b) * 1000,
-        "spare_ms": (t7 - t6) * 1000,
-        "spare_start_ms": (t6b - t6) * 1000,
-        "spare_invoke_ms": (t7 - t6b) * 1000,
+        "total_ms": (t1 - t0) * 1000 + start_ms + invoke_ms,
+        "start_ms": start_ms,
+        "invoke_ms": invoke_ms,
+        "warm_zygote_ms": warm_start_ms + warm_invoke_ms,
+        "warm_start_ms": warm_start_ms,
+        "warm_invoke_ms": warm_invoke_ms,
+        "spare_ms": spare_start_ms + spare_invoke_ms,
+        "spare_start_ms": spare_start_ms,
+        "spare_invoke_ms": spare_invoke_ms,
         "spares_parked": parked,
         "node_ms": rep.get("node_ms", {}),
         "zygote": rep.get("phases", {}),

@@ -195,3 +195,14 @@ def eventually(predicate: Any, timeout: float = 10.0, what: str = "condition") -
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s")
         time.sleep(0.01)
+
+
+#: handler source: ``status()`` -> this process's /proc/self/status as a dict (for handlers that report their sandbox)
+PROC_STATUS = """
+def status():
+    out = {}
+    for line in open("/proc/self/status"):
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+"""

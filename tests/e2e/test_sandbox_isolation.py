@@ -12,11 +12,21 @@ from typing import Any
 
 import pytest
 
-from tests.sandbox_helpers import SECRET_ENV, SECRET_VALUE, NodeRunner, body, eventually, make_node, write_tree
+from tests.sandbox_helpers import (
+    PROC_STATUS,
+    SECRET_ENV,
+    SECRET_VALUE,
+    NodeRunner,
+    body,
+    eventually,
+    make_node,
+    write_tree,
+)
 
 PIDS_MAX = 48
 
-PROBE = r"""
+PROBE = (
+    r"""
 import ctypes, errno, os, socket, time
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -68,12 +78,9 @@ def ids():
     return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "pid": os.getpid(), "procs": procs,
             "hostname": socket.gethostname()}
 
-def status():
-    out = {}
-    for line in open("/proc/self/status"):
-        k, _, v = line.partition(":")
-        out[k] = v.strip()
-    return out
+"""
+    + PROC_STATUS
+    + r"""
 
 def libc_call(name, *args):
     ctypes.set_errno(0)
@@ -138,6 +145,7 @@ def fds():
 def handler(event, context):
     return [globals()[name](*args) for name, *args in event["calls"]]
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,18 @@ from typing import Any
 
 import pytest
 
-from tests.sandbox_helpers import NodeRunner, body, eventually, make_node
+from tests.sandbox_helpers import PROC_STATUS, NodeRunner, body, eventually, make_node
 
-APP = r"""
+APP = (
+    r"""
 import os, socket, time
 
 IMPORTED_AT = time.time()
 INIT_TYPE = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")
 
-def status():
-    out = {}
-    for line in open("/proc/self/status"):
-        k, _, v = line.partition(":")
-        out[k] = v.strip()
-    return out
+"""
+    + PROC_STATUS
+    + r"""
 
 def handler(event, context):
     st = status()
@@ -38,6 +36,7 @@ def handler(event, context):
         "netns": os.stat("/proc/self/ns/net").st_ino, "tmp": tmp, "hostname": socket.gethostname(),
     }
 """
+)
 
 
 @pytest.fixture(scope="module")
