@@ -22,43 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, median, pct
 from _cpu import proc_cpu_ms
 from _http import Conn, Signer
+from _load import CODE, deploy_hello, drive, request
 from _server import KEY_ID, SECRET, Server, deploy
-from profile_server import CODE, INVOKE, deploy_hello
-
-
-async def one(conn: Conn, signer: Signer, port: int, route: str) -> None:
-    body = b'{"n": 1}'
-    if route == "invoke":
-        status, _ = await conn.request("POST", INVOKE, body, signer.headers("POST", f"127.0.0.1:{port}", INVOKE, body))
-    else:
-        status, _ = await conn.request("GET", "/hello", b"", {"host": f"127.0.0.1:{port}"})
-    assert status == 200, status
 
 
 async def sequential(port: int, route: str, n: int) -> list[float]:
     conn, signer, out = Conn("127.0.0.1", port), Signer(KEY_ID, SECRET), []
     for _ in range(n):
         t0 = time.perf_counter()
-        await one(conn, signer, port, route)
+        status = await request(conn, signer, port, route)
+        assert status == 200, status
         out.append((time.perf_counter() - t0) * 1000)
     conn.close()
     return out
-
-
-async def concurrent(port: int, route: str, seconds: float) -> int:
-    signer, done = Signer(KEY_ID, SECRET), 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        conn = Conn("127.0.0.1", port)
-        while time.perf_counter() < deadline:
-            await one(conn, signer, port, route)
-            done += 1
-        conn.close()
-
-    await asyncio.gather(*(worker() for _ in range(32)))
-    return done
 
 
 def main() -> None:
@@ -76,9 +52,9 @@ def main() -> None:
             servers[k] = Server(PYTHONPATH=str(Path(tree).resolve() / "src"))
         for s in servers.values():
             deploy(s.lambda_client(), "bench", CODE)
-            deploy_hello(s)
+            deploy_hello(s.url)
             for route in ("invoke", "http"):
-                asyncio.run(concurrent(s.port, route, 1.0))  # 32 instances up, caches warm
+                asyncio.run(drive(s.port, route, 32, 1.0))  # 32 instances up, caches warm
         for route in ("invoke", "http"):
             lat: dict[str, list[float]] = {"a": [], "b": []}
             rps: dict[str, list[float]] = {"a": [], "b": []}
@@ -90,7 +66,7 @@ def main() -> None:
                     c0 = proc_cpu_ms(s.proc.pid)
                     lat[k] += asyncio.run(sequential(s.port, route, n_seq))
                     t0 = time.perf_counter()
-                    done = asyncio.run(concurrent(s.port, route, secs))
+                    done = asyncio.run(drive(s.port, route, 32, secs))
                     rps[k].append(done / (time.perf_counter() - t0))
                     cpu_ms[k] += proc_cpu_ms(s.proc.pid) - c0
                     count[k] += n_seq + done
