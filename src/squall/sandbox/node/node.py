@@ -117,6 +117,9 @@ class LoadedFunction:
     #: network "nat": wired namespaces ready for instances, namespaces asked of the zygote, instances waiting
     netns_ready: list[int] = field(default_factory=list)
     netns_asked: int = 0
+    #: the first instance's namespace, sent early by the zygote and still being wired after the load: not in
+    #: netns_asked (another namespace the zygote sends must not be taken for it), but counted as coming
+    netns_early_wiring: int = 0
     netns_waiters: list[asyncio.Future[int]] = field(default_factory=list)
     #: the namespace each live instance joined (slot -> fd): back to the pool when the instance is gone
     netns_in_use: dict[int, int] = field(default_factory=dict)
@@ -455,7 +458,7 @@ class Node:
             else:
                 os.close(fd)
             return
-        fn.netns_asked -= 1
+        fn.netns_early_wiring -= 1
         if not ok or fn.unloaded:
             os.close(fd)
             if not ok:
@@ -477,6 +480,7 @@ class Node:
         _return_netns), so a steady trickle of cold starts makes none.  The zygote makes them when it has nothing
         else to do."""
         size, waiting, have = self.config.netns_pool_size, len(fn.netns_waiters), len(fn.netns_ready) + fn.netns_asked
+        have += fn.netns_early_wiring
         want = size + waiting - have
         low = size if fill else max(1, size // 2)
         if waiting + low - have > 0 and want > 0 and not fn.link.closed.is_set():
@@ -917,7 +921,8 @@ class Node:
         early.ready.clear()
         if not report.get("netns_early"):
             early.left = 0
-        fn.netns_asked += early.left + early.wiring
+        fn.netns_asked += early.left
+        fn.netns_early_wiring = early.wiring
         self._running[id(fn)] = fn
         if fn.network == "nat":
             self._ask_netns(fn, fill=True)
